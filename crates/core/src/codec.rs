@@ -1,0 +1,170 @@
+//! [`FrameCodec`]: length-prefixed postcard frames as a tokio-util
+//! [`Decoder`]/[`Encoder`], with a bounded frame length.
+//!
+//! Each frame is a 4-byte big-endian body length followed by the postcard
+//! body. The length is checked against the codec's maximum *before* any of
+//! the body is buffered or decoded, so an oversize frame costs nothing.
+//!
+//! The codec is generic over what it carries: `FrameCodec<Hello>` reads the
+//! handshake, `FrameCodec<Frame>` (the default) everything after it.
+//!
+//! ```
+//! use botbus_core::{Frame, FrameCodec};
+//! use bytes::BytesMut;
+//! use tokio_util::codec::{Decoder, Encoder};
+//!
+//! let mut codec = FrameCodec::<Frame>::new();
+//! let mut wire = BytesMut::new();
+//! codec.encode(&Frame::Ping { nonce: 7 }, &mut wire).unwrap();
+//! codec.encode(&Frame::Pong { nonce: 7 }, &mut wire).unwrap();
+//! // Two frames in one buffer come out as two frames.
+//! assert_eq!(codec.decode(&mut wire).unwrap(), Some(Frame::Ping { nonce: 7 }));
+//! assert_eq!(codec.decode(&mut wire).unwrap(), Some(Frame::Pong { nonce: 7 }));
+//! assert_eq!(codec.decode(&mut wire).unwrap(), None);
+//! ```
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+
+use bytes::{Buf, BufMut, BytesMut};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::frame::Frame;
+
+/// The default maximum frame body: 8 MiB, as tokio-util's
+/// `LengthDelimitedCodec`.
+pub const DEFAULT_MAX_FRAME_LEN: usize = 8 * 1024 * 1024;
+
+const LEN_PREFIX: usize = 4;
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The underlying stream failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    /// A frame's declared length exceeds the maximum.
+    #[error("oversize frame: {len} bytes, the limit is {max}")]
+    Oversize {
+        /// The length the frame declared (or would have had).
+        len: usize,
+        /// The codec's maximum.
+        max: usize,
+    },
+    /// The frame body is not a valid postcard frame.
+    #[error("malformed frame ({len} bytes): {source}")]
+    Malformed {
+        /// The body's length.
+        len: usize,
+        /// What postcard said.
+        source: postcard::Error,
+    },
+    /// The body decoded but bytes were left over.
+    #[error("malformed frame: {0} trailing bytes after the body")]
+    TrailingBytes(usize),
+    /// A frame could not be encoded.
+    #[error("cannot encode frame: {0}")]
+    Encode(postcard::Error),
+}
+
+/// Length-prefixed postcard codec for `T` (a [`Frame`] unless stated).
+pub struct FrameCodec<T = Frame> {
+    max_frame_len: usize,
+    _carries: PhantomData<fn() -> T>,
+}
+
+impl<T> FrameCodec<T> {
+    /// A codec with the [`DEFAULT_MAX_FRAME_LEN`].
+    pub fn new() -> Self {
+        Self::with_max_frame_len(DEFAULT_MAX_FRAME_LEN)
+    }
+
+    /// A codec that refuses frames whose body exceeds `max_frame_len` bytes.
+    pub fn with_max_frame_len(max_frame_len: usize) -> Self {
+        Self {
+            max_frame_len: max_frame_len.min(u32::MAX as usize),
+            _carries: PhantomData,
+        }
+    }
+
+    /// The largest frame body this codec accepts.
+    pub fn max_frame_len(&self) -> usize {
+        self.max_frame_len
+    }
+}
+
+impl<T> Default for FrameCodec<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Clone for FrameCodec<T> {
+    fn clone(&self) -> Self {
+        Self::with_max_frame_len(self.max_frame_len)
+    }
+}
+
+impl<T> fmt::Debug for FrameCodec<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameCodec")
+            .field("max_frame_len", &self.max_frame_len)
+            .finish()
+    }
+}
+
+impl<T: DeserializeOwned> Decoder for FrameCodec<T> {
+    type Item = T;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<T>, FrameError> {
+        let Some(prefix) = src.get(..LEN_PREFIX) else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes(prefix.try_into().expect("4-byte prefix")) as usize;
+        if len > self.max_frame_len {
+            return Err(FrameError::Oversize {
+                len,
+                max: self.max_frame_len,
+            });
+        }
+        if src.len() < LEN_PREFIX + len {
+            src.reserve(LEN_PREFIX + len - src.len());
+            return Ok(None);
+        }
+        src.advance(LEN_PREFIX);
+        let body = src.split_to(len);
+        let (item, rest) =
+            postcard::take_from_bytes(&body).map_err(|source| FrameError::Malformed { len, source })?;
+        if !rest.is_empty() {
+            return Err(FrameError::TrailingBytes(rest.len()));
+        }
+        Ok(Some(item))
+    }
+}
+
+impl<T: Serialize> Encoder<&T> for FrameCodec<T> {
+    type Error = FrameError;
+
+    fn encode(&mut self, item: &T, dst: &mut BytesMut) -> Result<(), FrameError> {
+        let start = dst.len();
+        dst.put_u32(0);
+        if let Err(error) = postcard::to_io(item, dst.writer()) {
+            dst.truncate(start);
+            return Err(FrameError::Encode(error));
+        }
+        let len = dst.len() - start - LEN_PREFIX;
+        if len > self.max_frame_len {
+            dst.truncate(start);
+            return Err(FrameError::Oversize {
+                len,
+                max: self.max_frame_len,
+            });
+        }
+        dst[start..start + LEN_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
+        Ok(())
+    }
+}

@@ -1,0 +1,192 @@
+//! Messages and the type-erased [`Payload`] that carries them.
+//!
+//! A message is plain data with a stable name ([`Message::NAME`]). Inside one
+//! process a payload carries the value itself behind an `Arc` (no
+//! serialisation on the in-process hot path); when it crosses a link it is
+//! postcard-encoded once, on the sender's thread. Either way the receiver
+//! checks the name before it decodes, so a type mismatch is the same typed
+//! error in every placement.
+//!
+//! ```
+//! use botbus_core::{Message, Payload};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+//! struct SetSpeed(f32);
+//! impl Message for SetSpeed {
+//!     const NAME: &'static str = "motor.SetSpeed";
+//! }
+//!
+//! // In process: no encoding happens.
+//! let local = Payload::new(SetSpeed(0.5));
+//! assert_eq!(local.name(), "motor.SetSpeed");
+//! // Across a link: encoded once, decoded by name on the other side.
+//! let wire = Payload::from_encoded("motor.SetSpeed", local.to_bytes().unwrap());
+//! assert_eq!(wire.decode::<SetSpeed>().unwrap(), SetSpeed(0.5));
+//! // The wrong type is a typed error, not garbage.
+//! assert!(Payload::new(SetSpeed(1.0)).decode::<u32>().is_err());
+//! ```
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::PayloadError;
+
+/// A message type modules exchange: plain, cloneable, serialisable data with a
+/// stable name that identifies it on the wire.
+///
+/// The name is part of the protocol: two peers agree on a message by name, so
+/// keep it stable across versions (a dotted `package.Type` works well).
+pub trait Message: Serialize + DeserializeOwned + Clone + fmt::Debug + Send + Sync + 'static {
+    /// The stable wire name of this message type.
+    const NAME: &'static str;
+}
+
+macro_rules! impl_message {
+    ($($ty:ty => $name:literal),* $(,)?) => {
+        $(impl Message for $ty {
+            const NAME: &'static str = $name;
+        })*
+    };
+}
+
+impl_message!(
+    () => "()", bool => "bool",
+    u8 => "u8", u16 => "u16", u32 => "u32", u64 => "u64",
+    i8 => "i8", i16 => "i16", i32 => "i32", i64 => "i64",
+    f32 => "f32", f64 => "f64", String => "string", Vec<u8> => "bytes",
+);
+
+/// How a module's inbox turns a [`Payload`] into the module's message type.
+///
+/// Every [`Message`] implements it by checking the name and decoding. A module
+/// whose message type is [`Payload`] itself receives everything undecoded — a
+/// logger subscribed to `**`, say.
+pub trait FromPayload: Sized + Send + 'static {
+    /// Decodes `payload`, or says why it is not this type.
+    fn from_payload(payload: Payload) -> Result<Self, PayloadError>;
+}
+
+impl<M: Message> FromPayload for M {
+    fn from_payload(payload: Payload) -> Result<Self, PayloadError> {
+        payload.decode()
+    }
+}
+
+impl FromPayload for Payload {
+    fn from_payload(payload: Payload) -> Result<Self, PayloadError> {
+        Ok(payload)
+    }
+}
+
+/// A message value with its type erased: what the router moves around.
+trait ErasedMessage: Any + Send + Sync + fmt::Debug {
+    fn encode(&self) -> Result<Vec<u8>, postcard::Error>;
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+}
+
+impl<M: Message> ErasedMessage for M {
+    fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_allocvec(self)
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+}
+
+#[derive(Clone)]
+enum Body {
+    /// The value itself, shared: in-process delivery, no encoding.
+    Local(Arc<dyn ErasedMessage>),
+    /// Postcard bytes, as received from a link.
+    Encoded(Bytes),
+}
+
+/// A named message: either the in-process value or its encoded bytes.
+///
+/// Cloning is cheap (an `Arc` or a `Bytes` clone), so a publish reaches many
+/// subscribers without copying the message.
+#[derive(Clone)]
+pub struct Payload {
+    name: Cow<'static, str>,
+    body: Body,
+}
+
+impl Payload {
+    /// Wraps a message value for in-process delivery.
+    pub fn new<M: Message>(message: M) -> Self {
+        Self {
+            name: Cow::Borrowed(M::NAME),
+            body: Body::Local(Arc::new(message)),
+        }
+    }
+
+    /// A payload received from a link: the message name and its postcard bytes.
+    pub fn from_encoded(name: impl Into<Cow<'static, str>>, bytes: Bytes) -> Self {
+        Self {
+            name: name.into(),
+            body: Body::Encoded(bytes),
+        }
+    }
+
+    /// The message's wire name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether this payload still holds the in-process value (never encoded).
+    pub fn is_local(&self) -> bool {
+        matches!(self.body, Body::Local(_))
+    }
+
+    /// Decodes the payload as `M`, checking the name first.
+    pub fn decode<M: Message>(self) -> Result<M, PayloadError> {
+        if self.name != M::NAME {
+            return Err(PayloadError::TypeMismatch {
+                expected: M::NAME,
+                found: self.name.into_owned(),
+            });
+        }
+        match self.body {
+            Body::Local(value) => match value.into_any().downcast::<M>() {
+                Ok(value) => Ok(Arc::try_unwrap(value).unwrap_or_else(|shared| (*shared).clone())),
+                Err(_) => Err(PayloadError::TypeMismatch {
+                    expected: M::NAME,
+                    found: format!("{} (a different Rust type under the same name)", self.name),
+                }),
+            },
+            Body::Encoded(bytes) => postcard::from_bytes(&bytes).map_err(|source| PayloadError::Decode {
+                name: M::NAME,
+                source,
+            }),
+        }
+    }
+
+    /// The payload's postcard bytes: encodes a local value, or hands back the
+    /// bytes it was received with.
+    pub fn to_bytes(&self) -> Result<Bytes, PayloadError> {
+        match &self.body {
+            Body::Local(value) => value.encode().map(Bytes::from).map_err(|source| PayloadError::Encode {
+                name: self.name.to_string(),
+                source,
+            }),
+            Body::Encoded(bytes) => Ok(bytes.clone()),
+        }
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.body {
+            Body::Local(value) => write!(f, "{value:?}"),
+            Body::Encoded(bytes) => write!(f, "{}(<{} bytes>)", self.name, bytes.len()),
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The transport traits: a [`Transport`] connects and listens by
+//! [`Endpoint`]; a [`Link`] is one connection, split into owned halves.
+//!
+//! These are object-safe so transports plug in at run time (a node picks one
+//! by the endpoint's scheme). A link moves bytes only; framing lives above it,
+//! in [`FrameCodec`](crate::FrameCodec), the same for every transport.
+
+use std::fmt;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::endpoint::Endpoint;
+
+/// A link's owned read half.
+pub type LinkReader = Pin<Box<dyn AsyncRead + Send>>;
+/// A link's owned write half.
+pub type LinkWriter = Pin<Box<dyn AsyncWrite + Send>>;
+
+/// Why a transport could not connect, listen or accept.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// This transport does not serve that endpoint's scheme.
+    #[error("transport `{transport}` cannot serve endpoint `{endpoint}`")]
+    WrongScheme {
+        /// The transport's scheme.
+        transport: &'static str,
+        /// The endpoint given.
+        endpoint: String,
+    },
+    /// Nothing listens at the endpoint.
+    #[error("nothing listens at `{0}`")]
+    NotListening(String),
+    /// Something already listens at the endpoint.
+    #[error("`{0}` is already in use")]
+    InUse(String),
+    /// The listener was closed.
+    #[error("listener `{0}` is closed")]
+    Closed(String),
+    /// An operating-system error.
+    #[error("{endpoint}: {source}")]
+    Io {
+        /// The endpoint involved.
+        endpoint: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// One connection between two nodes, carrying bytes both ways.
+pub trait Link: Send + fmt::Debug {
+    /// A human-readable description of the peer (address, pid, name).
+    fn peer(&self) -> String;
+
+    /// Splits into owned read and write halves.
+    fn split(self: Box<Self>) -> (LinkReader, LinkWriter);
+}
+
+/// Accepts incoming links at one endpoint.
+#[async_trait]
+pub trait Listener: Send + fmt::Debug {
+    /// The endpoint peers connect to (with the real port or path).
+    fn endpoint(&self) -> Endpoint;
+
+    /// Waits for the next incoming link.
+    async fn accept(&mut self) -> Result<Box<dyn Link>, TransportError>;
+}
+
+/// Connects to and listens at endpoints of one scheme.
+#[async_trait]
+pub trait Transport: Send + Sync + fmt::Debug {
+    /// The scheme this transport serves (`mem`, `stdio`, `pipe`, `tcp`).
+    fn scheme(&self) -> &'static str;
+
+    /// Opens a link to a listener at `endpoint`.
+    async fn connect(&self, endpoint: &Endpoint) -> Result<Box<dyn Link>, TransportError>;
+
+    /// Starts listening at `endpoint`.
+    async fn listen(&self, endpoint: &Endpoint) -> Result<Box<dyn Listener>, TransportError>;
+}

@@ -1,1 +1,62 @@
-//! botbus
+//! # botbus
+//!
+//! An actor framework for robots. Write a module once — an actor with a
+//! `process` handler — and decide in configuration where it runs: as a thread
+//! in one binary, a child process, a process joined through a named pipe, or
+//! a remote peer over TCP.
+//!
+//! This facade re-exports what a robot needs: the module API from
+//! `botbus-core` and the runtime from `botbus-actors`.
+//!
+//! ```
+//! use botbus::{Context, Message, Module, ModuleError, Node};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Debug, Clone, Serialize, Deserialize)]
+//! struct Ping(u32);
+//! impl Message for Ping { const NAME: &'static str = "doc.Ping"; }
+//!
+//! struct Echo;
+//! impl Module for Echo {
+//!     type Message = Ping;
+//!     type Reply = u32;
+//!     async fn process(&mut self, Ping(n): Ping, _ctx: &mut Context) -> Result<u32, ModuleError> {
+//!         Ok(n + 1)
+//!     }
+//! }
+//!
+//! let node = Node::builder("robot").module("echo", || Echo).start().unwrap();
+//! let client = node.client("main");
+//! let reply = node.block_on(async move { client.ask::<_, u32>("echo", Ping(1)).await }).unwrap();
+//! assert_eq!(reply, Ok(2));
+//! node.shutdown_blocking();
+//! ```
+
+pub use botbus_actors::{
+    LinkConfig, LinkError, MemTransport, ModuleOptions, ModuleStatus, Node, NodeBuilder, NodeError, MEM_SCHEME,
+};
+pub use botbus_core::{
+    Ask, AskError, Call, CallEvent, CallerRequest, Client, Context, Down, DownReason, Endpoint, FromPayload, Message,
+    Module, ModuleError, Payload, RestartBudget, RestartPolicy, SendError, TopicPattern, DEFAULT_ASK_TIMEOUT,
+};
+
+/// The crates behind the facade, for what it does not re-export.
+pub mod crates {
+    pub use botbus_actors as actors;
+    pub use botbus_core as core;
+    pub use botbus_transport_pipe as transport_pipe;
+    pub use botbus_transport_stdio as transport_stdio;
+    pub use botbus_transport_tcp as transport_tcp;
+}
+
+/// Sends `tracing` output to stderr, filtered by `RUST_LOG` (default `info`).
+/// Call it once at the top of `main`; a second call does nothing.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,1 +1,21 @@
-//! placeholder
+//! # botbus-actors
+//!
+//! The botbus runtime on actix: a [`Node`] hosts modules on actix arbiters,
+//! routes their tells, asks and publishes (in memory, or over links to other
+//! nodes), supervises them with restart policies and budgets, and stops them
+//! gracefully on SIGINT/SIGTERM.
+//!
+//! This is the only botbus crate that knows actix; module authors write
+//! against `botbus-core` and never see an actix type.
+
+mod host;
+mod link;
+pub mod mem;
+mod node;
+mod router;
+mod supervisor;
+
+pub use link::{LinkConfig, LinkError};
+pub use mem::{MemLink, MemListener, MemTransport, MEM_SCHEME};
+pub use node::{ModuleOptions, Node, NodeBuilder, NodeError};
+pub use router::ModuleStatus;

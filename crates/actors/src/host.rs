@@ -1,0 +1,233 @@
+//! The loop that hosts one module on its arbiter: builds the instance, runs
+//! its hooks one at a time, catches panics, and asks the supervisor what to
+//! do when an instance ends.
+//!
+//! The mailbox outlives instances: messages queued while a module restarts
+//! wait for the new instance. When the module is finally gone, whatever is
+//! still queued is dropped, and each ask in it ends with `Stopped`.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use botbus_core::{AskError, Bus, Context, Down, DownReason, Envelope, FromPayload, Module, Payload};
+use futures::FutureExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::router::{ModuleStatus, Router};
+use crate::supervisor::{Decision, Exited, Supervisor};
+
+/// How an instance of a module ended.
+#[derive(Debug, Clone)]
+pub(crate) enum Exit {
+    /// The module asked to stop ([`Context::stop`]).
+    Stopped,
+    /// The node stopped it (shutdown or `Node::stop_module`).
+    StoppedByNode,
+    /// It panicked or a hook other than `process` failed.
+    Failed(String),
+}
+
+/// Everything the host loop of one module owns.
+pub(crate) struct Hosted {
+    pub(crate) name: Arc<str>,
+    pub(crate) router: Arc<Router>,
+    pub(crate) supervisor: Addr<Supervisor>,
+    pub(crate) mailbox: mpsc::Receiver<Envelope>,
+    pub(crate) control: mpsc::UnboundedReceiver<Down>,
+    pub(crate) stop: CancellationToken,
+    pub(crate) ask_timeout: Duration,
+    /// Told once: when the first instance is running, or the module is gone.
+    pub(crate) ready: Option<oneshot::Sender<Result<(), String>>>,
+    pub(crate) done: oneshot::Sender<()>,
+}
+
+enum Guarded<T> {
+    Done(T),
+    Panicked(String),
+    Interrupted,
+}
+
+/// Runs a hook, catching its panic, and dropping it if the node stops the
+/// module meanwhile.
+async fn guarded<T>(stop: &CancellationToken, hook: impl Future<Output = T>) -> Guarded<T> {
+    tokio::select! {
+        biased;
+        () = stop.cancelled() => Guarded::Interrupted,
+        outcome = AssertUnwindSafe(hook).catch_unwind() => match outcome {
+            Ok(value) => Guarded::Done(value),
+            Err(panic) => Guarded::Panicked(panic_message(panic.as_ref())),
+        },
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic".to_owned());
+    format!("panicked: {text}")
+}
+
+pub(crate) async fn host<M: Module>(factory: Arc<dyn Fn() -> M + Send + Sync>, mut hosted: Hosted) {
+    let bus: Arc<dyn Bus> = hosted.router.clone();
+    let reason = loop {
+        hosted.router.set_status(&hosted.name, ModuleStatus::Starting);
+        let exit = run_instance(&*factory, &mut hosted, bus.clone()).await;
+        hosted.router.clear_instance(&hosted.name);
+        let decision = match exit {
+            Exit::StoppedByNode => Decision::Finish(DownReason::Stopped),
+            exit => hosted
+                .supervisor
+                .send(Exited {
+                    name: hosted.name.clone(),
+                    exit,
+                })
+                .await
+                .unwrap_or(Decision::Finish(DownReason::Stopped)),
+        };
+        match decision {
+            Decision::Restart => continue,
+            Decision::Finish(reason) => break reason,
+        }
+    };
+    if let Some(ready) = hosted.ready.take() {
+        let _ = ready.send(Err(format!("{reason:?}")));
+    }
+    hosted.router.module_down(&hosted.name, reason);
+    hosted.mailbox.close();
+    while let Ok(envelope) = hosted.mailbox.try_recv() {
+        drop(envelope); // an ask in it ends with `Stopped`
+    }
+    let _ = hosted.done.send(());
+}
+
+async fn run_instance<M: Module>(factory: &(dyn Fn() -> M + Send + Sync), hosted: &mut Hosted, bus: Arc<dyn Bus>) -> Exit {
+    let name = hosted.name.clone();
+    let mut ctx = Context::new(bus, &name);
+    ctx.set_ask_timeout(hosted.ask_timeout);
+    let mut module = match std::panic::catch_unwind(AssertUnwindSafe(factory)) {
+        Ok(module) => module,
+        Err(panic) => return Exit::Failed(format!("constructor {}", panic_message(panic.as_ref()))),
+    };
+    match guarded(&hosted.stop, module.started(&mut ctx)).await {
+        Guarded::Done(Ok(())) => {}
+        Guarded::Done(Err(error)) => return Exit::Failed(format!("started failed: {error}")),
+        Guarded::Panicked(why) => return Exit::Failed(why),
+        Guarded::Interrupted => return Exit::StoppedByNode,
+    }
+    hosted.router.set_status(&name, ModuleStatus::Running);
+    if let Some(ready) = hosted.ready.take() {
+        let _ = ready.send(Ok(()));
+    }
+    tracing::debug!(module = %name, "running");
+
+    let mut ticker: Option<Interval> = None;
+    loop {
+        if let Some(change) = ctx.take_tick_change() {
+            ticker = change.map(|period| {
+                let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
+                interval
+            });
+        }
+        if ctx.stop_requested() {
+            stop_gracefully(&mut module, &mut ctx, &hosted.stop).await;
+            return Exit::Stopped;
+        }
+        let outcome = tokio::select! {
+            biased;
+            () = hosted.stop.cancelled() => Guarded::Interrupted,
+            Some(down) = hosted.control.recv() => guarded(&hosted.stop, module.down(down, &mut ctx)).await.map_failure("down"),
+            _ = next_tick(&mut ticker) => guarded(&hosted.stop, module.tick(&mut ctx)).await.map_failure("tick"),
+            envelope = hosted.mailbox.recv() => match envelope {
+                Some(envelope) => process(&mut module, &mut ctx, envelope, &hosted.stop).await,
+                None => Guarded::Interrupted,
+            },
+        };
+        match outcome {
+            Guarded::Done(()) => {}
+            Guarded::Panicked(why) => return Exit::Failed(why),
+            Guarded::Interrupted => {
+                stop_gracefully(&mut module, &mut ctx, &CancellationToken::new()).await;
+                return Exit::StoppedByNode;
+            }
+        }
+    }
+}
+
+impl Guarded<Result<(), botbus_core::ModuleError>> {
+    /// A failing `down` or `tick` hook is a failure of the module.
+    fn map_failure(self, hook: &str) -> Guarded<()> {
+        match self {
+            Guarded::Done(Ok(())) => Guarded::Done(()),
+            Guarded::Done(Err(error)) => Guarded::Panicked(format!("{hook} failed: {error}")),
+            Guarded::Panicked(why) => Guarded::Panicked(why),
+            Guarded::Interrupted => Guarded::Interrupted,
+        }
+    }
+}
+
+async fn next_tick(ticker: &mut Option<Interval>) {
+    match ticker {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn stop_gracefully<M: Module>(module: &mut M, ctx: &mut Context, stop: &CancellationToken) {
+    if let Guarded::Panicked(why) = guarded(stop, module.stopping(ctx)).await {
+        tracing::warn!(module = ctx.name(), %why, "stopping hook panicked");
+    }
+}
+
+async fn process<M: Module>(
+    module: &mut M,
+    ctx: &mut Context,
+    envelope: Envelope,
+    stop: &CancellationToken,
+) -> Guarded<()> {
+    let payload = ctx.begin(envelope);
+    let message = match M::Message::from_payload(payload) {
+        Ok(message) => message,
+        Err(error) => {
+            let error = AskError::BadPayload(format!("`{}` cannot take it: {error}", ctx.name()));
+            match ctx.end() {
+                Some(caller) => caller.reply(Err(error)),
+                None => tracing::warn!(module = ctx.name(), %error, "dropping a message"),
+            }
+            return Guarded::Done(());
+        }
+    };
+    let outcome = guarded(stop, module.process(message, ctx)).await;
+    let caller = ctx.end();
+    match outcome {
+        Guarded::Done(Ok(reply)) => {
+            if let Some(caller) = caller {
+                caller.reply(Ok(Payload::new(reply)));
+            }
+            Guarded::Done(())
+        }
+        Guarded::Done(Err(error)) => {
+            match caller {
+                Some(caller) => caller.reply(Err(AskError::Remote {
+                    module: ctx.name().to_owned(),
+                    message: error.to_string(),
+                })),
+                None => tracing::warn!(module = ctx.name(), %error, "process failed on a message nobody awaits"),
+            }
+            Guarded::Done(())
+        }
+        // The caller is dropped here: its ask ends with `Stopped`.
+        Guarded::Panicked(why) => Guarded::Panicked(why),
+        Guarded::Interrupted => Guarded::Interrupted,
+    }
+}

@@ -1,0 +1,650 @@
+//! A link to another node: the handshake, the reader that dispatches frames
+//! into the router, and the writer that batches queued frames into few
+//! system calls.
+//!
+//! Frames are encoded by whoever sends them (on their own thread); the writer
+//! task only concatenates the bytes queued since its last write and writes
+//! them at once. One queue keeps every frame in FIFO order; data frames
+//! (tells, asks, publishes) hold a permit from a bounded pool until written,
+//! so a slow peer makes senders wait instead of growing a queue without bound.
+//! Control frames (replies, progress, cancels, announcements) take no permit:
+//! they are bounded by the asks in flight, and a callee must never block on
+//! answering.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use botbus_core::handshake::check_hello;
+use botbus_core::{
+    AskEnvelope, AskError, CallerSink, CancelHook, Envelope, EnvelopeKind, Frame, FrameCodec, FrameError,
+    HandshakeError, Hello, Link, LinkWriter, Payload, SendError, TopicPattern, TryDeliverError, WirePayload,
+};
+use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::time::Instant;
+use tokio_util::codec::{Encoder, FramedRead};
+use tokio_util::sync::CancellationToken;
+
+use crate::router::{remaining_ms, Router};
+
+/// Bytes the writer gathers before it writes.
+const COALESCE_BYTES: usize = 256 * 1024;
+/// The largest hello accepted: a hello is a few dozen bytes.
+const MAX_HELLO_LEN: usize = 4 * 1024;
+
+/// How links of a node behave.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// The largest frame body accepted or sent.
+    pub max_frame_len: usize,
+    /// How long the peer has to complete the handshake.
+    pub handshake_timeout: Duration,
+    /// Data frames (tells, asks, publishes) queued for the writer before
+    /// senders wait.
+    pub queue_frames: usize,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_len: botbus_core::DEFAULT_MAX_FRAME_LEN,
+            handshake_timeout: Duration::from_secs(5),
+            queue_frames: 1024,
+        }
+    }
+}
+
+/// Why a link could not be set up, or why it closed.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The handshake failed.
+    #[error("handshake with {peer} failed: {source}")]
+    Handshake {
+        /// The peer's description.
+        peer: String,
+        /// What went wrong.
+        source: HandshakeError,
+    },
+    /// The peer has this node's own name.
+    #[error("peer {0} uses this node's own name")]
+    SameName(String),
+    /// A link to that node is already up.
+    #[error("{0}")]
+    Duplicate(String),
+    /// The transport failed.
+    #[error(transparent)]
+    Transport(#[from] botbus_core::TransportError),
+    /// The endpoint is not valid.
+    #[error(transparent)]
+    Endpoint(#[from] botbus_core::EndpointError),
+    /// No transport serves the endpoint's scheme on this node.
+    #[error("no transport for scheme `{0}` on this node")]
+    NoTransport(String),
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    NodeStopped,
+}
+
+enum Outgoing {
+    Frame {
+        bytes: Bytes,
+        _permit: Option<OwnedSemaphorePermit>,
+    },
+    Close,
+}
+
+struct PendingAsk {
+    caller: Box<dyn CallerSink>,
+    callee: String,
+}
+
+#[derive(Default)]
+struct RemoteState {
+    modules: HashSet<String>,
+    subscriptions: Vec<TopicPattern>,
+}
+
+/// The router's handle on one link.
+pub(crate) struct LinkHandle {
+    peer: String,
+    describe: String,
+    out: mpsc::UnboundedSender<Outgoing>,
+    permits: Arc<Semaphore>,
+    codec: FrameCodec,
+    next_id: AtomicU64,
+    /// Asks this node sent over the link, by id.
+    pending: Mutex<HashMap<u64, PendingAsk>>,
+    /// Asks received over the link and still being handled here.
+    inbound: Mutex<HashMap<u64, CancellationToken>>,
+    /// Caller messages sent by callees here, awaiting the remote caller.
+    caller_calls: Mutex<HashMap<(u64, u32), oneshot::Sender<Result<Payload, AskError>>>>,
+    remote: RwLock<RemoteState>,
+    closed: CancellationToken,
+}
+
+/// A payload as it crosses a link.
+pub(crate) fn wire(payload: &Payload) -> Result<WirePayload, SendError> {
+    Ok(WirePayload {
+        name: payload.name().to_owned(),
+        body: payload.to_bytes().map_err(|e| SendError::Encode(e.to_string()))?,
+    })
+}
+
+fn unwire(payload: WirePayload) -> Payload {
+    Payload::from_encoded(payload.name, payload.body)
+}
+
+impl LinkHandle {
+    pub(crate) fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    pub(crate) fn serves(&self, module: &str) -> bool {
+        self.remote.read().expect("link lock").modules.contains(module)
+    }
+
+    pub(crate) fn wants(&self, topic: &str) -> bool {
+        self.remote
+            .read()
+            .expect("link lock")
+            .subscriptions
+            .iter()
+            .any(|p| p.matches(topic))
+    }
+
+    pub(crate) fn remote_modules(&self) -> Vec<String> {
+        self.remote.read().expect("link lock").modules.iter().cloned().collect()
+    }
+
+    fn encode(&self, frame: &Frame) -> Result<Bytes, FrameError> {
+        let mut buf = BytesMut::new();
+        self.codec.clone().encode(frame, &mut buf)?;
+        Ok(buf.freeze())
+    }
+
+    /// Queues a control frame: never waits.
+    pub(crate) fn send_control(&self, frame: &Frame) {
+        match self.encode(frame) {
+            Ok(bytes) => {
+                let _ = self.out.send(Outgoing::Frame { bytes, _permit: None });
+            }
+            Err(error) => tracing::warn!(peer = %self.peer, %error, "dropping a control frame that cannot be encoded"),
+        }
+    }
+
+    fn queue(&self, frame: &Frame, permit: OwnedSemaphorePermit) -> Result<(), SendError> {
+        let bytes = self.encode(frame).map_err(|e| SendError::Encode(e.to_string()))?;
+        self.out
+            .send(Outgoing::Frame {
+                bytes,
+                _permit: Some(permit),
+            })
+            .map_err(|_| SendError::Stopped(format!("link to `{}`", self.peer)))
+    }
+
+    async fn permit(&self) -> Result<OwnedSemaphorePermit, SendError> {
+        self.permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| SendError::Stopped(format!("link to `{}`", self.peer)))
+    }
+
+    /// Queues a data frame, waiting for room.
+    pub(crate) async fn send_data(&self, frame: &Frame) -> Result<(), SendError> {
+        let permit = self.permit().await?;
+        self.queue(frame, permit)
+    }
+
+    pub(crate) fn try_send_envelope(
+        self: &Arc<Self>,
+        module: String,
+        envelope: Envelope,
+    ) -> Result<Option<CancelHook>, TryDeliverError> {
+        match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => self.push_envelope(module, envelope, permit).map_err(TryDeliverError::Failed),
+            Err(TryAcquireError::NoPermits) => Err(TryDeliverError::Full(envelope)),
+            Err(TryAcquireError::Closed) => Err(TryDeliverError::Failed(SendError::Stopped(module))),
+        }
+    }
+
+    pub(crate) async fn send_envelope(
+        self: &Arc<Self>,
+        module: String,
+        envelope: Envelope,
+    ) -> Result<Option<CancelHook>, SendError> {
+        let permit = self.permit().await?;
+        self.push_envelope(module, envelope, permit)
+    }
+
+    fn push_envelope(
+        self: &Arc<Self>,
+        module: String,
+        envelope: Envelope,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Option<CancelHook>, SendError> {
+        let payload = wire(&envelope.payload)?;
+        let from = envelope.from.to_string();
+        match envelope.kind {
+            EnvelopeKind::Tell => {
+                self.queue(&Frame::Tell { to: module, from, payload }, permit)?;
+                Ok(None)
+            }
+            EnvelopeKind::Publish { topic } => {
+                let frame = Frame::Publish {
+                    topic: topic.to_string(),
+                    from,
+                    payload,
+                };
+                self.queue(&frame, permit)?;
+                Ok(None)
+            }
+            EnvelopeKind::Ask(ask) => {
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                let frame = Frame::Ask {
+                    id,
+                    to: module.clone(),
+                    from,
+                    timeout_ms: remaining_ms(ask.deadline),
+                    payload,
+                };
+                self.pending.lock().expect("link lock").insert(
+                    id,
+                    PendingAsk {
+                        caller: ask.caller,
+                        callee: module,
+                    },
+                );
+                if let Err(error) = self.queue(&frame, permit) {
+                    self.pending.lock().expect("link lock").remove(&id);
+                    return Err(error);
+                }
+                let link = Arc::downgrade(self);
+                Ok(Some(Box::new(move || cancel_ask(&link, id))))
+            }
+        }
+    }
+
+    /// The link is gone: end everything that waits on it.
+    pub(crate) fn fail_all(&self, reason: &str) {
+        self.closed.cancel();
+        self.permits.close();
+        let pending: Vec<PendingAsk> = self.pending.lock().expect("link lock").drain().map(|(_, p)| p).collect();
+        for ask in pending {
+            let error = AskError::Unreachable {
+                module: ask.callee.clone(),
+                reason: format!("link to `{}` closed: {reason}", self.peer),
+            };
+            ask.caller.reply(Err(error));
+        }
+        for (_, token) in self.inbound.lock().expect("link lock").drain() {
+            token.cancel();
+        }
+        for (_, answer) in self.caller_calls.lock().expect("link lock").drain() {
+            let _ = answer.send(Err(AskError::Unreachable {
+                module: "caller".to_owned(),
+                reason: format!("link to `{}` closed: {reason}", self.peer),
+            }));
+        }
+    }
+
+    /// Says goodbye and closes the link once the queue is written.
+    pub(crate) fn close(&self, reason: &str) {
+        self.send_control(&Frame::Bye {
+            reason: reason.to_owned(),
+        });
+        let _ = self.out.send(Outgoing::Close);
+    }
+}
+
+fn cancel_ask(link: &Weak<LinkHandle>, id: u64) {
+    if let Some(link) = link.upgrade() {
+        if link.pending.lock().expect("link lock").remove(&id).is_some() {
+            link.send_control(&Frame::Cancel { id });
+        }
+    }
+}
+
+/// The remote asker of an ask being handled here.
+struct LinkCaller {
+    link: Arc<LinkHandle>,
+    id: u64,
+    callee: String,
+    next_call: AtomicU32,
+    replied: bool,
+}
+
+impl LinkCaller {
+    fn send_reply(&mut self, result: Result<Payload, AskError>) {
+        self.replied = true;
+        self.link.inbound.lock().expect("link lock").remove(&self.id);
+        let result = result.and_then(|p| wire(&p).map_err(|e| AskError::BadPayload(e.to_string())));
+        self.link.send_control(&Frame::Reply { id: self.id, result });
+    }
+}
+
+impl CallerSink for LinkCaller {
+    fn progress(&self, payload: Payload) {
+        match wire(&payload) {
+            Ok(payload) => self.link.send_control(&Frame::Progress { id: self.id, payload }),
+            Err(error) => tracing::warn!(%error, "dropping a progress update that cannot be encoded"),
+        }
+    }
+
+    fn caller_ask(&self, payload: Payload) -> BoxFuture<'static, Result<Payload, AskError>> {
+        let payload = match wire(&payload) {
+            Ok(payload) => payload,
+            Err(error) => {
+                let error = AskError::BadPayload(error.to_string());
+                return Box::pin(async move { Err(error) });
+            }
+        };
+        let call = self.next_call.fetch_add(1, Ordering::Relaxed);
+        let (answer, answered) = oneshot::channel();
+        self.link
+            .caller_calls
+            .lock()
+            .expect("link lock")
+            .insert((self.id, call), answer);
+        self.link.send_control(&Frame::CallerAsk {
+            id: self.id,
+            call,
+            payload,
+        });
+        let peer = self.link.peer.clone();
+        Box::pin(async move {
+            answered.await.unwrap_or_else(|_| {
+                Err(AskError::Unreachable {
+                    module: "caller".to_owned(),
+                    reason: format!("link to `{peer}` closed"),
+                })
+            })
+        })
+    }
+
+    fn reply(mut self: Box<Self>, result: Result<Payload, AskError>) {
+        self.send_reply(result);
+    }
+}
+
+impl Drop for LinkCaller {
+    fn drop(&mut self) {
+        if !self.replied {
+            let error = AskError::Stopped(self.callee.clone());
+            self.send_reply(Err(error));
+        }
+    }
+}
+
+/// Runs the handshake on a fresh link, registers it with the router and
+/// spawns its reader and writer on the current runtime. Returns the peer's
+/// node name once the link is up.
+pub(crate) async fn establish(router: Arc<Router>, link: Box<dyn Link>, config: &LinkConfig) -> Result<String, LinkError> {
+    let describe = link.peer();
+    let handshake_error = |source| LinkError::Handshake {
+        peer: describe.clone(),
+        source,
+    };
+    let (read, mut write) = link.split();
+    let ours = Hello::new(router.node());
+    let mut hello = BytesMut::new();
+    FrameCodec::<Hello>::new()
+        .encode(&ours, &mut hello)
+        .map_err(|e| handshake_error(e.into()))?;
+    write
+        .write_all(&hello)
+        .await
+        .map_err(|e| handshake_error(FrameError::Io(e).into()))?;
+    write.flush().await.map_err(|e| handshake_error(FrameError::Io(e).into()))?;
+
+    let mut reader = FramedRead::new(read, FrameCodec::<Hello>::with_max_frame_len(MAX_HELLO_LEN));
+    let theirs = match tokio::time::timeout(config.handshake_timeout, reader.next()).await {
+        Err(_) => return Err(handshake_error(HandshakeError::Timeout(config.handshake_timeout))),
+        Ok(None) => return Err(handshake_error(HandshakeError::Closed)),
+        Ok(Some(Err(error))) => return Err(handshake_error(error.into())),
+        Ok(Some(Ok(theirs))) => theirs,
+    };
+    check_hello(&ours, &theirs).map_err(handshake_error)?;
+    if theirs.node == router.node() {
+        return Err(LinkError::SameName(describe));
+    }
+    let reader = reader.map_decoder(|_| FrameCodec::<Frame>::with_max_frame_len(config.max_frame_len));
+
+    let (out, queued) = mpsc::unbounded_channel();
+    let handle = Arc::new(LinkHandle {
+        peer: theirs.node.clone(),
+        describe,
+        out,
+        permits: Arc::new(Semaphore::new(config.queue_frames)),
+        codec: FrameCodec::with_max_frame_len(config.max_frame_len),
+        next_id: AtomicU64::new(1),
+        pending: Mutex::default(),
+        inbound: Mutex::default(),
+        caller_calls: Mutex::default(),
+        remote: RwLock::default(),
+        closed: CancellationToken::new(),
+    });
+    router.add_link(handle.clone()).map_err(LinkError::Duplicate)?;
+    tracing::info!(node = router.node(), peer = %handle.peer, via = %handle.describe, "link up");
+
+    tokio::spawn(write_loop(write, queued, handle.clone()));
+    tokio::spawn(read_loop(router, handle, reader));
+    Ok(theirs.node)
+}
+
+async fn write_loop(mut write: LinkWriter, mut queued: mpsc::UnboundedReceiver<Outgoing>, link: Arc<LinkHandle>) {
+    let mut batch = BytesMut::with_capacity(64 * 1024);
+    let mut held: Vec<Outgoing> = Vec::new();
+    let result: std::io::Result<()> = async {
+        loop {
+            let first = tokio::select! {
+                () = link.closed.cancelled() => return Ok(()),
+                next = queued.recv() => next,
+            };
+            let mut closing = false;
+            let mut next = first;
+            // Gather everything queued since the last write into one write.
+            while let Some(outgoing) = next.take() {
+                match &outgoing {
+                    Outgoing::Frame { bytes, .. } if batch.is_empty() && bytes.len() >= COALESCE_BYTES => {
+                        write.write_all(bytes).await?;
+                    }
+                    Outgoing::Frame { bytes, .. } => batch.extend_from_slice(bytes),
+                    Outgoing::Close => closing = true,
+                }
+                held.push(outgoing);
+                if closing || batch.len() >= COALESCE_BYTES {
+                    break;
+                }
+                next = queued.try_recv().ok();
+            }
+            if !batch.is_empty() {
+                write.write_all(&batch).await?;
+                batch.clear();
+            }
+            write.flush().await?;
+            held.clear(); // releases the data frames' permits
+            if closing {
+                return write.shutdown().await;
+            }
+        }
+    }
+    .await;
+    if let Err(error) = result {
+        tracing::debug!(peer = %link.peer, %error, "link writer stopped");
+    }
+    link.closed.cancel();
+}
+
+async fn read_loop(
+    router: Arc<Router>,
+    link: Arc<LinkHandle>,
+    mut reader: FramedRead<botbus_core::LinkReader, FrameCodec<Frame>>,
+) {
+    let reason = loop {
+        let next = tokio::select! {
+            () = link.closed.cancelled() => break "closed by this node".to_owned(),
+            next = reader.next() => next,
+        };
+        match next {
+            None => break "peer closed the link".to_owned(),
+            Some(Err(error)) => {
+                tracing::error!(node = router.node(), peer = %link.peer, via = %link.describe, %error, "bad input: closing the link");
+                break format!("bad input from peer: {error}");
+            }
+            Some(Ok(Frame::Bye { reason })) => break format!("peer said goodbye: {reason}"),
+            Some(Ok(frame)) => dispatch(&router, &link, frame).await,
+        }
+    };
+    tracing::info!(node = router.node(), peer = %link.peer, %reason, "link down");
+    router.remove_link(&link, &reason);
+}
+
+async fn dispatch(router: &Arc<Router>, link: &Arc<LinkHandle>, frame: Frame) {
+    match frame {
+        Frame::Tell { to, from, payload } => {
+            let envelope = Envelope {
+                to,
+                from: from.into(),
+                payload: unwire(payload),
+                kind: EnvelopeKind::Tell,
+            };
+            if let Err(error) = router.deliver_local(envelope).await {
+                tracing::warn!(peer = %link.peer, %error, "dropping a tell from the link");
+            }
+        }
+        Frame::Ask {
+            id,
+            to,
+            from,
+            timeout_ms,
+            payload,
+        } => {
+            if !router.routable(&to) {
+                link.send_control(&Frame::Reply {
+                    id,
+                    result: Err(AskError::UnknownModule(to)),
+                });
+                return;
+            }
+            let cancel = CancellationToken::new();
+            link.inbound.lock().expect("link lock").insert(id, cancel.clone());
+            let caller = LinkCaller {
+                link: link.clone(),
+                id,
+                callee: to.clone(),
+                next_call: AtomicU32::new(0),
+                replied: false,
+            };
+            let envelope = Envelope {
+                to,
+                from: from.into(),
+                payload: unwire(payload),
+                kind: EnvelopeKind::Ask(AskEnvelope {
+                    caller: Box::new(caller),
+                    cancel,
+                    deadline: Instant::now() + Duration::from_millis(timeout_ms),
+                }),
+            };
+            // On failure the envelope, and with it the caller, is dropped:
+            // the asker gets `Stopped`.
+            let _ = router.deliver_local(envelope).await;
+        }
+        Frame::Reply { id, result } => {
+            let pending = link.pending.lock().expect("link lock").remove(&id);
+            if let Some(pending) = pending {
+                pending.caller.reply(result.map(unwire));
+            }
+        }
+        Frame::Progress { id, payload } => {
+            if let Some(pending) = link.pending.lock().expect("link lock").get(&id) {
+                pending.caller.progress(unwire(payload));
+            }
+        }
+        Frame::CallerAsk { id, call, payload } => {
+            let answer = link
+                .pending
+                .lock()
+                .expect("link lock")
+                .get(&id)
+                .map(|p| p.caller.caller_ask(unwire(payload)));
+            let link = link.clone();
+            match answer {
+                None => link.send_control(&Frame::CallerReply {
+                    id,
+                    call,
+                    result: Err(AskError::Cancelled(link.peer.clone())),
+                }),
+                Some(answer) => {
+                    tokio::spawn(async move {
+                        let result = answer
+                            .await
+                            .and_then(|p| wire(&p).map_err(|e| AskError::BadPayload(e.to_string())));
+                        link.send_control(&Frame::CallerReply { id, call, result });
+                    });
+                }
+            }
+        }
+        Frame::CallerReply { id, call, result } => {
+            let answer = link.caller_calls.lock().expect("link lock").remove(&(id, call));
+            if let Some(answer) = answer {
+                let _ = answer.send(result.map(unwire));
+            }
+        }
+        Frame::Cancel { id } => {
+            if let Some(token) = link.inbound.lock().expect("link lock").remove(&id) {
+                token.cancel();
+            }
+        }
+        Frame::Publish { topic, from, payload } => {
+            router
+                .publish_local(&Arc::from(from), &Arc::from(topic), &unwire(payload))
+                .await;
+        }
+        Frame::Subscribe { pattern } => match TopicPattern::parse(&pattern) {
+            Ok(pattern) => {
+                let mut remote = link.remote.write().expect("link lock");
+                if !remote.subscriptions.contains(&pattern) {
+                    remote.subscriptions.push(pattern);
+                }
+                drop(remote);
+                router.touch();
+            }
+            Err(error) => tracing::warn!(peer = %link.peer, %error, "ignoring a bad subscription"),
+        },
+        Frame::Unsubscribe { pattern } => {
+            link.remote
+                .write()
+                .expect("link lock")
+                .subscriptions
+                .retain(|p| p.as_str() != pattern);
+            router.touch();
+        }
+        Frame::Announce { modules, subscriptions } => {
+            let subscriptions = subscriptions
+                .iter()
+                .filter_map(|p| match TopicPattern::parse(p) {
+                    Ok(p) => Some(p),
+                    Err(error) => {
+                        tracing::warn!(peer = %link.peer, %error, "ignoring a bad subscription");
+                        None
+                    }
+                })
+                .collect();
+            *link.remote.write().expect("link lock") = RemoteState {
+                modules: modules.into_iter().collect(),
+                subscriptions,
+            };
+            router.touch();
+        }
+        Frame::Down { module, reason } => router.remote_down(link, &module, reason),
+        Frame::Ping { nonce } => link.send_control(&Frame::Pong { nonce }),
+        Frame::Pong { .. } => {}
+        Frame::Bye { .. } => unreachable!("handled by the read loop"),
+    }
+}

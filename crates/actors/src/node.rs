@@ -1,0 +1,692 @@
+//! [`Node`]: a running set of modules on actix arbiters, with its links.
+//!
+//! A node owns its threads: a system thread (the actix `System`, the
+//! supervisor and link I/O) and a pool of arbiters sized to the machine's
+//! cores. A module runs on a pool arbiter unless its [`ModuleOptions`] name a
+//! thread of its own or a named thread it shares with others — put modules
+//! that talk a lot on one thread: a hand-off between threads costs far more
+//! than the message itself.
+//!
+//! ```
+//! use botbus_actors::{Node, ModuleOptions};
+//! use botbus_core::{Context, Module, ModuleError};
+//!
+//! #[derive(Default)]
+//! struct Doubler;
+//! impl Module for Doubler {
+//!     type Message = u32;
+//!     type Reply = u32;
+//!     async fn process(&mut self, n: u32, _ctx: &mut Context) -> Result<u32, ModuleError> {
+//!         Ok(n * 2)
+//!     }
+//! }
+//!
+//! let node = Node::builder("doc").module("doubler", Doubler::default).start().unwrap();
+//! let client = node.client("main");
+//! let answer: u32 = node.block_on(async move { client.ask("doubler", 21u32).await }).unwrap().unwrap();
+//! assert_eq!(answer, 42);
+//! node.shutdown_blocking();
+//! ```
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::{Actor, Addr};
+use actix_rt::{Arbiter, ArbiterHandle, System};
+use botbus_core::{
+    validate_name, Client, Endpoint, Module, NameError, RestartBudget, RestartPolicy, Transport, DEFAULT_ASK_TIMEOUT,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::host::{host, Hosted};
+use crate::link::{establish, LinkConfig, LinkError};
+use crate::mem::MemTransport;
+use crate::router::{LocalModule, ModuleStatus, Router};
+use crate::supervisor::{Supervise, Supervisor};
+
+/// How long shutdown waits for one module's `stopping` hook.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Why a node or module could not start, or a wait gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A node or module name is not valid.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// Two modules on one node share a name.
+    #[error("a module named `{0}` already runs on this node")]
+    DuplicateModule(String),
+    /// A module failed to start and will not be restarted.
+    #[error("module `{module}` failed to start: {reason}")]
+    StartFailed {
+        /// The module.
+        module: String,
+        /// Why.
+        reason: String,
+    },
+    /// The node could not start its threads.
+    #[error("cannot start the node's threads: {0}")]
+    Threads(std::io::Error),
+    /// The node has shut down.
+    #[error("the node has shut down")]
+    Stopped,
+    /// A wait for a condition reached its deadline.
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(Duration, String),
+}
+
+/// Which thread a module runs on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+enum Thread {
+    /// One of the shared pool's arbiters.
+    #[default]
+    Pool,
+    /// A dedicated arbiter.
+    Own,
+    /// The arbiter shared by every module naming this thread.
+    Named(String),
+}
+
+/// How a module is hosted: its restart policy and budget, its mailbox size
+/// and its thread.
+#[derive(Debug, Clone)]
+pub struct ModuleOptions {
+    restart: RestartPolicy,
+    budget: RestartBudget,
+    mailbox: usize,
+    thread: Thread,
+}
+
+impl Default for ModuleOptions {
+    fn default() -> Self {
+        Self {
+            restart: RestartPolicy::default(),
+            budget: RestartBudget::default(),
+            mailbox: 1024,
+            thread: Thread::Pool,
+        }
+    }
+}
+
+impl ModuleOptions {
+    /// Defaults: restart on failure, at most 3 restarts in 5 s, a mailbox of
+    /// 1024 messages, a thread from the pool.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// When the module is restarted.
+    pub fn restart(mut self, policy: RestartPolicy) -> Self {
+        self.restart = policy;
+        self
+    }
+
+    /// At most `max_restarts` restarts within `within`; then it is failed.
+    pub fn budget(mut self, max_restarts: u32, within: Duration) -> Self {
+        self.budget = RestartBudget::new(max_restarts, within);
+        self
+    }
+
+    /// Messages the mailbox holds before senders wait (at least 1).
+    pub fn mailbox(mut self, capacity: usize) -> Self {
+        self.mailbox = capacity.max(1);
+        self
+    }
+
+    /// Runs the module on a thread of its own.
+    pub fn own_thread(mut self) -> Self {
+        self.thread = Thread::Own;
+        self
+    }
+
+    /// Runs the module on the thread named `name`, shared with every other
+    /// module of this node that names it.
+    pub fn thread(mut self, name: &str) -> Self {
+        self.thread = Thread::Named(name.to_owned());
+        self
+    }
+}
+
+type Launch = Arc<dyn Fn(Hosted) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+struct ModuleSpec {
+    name: String,
+    options: ModuleOptions,
+    launch: Launch,
+}
+
+fn launcher<M: Module>(factory: impl Fn() -> M + Send + Sync + 'static) -> Launch {
+    let factory: Arc<dyn Fn() -> M + Send + Sync> = Arc::new(factory);
+    Arc::new(move |hosted| Box::pin(host(factory.clone(), hosted)))
+}
+
+/// Sets up a [`Node`]: its name, modules and settings.
+pub struct NodeBuilder {
+    name: String,
+    modules: Vec<ModuleSpec>,
+    pool_threads: usize,
+    ask_timeout: Duration,
+    link: LinkConfig,
+    transports: Vec<Arc<dyn Transport>>,
+}
+
+impl NodeBuilder {
+    /// Adds a module with default [`ModuleOptions`]. `factory` builds a fresh
+    /// instance at start and after each restart.
+    pub fn module<M: Module>(self, name: &str, factory: impl Fn() -> M + Send + Sync + 'static) -> Self {
+        self.module_with(name, factory, ModuleOptions::default())
+    }
+
+    /// Adds a module with the given options.
+    pub fn module_with<M: Module>(
+        mut self,
+        name: &str,
+        factory: impl Fn() -> M + Send + Sync + 'static,
+        options: ModuleOptions,
+    ) -> Self {
+        self.modules.push(ModuleSpec {
+            name: name.to_owned(),
+            options,
+            launch: launcher(factory),
+        });
+        self
+    }
+
+    /// Arbiters in the shared pool (default: the machine's cores).
+    pub fn pool_threads(mut self, threads: usize) -> Self {
+        self.pool_threads = threads.max(1);
+        self
+    }
+
+    /// The default timeout of asks made by this node's modules.
+    pub fn ask_timeout(mut self, timeout: Duration) -> Self {
+        self.ask_timeout = timeout;
+        self
+    }
+
+    /// How this node's links behave (frame limit, handshake timeout, queue).
+    pub fn link_config(mut self, config: LinkConfig) -> Self {
+        self.link = config;
+        self
+    }
+
+    /// Adds a transport, so [`Node::listen`] and [`Node::connect`] serve its
+    /// scheme. `mem://` is always there.
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transports.push(transport);
+        self
+    }
+
+    /// Starts the node's threads, then its modules in the order they were
+    /// added, each one's `started` hook finishing before the next begins.
+    pub fn start(self) -> Result<Node, NodeError> {
+        validate_name(&self.name)?;
+        let router = Router::new(&self.name);
+        let (parts_tx, parts_rx) = std::sync::mpsc::channel();
+        let pool_threads = self.pool_threads;
+        let thread_name = format!("botbus-{}", self.name);
+        let thread = std::thread::Builder::new()
+            .name(thread_name)
+            .spawn(move || {
+                let system = System::new();
+                let parts = system.block_on(async move {
+                    let pool: Vec<Arbiter> = (0..pool_threads).map(|_| Arbiter::new()).collect();
+                    (pool, Supervisor::default().start(), System::current(), Arbiter::current())
+                });
+                let _ = parts_tx.send(parts);
+                let _ = system.run();
+            })
+            .map_err(NodeError::Threads)?;
+        let (pool, supervisor, system, system_arbiter) = parts_rx.recv().map_err(|_| NodeError::Stopped)?;
+        let mut transports: HashMap<&'static str, Arc<dyn Transport>> = HashMap::new();
+        transports.insert(MemTransport.scheme(), Arc::new(MemTransport));
+        for transport in self.transports {
+            transports.insert(transport.scheme(), transport);
+        }
+        let node = Node {
+            shared: Arc::new(Shared {
+                name: self.name,
+                router,
+                supervisor,
+                system,
+                system_arbiter,
+                pool: pool.iter().map(Arbiter::handle).collect(),
+                next_pool: AtomicUsize::new(0),
+                arbiters: Mutex::new(pool),
+                named: Mutex::default(),
+                modules: Mutex::default(),
+                transports,
+                link: self.link,
+                ask_timeout: self.ask_timeout,
+                thread: Mutex::new(Some(thread)),
+                shutting_down: AtomicBool::new(false),
+                stopped: CancellationToken::new(),
+            }),
+        };
+        for spec in self.modules {
+            if let Err(error) = futures::executor::block_on(node.spawn_spec(spec)) {
+                node.shutdown_blocking();
+                return Err(error);
+            }
+        }
+        Ok(node)
+    }
+}
+
+struct RunningModule {
+    name: String,
+    stop: CancellationToken,
+    done: Option<oneshot::Receiver<()>>,
+}
+
+struct Shared {
+    name: String,
+    router: Arc<Router>,
+    supervisor: Addr<Supervisor>,
+    system: System,
+    system_arbiter: ArbiterHandle,
+    pool: Vec<ArbiterHandle>,
+    next_pool: AtomicUsize,
+    arbiters: Mutex<Vec<Arbiter>>,
+    named: Mutex<HashMap<String, ArbiterHandle>>,
+    modules: Mutex<Vec<RunningModule>>,
+    transports: HashMap<&'static str, Arc<dyn Transport>>,
+    link: LinkConfig,
+    ask_timeout: Duration,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    shutting_down: AtomicBool,
+    stopped: CancellationToken,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Last handle gone without a shutdown: stop the threads at least.
+        self.system.stop();
+    }
+}
+
+/// A running node. Cheap to clone; every clone is the same node.
+#[derive(Clone)]
+pub struct Node {
+    shared: Arc<Shared>,
+}
+
+impl Node {
+    /// Starts describing a node named `name`.
+    pub fn builder(name: &str) -> NodeBuilder {
+        NodeBuilder {
+            name: name.to_owned(),
+            modules: Vec::new(),
+            pool_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ask_timeout: DEFAULT_ASK_TIMEOUT,
+            link: LinkConfig::default(),
+            transports: Vec::new(),
+        }
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// A [`Client`] for code outside modules (`main`, tests) to tell, ask and
+    /// publish as `node/name`.
+    pub fn client(&self, name: &str) -> Client {
+        Client::new(self.shared.router.clone(), name)
+    }
+
+    /// Starts another module on the running node; returns once its `started`
+    /// hook has run.
+    pub async fn spawn<M: Module>(
+        &self,
+        name: &str,
+        factory: impl Fn() -> M + Send + Sync + 'static,
+        options: ModuleOptions,
+    ) -> Result<(), NodeError> {
+        self.spawn_spec(ModuleSpec {
+            name: name.to_owned(),
+            options,
+            launch: launcher(factory),
+        })
+        .await
+    }
+
+    async fn spawn_spec(&self, spec: ModuleSpec) -> Result<(), NodeError> {
+        validate_name(&spec.name)?;
+        let shared = &self.shared;
+        if shared.stopped.is_cancelled() || shared.shutting_down.load(Ordering::Acquire) {
+            return Err(NodeError::Stopped);
+        }
+        let name: Arc<str> = Arc::from(spec.name.as_str());
+        let (mailbox_tx, mailbox) = mpsc::channel(spec.options.mailbox);
+        let (control_tx, control) = mpsc::unbounded_channel();
+        let (ready_tx, ready) = oneshot::channel();
+        let (done_tx, done) = oneshot::channel();
+        let stop = CancellationToken::new();
+        {
+            let mut modules = shared.modules.lock().expect("node lock");
+            if modules.iter().any(|m| m.name == spec.name) {
+                return Err(NodeError::DuplicateModule(spec.name));
+            }
+            modules.push(RunningModule {
+                name: spec.name.clone(),
+                stop: stop.clone(),
+                done: Some(done),
+            });
+        }
+        shared.supervisor.do_send(Supervise {
+            name: name.clone(),
+            policy: spec.options.restart,
+            budget: spec.options.budget,
+        });
+        shared.router.add_local(
+            name.clone(),
+            LocalModule {
+                mailbox: mailbox_tx,
+                control: control_tx,
+            },
+        );
+        let hosted = Hosted {
+            name,
+            router: shared.router.clone(),
+            supervisor: shared.supervisor.clone(),
+            mailbox,
+            control,
+            stop,
+            ask_timeout: shared.ask_timeout,
+            ready: Some(ready_tx),
+            done: done_tx,
+        };
+        let arbiter = self.arbiter_for(&spec.options.thread).await?;
+        if !arbiter.spawn((spec.launch)(hosted)) {
+            return Err(NodeError::Stopped);
+        }
+        match ready.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(NodeError::StartFailed {
+                module: spec.name,
+                reason,
+            }),
+            Err(_) => Err(NodeError::Stopped),
+        }
+    }
+
+    async fn arbiter_for(&self, thread: &Thread) -> Result<ArbiterHandle, NodeError> {
+        let shared = &self.shared;
+        let named = match thread {
+            Thread::Pool => {
+                let slot = shared.next_pool.fetch_add(1, Ordering::Relaxed) % shared.pool.len();
+                return Ok(shared.pool[slot].clone());
+            }
+            Thread::Own => None,
+            Thread::Named(name) => {
+                if let Some(handle) = shared.named.lock().expect("node lock").get(name) {
+                    return Ok(handle.clone());
+                }
+                Some(name.clone())
+            }
+        };
+        // Arbiters are made on the system thread, where the actix System is.
+        let arbiter = self.on_system(async { Arbiter::new() }).await?;
+        let handle = arbiter.handle();
+        shared.arbiters.lock().expect("node lock").push(arbiter);
+        if let Some(name) = named {
+            return Ok(shared
+                .named
+                .lock()
+                .expect("node lock")
+                .entry(name)
+                .or_insert(handle)
+                .clone());
+        }
+        Ok(handle)
+    }
+
+    /// Runs `future` on the node's system thread and returns its output.
+    async fn on_system<T: Send + 'static>(&self, future: impl Future<Output = T> + Send + 'static) -> Result<T, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        let spawned = self.shared.system_arbiter.spawn(async move {
+            let _ = tx.send(future.await);
+        });
+        if !spawned {
+            return Err(NodeError::Stopped);
+        }
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Runs `future` on the node's system thread and blocks until it is done:
+    /// for a plain `main` that wants to ask a module.
+    pub fn block_on<T: Send + 'static>(&self, future: impl Future<Output = T> + Send + 'static) -> Result<T, NodeError> {
+        futures::executor::block_on(self.on_system(future))
+    }
+
+    /// Stops module `name` normally (its `stopping` hook runs; it is not
+    /// restarted). Returns once it is gone.
+    pub async fn stop_module(&self, name: &str) -> Result<(), NodeError> {
+        let (stop, done) = {
+            let mut modules = self.shared.modules.lock().expect("node lock");
+            let Some(index) = modules.iter().position(|m| m.name == name) else {
+                return Ok(());
+            };
+            let module = modules.remove(index);
+            (module.stop, module.done)
+        };
+        stop.cancel();
+        if let Some(done) = done {
+            let _ = done.await;
+        }
+        Ok(())
+    }
+
+    /// What the node knows of module `name`, if it ever ran here.
+    pub fn status(&self, name: &str) -> Option<ModuleStatus> {
+        self.shared.router.status(name)
+    }
+
+    /// The modules running on this node.
+    pub fn modules(&self) -> Vec<String> {
+        self.shared.router.local_names()
+    }
+
+    /// The nodes this node has a link to.
+    pub fn peers(&self) -> Vec<String> {
+        self.shared.router.links().iter().map(|l| l.peer().to_owned()).collect()
+    }
+
+    /// Listens for links at `endpoint` (`mem://name`, or any scheme whose
+    /// transport was added). Returns the endpoint peers should use — with the
+    /// real port or path.
+    pub async fn listen(&self, endpoint: &str) -> Result<Endpoint, LinkError> {
+        let endpoint: Endpoint = endpoint.parse()?;
+        let transport = self.transport(&endpoint)?;
+        let router = self.shared.router.clone();
+        let config = self.shared.link.clone();
+        let stopped = self.shared.stopped.clone();
+        self.on_system(async move {
+            let mut listener = transport.listen(&endpoint).await?;
+            let bound = listener.endpoint();
+            tokio::spawn(async move {
+                loop {
+                    let accepted = tokio::select! {
+                        () = stopped.cancelled() => break,
+                        accepted = listener.accept() => accepted,
+                    };
+                    match accepted {
+                        Ok(link) => {
+                            let (router, config) = (router.clone(), config.clone());
+                            tokio::spawn(async move {
+                                if let Err(error) = establish(router, link, &config).await {
+                                    tracing::error!(%error, "refused an incoming link");
+                                }
+                            });
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "listener stopped");
+                            break;
+                        }
+                    }
+                }
+            });
+            Ok(bound)
+        })
+        .await
+        .map_err(|_| LinkError::NodeStopped)?
+    }
+
+    /// Opens a link to the node listening at `endpoint`. Returns the peer's
+    /// node name once the handshake is done (the peer's announcement of its
+    /// modules follows right after: see [`Node::wait_for_module`]).
+    pub async fn connect(&self, endpoint: &str) -> Result<String, LinkError> {
+        let endpoint: Endpoint = endpoint.parse()?;
+        let transport = self.transport(&endpoint)?;
+        let router = self.shared.router.clone();
+        let config = self.shared.link.clone();
+        self.on_system(async move {
+            let link = transport.connect(&endpoint).await?;
+            establish(router, link, &config).await
+        })
+        .await
+        .map_err(|_| LinkError::NodeStopped)?
+    }
+
+    fn transport(&self, endpoint: &Endpoint) -> Result<Arc<dyn Transport>, LinkError> {
+        self.shared
+            .transports
+            .get(endpoint.scheme())
+            .cloned()
+            .ok_or_else(|| LinkError::NoTransport(endpoint.scheme().to_owned()))
+    }
+
+    /// Waits until `condition` holds, re-checking whenever modules, links,
+    /// subscriptions or statuses change. Never sleeps a fixed time.
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut condition: impl FnMut(&Node) -> bool,
+    ) -> Result<(), NodeError> {
+        let mut changes = self.shared.router.watch_topology();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            changes.borrow_and_update();
+            if condition(self) {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(NodeError::Stopped),
+                Err(_) => return Err(NodeError::Timeout(timeout, what.to_owned())),
+            }
+        }
+    }
+
+    /// Waits until `module` (`name` or `node/name`) can be reached from here.
+    pub async fn wait_for_module(&self, module: &str, timeout: Duration) -> Result<(), NodeError> {
+        let what = format!("module `{module}` to be reachable");
+        self.wait_until(&what, timeout, |node| node.shared.router.routable(module))
+            .await
+    }
+
+    /// Waits until a publish on `topic` would reach at least one subscriber.
+    pub async fn wait_for_subscriber(&self, topic: &str, timeout: Duration) -> Result<(), NodeError> {
+        let what = format!("a subscriber of `{topic}`");
+        self.wait_until(&what, timeout, |node| node.shared.router.has_subscriber(topic))
+            .await
+    }
+
+    /// Stops the node: modules in reverse start order (each one's `stopping`
+    /// hook runs), then links (with a goodbye), then the threads.
+    pub async fn shutdown(&self) {
+        let shared = &self.shared;
+        if shared.shutting_down.swap(true, Ordering::AcqRel) {
+            shared.stopped.cancelled().await;
+            return;
+        }
+        tracing::info!(node = %shared.name, "shutting down");
+        let modules: Vec<RunningModule> = std::mem::take(&mut *shared.modules.lock().expect("node lock"));
+        for mut module in modules.into_iter().rev() {
+            module.stop.cancel();
+            if let Some(done) = module.done.take() {
+                if tokio::time::timeout(STOP_GRACE, done).await.is_err() {
+                    tracing::warn!(module = %module.name, "did not stop within {STOP_GRACE:?}");
+                }
+            }
+        }
+        for link in shared.router.links() {
+            link.close("node shutting down");
+        }
+        shared.stopped.cancel();
+        shared.system.stop();
+    }
+
+    /// [`Node::shutdown`] from synchronous code; also waits for the node's
+    /// threads to end.
+    pub fn shutdown_blocking(&self) {
+        let node = self.clone();
+        // The shutdown sequence runs on the node's own system thread, which
+        // has the timers it needs; this thread only waits.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = self.shared.system_arbiter.spawn(async move {
+            node.shutdown().await;
+            let _ = tx.send(());
+        });
+        if spawned {
+            let _ = rx.recv();
+        }
+        self.join();
+    }
+
+    /// Blocks until the node has stopped (by [`Node::shutdown`] or a signal).
+    pub fn join(&self) {
+        let thread = self.shared.thread.lock().expect("node lock").take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+
+    /// Runs until SIGINT (Ctrl-C) or SIGTERM, then shuts down gracefully and
+    /// returns.
+    pub fn run_until_signal(&self) {
+        let node = self.clone();
+        self.shared.system_arbiter.spawn(async move {
+            wait_for_signal().await;
+            tracing::info!(node = node.name(), "signal received");
+            node.shutdown().await;
+        });
+        self.join();
+    }
+
+    /// Runs for `duration` or until a signal, whichever comes first, then
+    /// shuts down gracefully.
+    pub fn run_for(&self, duration: Duration) {
+        let node = self.clone();
+        self.shared.system_arbiter.spawn(async move {
+            tokio::select! {
+                () = wait_for_signal() => tracing::info!(node = node.name(), "signal received"),
+                () = tokio::time::sleep(duration) => {}
+            }
+            node.shutdown().await;
+        });
+        self.join();
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

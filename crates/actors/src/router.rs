@@ -1,0 +1,453 @@
+//! The router: the node's table of who lives where, and the [`Bus`] that
+//! every module's context talks to.
+//!
+//! Lookups happen on the sender's own thread against shared tables (a read
+//! lock, no actor hop): a tell is one lookup and one bounded-channel send
+//! straight into the target's mailbox. Remote targets get their frame encoded
+//! here too, so the link writer only batches bytes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use botbus_core::{
+    Bus, CancelHook, Down, DownReason, Envelope, EnvelopeKind, Frame, Payload, SendError, TopicPattern,
+    TryDeliverError,
+};
+use futures::future::BoxFuture;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::link::LinkHandle;
+
+/// What a node knows about one of its modules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModuleStatus {
+    /// Its `started` hook is running (first start or a restart).
+    Starting,
+    /// It takes messages.
+    Running,
+    /// It stopped normally.
+    Stopped,
+    /// It failed and will not be restarted.
+    Failed(String),
+}
+
+#[derive(Clone)]
+pub(crate) struct LocalModule {
+    pub(crate) mailbox: mpsc::Sender<Envelope>,
+    pub(crate) control: mpsc::UnboundedSender<Down>,
+}
+
+struct Subscription {
+    pattern: TopicPattern,
+    module: Arc<str>,
+}
+
+struct Monitor {
+    target: String,
+    watcher: Arc<str>,
+}
+
+enum Route {
+    Local(LocalModule),
+    Remote(Arc<LinkHandle>, String),
+}
+
+pub(crate) struct Router {
+    node: String,
+    locals: RwLock<HashMap<Arc<str>, LocalModule>>,
+    links: RwLock<Vec<Arc<LinkHandle>>>,
+    subscriptions: RwLock<Vec<Subscription>>,
+    monitors: Mutex<Vec<Monitor>>,
+    status: Mutex<HashMap<String, ModuleStatus>>,
+    /// Bumped on every change of modules, links, subscriptions or status, so
+    /// callers can wait for a condition instead of sleeping.
+    topology: watch::Sender<u64>,
+}
+
+impl Router {
+    pub(crate) fn new(node: &str) -> Arc<Self> {
+        Arc::new(Self {
+            node: node.to_owned(),
+            locals: RwLock::default(),
+            links: RwLock::default(),
+            subscriptions: RwLock::default(),
+            monitors: Mutex::default(),
+            status: Mutex::default(),
+            topology: watch::Sender::new(0),
+        })
+    }
+
+    pub(crate) fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub(crate) fn touch(&self) {
+        self.changed();
+    }
+
+    fn changed(&self) {
+        self.topology.send_modify(|v| *v += 1);
+    }
+
+    pub(crate) fn watch_topology(&self) -> watch::Receiver<u64> {
+        self.topology.subscribe()
+    }
+
+    // ---- local modules -------------------------------------------------
+
+    pub(crate) fn add_local(&self, name: Arc<str>, module: LocalModule) {
+        self.locals.write().expect("router lock").insert(name, module);
+        self.announce_all();
+        self.changed();
+    }
+
+    pub(crate) fn set_status(&self, name: &str, status: ModuleStatus) {
+        self.status.lock().expect("router lock").insert(name.to_owned(), status);
+        self.changed();
+    }
+
+    pub(crate) fn status(&self, name: &str) -> Option<ModuleStatus> {
+        self.status.lock().expect("router lock").get(name).cloned()
+    }
+
+    /// Forgets what an ended instance of `name` set up: its subscriptions and
+    /// the monitors it held. A restarted instance sets up its own.
+    pub(crate) fn clear_instance(&self, name: &str) {
+        let patterns: Vec<String> = {
+            let subs = self.subscriptions.read().expect("router lock");
+            subs.iter()
+                .filter(|s| &*s.module == name)
+                .map(|s| s.pattern.as_str().to_owned())
+                .collect()
+        };
+        for pattern in patterns {
+            self.unsubscribe(name, &pattern);
+        }
+        self.monitors
+            .lock()
+            .expect("router lock")
+            .retain(|m| &*m.watcher != name);
+    }
+
+    /// `name` is gone for good: no more route, its monitors are told, and the
+    /// peers hear of it.
+    pub(crate) fn module_down(&self, name: &str, reason: DownReason) {
+        self.clear_instance(name);
+        self.locals.write().expect("router lock").remove(name);
+        let status = match &reason {
+            DownReason::Failed(why) => ModuleStatus::Failed(why.clone()),
+            _ => ModuleStatus::Stopped,
+        };
+        self.status.lock().expect("router lock").insert(name.to_owned(), status);
+        let qualified = format!("{}/{name}", self.node);
+        self.notify_monitors(|target| target == name || target == qualified, &reason);
+        self.broadcast(&Frame::Down {
+            module: name.to_owned(),
+            reason,
+        });
+        self.announce_all();
+        self.changed();
+    }
+
+    pub(crate) fn local_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .locals
+            .read()
+            .expect("router lock")
+            .keys()
+            .map(|n| n.to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    // ---- links ---------------------------------------------------------
+
+    pub(crate) fn add_link(&self, link: Arc<LinkHandle>) -> Result<(), String> {
+        let mut links = self.links.write().expect("router lock");
+        if links.iter().any(|l| l.peer() == link.peer()) {
+            return Err(format!("a link to node `{}` is already up", link.peer()));
+        }
+        links.push(link.clone());
+        drop(links);
+        link.send_control(&self.announcement());
+        self.changed();
+        Ok(())
+    }
+
+    /// A link closed: everything waiting on it ends now.
+    pub(crate) fn remove_link(&self, link: &Arc<LinkHandle>, reason: &str) {
+        self.links
+            .write()
+            .expect("router lock")
+            .retain(|l| !Arc::ptr_eq(l, link));
+        let peer = link.peer().to_owned();
+        let gone = link.remote_modules();
+        link.fail_all(reason);
+        let why = DownReason::Unreachable(format!("link to `{peer}` closed: {reason}"));
+        self.notify_monitors(
+            |target| match target.split_once('/') {
+                Some((node, _)) => node == peer,
+                None => gone.iter().any(|m| m == target),
+            },
+            &why,
+        );
+        self.changed();
+    }
+
+    pub(crate) fn links(&self) -> Vec<Arc<LinkHandle>> {
+        self.links.read().expect("router lock").clone()
+    }
+
+    pub(crate) fn announcement(&self) -> Frame {
+        let mut subscriptions: Vec<String> = self
+            .subscriptions
+            .read()
+            .expect("router lock")
+            .iter()
+            .map(|s| s.pattern.as_str().to_owned())
+            .collect();
+        subscriptions.sort();
+        subscriptions.dedup();
+        Frame::Announce {
+            modules: self.local_names(),
+            subscriptions,
+        }
+    }
+
+    fn announce_all(&self) {
+        if self.links.read().expect("router lock").is_empty() {
+            return;
+        }
+        self.broadcast(&self.announcement());
+    }
+
+    fn broadcast(&self, frame: &Frame) {
+        for link in self.links() {
+            link.send_control(frame);
+        }
+    }
+
+    /// A module behind `link` went down: tell the monitors watching it.
+    pub(crate) fn remote_down(&self, link: &LinkHandle, module: &str, reason: DownReason) {
+        let qualified = format!("{}/{module}", link.peer());
+        self.notify_monitors(|target| target == module || target == qualified, &reason);
+    }
+
+    fn notify_monitors(&self, hit: impl Fn(&str) -> bool, reason: &DownReason) {
+        let fired: Vec<Monitor> = {
+            let mut monitors = self.monitors.lock().expect("router lock");
+            let (fired, kept) = std::mem::take(&mut *monitors)
+                .into_iter()
+                .partition(|m| hit(&m.target));
+            *monitors = kept;
+            fired
+        };
+        let locals = self.locals.read().expect("router lock");
+        for monitor in fired {
+            if let Some(watcher) = locals.get(&monitor.watcher) {
+                let _ = watcher.control.send(Down {
+                    module: monitor.target,
+                    reason: reason.clone(),
+                });
+            }
+        }
+    }
+
+    // ---- routing -------------------------------------------------------
+
+    fn resolve(&self, to: &str) -> Result<Route, SendError> {
+        let (node, module) = match to.split_once('/') {
+            Some((node, module)) => (Some(node), module),
+            None => (None, to),
+        };
+        if node.is_none_or(|n| n == self.node) {
+            if let Some(local) = self.locals.read().expect("router lock").get(module) {
+                return Ok(Route::Local(local.clone()));
+            }
+        }
+        let links = self.links.read().expect("router lock");
+        let found = match node {
+            Some(node) => links.iter().find(|l| l.peer() == node),
+            None => links.iter().find(|l| l.serves(module)),
+        };
+        match found {
+            Some(link) => Ok(Route::Remote(link.clone(), module.to_owned())),
+            None => Err(SendError::UnknownModule(to.to_owned())),
+        }
+    }
+
+    /// Hands an envelope that arrived over a link to a module hosted here,
+    /// waiting for room.
+    pub(crate) async fn deliver_local(&self, envelope: Envelope) -> Result<(), SendError> {
+        let local = self.locals.read().expect("router lock").get(envelope.to.as_str()).cloned();
+        match local {
+            Some(local) => local
+                .mailbox
+                .send(envelope)
+                .await
+                .map_err(|e| SendError::Stopped(e.0.to.clone())),
+            None => Err(SendError::UnknownModule(envelope.to)),
+        }
+    }
+
+    /// Delivers a publish to the subscribers hosted here; returns how many.
+    pub(crate) async fn publish_local(&self, from: &Arc<str>, topic: &Arc<str>, payload: &Payload) -> usize {
+        let targets = self.local_subscribers(topic);
+        let mut delivered = 0;
+        for (name, local) in targets {
+            let envelope = Envelope {
+                to: name.to_string(),
+                from: from.clone(),
+                payload: payload.clone(),
+                kind: EnvelopeKind::Publish { topic: topic.clone() },
+            };
+            let sent = match local.mailbox.try_send(envelope) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(envelope)) => local.mailbox.send(envelope).await.is_ok(),
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            };
+            delivered += usize::from(sent);
+        }
+        delivered
+    }
+
+    fn local_subscribers(&self, topic: &str) -> Vec<(Arc<str>, LocalModule)> {
+        let subs = self.subscriptions.read().expect("router lock");
+        let locals = self.locals.read().expect("router lock");
+        let mut targets: Vec<(Arc<str>, LocalModule)> = Vec::new();
+        for sub in subs.iter().filter(|s| s.pattern.matches(topic)) {
+            if targets.iter().any(|(name, _)| *name == sub.module) {
+                continue;
+            }
+            if let Some(local) = locals.get(&sub.module) {
+                targets.push((sub.module.clone(), local.clone()));
+            }
+        }
+        targets
+    }
+
+    /// Whether a publish on `topic` would reach a subscriber, here or behind
+    /// a link.
+    pub(crate) fn has_subscriber(&self, topic: &str) -> bool {
+        !self.local_subscribers(topic).is_empty() || self.links().iter().any(|l| l.wants(topic))
+    }
+
+    /// Whether `to` resolves to a module, here or behind a link.
+    pub(crate) fn routable(&self, to: &str) -> bool {
+        self.resolve(to).is_ok()
+    }
+}
+
+impl Bus for Router {
+    fn node_name(&self) -> &str {
+        &self.node
+    }
+
+    fn try_deliver(&self, envelope: Envelope) -> Result<Option<CancelHook>, TryDeliverError> {
+        match self.resolve(&envelope.to) {
+            Ok(Route::Local(local)) => match local.mailbox.try_send(envelope) {
+                Ok(()) => Ok(None),
+                Err(mpsc::error::TrySendError::Full(envelope)) => Err(TryDeliverError::Full(envelope)),
+                Err(mpsc::error::TrySendError::Closed(envelope)) => {
+                    Err(TryDeliverError::Failed(SendError::Stopped(envelope.to)))
+                }
+            },
+            Ok(Route::Remote(link, module)) => link.try_send_envelope(module, envelope),
+            Err(error) => Err(TryDeliverError::Failed(error)),
+        }
+    }
+
+    fn deliver(&self, envelope: Envelope) -> BoxFuture<'_, Result<Option<CancelHook>, SendError>> {
+        Box::pin(async move {
+            match self.resolve(&envelope.to)? {
+                Route::Local(local) => local
+                    .mailbox
+                    .send(envelope)
+                    .await
+                    .map(|()| None)
+                    .map_err(|e| SendError::Stopped(e.0.to)),
+                Route::Remote(link, module) => link.send_envelope(module, envelope).await,
+            }
+        })
+    }
+
+    fn publish(&self, from: Arc<str>, topic: Arc<str>, payload: Payload) -> BoxFuture<'_, Result<usize, SendError>> {
+        Box::pin(async move {
+            let mut delivered = self.publish_local(&from, &topic, &payload).await;
+            let links: Vec<Arc<LinkHandle>> = self.links().into_iter().filter(|l| l.wants(&topic)).collect();
+            if !links.is_empty() {
+                let frame = Frame::Publish {
+                    topic: topic.to_string(),
+                    from: from.to_string(),
+                    payload: crate::link::wire(&payload)?,
+                };
+                for link in links {
+                    if link.send_data(&frame).await.is_ok() {
+                        delivered += 1;
+                    }
+                }
+            }
+            Ok(delivered)
+        })
+    }
+
+    fn subscribe(&self, module: &str, pattern: TopicPattern) {
+        let first = {
+            let mut subs = self.subscriptions.write().expect("router lock");
+            if subs.iter().any(|s| &*s.module == module && s.pattern == pattern) {
+                return;
+            }
+            let first = !subs.iter().any(|s| s.pattern == pattern);
+            subs.push(Subscription {
+                pattern: pattern.clone(),
+                module: Arc::from(module),
+            });
+            first
+        };
+        if first {
+            self.broadcast(&Frame::Subscribe {
+                pattern: pattern.as_str().to_owned(),
+            });
+        }
+        self.changed();
+    }
+
+    fn unsubscribe(&self, module: &str, pattern: &str) {
+        let last = {
+            let mut subs = self.subscriptions.write().expect("router lock");
+            let before = subs.len();
+            subs.retain(|s| !(&*s.module == module && s.pattern.as_str() == pattern));
+            before != subs.len() && !subs.iter().any(|s| s.pattern.as_str() == pattern)
+        };
+        if last {
+            self.broadcast(&Frame::Unsubscribe {
+                pattern: pattern.to_owned(),
+            });
+        }
+        self.changed();
+    }
+
+    fn monitor(&self, watcher: &str, target: &str) {
+        if !self.routable(target) {
+            let locals = self.locals.read().expect("router lock");
+            if let Some(w) = locals.get(watcher) {
+                let _ = w.control.send(Down {
+                    module: target.to_owned(),
+                    reason: DownReason::Unreachable(format!("no module `{target}` is known")),
+                });
+            }
+            return;
+        }
+        self.monitors.lock().expect("router lock").push(Monitor {
+            target: target.to_owned(),
+            watcher: Arc::from(watcher),
+        });
+    }
+}
+
+/// How long an ask that crossed a link has left, for its frame.
+pub(crate) fn remaining_ms(deadline: Instant) -> u64 {
+    deadline.saturating_duration_since(Instant::now()).as_millis() as u64
+}

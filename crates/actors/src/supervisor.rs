@@ -1,0 +1,108 @@
+//! The supervisor: an actix actor that decides, one exit at a time, whether a
+//! module that ended comes back.
+//!
+//! It is the node's control plane, so it lives on the node's system arbiter
+//! and sees nothing of the data path. Decisions follow each module's
+//! [`RestartPolicy`] and [`RestartBudget`]; a module whose budget is spent is
+//! marked failed, and its monitors are told.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::{Actor, Handler, MessageResult};
+use botbus_core::{DownReason, RestartBudget, RestartPolicy, RestartTracker};
+
+use crate::host::Exit;
+
+/// What becomes of a module whose instance ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Start a new instance.
+    Restart,
+    /// It is gone, for this reason.
+    Finish(DownReason),
+}
+
+struct Supervised {
+    policy: RestartPolicy,
+    budget: RestartBudget,
+    tracker: RestartTracker,
+}
+
+/// Decides restarts for the modules of one node.
+#[derive(Default)]
+pub(crate) struct Supervisor {
+    modules: HashMap<Arc<str>, Supervised>,
+}
+
+impl Actor for Supervisor {
+    type Context = actix::Context<Self>;
+}
+
+/// A module joins the node under this policy.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub(crate) struct Supervise {
+    pub(crate) name: Arc<str>,
+    pub(crate) policy: RestartPolicy,
+    pub(crate) budget: RestartBudget,
+}
+
+/// An instance of a module ended; the answer is what to do next.
+#[derive(actix::Message)]
+#[rtype(result = "Decision")]
+pub(crate) struct Exited {
+    pub(crate) name: Arc<str>,
+    pub(crate) exit: Exit,
+}
+
+impl Handler<Supervise> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Supervise, _: &mut Self::Context) {
+        self.modules.insert(
+            msg.name,
+            Supervised {
+                policy: msg.policy,
+                budget: msg.budget,
+                tracker: RestartTracker::new(msg.budget),
+            },
+        );
+    }
+}
+
+impl Handler<Exited> for Supervisor {
+    type Result = MessageResult<Exited>;
+
+    fn handle(&mut self, msg: Exited, _: &mut Self::Context) -> Self::Result {
+        let Some(module) = self.modules.get_mut(&msg.name) else {
+            return MessageResult(Decision::Finish(DownReason::Stopped));
+        };
+        let (wants_restart, reason) = match &msg.exit {
+            Exit::Failed(why) => (module.policy != RestartPolicy::Never, DownReason::Failed(why.clone())),
+            Exit::Stopped => (module.policy == RestartPolicy::Always, DownReason::Stopped),
+            Exit::StoppedByNode => (false, DownReason::Stopped),
+        };
+        let decision = if !wants_restart {
+            if let DownReason::Failed(why) = &reason {
+                tracing::error!(module = %msg.name, %why, "module failed; its policy does not restart it");
+            }
+            Decision::Finish(reason)
+        } else if module.tracker.try_restart(Instant::now()) {
+            tracing::warn!(module = %msg.name, exit = ?msg.exit, restart = module.tracker.recent(), "restarting module");
+            Decision::Restart
+        } else {
+            let why = format!(
+                "restart budget spent ({} restarts within {:?}); last exit: {:?}",
+                module.budget.max_restarts, module.budget.within, msg.exit
+            );
+            tracing::error!(module = %msg.name, %why, "module failed");
+            Decision::Finish(DownReason::Failed(why))
+        };
+        if matches!(decision, Decision::Finish(_)) {
+            self.modules.remove(&msg.name);
+        }
+        MessageResult(decision)
+    }
+}

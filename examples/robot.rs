@@ -1,0 +1,261 @@
+//! A whole robot in one binary: six modules on one node.
+//!
+//! * `sensor` publishes a range reading on `sensors/front/range` at 20 Hz (a tick).
+//! * `controller` subscribes to `sensors/*/range`, asks `motor` for a speed and
+//!   tells `led` when the state changes.
+//! * `motor` answers speed commands; `led` shows a colour.
+//! * `logger` subscribes to `**` and prints a summary each second.
+//! * `mission` starts a long plan on `planner`, follows its progress, and
+//!   cancels it half-way; `planner` notices and stops.
+//!
+//! Run it: `cargo run --example robot` (add `-- --seconds N` to run longer;
+//! Ctrl-C stops it cleanly at any time).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use botbus::{CallEvent, Context, Message, Module, ModuleError, Node, Payload};
+use serde::{Deserialize, Serialize};
+
+/// A range reading from a distance sensor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Range {
+    seq: u64,
+    metres: f32,
+}
+impl Message for Range {
+    const NAME: &'static str = "robot.Range";
+}
+
+/// A speed command for the motor, in m/s.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SetSpeed(f32);
+impl Message for SetSpeed {
+    const NAME: &'static str = "robot.SetSpeed";
+}
+
+/// What the LED shows.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+enum Colour {
+    Green,
+    Amber,
+    Red,
+}
+impl Message for Colour {
+    const NAME: &'static str = "robot.Colour";
+}
+
+/// A planning request: how many steps to plan.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Plan {
+    steps: u32,
+}
+impl Message for Plan {
+    const NAME: &'static str = "robot.Plan";
+}
+
+#[derive(Default)]
+struct Sensor {
+    seq: u64,
+}
+
+impl Module for Sensor {
+    type Message = ();
+    type Reply = ();
+
+    async fn started(&mut self, ctx: &mut Context) -> Result<(), ModuleError> {
+        ctx.tick_every(Duration::from_millis(50)); // 20 Hz
+        Ok(())
+    }
+
+    async fn process(&mut self, (): (), _ctx: &mut Context) -> Result<(), ModuleError> {
+        Ok(())
+    }
+
+    async fn tick(&mut self, ctx: &mut Context) -> Result<(), ModuleError> {
+        self.seq += 1;
+        // An obstacle approaches, then recedes: 2.0 m down to 0.2 m and back.
+        let phase = (self.seq % 40) as f32 / 40.0;
+        let metres = 0.2 + 1.8 * (2.0 * (phase - 0.5)).abs();
+        ctx.publish("sensors/front/range", Range { seq: self.seq, metres }).await?;
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Controller {
+    colour: Option<Colour>,
+}
+
+impl Module for Controller {
+    type Message = Range;
+    type Reply = ();
+
+    async fn started(&mut self, ctx: &mut Context) -> Result<(), ModuleError> {
+        ctx.subscribe("sensors/*/range").map_err(|e| ModuleError::new(e.to_string()))?;
+        Ok(())
+    }
+
+    async fn process(&mut self, range: Range, ctx: &mut Context) -> Result<(), ModuleError> {
+        let (speed, colour) = match range.metres {
+            m if m < 0.5 => (0.0, Colour::Red),
+            m if m < 1.0 => (0.3, Colour::Amber),
+            _ => (1.0, Colour::Green),
+        };
+        let applied: f32 = ctx.ask("motor", SetSpeed(speed)).timeout(Duration::from_millis(200)).await?;
+        if self.colour != Some(colour) {
+            self.colour = Some(colour);
+            tracing::info!(module = ctx.name(), seq = range.seq, metres = format!("{:.2}", range.metres), speed = applied, "obstacle distance changed the plan");
+            ctx.tell("led", colour).await?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Motor {
+    speed: f32,
+}
+
+impl Module for Motor {
+    type Message = SetSpeed;
+    type Reply = f32;
+
+    async fn process(&mut self, SetSpeed(speed): SetSpeed, ctx: &mut Context) -> Result<f32, ModuleError> {
+        let speed = speed.clamp(0.0, 0.8); // the motor's own limit
+        if speed != self.speed {
+            tracing::info!(module = ctx.name(), from = self.speed, to = speed, "speed set");
+            self.speed = speed;
+        }
+        Ok(speed)
+    }
+
+    async fn stopping(&mut self, ctx: &mut Context) {
+        tracing::info!(module = ctx.name(), "braking to 0 before stopping");
+    }
+}
+
+struct Led;
+
+impl Module for Led {
+    type Message = Colour;
+    type Reply = ();
+
+    async fn process(&mut self, colour: Colour, ctx: &mut Context) -> Result<(), ModuleError> {
+        tracing::info!(module = ctx.name(), ?colour, "led");
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Logger {
+    counts: BTreeMap<String, u32>,
+}
+
+impl Module for Logger {
+    type Message = Payload; // anything, undecoded
+    type Reply = ();
+
+    async fn started(&mut self, ctx: &mut Context) -> Result<(), ModuleError> {
+        ctx.subscribe("**").map_err(|e| ModuleError::new(e.to_string()))?;
+        ctx.tick_every(Duration::from_secs(1));
+        Ok(())
+    }
+
+    async fn process(&mut self, message: Payload, ctx: &mut Context) -> Result<(), ModuleError> {
+        let key = format!("{} ({})", ctx.topic().unwrap_or("direct"), message.name());
+        *self.counts.entry(key).or_default() += 1;
+        Ok(())
+    }
+
+    async fn tick(&mut self, ctx: &mut Context) -> Result<(), ModuleError> {
+        for (topic, count) in std::mem::take(&mut self.counts) {
+            tracing::info!(module = ctx.name(), %topic, count, "published in the last second");
+        }
+        Ok(())
+    }
+}
+
+struct Planner;
+
+impl Module for Planner {
+    type Message = Plan;
+    type Reply = u32;
+
+    async fn process(&mut self, plan: Plan, ctx: &mut Context) -> Result<u32, ModuleError> {
+        for step in 1..=plan.steps {
+            tokio::select! {
+                () = ctx.cancelled() => {
+                    tracing::info!(module = ctx.name(), step, "plan cancelled by the asker; stopping work");
+                    return Err(ModuleError::new("cancelled"));
+                }
+                () = tokio::time::sleep(Duration::from_millis(100)) => ctx.progress(step),
+            }
+        }
+        Ok(plan.steps)
+    }
+}
+
+#[derive(Default)]
+struct Mission {
+    done: bool,
+}
+
+impl Module for Mission {
+    type Message = ();
+    type Reply = ();
+
+    async fn started(&mut self, ctx: &mut Context) -> Result<(), ModuleError> {
+        ctx.tick_every(Duration::from_millis(500));
+        Ok(())
+    }
+
+    async fn process(&mut self, (): (), _ctx: &mut Context) -> Result<(), ModuleError> {
+        Ok(())
+    }
+
+    async fn tick(&mut self, ctx: &mut Context) -> Result<(), ModuleError> {
+        if std::mem::replace(&mut self.done, true) {
+            ctx.stop_ticks();
+            return Ok(());
+        }
+        tracing::info!(module = ctx.name(), "asking the planner for a 20-step plan");
+        let mut call = ctx.ask::<_, u32>("planner", Plan { steps: 20 }).start().await?;
+        while let Some(event) = call.next_event().await {
+            if let CallEvent::Progress(step) = event {
+                let step: u32 = step.decode()?;
+                tracing::info!(module = ctx.name(), step, "plan progress");
+                if step == 5 {
+                    tracing::info!(module = ctx.name(), "changed my mind: cancelling the plan");
+                    call.cancel();
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    botbus::init_tracing();
+    let seconds = std::env::args()
+        .skip_while(|a| a != "--seconds")
+        .nth(1)
+        .map(|s| s.parse::<f64>())
+        .transpose()?
+        .unwrap_or(3.0);
+
+    let node = Node::builder("robot")
+        .module("motor", Motor::default)
+        .module("led", || Led)
+        .module("planner", || Planner)
+        .module("logger", Logger::default)
+        .module("controller", Controller::default)
+        .module("mission", Mission::default)
+        .module("sensor", Sensor::default)
+        .start()?;
+    tracing::info!(modules = ?node.modules(), seconds, "robot up; Ctrl-C stops it");
+    node.run_for(Duration::from_secs_f64(seconds));
+    tracing::info!("robot stopped cleanly");
+    Ok(())
+}

@@ -77,7 +77,8 @@ impl Module for Sensor {
         // An obstacle approaches, then recedes: 2.0 m down to 0.2 m and back.
         let phase = (self.seq % 40) as f32 / 40.0;
         let metres = 0.2 + 1.8 * (2.0 * (phase - 0.5)).abs();
-        ctx.publish("sensors/front/range", Range { seq: self.seq, metres }).await?;
+        ctx.publish("sensors/front/range", Range { seq: self.seq, metres })
+            .await?;
         Ok(())
     }
 }
@@ -92,7 +93,8 @@ impl Module for Controller {
     type Reply = ();
 
     async fn started(&mut self, ctx: &mut Context) -> Result<(), ModuleError> {
-        ctx.subscribe("sensors/*/range").map_err(|e| ModuleError::new(e.to_string()))?;
+        ctx.subscribe("sensors/*/range")
+            .map_err(|e| ModuleError::new(e.to_string()))?;
         Ok(())
     }
 
@@ -102,10 +104,19 @@ impl Module for Controller {
             m if m < 1.0 => (0.3, Colour::Amber),
             _ => (1.0, Colour::Green),
         };
-        let applied: f32 = ctx.ask("motor", SetSpeed(speed)).timeout(Duration::from_millis(200)).await?;
+        let applied: f32 = ctx
+            .ask("motor", SetSpeed(speed))
+            .timeout(Duration::from_millis(200))
+            .await?;
         if self.colour != Some(colour) {
             self.colour = Some(colour);
-            tracing::info!(module = ctx.name(), seq = range.seq, metres = format!("{:.2}", range.metres), speed = applied, "obstacle distance changed the plan");
+            tracing::info!(
+                module = ctx.name(),
+                seq = range.seq,
+                metres = format!("{:.2}", range.metres),
+                speed = applied,
+                "obstacle distance changed the plan"
+            );
             ctx.tell("led", colour).await?;
         }
         Ok(())

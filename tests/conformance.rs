@@ -26,7 +26,10 @@ async fn ask(placement: Placement) {
     assert_eq!(sum, 8);
     // An error returned by `process` is the asker's typed error.
     let failed = world.client.ask::<_, u32>("echo", Req::Fail).await.unwrap_err();
-    assert!(matches!(&failed, AskError::Remote { module, message } if module == "echo" && message.contains("asked to fail")), "{failed:?}");
+    assert!(
+        matches!(&failed, AskError::Remote { module, message } if module == "echo" && message.contains("asked to fail")),
+        "{failed:?}"
+    );
     // The wrong reply type is a typed error, not garbage.
     let wrong = world.client.ask::<_, String>("echo", Req::Add(1, 1)).await.unwrap_err();
     assert!(matches!(wrong, AskError::BadPayload(_)), "{wrong:?}");
@@ -40,7 +43,10 @@ async fn ask_timeout(placement: Placement) {
         .ask::<_, u32>("echo", Req::Sleep)
         .timeout(Duration::from_millis(150))
         .await;
-    assert!(matches!(outcome, Err(AskError::Timeout { ref module, .. }) if module == "echo"), "{outcome:?}");
+    assert!(
+        matches!(outcome, Err(AskError::Timeout { ref module, .. }) if module == "echo"),
+        "{outcome:?}"
+    );
     // The callee hears that its asker gave up.
     assert_eq!(world.next_event().await, Event::Cancelled("echo".into()));
     world.finish().await;
@@ -81,7 +87,10 @@ async fn topics_with_wildcards(placement: Placement) {
 }
 
 async fn c_publish_rejects_wildcards(world: &World) -> bool {
-    matches!(world.client.publish("sensors/*/temp", Note(0)).await, Err(SendError::InvalidName(_)))
+    matches!(
+        world.client.publish("sensors/*/temp", Note(0)).await,
+        Err(SendError::InvalidName(_))
+    )
 }
 
 async fn progress(placement: Placement) {
@@ -165,18 +174,35 @@ async fn budget_exhausted_fails_and_tells_monitor(placement: Placement) {
     assert!(matches!(world.b.status("fragile"), Some(ModuleStatus::Failed(_))));
     // Gone for good: asks now end at once.
     let b = world.b.clone();
-    world.a.wait_until("fragile unroutable", DEADLINE, |_| !b.modules().contains(&"fragile".to_owned())).await.unwrap();
+    world
+        .a
+        .wait_until("fragile unroutable", DEADLINE, |_| {
+            !b.modules().contains(&"fragile".to_owned())
+        })
+        .await
+        .unwrap();
     let outcome = world.client.ask::<_, u32>("fragile", Req::Add(1, 1)).await;
-    assert!(matches!(outcome, Err(AskError::UnknownModule(_) | AskError::Stopped(_))), "{outcome:?}");
+    assert!(
+        matches!(outcome, Err(AskError::UnknownModule(_) | AskError::Stopped(_))),
+        "{outcome:?}"
+    );
     world.finish().await;
 }
 
 async fn pending_ask_ends_when_callee_stops(placement: Placement) {
     let world = World::new(placement).await;
-    let mut call = world.client.ask::<_, u32>("echo", Req::Sleep).timeout(DEADLINE * 3).start().await.unwrap();
+    let mut call = world
+        .client
+        .ask::<_, u32>("echo", Req::Sleep)
+        .timeout(DEADLINE * 3)
+        .start()
+        .await
+        .unwrap();
     assert!(matches!(call.next_event().await, Some(CallEvent::Progress(_))));
     world.b.stop_module("echo").await.unwrap();
-    let outcome = tokio::time::timeout(DEADLINE, call.reply()).await.expect("the ask ends, not hangs");
+    let outcome = tokio::time::timeout(DEADLINE, call.reply())
+        .await
+        .expect("the ask ends, not hangs");
     assert_eq!(outcome, Err(AskError::Stopped("echo".into())));
     world.finish().await;
 }

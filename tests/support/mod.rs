@@ -146,7 +146,8 @@ impl Module for Recorder {
     type Reply = ();
 
     async fn started(&mut self, ctx: &mut Context) -> Result<(), ModuleError> {
-        ctx.subscribe("sensors/*/temp").map_err(|e| ModuleError::new(e.to_string()))?;
+        ctx.subscribe("sensors/*/temp")
+            .map_err(|e| ModuleError::new(e.to_string()))?;
         ctx.subscribe("arm/**").map_err(|e| ModuleError::new(e.to_string()))?;
         let _ = self.probe.events.send(Event::Started(ctx.name().to_owned()));
         Ok(())
@@ -176,8 +177,16 @@ fn with_services(builder: NodeBuilder, probe: &Probe) -> NodeBuilder {
     };
     builder
         .module("echo", service(probe))
-        .module_with("crashy", service(probe), ModuleOptions::new().budget(10, Duration::from_secs(60)))
-        .module_with("fragile", service(probe), ModuleOptions::new().budget(1, Duration::from_secs(60)))
+        .module_with(
+            "crashy",
+            service(probe),
+            ModuleOptions::new().budget(10, Duration::from_secs(60)),
+        )
+        .module_with(
+            "fragile",
+            service(probe),
+            ModuleOptions::new().budget(1, Duration::from_secs(60)),
+        )
         .module_with("slow", service(probe), ModuleOptions::new().mailbox(1))
         .module("recorder", recorder)
 }
@@ -204,7 +213,11 @@ pub struct World {
 
 fn unique(prefix: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl World {
@@ -222,9 +235,14 @@ impl World {
                 (node.clone(), node)
             }
             Placement::TwoNodesMem => {
-                let b = with_services(Node::builder("b"), &probe).start().expect("node b starts");
+                let b = with_services(Node::builder("b"), &probe)
+                    .start()
+                    .expect("node b starts");
                 let a = with_watcher(Node::builder("a"), &probe).start().expect("node a starts");
-                let endpoint = b.listen(&format!("mem://{}", unique("conformance"))).await.expect("b listens");
+                let endpoint = b
+                    .listen(&format!("mem://{}", unique("conformance")))
+                    .await
+                    .expect("b listens");
                 let peer = a.connect(&endpoint.to_string()).await.expect("a connects");
                 assert_eq!(peer, "b");
                 for module in SERVICES {
@@ -235,7 +253,9 @@ impl World {
             }
         };
         for topic in ["sensors/x/temp", "arm/joint"] {
-            a.wait_for_subscriber(topic, DEADLINE).await.expect("subscriptions announced");
+            a.wait_for_subscriber(topic, DEADLINE)
+                .await
+                .expect("subscriptions announced");
         }
         let client = a.client("tester");
         let mut world = World {

@@ -7,17 +7,19 @@
 //! still queued is dropped, and each ask in it ends with `Stopped`.
 
 use std::any::Any;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use actix::Addr;
 use botbus_core::{AskError, Bus, Context, Down, DownReason, Envelope, FromPayload, Module, Payload};
+use futures::task::AtomicWaker;
 use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Interval, MissedTickBehavior};
-use tokio_util::sync::CancellationToken;
 
 use crate::router::{ModuleStatus, Router};
 use crate::supervisor::{Decision, Exited, Supervisor};
@@ -33,14 +35,56 @@ pub(crate) enum Exit {
     Failed(String),
 }
 
+/// Messages the host takes from the mailbox at once. Taking a batch runs the
+/// loop's `select!` once per batch rather than once per message; the batch
+/// waits in [`Hosted::backlog`], so a restart loses none of it.
+const BATCH: usize = 32;
+
+/// Tells a module's host loop to stop. Only that one task ever waits on it,
+/// so a flag and one waker do: checking it costs an atomic load, not the
+/// lock a cancellation token takes on every poll.
+#[derive(Default)]
+pub(crate) struct StopSignal {
+    stopped: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl StopSignal {
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.is_stopped() {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            if self.is_stopped() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
 /// Everything the host loop of one module owns.
 pub(crate) struct Hosted {
     pub(crate) name: Arc<str>,
     pub(crate) router: Arc<Router>,
     pub(crate) supervisor: Addr<Supervisor>,
     pub(crate) mailbox: mpsc::Receiver<Envelope>,
+    /// Taken from the mailbox, not yet processed; in reverse order.
+    pub(crate) backlog: Vec<Envelope>,
     pub(crate) control: mpsc::UnboundedReceiver<Down>,
-    pub(crate) stop: CancellationToken,
+    pub(crate) stop: Arc<StopSignal>,
     pub(crate) ask_timeout: Duration,
     /// Told once: when the first instance is running, or the module is gone.
     pub(crate) ready: Option<oneshot::Sender<Result<(), String>>>,
@@ -55,10 +99,10 @@ enum Guarded<T> {
 
 /// Runs a hook, catching its panic, and dropping it if the node stops the
 /// module meanwhile.
-async fn guarded<T>(stop: &CancellationToken, hook: impl Future<Output = T>) -> Guarded<T> {
+async fn guarded<T>(stop: &StopSignal, hook: impl Future<Output = T>) -> Guarded<T> {
     tokio::select! {
         biased;
-        () = stop.cancelled() => Guarded::Interrupted,
+        () = stop.wait() => Guarded::Interrupted,
         outcome = AssertUnwindSafe(hook).catch_unwind() => match outcome {
             Ok(value) => Guarded::Done(value),
             Err(panic) => Guarded::Panicked(panic_message(panic.as_ref())),
@@ -101,6 +145,7 @@ pub(crate) async fn host<M: Module>(factory: Arc<dyn Fn() -> M + Send + Sync>, m
         let _ = ready.send(Err(format!("{reason:?}")));
     }
     hosted.router.module_down(&hosted.name, reason);
+    hosted.backlog.clear(); // an ask in it ends with `Stopped`
     hosted.mailbox.close();
     while let Ok(envelope) = hosted.mailbox.try_recv() {
         drop(envelope); // an ask in it ends with `Stopped`
@@ -108,7 +153,11 @@ pub(crate) async fn host<M: Module>(factory: Arc<dyn Fn() -> M + Send + Sync>, m
     let _ = hosted.done.send(());
 }
 
-async fn run_instance<M: Module>(factory: &(dyn Fn() -> M + Send + Sync), hosted: &mut Hosted, bus: Arc<dyn Bus>) -> Exit {
+async fn run_instance<M: Module>(
+    factory: &(dyn Fn() -> M + Send + Sync),
+    hosted: &mut Hosted,
+    bus: Arc<dyn Bus>,
+) -> Exit {
     let name = hosted.name.clone();
     let mut ctx = Context::new(bus, &name);
     ctx.set_ask_timeout(hosted.ask_timeout);
@@ -141,21 +190,40 @@ async fn run_instance<M: Module>(factory: &(dyn Fn() -> M + Send + Sync), hosted
             stop_gracefully(&mut module, &mut ctx, &hosted.stop).await;
             return Exit::Stopped;
         }
+        if let Some(envelope) = hosted.backlog.pop() {
+            if hosted.stop.is_stopped() {
+                hosted.backlog.push(envelope);
+                stop_gracefully(&mut module, &mut ctx, &StopSignal::default()).await;
+                return Exit::StoppedByNode;
+            }
+            match process(&mut module, &mut ctx, envelope, &hosted.stop).await {
+                Guarded::Done(()) => continue,
+                Guarded::Panicked(why) => return Exit::Failed(why),
+                Guarded::Interrupted => {
+                    stop_gracefully(&mut module, &mut ctx, &StopSignal::default()).await;
+                    return Exit::StoppedByNode;
+                }
+            }
+        }
         let outcome = tokio::select! {
             biased;
-            () = hosted.stop.cancelled() => Guarded::Interrupted,
+            () = hosted.stop.wait() => Guarded::Interrupted,
             Some(down) = hosted.control.recv() => guarded(&hosted.stop, module.down(down, &mut ctx)).await.map_failure("down"),
             _ = next_tick(&mut ticker) => guarded(&hosted.stop, module.tick(&mut ctx)).await.map_failure("tick"),
-            envelope = hosted.mailbox.recv() => match envelope {
-                Some(envelope) => process(&mut module, &mut ctx, envelope, &hosted.stop).await,
-                None => Guarded::Interrupted,
-            },
+            taken = hosted.mailbox.recv_many(&mut hosted.backlog, BATCH) => {
+                if taken == 0 {
+                    Guarded::Interrupted // the mailbox closed
+                } else {
+                    hosted.backlog.reverse();
+                    Guarded::Done(())
+                }
+            }
         };
         match outcome {
             Guarded::Done(()) => {}
             Guarded::Panicked(why) => return Exit::Failed(why),
             Guarded::Interrupted => {
-                stop_gracefully(&mut module, &mut ctx, &CancellationToken::new()).await;
+                stop_gracefully(&mut module, &mut ctx, &StopSignal::default()).await;
                 return Exit::StoppedByNode;
             }
         }
@@ -183,18 +251,13 @@ async fn next_tick(ticker: &mut Option<Interval>) {
     }
 }
 
-async fn stop_gracefully<M: Module>(module: &mut M, ctx: &mut Context, stop: &CancellationToken) {
+async fn stop_gracefully<M: Module>(module: &mut M, ctx: &mut Context, stop: &StopSignal) {
     if let Guarded::Panicked(why) = guarded(stop, module.stopping(ctx)).await {
         tracing::warn!(module = ctx.name(), %why, "stopping hook panicked");
     }
 }
 
-async fn process<M: Module>(
-    module: &mut M,
-    ctx: &mut Context,
-    envelope: Envelope,
-    stop: &CancellationToken,
-) -> Guarded<()> {
+async fn process<M: Module>(module: &mut M, ctx: &mut Context, envelope: Envelope, stop: &StopSignal) -> Guarded<()> {
     let payload = ctx.begin(envelope);
     let message = match M::Message::from_payload(payload) {
         Ok(message) => message,

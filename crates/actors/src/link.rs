@@ -98,6 +98,9 @@ enum Outgoing {
     Close,
 }
 
+/// Where a caller's answer to a callee's mid-request message goes.
+type AnswerSender = oneshot::Sender<Result<Payload, AskError>>;
+
 struct PendingAsk {
     caller: Box<dyn CallerSink>,
     callee: String,
@@ -122,7 +125,7 @@ pub(crate) struct LinkHandle {
     /// Asks received over the link and still being handled here.
     inbound: Mutex<HashMap<u64, CancellationToken>>,
     /// Caller messages sent by callees here, awaiting the remote caller.
-    caller_calls: Mutex<HashMap<(u64, u32), oneshot::Sender<Result<Payload, AskError>>>>,
+    caller_calls: Mutex<HashMap<(u64, u32), AnswerSender>>,
     remote: RwLock<RemoteState>,
     closed: CancellationToken,
 }
@@ -207,8 +210,10 @@ impl LinkHandle {
         envelope: Envelope,
     ) -> Result<Option<CancelHook>, TryDeliverError> {
         match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => self.push_envelope(module, envelope, permit).map_err(TryDeliverError::Failed),
-            Err(TryAcquireError::NoPermits) => Err(TryDeliverError::Full(envelope)),
+            Ok(permit) => self
+                .push_envelope(module, envelope, permit)
+                .map_err(TryDeliverError::Failed),
+            Err(TryAcquireError::NoPermits) => Err(TryDeliverError::Full(Box::new(envelope))),
             Err(TryAcquireError::Closed) => Err(TryDeliverError::Failed(SendError::Stopped(module))),
         }
     }
@@ -232,7 +237,14 @@ impl LinkHandle {
         let from = envelope.from.to_string();
         match envelope.kind {
             EnvelopeKind::Tell => {
-                self.queue(&Frame::Tell { to: module, from, payload }, permit)?;
+                self.queue(
+                    &Frame::Tell {
+                        to: module,
+                        from,
+                        payload,
+                    },
+                    permit,
+                )?;
                 Ok(None)
             }
             EnvelopeKind::Publish { topic } => {
@@ -274,7 +286,13 @@ impl LinkHandle {
     pub(crate) fn fail_all(&self, reason: &str) {
         self.closed.cancel();
         self.permits.close();
-        let pending: Vec<PendingAsk> = self.pending.lock().expect("link lock").drain().map(|(_, p)| p).collect();
+        let pending: Vec<PendingAsk> = self
+            .pending
+            .lock()
+            .expect("link lock")
+            .drain()
+            .map(|(_, p)| p)
+            .collect();
         for ask in pending {
             let error = AskError::Unreachable {
                 module: ask.callee.clone(),
@@ -384,7 +402,11 @@ impl Drop for LinkCaller {
 /// Runs the handshake on a fresh link, registers it with the router and
 /// spawns its reader and writer on the current runtime. Returns the peer's
 /// node name once the link is up.
-pub(crate) async fn establish(router: Arc<Router>, link: Box<dyn Link>, config: &LinkConfig) -> Result<String, LinkError> {
+pub(crate) async fn establish(
+    router: Arc<Router>,
+    link: Box<dyn Link>,
+    config: &LinkConfig,
+) -> Result<String, LinkError> {
     let describe = link.peer();
     let handshake_error = |source| LinkError::Handshake {
         peer: describe.clone(),
@@ -400,7 +422,10 @@ pub(crate) async fn establish(router: Arc<Router>, link: Box<dyn Link>, config: 
         .write_all(&hello)
         .await
         .map_err(|e| handshake_error(FrameError::Io(e).into()))?;
-    write.flush().await.map_err(|e| handshake_error(FrameError::Io(e).into()))?;
+    write
+        .flush()
+        .await
+        .map_err(|e| handshake_error(FrameError::Io(e).into()))?;
 
     let mut reader = FramedRead::new(read, FrameCodec::<Hello>::with_max_frame_len(MAX_HELLO_LEN));
     let theirs = match tokio::time::timeout(config.handshake_timeout, reader.next()).await {
@@ -509,12 +534,11 @@ async fn dispatch(router: &Arc<Router>, link: &Arc<LinkHandle>, frame: Frame) {
     match frame {
         Frame::Tell { to, from, payload } => {
             let envelope = Envelope {
-                to,
                 from: from.into(),
                 payload: unwire(payload),
                 kind: EnvelopeKind::Tell,
             };
-            if let Err(error) = router.deliver_local(envelope).await {
+            if let Err(error) = router.deliver_local(&to, envelope).await {
                 tracing::warn!(peer = %link.peer, %error, "dropping a tell from the link");
             }
         }
@@ -542,7 +566,6 @@ async fn dispatch(router: &Arc<Router>, link: &Arc<LinkHandle>, frame: Frame) {
                 replied: false,
             };
             let envelope = Envelope {
-                to,
                 from: from.into(),
                 payload: unwire(payload),
                 kind: EnvelopeKind::Ask(AskEnvelope {
@@ -553,7 +576,7 @@ async fn dispatch(router: &Arc<Router>, link: &Arc<LinkHandle>, frame: Frame) {
             };
             // On failure the envelope, and with it the caller, is dropped:
             // the asker gets `Stopped`.
-            let _ = router.deliver_local(envelope).await;
+            let _ = router.deliver_local(&to, envelope).await;
         }
         Frame::Reply { id, result } => {
             let pending = link.pending.lock().expect("link lock").remove(&id);

@@ -42,7 +42,7 @@ use botbus_core::{
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::host::{host, Hosted};
+use crate::host::{host, Hosted, StopSignal};
 use crate::link::{establish, LinkConfig, LinkError};
 use crate::mem::MemTransport;
 use crate::router::{LocalModule, ModuleStatus, Router};
@@ -235,7 +235,12 @@ impl NodeBuilder {
                 let system = System::new();
                 let parts = system.block_on(async move {
                     let pool: Vec<Arbiter> = (0..pool_threads).map(|_| Arbiter::new()).collect();
-                    (pool, Supervisor::default().start(), System::current(), Arbiter::current())
+                    (
+                        pool,
+                        Supervisor::default().start(),
+                        System::current(),
+                        Arbiter::current(),
+                    )
                 });
                 let _ = parts_tx.send(parts);
                 let _ = system.run();
@@ -279,7 +284,7 @@ impl NodeBuilder {
 
 struct RunningModule {
     name: String,
-    stop: CancellationToken,
+    stop: Arc<StopSignal>,
     done: Option<oneshot::Receiver<()>>,
 }
 
@@ -366,7 +371,7 @@ impl Node {
         let (control_tx, control) = mpsc::unbounded_channel();
         let (ready_tx, ready) = oneshot::channel();
         let (done_tx, done) = oneshot::channel();
-        let stop = CancellationToken::new();
+        let stop = Arc::new(StopSignal::default());
         {
             let mut modules = shared.modules.lock().expect("node lock");
             if modules.iter().any(|m| m.name == spec.name) {
@@ -395,6 +400,7 @@ impl Node {
             router: shared.router.clone(),
             supervisor: shared.supervisor.clone(),
             mailbox,
+            backlog: Vec::new(),
             control,
             stop,
             ask_timeout: shared.ask_timeout,
@@ -447,7 +453,10 @@ impl Node {
     }
 
     /// Runs `future` on the node's system thread and returns its output.
-    async fn on_system<T: Send + 'static>(&self, future: impl Future<Output = T> + Send + 'static) -> Result<T, NodeError> {
+    async fn on_system<T: Send + 'static>(
+        &self,
+        future: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, NodeError> {
         let (tx, rx) = oneshot::channel();
         let spawned = self.shared.system_arbiter.spawn(async move {
             let _ = tx.send(future.await);
@@ -460,7 +469,10 @@ impl Node {
 
     /// Runs `future` on the node's system thread and blocks until it is done:
     /// for a plain `main` that wants to ask a module.
-    pub fn block_on<T: Send + 'static>(&self, future: impl Future<Output = T> + Send + 'static) -> Result<T, NodeError> {
+    pub fn block_on<T: Send + 'static>(
+        &self,
+        future: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, NodeError> {
         futures::executor::block_on(self.on_system(future))
     }
 
@@ -475,7 +487,7 @@ impl Node {
             let module = modules.remove(index);
             (module.stop, module.done)
         };
-        stop.cancel();
+        stop.stop();
         if let Some(done) = done {
             let _ = done.await;
         }
@@ -609,7 +621,7 @@ impl Node {
         tracing::info!(node = %shared.name, "shutting down");
         let modules: Vec<RunningModule> = std::mem::take(&mut *shared.modules.lock().expect("node lock"));
         for mut module in modules.into_iter().rev() {
-            module.stop.cancel();
+            module.stop.stop();
             if let Some(done) = module.done.take() {
                 if tokio::time::timeout(STOP_GRACE, done).await.is_err() {
                     tracing::warn!(module = %module.name, "did not stop within {STOP_GRACE:?}");

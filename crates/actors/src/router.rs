@@ -10,8 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use botbus_core::{
-    Bus, CancelHook, Down, DownReason, Envelope, EnvelopeKind, Frame, Payload, SendError, TopicPattern,
-    TryDeliverError,
+    Bus, CancelHook, Down, DownReason, Envelope, EnvelopeKind, Frame, Payload, SendError, TopicPattern, TryDeliverError,
 };
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
@@ -238,9 +237,7 @@ impl Router {
     fn notify_monitors(&self, hit: impl Fn(&str) -> bool, reason: &DownReason) {
         let fired: Vec<Monitor> = {
             let mut monitors = self.monitors.lock().expect("router lock");
-            let (fired, kept) = std::mem::take(&mut *monitors)
-                .into_iter()
-                .partition(|m| hit(&m.target));
+            let (fired, kept) = std::mem::take(&mut *monitors).into_iter().partition(|m| hit(&m.target));
             *monitors = kept;
             fired
         };
@@ -258,10 +255,7 @@ impl Router {
     // ---- routing -------------------------------------------------------
 
     fn resolve(&self, to: &str) -> Result<Route, SendError> {
-        let (node, module) = match to.split_once('/') {
-            Some((node, module)) => (Some(node), module),
-            None => (None, to),
-        };
+        let (node, module) = split_address(to);
         if node.is_none_or(|n| n == self.node) {
             if let Some(local) = self.locals.read().expect("router lock").get(module) {
                 return Ok(Route::Local(local.clone()));
@@ -278,17 +272,17 @@ impl Router {
         }
     }
 
-    /// Hands an envelope that arrived over a link to a module hosted here,
-    /// waiting for room.
-    pub(crate) async fn deliver_local(&self, envelope: Envelope) -> Result<(), SendError> {
-        let local = self.locals.read().expect("router lock").get(envelope.to.as_str()).cloned();
+    /// Hands an envelope that arrived over a link to module `to` hosted
+    /// here, waiting for room.
+    pub(crate) async fn deliver_local(&self, to: &str, envelope: Envelope) -> Result<(), SendError> {
+        let local = self.locals.read().expect("router lock").get(to).cloned();
         match local {
             Some(local) => local
                 .mailbox
                 .send(envelope)
                 .await
-                .map_err(|e| SendError::Stopped(e.0.to.clone())),
-            None => Err(SendError::UnknownModule(envelope.to)),
+                .map_err(|_| SendError::Stopped(to.to_owned())),
+            None => Err(SendError::UnknownModule(to.to_owned())),
         }
     }
 
@@ -296,9 +290,8 @@ impl Router {
     pub(crate) async fn publish_local(&self, from: &Arc<str>, topic: &Arc<str>, payload: &Payload) -> usize {
         let targets = self.local_subscribers(topic);
         let mut delivered = 0;
-        for (name, local) in targets {
+        for (_, local) in targets {
             let envelope = Envelope {
-                to: name.to_string(),
                 from: from.clone(),
                 payload: payload.clone(),
                 kind: EnvelopeKind::Publish { topic: topic.clone() },
@@ -345,13 +338,27 @@ impl Bus for Router {
         &self.node
     }
 
-    fn try_deliver(&self, envelope: Envelope) -> Result<Option<CancelHook>, TryDeliverError> {
-        match self.resolve(&envelope.to) {
+    fn try_deliver(&self, to: &str, envelope: Envelope) -> Result<Option<CancelHook>, TryDeliverError> {
+        // The hot path: a local target, sent to under the read lock, with no
+        // clone of its route.
+        let (node, module) = split_address(to);
+        if node.is_none_or(|n| n == self.node) {
+            if let Some(local) = self.locals.read().expect("router lock").get(module) {
+                return match local.mailbox.try_send(envelope) {
+                    Ok(()) => Ok(None),
+                    Err(mpsc::error::TrySendError::Full(envelope)) => Err(TryDeliverError::Full(Box::new(envelope))),
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        Err(TryDeliverError::Failed(SendError::Stopped(module.to_owned())))
+                    }
+                };
+            }
+        }
+        match self.resolve(to) {
             Ok(Route::Local(local)) => match local.mailbox.try_send(envelope) {
                 Ok(()) => Ok(None),
-                Err(mpsc::error::TrySendError::Full(envelope)) => Err(TryDeliverError::Full(envelope)),
-                Err(mpsc::error::TrySendError::Closed(envelope)) => {
-                    Err(TryDeliverError::Failed(SendError::Stopped(envelope.to)))
+                Err(mpsc::error::TrySendError::Full(envelope)) => Err(TryDeliverError::Full(Box::new(envelope))),
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    Err(TryDeliverError::Failed(SendError::Stopped(module.to_owned())))
                 }
             },
             Ok(Route::Remote(link, module)) => link.try_send_envelope(module, envelope),
@@ -359,15 +366,15 @@ impl Bus for Router {
         }
     }
 
-    fn deliver(&self, envelope: Envelope) -> BoxFuture<'_, Result<Option<CancelHook>, SendError>> {
+    fn deliver<'a>(&'a self, to: &'a str, envelope: Envelope) -> BoxFuture<'a, Result<Option<CancelHook>, SendError>> {
         Box::pin(async move {
-            match self.resolve(&envelope.to)? {
+            match self.resolve(to)? {
                 Route::Local(local) => local
                     .mailbox
                     .send(envelope)
                     .await
                     .map(|()| None)
-                    .map_err(|e| SendError::Stopped(e.0.to)),
+                    .map_err(|_| SendError::Stopped(to.to_owned())),
                 Route::Remote(link, module) => link.send_envelope(module, envelope).await,
             }
         })
@@ -444,6 +451,14 @@ impl Bus for Router {
             target: target.to_owned(),
             watcher: Arc::from(watcher),
         });
+    }
+}
+
+/// `node/module` or `module`, split.
+fn split_address(to: &str) -> (Option<&str>, &str) {
+    match to.split_once('/') {
+        Some((node, module)) => (Some(node), module),
+        None => (None, to),
     }
 }
 

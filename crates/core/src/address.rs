@@ -75,7 +75,10 @@ impl FromStr for Address {
         match s.split_once('/') {
             Some((node, module)) => {
                 validate_name(node)?;
-                validate_name(module).map_err(|e| NameError { input: s.to_owned(), ..e })?;
+                validate_name(module).map_err(|e| NameError {
+                    input: s.to_owned(),
+                    ..e
+                })?;
                 Ok(Self {
                     node: Some(node.to_owned()),
                     module: module.to_owned(),

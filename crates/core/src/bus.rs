@@ -58,8 +58,6 @@ pub enum EnvelopeKind {
 
 /// A message on its way to a module.
 pub struct Envelope {
-    /// The target: `module` or `node/module`.
-    pub to: String,
     /// The sender, `node/module`.
     pub from: Arc<str>,
     /// The message.
@@ -77,7 +75,6 @@ impl fmt::Debug for Envelope {
         };
         f.debug_struct("Envelope")
             .field("kind", &kind)
-            .field("to", &self.to)
             .field("from", &self.from)
             .field("payload", &self.payload)
             .finish()
@@ -90,8 +87,9 @@ pub type CancelHook = Box<dyn FnOnce() + Send>;
 
 /// Why [`Bus::try_deliver`] did not deliver.
 pub enum TryDeliverError {
-    /// The target's mailbox (or link queue) is full: here is the envelope back.
-    Full(Envelope),
+    /// The target's mailbox (or link queue) is full: here is the envelope
+    /// back (boxed: this is the slow path, and it keeps the result small).
+    Full(Box<Envelope>),
     /// It cannot be delivered at all.
     Failed(SendError),
 }
@@ -101,12 +99,12 @@ pub trait Bus: Send + Sync + 'static {
     /// This node's name.
     fn node_name(&self) -> &str;
 
-    /// Delivers without waiting. On success returns the ask's cancel hook,
-    /// if it crossed a link.
-    fn try_deliver(&self, envelope: Envelope) -> Result<Option<CancelHook>, TryDeliverError>;
+    /// Delivers to `to` (`module` or `node/module`) without waiting. On
+    /// success returns the ask's cancel hook, if it crossed a link.
+    fn try_deliver(&self, to: &str, envelope: Envelope) -> Result<Option<CancelHook>, TryDeliverError>;
 
-    /// Delivers, waiting for room in the target's mailbox or link queue.
-    fn deliver(&self, envelope: Envelope) -> BoxFuture<'_, Result<Option<CancelHook>, SendError>>;
+    /// Delivers to `to`, waiting for room in its mailbox or link queue.
+    fn deliver<'a>(&'a self, to: &'a str, envelope: Envelope) -> BoxFuture<'a, Result<Option<CancelHook>, SendError>>;
 
     /// Delivers `payload` to every subscriber of `topic`, here and behind
     /// links, waiting for room. Returns how many local subscribers and links

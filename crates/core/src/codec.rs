@@ -137,8 +137,7 @@ impl<T: DeserializeOwned> Decoder for FrameCodec<T> {
         }
         src.advance(LEN_PREFIX);
         let body = src.split_to(len);
-        let (item, rest) =
-            postcard::take_from_bytes(&body).map_err(|source| FrameError::Malformed { len, source })?;
+        let (item, rest) = postcard::take_from_bytes(&body).map_err(|source| FrameError::Malformed { len, source })?;
         if !rest.is_empty() {
             return Err(FrameError::TrailingBytes(rest.len()));
         }

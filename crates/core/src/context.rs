@@ -63,9 +63,12 @@ impl Context {
     /// room if its mailbox is full. Delivery is at most once, in order per
     /// sender and target.
     pub async fn tell<M: Message>(&self, to: &str, message: M) -> Result<(), SendError> {
-        match self.bus.try_deliver(self.envelope(to, Payload::new(message), EnvelopeKind::Tell)) {
+        match self
+            .bus
+            .try_deliver(to, self.envelope(Payload::new(message), EnvelopeKind::Tell))
+        {
             Ok(_) => Ok(()),
-            Err(TryDeliverError::Full(envelope)) => self.bus.deliver(envelope).await.map(drop),
+            Err(TryDeliverError::Full(envelope)) => self.bus.deliver(to, *envelope).await.map(drop),
             Err(TryDeliverError::Failed(error)) => Err(error),
         }
     }
@@ -73,9 +76,12 @@ impl Context {
     /// Sends `message` to `to` without waiting: a full mailbox is
     /// [`SendError::MailboxFull`] and the message is not sent.
     pub fn try_tell<M: Message>(&self, to: &str, message: M) -> Result<(), SendError> {
-        match self.bus.try_deliver(self.envelope(to, Payload::new(message), EnvelopeKind::Tell)) {
+        match self
+            .bus
+            .try_deliver(to, self.envelope(Payload::new(message), EnvelopeKind::Tell))
+        {
             Ok(_) => Ok(()),
-            Err(TryDeliverError::Full(envelope)) => Err(SendError::MailboxFull(envelope.to)),
+            Err(TryDeliverError::Full(_)) => Err(SendError::MailboxFull(to.to_owned())),
             Err(TryDeliverError::Failed(error)) => Err(error),
         }
     }
@@ -89,7 +95,7 @@ impl Context {
     pub fn ask<M: Message, R: Message>(&self, to: &str, message: M) -> Ask<'_, R> {
         Ask {
             ctx: self,
-            to: to.to_owned(),
+            to: Arc::from(to),
             payload: Payload::new(message),
             timeout: self.ask_timeout,
             wait_for_room: true,
@@ -194,7 +200,10 @@ impl Context {
     /// [`AskError::Timeout`] at the ask's deadline.
     pub async fn ask_caller<M: Message, R: Message>(&self, message: M) -> Result<R, AskError> {
         let Some(ask) = self.current_ask() else {
-            return Err(AskError::CallerNotListening(format!("{} (no ask in progress)", self.module)));
+            return Err(AskError::CallerNotListening(format!(
+                "{} (no ask in progress)",
+                self.module
+            )));
         };
         let caller = self.sender().unwrap_or_default().to_owned();
         let after = ask.deadline.saturating_duration_since(Instant::now());
@@ -214,9 +223,8 @@ impl Context {
         self.request.as_ref().and_then(|r| r.ask.as_ref())
     }
 
-    fn envelope(&self, to: &str, payload: Payload, kind: EnvelopeKind) -> Envelope {
+    fn envelope(&self, payload: Payload, kind: EnvelopeKind) -> Envelope {
         Envelope {
-            to: to.to_owned(),
             from: self.address.clone(),
             payload,
             kind,
@@ -284,7 +292,7 @@ impl Context {
 #[must_use = "an ask does nothing until awaited or started"]
 pub struct Ask<'a, R> {
     ctx: &'a Context,
-    to: String,
+    to: Arc<str>,
     payload: Payload,
     timeout: Duration,
     wait_for_room: bool,
@@ -327,7 +335,6 @@ impl<'a, R: Message> Ask<'a, R> {
             callee: self.to.clone(),
         };
         let envelope = self.ctx.envelope(
-            &self.to,
             self.payload,
             EnvelopeKind::Ask(AskEnvelope {
                 caller: Box::new(caller),
@@ -336,20 +343,24 @@ impl<'a, R: Message> Ask<'a, R> {
             }),
         );
         let bus = &self.ctx.bus;
-        let hook = match bus.try_deliver(envelope) {
+        let hook = match bus.try_deliver(&self.to, envelope) {
             Ok(hook) => hook,
             Err(TryDeliverError::Failed(error)) => return Err(AskError::from_send(error)),
-            Err(TryDeliverError::Full(_)) if !self.wait_for_room => return Err(AskError::MailboxFull(self.to)),
-            Err(TryDeliverError::Full(envelope)) => match tokio::time::timeout_at(deadline, bus.deliver(envelope)).await {
-                Ok(Ok(hook)) => hook,
-                Ok(Err(error)) => return Err(AskError::from_send(error)),
-                Err(_) => {
-                    return Err(AskError::Timeout {
-                        module: self.to,
-                        after: self.timeout,
-                    })
+            Err(TryDeliverError::Full(_)) if !self.wait_for_room => {
+                return Err(AskError::MailboxFull(self.to.to_string()))
+            }
+            Err(TryDeliverError::Full(envelope)) => {
+                match tokio::time::timeout_at(deadline, bus.deliver(&self.to, *envelope)).await {
+                    Ok(Ok(hook)) => hook,
+                    Ok(Err(error)) => return Err(AskError::from_send(error)),
+                    Err(_) => {
+                        return Err(AskError::Timeout {
+                            module: self.to.to_string(),
+                            after: self.timeout,
+                        })
+                    }
                 }
-            },
+            }
         };
         Ok(Call {
             callee: self.to,
@@ -421,7 +432,7 @@ impl CallerRequest {
 /// An ask in flight. Dropping it before the reply cancels the ask.
 #[must_use = "dropping a call cancels the ask"]
 pub struct Call<R> {
-    callee: String,
+    callee: Arc<str>,
     timeout: Duration,
     deadline: Instant,
     reply: oneshot::Receiver<Result<Payload, AskError>>,
@@ -444,9 +455,9 @@ impl<R: Message> Call<R> {
         let outcome = tokio::select! {
             biased;
             Some(event) = recv_event(&mut self.events) => return Some(event),
-            reply = &mut self.reply => reply.unwrap_or_else(|_| Err(AskError::Stopped(self.callee.clone()))),
+            reply = &mut self.reply => reply.unwrap_or_else(|_| Err(AskError::Stopped(self.callee.to_string()))),
             () = tokio::time::sleep_until(self.deadline) => Err(AskError::Timeout {
-                module: self.callee.clone(),
+                module: self.callee.to_string(),
                 after: self.timeout,
             }),
         };
@@ -465,7 +476,7 @@ impl<R: Message> Call<R> {
             if let CallEvent::Message(request) = event {
                 let _ = request
                     .answer
-                    .send(Err(AskError::CallerNotListening(self.callee.clone())));
+                    .send(Err(AskError::CallerNotListening(self.callee.to_string())));
             }
         }
         let outcome = self.outcome.take().expect("an ended call has an outcome");
@@ -514,7 +525,7 @@ async fn recv_event(events: &mut Option<mpsc::UnboundedReceiver<CallEvent>>) -> 
 struct LocalCaller {
     reply: oneshot::Sender<Result<Payload, AskError>>,
     events: Option<mpsc::UnboundedSender<CallEvent>>,
-    callee: String,
+    callee: Arc<str>,
 }
 
 impl CallerSink for LocalCaller {
@@ -526,11 +537,11 @@ impl CallerSink for LocalCaller {
 
     fn caller_ask(&self, payload: Payload) -> BoxFuture<'static, Result<Payload, AskError>> {
         let Some(events) = &self.events else {
-            let error = AskError::CallerNotListening(self.callee.clone());
+            let error = AskError::CallerNotListening(self.callee.to_string());
             return Box::pin(async move { Err(error) });
         };
         let (answer, answered) = oneshot::channel();
-        let callee = self.callee.clone();
+        let callee = self.callee.to_string();
         let _ = events.send(CallEvent::Message(CallerRequest { payload, answer }));
         Box::pin(async move { answered.await.unwrap_or(Err(AskError::Cancelled(callee))) })
     }

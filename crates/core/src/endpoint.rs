@@ -83,8 +83,7 @@ impl Endpoint {
 
 fn is_simple_name(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
@@ -126,7 +125,8 @@ impl FromStr for Endpoint {
                         .ok_or_else(|| fail("expected `:port` after the IPv6 host"))?;
                     (host, port)
                 } else {
-                    rest.rsplit_once(':').ok_or_else(|| fail("expected `tcp://host:port`"))?
+                    rest.rsplit_once(':')
+                        .ok_or_else(|| fail("expected `tcp://host:port`"))?
                 };
                 if host.is_empty() || host.contains(['/', ' ']) || (!rest.starts_with('[') && host.contains(':')) {
                     return Err(fail("expected a host name or IP address before `:port`"));

@@ -127,7 +127,9 @@ pub struct ModuleError {
 impl ModuleError {
     /// An error with a message.
     pub fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into() }
+        Self {
+            message: message.into(),
+        }
     }
 
     /// The error's message.

@@ -162,10 +162,9 @@ impl Payload {
                     found: format!("{} (a different Rust type under the same name)", self.name),
                 }),
             },
-            Body::Encoded(bytes) => postcard::from_bytes(&bytes).map_err(|source| PayloadError::Decode {
-                name: M::NAME,
-                source,
-            }),
+            Body::Encoded(bytes) => {
+                postcard::from_bytes(&bytes).map_err(|source| PayloadError::Decode { name: M::NAME, source })
+            }
         }
     }
 

@@ -98,16 +98,28 @@ enum Guarded<T> {
 }
 
 /// Runs a hook, catching its panic, and dropping it if the node stops the
-/// module meanwhile.
+/// module meanwhile. The hook is polled first: one that completes without
+/// waiting (most do) never touches the stop signal's waker.
 async fn guarded<T>(stop: &StopSignal, hook: impl Future<Output = T>) -> Guarded<T> {
-    tokio::select! {
-        biased;
-        () = stop.wait() => Guarded::Interrupted,
-        outcome = AssertUnwindSafe(hook).catch_unwind() => match outcome {
-            Ok(value) => Guarded::Done(value),
-            Err(panic) => Guarded::Panicked(panic_message(panic.as_ref())),
-        },
-    }
+    let mut hook = std::pin::pin!(AssertUnwindSafe(hook).catch_unwind());
+    poll_fn(|cx| {
+        if let Poll::Ready(outcome) = hook.as_mut().poll(cx) {
+            return Poll::Ready(match outcome {
+                Ok(value) => Guarded::Done(value),
+                Err(panic) => Guarded::Panicked(panic_message(panic.as_ref())),
+            });
+        }
+        if stop.is_stopped() {
+            return Poll::Ready(Guarded::Interrupted);
+        }
+        stop.waker.register(cx.waker());
+        if stop.is_stopped() {
+            Poll::Ready(Guarded::Interrupted)
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
 }
 
 fn panic_message(panic: &(dyn Any + Send)) -> String {

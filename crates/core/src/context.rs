@@ -371,6 +371,7 @@ impl<'a, R: Message> Ask<'a, R> {
             cancel,
             hook,
             outcome: None,
+            sleep: None,
             finished: false,
             _reply: PhantomData,
         })
@@ -440,6 +441,7 @@ pub struct Call<R> {
     cancel: CancellationToken,
     hook: Option<CancelHook>,
     outcome: Option<Result<Payload, AskError>>,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     finished: bool,
     _reply: PhantomData<fn() -> R>,
 }
@@ -452,15 +454,46 @@ impl<R: Message> Call<R> {
         if self.finished {
             return None;
         }
+        // Whatever is already there needs no deadline timer.
+        if self.sleep.is_none() {
+            if let Some(event) = self.ready_event() {
+                return event;
+            }
+        }
+        let deadline = self.deadline;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         let outcome = tokio::select! {
             biased;
             Some(event) = recv_event(&mut self.events) => return Some(event),
             reply = &mut self.reply => reply.unwrap_or_else(|_| Err(AskError::Stopped(self.callee.to_string()))),
-            () = tokio::time::sleep_until(self.deadline) => Err(AskError::Timeout {
+            () = sleep.as_mut() => Err(AskError::Timeout {
                 module: self.callee.to_string(),
                 after: self.timeout,
             }),
         };
+        self.end(outcome)
+    }
+
+    /// What is already there, without waiting: `Some(Some(event))`, or
+    /// `Some(None)` once the ask has ended.
+    fn ready_event(&mut self) -> Option<Option<CallEvent>> {
+        if let Some(events) = &mut self.events {
+            if let Ok(event) = events.try_recv() {
+                return Some(Some(event));
+            }
+        }
+        match self.reply.try_recv() {
+            Ok(outcome) => Some(self.end(outcome)),
+            Err(oneshot::error::TryRecvError::Closed) => {
+                Some(self.end(Err(AskError::Stopped(self.callee.to_string()))))
+            }
+            Err(oneshot::error::TryRecvError::Empty) => None,
+        }
+    }
+
+    fn end(&mut self, outcome: Result<Payload, AskError>) -> Option<CallEvent> {
         if matches!(outcome, Err(AskError::Timeout { .. })) {
             self.fire_cancel();
         }

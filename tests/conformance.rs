@@ -157,7 +157,9 @@ async fn panic_restarts(placement: Placement) {
     // `Started` is reported from inside the hook; running is the state after it.
     world
         .b
-        .wait_until("crashy running again", DEADLINE, |node| node.status("crashy") == Some(ModuleStatus::Running))
+        .wait_until("crashy running again", DEADLINE, |node| {
+            node.status("crashy") == Some(ModuleStatus::Running)
+        })
         .await
         .unwrap();
     world.finish().await;

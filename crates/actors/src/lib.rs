@@ -11,6 +11,7 @@
 mod host;
 mod link;
 pub mod mem;
+mod names;
 mod node;
 mod router;
 mod supervisor;

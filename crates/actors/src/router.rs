@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::link::LinkHandle;
+use crate::names::NameMap;
 
 /// What a node knows about one of its modules.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +55,7 @@ enum Route {
 
 pub(crate) struct Router {
     node: String,
-    locals: RwLock<HashMap<Arc<str>, LocalModule>>,
+    locals: RwLock<NameMap<Arc<str>, LocalModule>>,
     links: RwLock<Vec<Arc<LinkHandle>>>,
     subscriptions: RwLock<Vec<Subscription>>,
     monitors: Mutex<Vec<Monitor>>,

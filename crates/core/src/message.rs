@@ -148,7 +148,10 @@ impl Payload {
 
     /// Decodes the payload as `M`, checking the name first.
     pub fn decode<M: Message>(self) -> Result<M, PayloadError> {
-        if self.name != M::NAME {
+        // In process the name is the very `&'static str` of the type: compare
+        // the pointer before the bytes.
+        let same_static = matches!(&self.name, Cow::Borrowed(name) if std::ptr::eq(*name, M::NAME));
+        if !same_static && self.name != M::NAME {
             return Err(PayloadError::TypeMismatch {
                 expected: M::NAME,
                 found: self.name.into_owned(),

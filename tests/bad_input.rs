@@ -1,0 +1,222 @@
+//! Bad input closes only the link it came on, with an error that names what
+//! was wrong; the node and its other links keep running. The peer here is a
+//! raw byte-level peer on a real `mem://` link, speaking (or not) the
+//! protocol by hand.
+
+mod support;
+
+use std::time::Duration;
+
+use botbus::crates::core::handshake::{check_hello, HandshakeError};
+use botbus::crates::core::{Frame, FrameCodec, Hello, LinkReader, LinkWriter, Transport, PROTOCOL_VERSION};
+use botbus::{AskError, LinkConfig, LinkError, MemTransport, Node};
+use bytes::{BufMut, BytesMut};
+use futures::{SinkExt, StreamExt};
+use support::{Placement, Req, World, DEADLINE};
+use tokio::io::AsyncWriteExt;
+use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
+
+fn unique(name: &str) -> String {
+    format!("mem://{name}-{}", std::process::id())
+}
+
+/// What the raw peer reads once the handshake is done.
+type FrameReader = FramedRead<LinkReader, FrameCodec<Frame>>;
+
+/// A raw peer that completes a correct handshake with the node at `endpoint`.
+async fn handshaken_peer(endpoint: &str) -> (FrameReader, LinkWriter) {
+    let link = MemTransport.connect(&endpoint.parse().unwrap()).await.expect("connects");
+    let (read, write) = link.split();
+    let mut writer = FramedWrite::new(write, FrameCodec::<Hello>::new());
+    writer.send(&Hello::new("raw-peer")).await.unwrap();
+    let mut reader = FramedRead::new(read, FrameCodec::<Hello>::new());
+    let theirs = reader.next().await.expect("node says hello").unwrap();
+    check_hello(&Hello::new("raw-peer"), &theirs).expect("the node's hello is valid");
+    // Keep what the node sent after its hello (its announcement) buffered.
+    (reader.map_decoder(|_| FrameCodec::new()), writer.into_inner())
+}
+
+/// Reads until the node closes the link; panics if it does not within the deadline.
+async fn expect_closed(mut reader: FrameReader) {
+    tokio::time::timeout(DEADLINE, async {
+        while let Some(Ok(_frame)) = reader.next().await {}
+    })
+    .await
+    .expect("the node closes the bad link");
+}
+
+/// The node still serves: an ask across its healthy link succeeds.
+async fn still_serves(world: &World) {
+    let sum: u32 = world.client.ask("echo", Req::Add(20, 22)).await.unwrap();
+    assert_eq!(sum, 42);
+    assert_eq!(world.a.peers(), vec!["b".to_owned()]);
+}
+
+async fn listening_world(name: &str) -> (World, String) {
+    let world = World::new(Placement::TwoNodesMem).await;
+    let endpoint = world.b.listen(&unique(name)).await.unwrap().to_string();
+    (world, endpoint)
+}
+
+#[tokio::test]
+async fn malformed_frame_closes_only_that_link() {
+    let (world, endpoint) = listening_world("malformed").await;
+    let (read, mut write) = handshaken_peer(&endpoint).await;
+    world.b.wait_until("raw peer linked", DEADLINE, |n| n.peers().contains(&"raw-peer".to_owned())).await.unwrap();
+    // A well-formed length prefix around a body that is no frame.
+    let mut junk = BytesMut::new();
+    junk.put_u32(5);
+    junk.put_slice(&[0xff, 0xff, 0xff, 0xff, 0xff]);
+    write.write_all(&junk).await.unwrap();
+    expect_closed(read).await;
+    world.b.wait_until("raw peer dropped", DEADLINE, |n| !n.peers().contains(&"raw-peer".to_owned())).await.unwrap();
+    still_serves(&world).await;
+    world.finish().await;
+}
+
+#[tokio::test]
+async fn oversize_frame_is_refused_before_it_is_read() {
+    let (world, endpoint) = listening_world("oversize").await;
+    let (read, mut write) = handshaken_peer(&endpoint).await;
+    // Declares 4 GiB; nothing of the body is ever sent or buffered.
+    write.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    expect_closed(read).await;
+    still_serves(&world).await;
+    world.finish().await;
+}
+
+#[tokio::test]
+async fn valid_frames_from_a_raw_peer_are_served() {
+    // The positive control for the tests above: the same raw peer, speaking
+    // correctly, gets a reply.
+    let (world, endpoint) = listening_world("raw-ok").await;
+    let (mut reader, write) = handshaken_peer(&endpoint).await;
+    let mut writer = FramedWrite::new(write, FrameCodec::<Frame>::new());
+    let payload = botbus::Payload::new(Req::Add(1, 2));
+    let frame = Frame::Ask {
+        id: 9,
+        to: "echo".into(),
+        from: "raw-peer/test".into(),
+        timeout_ms: 5_000,
+        payload: botbus::crates::core::WirePayload {
+            name: payload.name().to_owned(),
+            body: payload.to_bytes().unwrap(),
+        },
+    };
+    writer.send(&frame).await.unwrap();
+    let reply = loop {
+        match tokio::time::timeout(DEADLINE, reader.next()).await.unwrap().unwrap().unwrap() {
+            Frame::Reply { id, result } => break (id, result),
+            _announce_or_subscribe => continue,
+        }
+    };
+    let (id, result) = reply;
+    assert_eq!(id, 9);
+    let body = result.unwrap();
+    assert_eq!(postcard::from_bytes::<u32>(&body.body).unwrap(), 3);
+    world.finish().await;
+}
+
+/// A raw listener that answers the node's hello with `hello`, or with
+/// nothing at all.
+async fn raw_listener(name: &str, hello: Option<Hello>) -> (String, tokio::task::JoinHandle<Option<HandshakeError>>) {
+    let endpoint = unique(name);
+    let mut listener = MemTransport.listen(&endpoint.parse().unwrap()).await.unwrap();
+    let task = tokio::spawn(async move {
+        let link = listener.accept().await.unwrap();
+        let (read, write) = link.split();
+        let mut reader = FramedRead::new(read, FrameCodec::<Hello>::new());
+        let Some(ours) = hello else {
+            // Stay silent until the node gives up.
+            let _ = reader.next().await;
+            let _ = reader.next().await;
+            return None;
+        };
+        let mut writer = FramedWrite::new(write, FrameCodec::<Hello>::new());
+        writer.send(&ours).await.unwrap();
+        let theirs = reader.next().await.unwrap().unwrap();
+        check_hello(&ours, &theirs).err()
+    });
+    (endpoint, task)
+}
+
+#[tokio::test]
+async fn version_mismatch_is_a_clear_error_on_both_sides() {
+    let node = Node::builder("versioned").start().unwrap();
+    let mut future = Hello::new("from-the-future");
+    future.version = PROTOCOL_VERSION + 1;
+    let (endpoint, peer) = raw_listener("version", Some(future)).await;
+    let error = node.connect(&endpoint).await.unwrap_err();
+    let text = error.to_string();
+    assert!(
+        matches!(&error, LinkError::Handshake { source: HandshakeError::VersionMismatch { ours, theirs, .. }, .. }
+            if *ours == PROTOCOL_VERSION && *theirs == PROTOCOL_VERSION + 1),
+        "{error:?}"
+    );
+    assert!(text.contains(&format!("v{PROTOCOL_VERSION}")) && text.contains("from-the-future"), "{text}");
+    // The other side, reading our hello, reports the mismatch too.
+    let theirs = peer.await.unwrap();
+    assert!(matches!(theirs, Some(HandshakeError::VersionMismatch { .. })), "{theirs:?}");
+    assert!(node.peers().is_empty());
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_magic_and_silence_are_refused() {
+    let node = Node::builder("picky")
+        .link_config(LinkConfig {
+            handshake_timeout: Duration::from_millis(300),
+            ..LinkConfig::default()
+        })
+        .start()
+        .unwrap();
+    let mut stranger = Hello::new("stranger");
+    stranger.magic = *b"HTTP";
+    let (endpoint, _peer) = raw_listener("magic", Some(stranger)).await;
+    let error = node.connect(&endpoint).await.unwrap_err();
+    assert!(matches!(&error, LinkError::Handshake { source: HandshakeError::BadMagic(m), .. } if m == b"HTTP"), "{error:?}");
+
+    let (endpoint, _peer) = raw_listener("silent", None).await;
+    let error = node.connect(&endpoint).await.unwrap_err();
+    assert!(matches!(&error, LinkError::Handshake { source: HandshakeError::Timeout(_), .. }), "{error:?}");
+    assert!(node.peers().is_empty());
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_peer_with_our_own_name_is_refused() {
+    let a = Node::builder("twin").start().unwrap();
+    let b = Node::builder("twin").start().unwrap();
+    let endpoint = b.listen(&unique("twin")).await.unwrap();
+    let error = a.connect(&endpoint.to_string()).await.unwrap_err();
+    assert!(matches!(error, LinkError::SameName(_)), "{error:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_ask_in_flight_ends_when_the_peer_node_goes_away() {
+    let world = World::new(Placement::TwoNodesMem).await;
+    let mut call = world.client.ask::<_, u32>("echo", Req::Sleep).timeout(DEADLINE * 3).start().await.unwrap();
+    assert!(call.next_event().await.is_some(), "the callee started");
+    world.b.shutdown().await;
+    let outcome = tokio::time::timeout(DEADLINE, call.reply()).await.expect("the ask ends, not hangs");
+    assert!(
+        matches!(outcome, Err(AskError::Stopped(_) | AskError::Unreachable { .. })),
+        "{outcome:?}"
+    );
+    // With the link gone, the module is unknown here, at once.
+    world.a.wait_until("link to b gone", DEADLINE, |n| n.peers().is_empty()).await.unwrap();
+    let outcome = world.client.ask::<_, u32>("echo", Req::Add(1, 1)).await;
+    assert_eq!(outcome, Err(AskError::UnknownModule("echo".into())));
+    world.a.shutdown().await;
+}
+
+#[test]
+fn encoding_an_oversize_frame_is_refused() {
+    let mut codec = FrameCodec::<Frame>::with_max_frame_len(16);
+    let mut out = BytesMut::new();
+    let error = codec.encode(&Frame::Bye { reason: "x".repeat(64) }, &mut out).unwrap_err();
+    assert!(error.to_string().contains("oversize"), "{error}");
+    assert!(out.is_empty(), "nothing half-written");
+}

@@ -25,7 +25,10 @@ type FrameReader = FramedRead<LinkReader, FrameCodec<Frame>>;
 
 /// A raw peer that completes a correct handshake with the node at `endpoint`.
 async fn handshaken_peer(endpoint: &str) -> (FrameReader, LinkWriter) {
-    let link = MemTransport.connect(&endpoint.parse().unwrap()).await.expect("connects");
+    let link = MemTransport
+        .connect(&endpoint.parse().unwrap())
+        .await
+        .expect("connects");
     let (read, write) = link.split();
     let mut writer = FramedWrite::new(write, FrameCodec::<Hello>::new());
     writer.send(&Hello::new("raw-peer")).await.unwrap();
@@ -38,11 +41,9 @@ async fn handshaken_peer(endpoint: &str) -> (FrameReader, LinkWriter) {
 
 /// Reads until the node closes the link; panics if it does not within the deadline.
 async fn expect_closed(mut reader: FrameReader) {
-    tokio::time::timeout(DEADLINE, async {
-        while let Some(Ok(_frame)) = reader.next().await {}
-    })
-    .await
-    .expect("the node closes the bad link");
+    tokio::time::timeout(DEADLINE, async { while let Some(Ok(_frame)) = reader.next().await {} })
+        .await
+        .expect("the node closes the bad link");
 }
 
 /// The node still serves: an ask across its healthy link succeeds.
@@ -62,14 +63,26 @@ async fn listening_world(name: &str) -> (World, String) {
 async fn malformed_frame_closes_only_that_link() {
     let (world, endpoint) = listening_world("malformed").await;
     let (read, mut write) = handshaken_peer(&endpoint).await;
-    world.b.wait_until("raw peer linked", DEADLINE, |n| n.peers().contains(&"raw-peer".to_owned())).await.unwrap();
+    world
+        .b
+        .wait_until("raw peer linked", DEADLINE, |n| {
+            n.peers().contains(&"raw-peer".to_owned())
+        })
+        .await
+        .unwrap();
     // A well-formed length prefix around a body that is no frame.
     let mut junk = BytesMut::new();
     junk.put_u32(5);
     junk.put_slice(&[0xff, 0xff, 0xff, 0xff, 0xff]);
     write.write_all(&junk).await.unwrap();
     expect_closed(read).await;
-    world.b.wait_until("raw peer dropped", DEADLINE, |n| !n.peers().contains(&"raw-peer".to_owned())).await.unwrap();
+    world
+        .b
+        .wait_until("raw peer dropped", DEADLINE, |n| {
+            !n.peers().contains(&"raw-peer".to_owned())
+        })
+        .await
+        .unwrap();
     still_serves(&world).await;
     world.finish().await;
 }
@@ -105,7 +118,12 @@ async fn valid_frames_from_a_raw_peer_are_served() {
     };
     writer.send(&frame).await.unwrap();
     let reply = loop {
-        match tokio::time::timeout(DEADLINE, reader.next()).await.unwrap().unwrap().unwrap() {
+        match tokio::time::timeout(DEADLINE, reader.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
             Frame::Reply { id, result } => break (id, result),
             _announce_or_subscribe => continue,
         }
@@ -153,10 +171,16 @@ async fn version_mismatch_is_a_clear_error_on_both_sides() {
             if *ours == PROTOCOL_VERSION && *theirs == PROTOCOL_VERSION + 1),
         "{error:?}"
     );
-    assert!(text.contains(&format!("v{PROTOCOL_VERSION}")) && text.contains("from-the-future"), "{text}");
+    assert!(
+        text.contains(&format!("v{PROTOCOL_VERSION}")) && text.contains("from-the-future"),
+        "{text}"
+    );
     // The other side, reading our hello, reports the mismatch too.
     let theirs = peer.await.unwrap();
-    assert!(matches!(theirs, Some(HandshakeError::VersionMismatch { .. })), "{theirs:?}");
+    assert!(
+        matches!(theirs, Some(HandshakeError::VersionMismatch { .. })),
+        "{theirs:?}"
+    );
     assert!(node.peers().is_empty());
     node.shutdown().await;
 }
@@ -174,11 +198,23 @@ async fn bad_magic_and_silence_are_refused() {
     stranger.magic = *b"HTTP";
     let (endpoint, _peer) = raw_listener("magic", Some(stranger)).await;
     let error = node.connect(&endpoint).await.unwrap_err();
-    assert!(matches!(&error, LinkError::Handshake { source: HandshakeError::BadMagic(m), .. } if m == b"HTTP"), "{error:?}");
+    assert!(
+        matches!(&error, LinkError::Handshake { source: HandshakeError::BadMagic(m), .. } if m == b"HTTP"),
+        "{error:?}"
+    );
 
     let (endpoint, _peer) = raw_listener("silent", None).await;
     let error = node.connect(&endpoint).await.unwrap_err();
-    assert!(matches!(&error, LinkError::Handshake { source: HandshakeError::Timeout(_), .. }), "{error:?}");
+    assert!(
+        matches!(
+            &error,
+            LinkError::Handshake {
+                source: HandshakeError::Timeout(_),
+                ..
+            }
+        ),
+        "{error:?}"
+    );
     assert!(node.peers().is_empty());
     node.shutdown().await;
 }
@@ -197,16 +233,28 @@ async fn a_peer_with_our_own_name_is_refused() {
 #[tokio::test]
 async fn an_ask_in_flight_ends_when_the_peer_node_goes_away() {
     let world = World::new(Placement::TwoNodesMem).await;
-    let mut call = world.client.ask::<_, u32>("echo", Req::Sleep).timeout(DEADLINE * 3).start().await.unwrap();
+    let mut call = world
+        .client
+        .ask::<_, u32>("echo", Req::Sleep)
+        .timeout(DEADLINE * 3)
+        .start()
+        .await
+        .unwrap();
     assert!(call.next_event().await.is_some(), "the callee started");
     world.b.shutdown().await;
-    let outcome = tokio::time::timeout(DEADLINE, call.reply()).await.expect("the ask ends, not hangs");
+    let outcome = tokio::time::timeout(DEADLINE, call.reply())
+        .await
+        .expect("the ask ends, not hangs");
     assert!(
         matches!(outcome, Err(AskError::Stopped(_) | AskError::Unreachable { .. })),
         "{outcome:?}"
     );
     // With the link gone, the module is unknown here, at once.
-    world.a.wait_until("link to b gone", DEADLINE, |n| n.peers().is_empty()).await.unwrap();
+    world
+        .a
+        .wait_until("link to b gone", DEADLINE, |n| n.peers().is_empty())
+        .await
+        .unwrap();
     let outcome = world.client.ask::<_, u32>("echo", Req::Add(1, 1)).await;
     assert_eq!(outcome, Err(AskError::UnknownModule("echo".into())));
     world.a.shutdown().await;
@@ -216,7 +264,9 @@ async fn an_ask_in_flight_ends_when_the_peer_node_goes_away() {
 fn encoding_an_oversize_frame_is_refused() {
     let mut codec = FrameCodec::<Frame>::with_max_frame_len(16);
     let mut out = BytesMut::new();
-    let error = codec.encode(&Frame::Bye { reason: "x".repeat(64) }, &mut out).unwrap_err();
+    let error = codec
+        .encode(&Frame::Bye { reason: "x".repeat(64) }, &mut out)
+        .unwrap_err();
     assert!(error.to_string().contains("oversize"), "{error}");
     assert!(out.is_empty(), "nothing half-written");
 }

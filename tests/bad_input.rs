@@ -220,6 +220,16 @@ async fn bad_magic_and_silence_are_refused() {
 }
 
 #[tokio::test]
+async fn endpoints_without_a_transport_are_refused_by_name() {
+    let node = Node::builder("plain").start().unwrap();
+    let error = node.connect("tcp://127.0.0.1:9").await.unwrap_err();
+    assert!(matches!(&error, LinkError::NoTransport(scheme) if scheme == "tcp"), "{error:?}");
+    let error = node.listen("carrier-pigeon://loft").await.unwrap_err();
+    assert!(error.to_string().contains("carrier-pigeon://loft"), "{error}");
+    node.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_peer_with_our_own_name_is_refused() {
     let a = Node::builder("twin").start().unwrap();
     let b = Node::builder("twin").start().unwrap();

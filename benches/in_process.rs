@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Addr, Handler, ResponseFuture};
 use actix_rt::{Arbiter, System};
 use botbus::{Context, Message, Module, ModuleError, ModuleOptions, Node};
-use criterion::{criterion_group, Criterion, Throughput};
+use criterion::{Criterion, Throughput};
 use serde::{Deserialize, Serialize};
 
 /// The payload: 64 bytes.
@@ -277,17 +277,13 @@ fn summary() {
     }
 }
 
-criterion_group! {
-    name = group;
-    config = Criterion::default()
+fn main() {
+    let mut criterion = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
-        .sample_size(20);
-    targets = benches
-}
-
-fn main() {
-    group();
-    Criterion::default().configure_from_args().final_summary();
+        .sample_size(20)
+        .configure_from_args();
+    benches(&mut criterion);
+    criterion.final_summary();
     summary();
 }

@@ -223,7 +223,10 @@ async fn bad_magic_and_silence_are_refused() {
 async fn endpoints_without_a_transport_are_refused_by_name() {
     let node = Node::builder("plain").start().unwrap();
     let error = node.connect("tcp://127.0.0.1:9").await.unwrap_err();
-    assert!(matches!(&error, LinkError::NoTransport(scheme) if scheme == "tcp"), "{error:?}");
+    assert!(
+        matches!(&error, LinkError::NoTransport(scheme) if scheme == "tcp"),
+        "{error:?}"
+    );
     let error = node.listen("carrier-pigeon://loft").await.unwrap_err();
     assert!(error.to_string().contains("carrier-pigeon://loft"), "{error}");
     node.shutdown().await;

@@ -246,14 +246,7 @@ async fn a_peer_with_our_own_name_is_refused() {
 #[tokio::test]
 async fn an_ask_in_flight_ends_when_the_peer_node_goes_away() {
     let world = World::new(Placement::TwoNodesMem).await;
-    let mut call = world
-        .client
-        .ask::<_, u32>("echo", Req::Sleep)
-        .timeout(DEADLINE * 3)
-        .start()
-        .await
-        .unwrap();
-    assert!(call.next_event().await.is_some(), "the callee started");
+    let call = world.sleeping_call().await;
     world.b.shutdown().await;
     let outcome = tokio::time::timeout(DEADLINE, call.reply())
         .await

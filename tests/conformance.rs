@@ -110,12 +110,8 @@ async fn progress(placement: Placement) {
 
 async fn cancel(placement: Placement) {
     let mut world = World::new(placement).await;
-    let mut call = world.client.ask::<_, u32>("echo", Req::Sleep).start().await.unwrap();
-    // The callee has started (its first progress), then the asker cancels.
-    match call.next_event().await {
-        Some(CallEvent::Progress(p)) => assert_eq!(p.decode::<u32>().unwrap(), 0),
-        other => panic!("expected progress, got {other:?}"),
-    }
+    // The callee is working on it, then the asker cancels.
+    let call = world.sleeping_call().await;
     call.cancel();
     assert_eq!(world.next_event().await, Event::Cancelled("echo".into()));
     // The module is free again.
@@ -198,14 +194,7 @@ async fn budget_exhausted_fails_and_tells_monitor(placement: Placement) {
 
 async fn pending_ask_ends_when_callee_stops(placement: Placement) {
     let world = World::new(placement).await;
-    let mut call = world
-        .client
-        .ask::<_, u32>("echo", Req::Sleep)
-        .timeout(DEADLINE * 3)
-        .start()
-        .await
-        .unwrap();
-    assert!(matches!(call.next_event().await, Some(CallEvent::Progress(_))));
+    let call = world.sleeping_call().await;
     world.b.stop_module("echo").await.unwrap();
     let outcome = tokio::time::timeout(DEADLINE, call.reply())
         .await

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use botbus::{Client, Context, Down, DownReason, Message, Module, ModuleError, ModuleOptions, Node, NodeBuilder};
+use botbus::{
+    Call, CallEvent, Client, Context, Down, DownReason, Message, Module, ModuleError, ModuleOptions, Node, NodeBuilder,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Semaphore};
 
@@ -281,6 +283,23 @@ impl World {
             .await
             .expect("an event within the deadline")
             .expect("event channel open")
+    }
+
+    /// Starts a `Req::Sleep` ask on `echo` and returns once the callee is
+    /// working on it (its first progress arrived).
+    pub async fn sleeping_call(&self) -> Call<u32> {
+        let mut call = self
+            .client
+            .ask::<_, u32>("echo", Req::Sleep)
+            .timeout(DEADLINE * 3)
+            .start()
+            .await
+            .unwrap();
+        match call.next_event().await {
+            Some(CallEvent::Progress(p)) => assert_eq!(p.decode::<u32>().unwrap(), 0),
+            other => panic!("expected the callee's first progress, got {other:?}"),
+        }
+        call
     }
 
     /// Lets `n` held `Req::Hold` messages finish.

@@ -89,7 +89,7 @@ impl Context {
     /// Asks module `to` and expects a reply of type `R`. Await the returned
     /// [`Ask`] for the reply, or configure it first:
     ///
-    /// ```ignore
+    /// ```text
     /// let speed: f32 = ctx.ask("motor", MotorCmd::Stop).timeout(Duration::from_millis(200)).await?;
     /// ```
     pub fn ask<M: Message, R: Message>(&self, to: &str, message: M) -> Ask<'_, R> {

@@ -196,6 +196,10 @@ async fn pending_ask_ends_when_callee_stops(placement: Placement) {
     let world = World::new(placement).await;
     let call = world.sleeping_call().await;
     world.b.stop_module("echo").await.unwrap();
+    assert!(matches!(
+        world.b.stop_module("echo").await,
+        Err(botbus::NodeError::NoSuchModule(_))
+    ));
     let outcome = tokio::time::timeout(DEADLINE, call.reply())
         .await
         .expect("the ask ends, not hangs");

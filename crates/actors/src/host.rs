@@ -154,7 +154,7 @@ pub(crate) async fn host<M: Module>(factory: Arc<dyn Fn() -> M + Send + Sync>, m
         }
     };
     if let Some(ready) = hosted.ready.take() {
-        let _ = ready.send(Err(format!("{reason:?}")));
+        let _ = ready.send(Err(reason.to_string()));
     }
     hosted.router.module_down(&hosted.name, reason);
     hosted.backlog.clear(); // an ask in it ends with `Stopped`

@@ -60,6 +60,9 @@ pub enum NodeError {
     /// Two modules on one node share a name.
     #[error("a module named `{0}` already runs on this node")]
     DuplicateModule(String),
+    /// No module of that name runs on this node.
+    #[error("no module named `{0}` runs on this node")]
+    NoSuchModule(String),
     /// A module failed to start and will not be restarted.
     #[error("module `{module}` failed to start: {reason}")]
     StartFailed {
@@ -477,12 +480,12 @@ impl Node {
     }
 
     /// Stops module `name` normally (its `stopping` hook runs; it is not
-    /// restarted). Returns once it is gone.
+    /// restarted, and its monitors are told). Returns once it is gone.
     pub async fn stop_module(&self, name: &str) -> Result<(), NodeError> {
         let (stop, done) = {
             let mut modules = self.shared.modules.lock().expect("node lock");
             let Some(index) = modules.iter().position(|m| m.name == name) else {
-                return Ok(());
+                return Err(NodeError::NoSuchModule(name.to_owned()));
             };
             let module = modules.remove(index);
             (module.stop, module.done)

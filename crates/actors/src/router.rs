@@ -345,23 +345,12 @@ impl Bus for Router {
         let (node, module) = split_address(to);
         if node.is_none_or(|n| n == self.node) {
             if let Some(local) = self.locals.read().expect("router lock").get(module) {
-                return match local.mailbox.try_send(envelope) {
-                    Ok(()) => Ok(None),
-                    Err(mpsc::error::TrySendError::Full(envelope)) => Err(TryDeliverError::Full(Box::new(envelope))),
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
-                        Err(TryDeliverError::Failed(SendError::Stopped(module.to_owned())))
-                    }
-                };
+                return try_send_local(local, module, envelope);
             }
         }
         match self.resolve(to) {
-            Ok(Route::Local(local)) => match local.mailbox.try_send(envelope) {
-                Ok(()) => Ok(None),
-                Err(mpsc::error::TrySendError::Full(envelope)) => Err(TryDeliverError::Full(Box::new(envelope))),
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    Err(TryDeliverError::Failed(SendError::Stopped(module.to_owned())))
-                }
-            },
+            // Added since the look above: still local.
+            Ok(Route::Local(local)) => try_send_local(&local, module, envelope),
             Ok(Route::Remote(link, module)) => link.try_send_envelope(module, envelope),
             Err(error) => Err(TryDeliverError::Failed(error)),
         }
@@ -452,6 +441,20 @@ impl Bus for Router {
             target: target.to_owned(),
             watcher: Arc::from(watcher),
         });
+    }
+}
+
+fn try_send_local(
+    local: &LocalModule,
+    module: &str,
+    envelope: Envelope,
+) -> Result<Option<CancelHook>, TryDeliverError> {
+    match local.mailbox.try_send(envelope) {
+        Ok(()) => Ok(None),
+        Err(mpsc::error::TrySendError::Full(envelope)) => Err(TryDeliverError::Full(Box::new(envelope))),
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(TryDeliverError::Failed(SendError::Stopped(module.to_owned())))
+        }
     }
 }
 

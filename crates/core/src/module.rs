@@ -52,6 +52,16 @@ pub enum DownReason {
     Unreachable(String),
 }
 
+impl std::fmt::Display for DownReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DownReason::Stopped => f.write_str("stopped"),
+            DownReason::Failed(why) => write!(f, "failed: {why}"),
+            DownReason::Unreachable(why) => write!(f, "unreachable: {why}"),
+        }
+    }
+}
+
 /// Tells a monitoring module that a module it monitors went down.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Down {

@@ -265,8 +265,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .module("mission", Mission::default)
         .module("sensor", Sensor::default)
         .start()?;
+    node.shutdown_on_signal()?;
     tracing::info!(modules = ?node.modules(), seconds, "robot up; Ctrl-C stops it");
-    node.run_for(Duration::from_secs_f64(seconds));
+    node.run_for(Duration::from_secs_f64(seconds))?;
     tracing::info!("robot stopped cleanly");
     Ok(())
 }

@@ -272,6 +272,7 @@ impl NodeBuilder {
                 ask_timeout: self.ask_timeout,
                 thread: Mutex::new(Some(thread)),
                 shutting_down: AtomicBool::new(false),
+                signals_installed: AtomicBool::new(false),
                 stopped: CancellationToken::new(),
             }),
         };
@@ -307,6 +308,7 @@ struct Shared {
     ask_timeout: Duration,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     shutting_down: AtomicBool,
+    signals_installed: AtomicBool,
     stopped: CancellationToken,
 }
 
@@ -626,8 +628,9 @@ impl Node {
         for mut module in modules.into_iter().rev() {
             module.stop.stop();
             if let Some(done) = module.done.take() {
-                if tokio::time::timeout(STOP_GRACE, done).await.is_err() {
-                    tracing::warn!(module = %module.name, "did not stop within {STOP_GRACE:?}");
+                match tokio::time::timeout(STOP_GRACE, done).await {
+                    Ok(_) => tracing::info!(module = %module.name, "stopped"),
+                    Err(_) => tracing::warn!(module = %module.name, "did not stop within {STOP_GRACE:?}"),
                 }
             }
         }
@@ -663,45 +666,81 @@ impl Node {
         }
     }
 
+    /// From now on, SIGINT (Ctrl-C) or SIGTERM shuts the node down
+    /// gracefully instead of killing the process. Returns once the handlers
+    /// are in place, so no signal can slip through before them.
+    pub fn shutdown_on_signal(&self) -> Result<(), NodeError> {
+        if self.shared.signals_installed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let node = self.clone();
+        self.block_on(async move {
+            let signals = Signals::install()?;
+            tokio::spawn(async move {
+                signals.wait().await;
+                tracing::info!(node = node.name(), "signal received");
+                node.shutdown().await;
+            });
+            Ok::<(), std::io::Error>(())
+        })?
+        .map_err(NodeError::Threads)
+    }
+
     /// Runs until SIGINT (Ctrl-C) or SIGTERM, then shuts down gracefully and
     /// returns.
-    pub fn run_until_signal(&self) {
-        let node = self.clone();
-        self.shared.system_arbiter.spawn(async move {
-            wait_for_signal().await;
-            tracing::info!(node = node.name(), "signal received");
-            node.shutdown().await;
-        });
+    pub fn run_until_signal(&self) -> Result<(), NodeError> {
+        self.shutdown_on_signal()?;
         self.join();
+        Ok(())
     }
 
     /// Runs for `duration` or until a signal, whichever comes first, then
     /// shuts down gracefully.
-    pub fn run_for(&self, duration: Duration) {
+    pub fn run_for(&self, duration: Duration) -> Result<(), NodeError> {
+        self.shutdown_on_signal()?;
         let node = self.clone();
         self.shared.system_arbiter.spawn(async move {
-            tokio::select! {
-                () = wait_for_signal() => tracing::info!(node = node.name(), "signal received"),
-                () = tokio::time::sleep(duration) => {}
-            }
+            tokio::time::sleep(duration).await;
             node.shutdown().await;
         });
         self.join();
+        Ok(())
     }
 }
 
-async fn wait_for_signal() {
+/// SIGINT and SIGTERM, with their handlers installed.
+struct Signals {
     #[cfg(unix)]
-    {
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    #[cfg(unix)]
+    fn install() -> std::io::Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn install() -> std::io::Result<Self> {
+        Ok(Self {})
+    }
+
+    #[cfg(unix)]
+    async fn wait(mut self) {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
         }
     }
+
     #[cfg(not(unix))]
-    {
+    async fn wait(self) {
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use botbus_core::{
-    Bus, CancelHook, Down, DownReason, Envelope, EnvelopeKind, Frame, Payload, SendError, TopicPattern, TryDeliverError,
+    address, Bus, CancelHook, Down, DownReason, Envelope, EnvelopeKind, Frame, Payload, SendError, TopicPattern,
+    TryDeliverError,
 };
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
@@ -187,9 +188,9 @@ impl Router {
         link.fail_all(reason);
         let why = DownReason::Unreachable(format!("link to `{peer}` closed: {reason}"));
         self.notify_monitors(
-            |target| match target.split_once('/') {
-                Some((node, _)) => node == peer,
-                None => gone.iter().any(|m| m == target),
+            |target| match address::split(target) {
+                (Some(node), _) => node == peer,
+                (None, module) => gone.iter().any(|m| m == module),
             },
             &why,
         );
@@ -256,7 +257,7 @@ impl Router {
     // ---- routing -------------------------------------------------------
 
     fn resolve(&self, to: &str) -> Result<Route, SendError> {
-        let (node, module) = split_address(to);
+        let (node, module) = address::split(to);
         if node.is_none_or(|n| n == self.node) {
             if let Some(local) = self.locals.read().expect("router lock").get(module) {
                 return Ok(Route::Local(local.clone()));
@@ -342,7 +343,7 @@ impl Bus for Router {
     fn try_deliver(&self, to: &str, envelope: Envelope) -> Result<Option<CancelHook>, TryDeliverError> {
         // The hot path: a local target, sent to under the read lock, with no
         // clone of its route.
-        let (node, module) = split_address(to);
+        let (node, module) = address::split(to);
         if node.is_none_or(|n| n == self.node) {
             if let Some(local) = self.locals.read().expect("router lock").get(module) {
                 return try_send_local(local, module, envelope);
@@ -455,14 +456,6 @@ fn try_send_local(
         Err(mpsc::error::TrySendError::Closed(_)) => {
             Err(TryDeliverError::Failed(SendError::Stopped(module.to_owned())))
         }
-    }
-}
-
-/// `node/module` or `module`, split.
-fn split_address(to: &str) -> (Option<&str>, &str) {
-    match to.split_once('/') {
-        Some((node, module)) => (Some(node), module),
-        None => (None, to),
     }
 }
 

@@ -49,6 +49,20 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// Splits an address into its node (if named) and module, without checking
+/// or allocating: the router's per-message form of [`Address`].
+///
+/// ```
+/// assert_eq!(botbus_core::address::split("arm/motor"), (Some("arm"), "motor"));
+/// assert_eq!(botbus_core::address::split("motor"), (None, "motor"));
+/// ```
+pub fn split(address: &str) -> (Option<&str>, &str) {
+    match address.split_once('/') {
+        Some((node, module)) => (Some(node), module),
+        None => (None, address),
+    }
+}
+
 /// Where a message goes: a module, optionally on a named node.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Address {
@@ -72,8 +86,8 @@ impl FromStr for Address {
     type Err = NameError;
 
     fn from_str(s: &str) -> Result<Self, NameError> {
-        match s.split_once('/') {
-            Some((node, module)) => {
+        match split(s) {
+            (Some(node), module) => {
                 validate_name(node)?;
                 validate_name(module).map_err(|e| NameError {
                     input: s.to_owned(),
@@ -84,7 +98,7 @@ impl FromStr for Address {
                     module: module.to_owned(),
                 })
             }
-            None => {
+            (None, _) => {
                 validate_name(s)?;
                 Ok(Self {
                     node: None,

@@ -527,7 +527,10 @@ impl<R: Message> Call<R> {
     pub fn callee(&self) -> &str {
         &self.callee
     }
+}
 
+impl<R> Call<R> {
+    /// Tells the callee (and, across a link, its node) that the asker gave up.
     fn fire_cancel(&mut self) {
         self.cancel.cancel();
         if let Some(hook) = self.hook.take() {
@@ -539,10 +542,7 @@ impl<R: Message> Call<R> {
 impl<R> Drop for Call<R> {
     fn drop(&mut self) {
         if !self.finished {
-            self.cancel.cancel();
-            if let Some(hook) = self.hook.take() {
-                hook();
-            }
+            self.fire_cancel();
         }
     }
 }

@@ -636,7 +636,7 @@ async fn dispatch(router: &Arc<Router>, link: &Arc<LinkHandle>, frame: Frame) {
                     remote.subscriptions.push(pattern);
                 }
                 drop(remote);
-                router.touch();
+                router.changed();
             }
             Err(error) => tracing::warn!(peer = %link.peer, %error, "ignoring a bad subscription"),
         },
@@ -646,7 +646,7 @@ async fn dispatch(router: &Arc<Router>, link: &Arc<LinkHandle>, frame: Frame) {
                 .expect("link lock")
                 .subscriptions
                 .retain(|p| p.as_str() != pattern);
-            router.touch();
+            router.changed();
         }
         Frame::Announce { modules, subscriptions } => {
             let subscriptions = subscriptions
@@ -663,7 +663,7 @@ async fn dispatch(router: &Arc<Router>, link: &Arc<LinkHandle>, frame: Frame) {
                 modules: modules.into_iter().collect(),
                 subscriptions,
             };
-            router.touch();
+            router.changed();
         }
         Frame::Down { module, reason } => router.remote_down(link, &module, reason),
         Frame::Ping { nonce } => link.send_control(&Frame::Pong { nonce }),

@@ -83,11 +83,8 @@ impl Router {
         &self.node
     }
 
-    pub(crate) fn touch(&self) {
-        self.changed();
-    }
-
-    fn changed(&self) {
+    /// Wakes everyone waiting on a topology condition.
+    pub(crate) fn changed(&self) {
         self.topology.send_modify(|v| *v += 1);
     }
 

@@ -79,22 +79,47 @@ impl TopicPattern {
         &self.text
     }
 
-    /// Whether `topic` matches this pattern.
+    /// Whether `topic` matches this pattern. Runs on every publish for
+    /// every subscription, so it walks both strings in place: no allocation.
     pub fn matches(&self, topic: &str) -> bool {
-        let pattern: Vec<&str> = self.text.split('/').collect();
-        let topic: Vec<&str> = topic.split('/').collect();
-        match_levels(&pattern, &topic)
+        match_levels(Some(&self.text), Some(topic))
     }
 }
 
-fn match_levels(pattern: &[&str], topic: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => topic.is_empty(),
-        Some((&"**", rest)) => (0..=topic.len()).any(|skip| match_levels(rest, &topic[skip..])),
-        Some((&level, rest)) => match topic.split_first() {
-            Some((&t, topic_rest)) => (level == "*" || level == t) && match_levels(rest, topic_rest),
-            None => false,
-        },
+/// The first level of `levels` and what follows it (`None`: nothing does).
+fn first_level(levels: &str) -> (&str, Option<&str>) {
+    match levels.split_once('/') {
+        Some((level, rest)) => (level, Some(rest)),
+        None => (levels, None),
+    }
+}
+
+/// Matches what is left of a pattern against what is left of a topic;
+/// `None` is "no levels left".
+fn match_levels(pattern: Option<&str>, topic: Option<&str>) -> bool {
+    let Some(pattern) = pattern else {
+        return topic.is_none();
+    };
+    let (level, pattern_rest) = first_level(pattern);
+    if level == "**" {
+        // Zero levels, or one more, then try the rest of the pattern again.
+        let mut topic = topic;
+        loop {
+            if match_levels(pattern_rest, topic) {
+                return true;
+            }
+            match topic {
+                Some(levels) => topic = first_level(levels).1,
+                None => return false,
+            }
+        }
+    }
+    match topic {
+        Some(topic) => {
+            let (topic_level, topic_rest) = first_level(topic);
+            (level == "*" || level == topic_level) && match_levels(pattern_rest, topic_rest)
+        }
+        None => false,
     }
 }
 

@@ -7,8 +7,8 @@ mod support;
 
 use std::time::Duration;
 
-use botbus::crates::core::handshake::{check_hello, HandshakeError};
-use botbus::crates::core::{Frame, FrameCodec, Hello, LinkReader, LinkWriter, Transport, PROTOCOL_VERSION};
+use botbus::crates::core::handshake::{check_hello, HandshakeError, HelloCodec};
+use botbus::crates::core::{CodecKind, Frame, FrameCodec, Hello, LinkReader, LinkWriter, Transport, PROTOCOL_VERSION};
 use botbus::{AskError, LinkConfig, LinkError, MemTransport, Node};
 use bytes::{BufMut, BytesMut};
 use futures::{SinkExt, StreamExt};
@@ -29,14 +29,15 @@ async fn handshaken_peer(endpoint: &str) -> (FrameReader, LinkWriter) {
         .connect(&endpoint.parse().unwrap())
         .await
         .expect("connects");
-    let (read, write) = link.split();
-    let mut writer = FramedWrite::new(write, FrameCodec::<Hello>::new());
-    writer.send(&Hello::new("raw-peer")).await.unwrap();
-    let mut reader = FramedRead::new(read, FrameCodec::<Hello>::new());
+    let (read, mut write) = link.split();
+    let ours = Hello::with_codecs("raw-peer", &[CodecKind::Postcard]);
+    write.write_all(&ours.to_line()).await.unwrap();
+    let mut reader = FramedRead::new(read, HelloCodec::default());
     let theirs = reader.next().await.expect("node says hello").unwrap();
-    check_hello(&Hello::new("raw-peer"), &theirs).expect("the node's hello is valid");
+    let codec = check_hello(&ours, &theirs).expect("the node's hello is valid");
+    assert_eq!(codec, CodecKind::Postcard);
     // Keep what the node sent after its hello (its announcement) buffered.
-    (reader.map_decoder(|_| FrameCodec::new()), writer.into_inner())
+    (reader.map_decoder(|_| FrameCodec::new()), write)
 }
 
 /// Reads until the node closes the link; panics if it does not within the deadline.
@@ -142,16 +143,15 @@ async fn raw_listener(name: &str, hello: Option<Hello>) -> (String, tokio::task:
     let mut listener = MemTransport.listen(&endpoint.parse().unwrap()).await.unwrap();
     let task = tokio::spawn(async move {
         let link = listener.accept().await.unwrap();
-        let (read, write) = link.split();
-        let mut reader = FramedRead::new(read, FrameCodec::<Hello>::new());
+        let (read, mut write) = link.split();
+        let mut reader = FramedRead::new(read, HelloCodec::default());
         let Some(ours) = hello else {
             // Stay silent until the node gives up.
             let _ = reader.next().await;
             let _ = reader.next().await;
             return None;
         };
-        let mut writer = FramedWrite::new(write, FrameCodec::<Hello>::new());
-        writer.send(&ours).await.unwrap();
+        write.write_all(&ours.to_line()).await.unwrap();
         let theirs = reader.next().await.unwrap().unwrap();
         check_hello(&ours, &theirs).err()
     });
@@ -195,11 +195,11 @@ async fn bad_magic_and_silence_are_refused() {
         .start()
         .unwrap();
     let mut stranger = Hello::new("stranger");
-    stranger.magic = *b"HTTP";
+    stranger.magic = "HTTP".to_owned();
     let (endpoint, _peer) = raw_listener("magic", Some(stranger)).await;
     let error = node.connect(&endpoint).await.unwrap_err();
     assert!(
-        matches!(&error, LinkError::Handshake { source: HandshakeError::BadMagic(m), .. } if m == b"HTTP"),
+        matches!(&error, LinkError::Handshake { source: HandshakeError::BadMagic(m), .. } if m.contains("HTTP")),
         "{error:?}"
     );
 

@@ -257,4 +257,4 @@ macro_rules! scenarios {
     )*};
 }
 
-placements!(OneNode => one_node, TwoNodesMem => two_nodes_mem);
+placements!(OneNode => one_node, TwoNodesMem => two_nodes_mem, TwoNodesJson => two_nodes_json);

@@ -8,8 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use botbus::crates::core::CodecKind;
 use botbus::{
-    Call, CallEvent, Client, Context, Down, DownReason, Message, Module, ModuleError, ModuleOptions, Node, NodeBuilder,
+    Call, CallEvent, Client, Context, Down, DownReason, LinkConfig, Message, Module, ModuleError, ModuleOptions, Node,
+    NodeBuilder,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Semaphore};
@@ -25,6 +27,9 @@ pub enum Placement {
     /// Client and watcher on node `a`, services on node `b`, linked by `mem://`
     /// through the full handshake and codec.
     TwoNodesMem,
+    /// As `TwoNodesMem`, but node `a` offers only the JSON-lines codec, so
+    /// every frame and message crosses as JSON.
+    TwoNodesJson,
 }
 
 /// A request every service understands.
@@ -236,11 +241,18 @@ impl World {
                     .expect("node starts");
                 (node.clone(), node)
             }
-            Placement::TwoNodesMem => {
+            Placement::TwoNodesMem | Placement::TwoNodesJson => {
                 let b = with_services(Node::builder("b"), &probe)
                     .start()
                     .expect("node b starts");
-                let a = with_watcher(Node::builder("a"), &probe).start().expect("node a starts");
+                let mut a = with_watcher(Node::builder("a"), &probe);
+                if let Placement::TwoNodesJson = placement {
+                    a = a.link_config(LinkConfig {
+                        codecs: vec![CodecKind::Json],
+                        ..LinkConfig::default()
+                    });
+                }
+                let a = a.start().expect("node a starts");
                 let endpoint = b
                     .listen(&format!("mem://{}", unique("conformance")))
                     .await

@@ -16,10 +16,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use botbus_core::handshake::check_hello;
+use botbus_core::handshake::{check_hello, HelloCodec};
 use botbus_core::{
-    AskEnvelope, AskError, CallerSink, CancelHook, Envelope, EnvelopeKind, Frame, FrameCodec, FrameError,
-    HandshakeError, Hello, Link, LinkWriter, Payload, SendError, TopicPattern, TryDeliverError, WirePayload,
+    AskEnvelope, AskError, CallerSink, CancelHook, CodecKind, Envelope, EnvelopeKind, Frame, FrameError,
+    HandshakeError, Hello, Link, LinkWriter, Payload, SendError, TopicPattern, TryDeliverError, WireCodec, WirePayload,
 };
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
@@ -34,8 +34,6 @@ use crate::router::{remaining_ms, Router};
 
 /// Bytes the writer gathers before it writes.
 const COALESCE_BYTES: usize = 256 * 1024;
-/// The largest hello accepted: a hello is a few dozen bytes.
-const MAX_HELLO_LEN: usize = 4 * 1024;
 
 /// How links of a node behave.
 #[derive(Debug, Clone)]
@@ -47,6 +45,9 @@ pub struct LinkConfig {
     /// Data frames (tells, asks, publishes) queued for the writer before
     /// senders wait.
     pub queue_frames: usize,
+    /// The codecs this node offers in its hello. The first one in
+    /// [`CodecKind::PREFERENCE`] that both sides offer is used.
+    pub codecs: Vec<CodecKind>,
 }
 
 impl Default for LinkConfig {
@@ -55,6 +56,7 @@ impl Default for LinkConfig {
             max_frame_len: botbus_core::DEFAULT_MAX_FRAME_LEN,
             handshake_timeout: Duration::from_secs(5),
             queue_frames: 1024,
+            codecs: CodecKind::PREFERENCE.to_vec(),
         }
     }
 }
@@ -118,7 +120,7 @@ pub(crate) struct LinkHandle {
     describe: String,
     out: mpsc::UnboundedSender<Outgoing>,
     permits: Arc<Semaphore>,
-    codec: FrameCodec,
+    codec: WireCodec,
     next_id: AtomicU64,
     /// Asks this node sent over the link, by id.
     pending: Mutex<HashMap<u64, PendingAsk>>,
@@ -130,19 +132,29 @@ pub(crate) struct LinkHandle {
     closed: CancellationToken,
 }
 
-/// A payload as it crosses a link.
-pub(crate) fn wire(payload: &Payload) -> Result<WirePayload, SendError> {
-    Ok(WirePayload {
-        name: payload.name().to_owned(),
-        body: payload.to_bytes().map_err(|e| SendError::Encode(e.to_string()))?,
-    })
-}
-
-fn unwire(payload: WirePayload) -> Payload {
-    Payload::from_encoded(payload.name, payload.body)
-}
-
 impl LinkHandle {
+    /// A payload as it crosses this link, in its codec.
+    pub(crate) fn wire(&self, payload: &Payload) -> Result<WirePayload, SendError> {
+        Ok(WirePayload {
+            name: payload.name().to_owned(),
+            body: payload
+                .encoded(self.codec.kind())
+                .map_err(|e| SendError::Encode(e.to_string()))?,
+        })
+    }
+
+    fn unwire(&self, payload: WirePayload) -> Payload {
+        match self.codec.kind() {
+            CodecKind::Postcard => Payload::from_encoded(payload.name, payload.body),
+            CodecKind::Json => Payload::from_json(payload.name, payload.body),
+        }
+    }
+
+    /// The codec the handshake chose for this link.
+    pub(crate) fn codec(&self) -> CodecKind {
+        self.codec.kind()
+    }
+
     pub(crate) fn peer(&self) -> &str {
         &self.peer
     }
@@ -233,7 +245,7 @@ impl LinkHandle {
         envelope: Envelope,
         permit: OwnedSemaphorePermit,
     ) -> Result<Option<CancelHook>, SendError> {
-        let payload = wire(&envelope.payload)?;
+        let payload = self.wire(&envelope.payload)?;
         let from = envelope.from.to_string();
         match envelope.kind {
             EnvelopeKind::Tell => {
@@ -341,21 +353,21 @@ impl LinkCaller {
     fn send_reply(&mut self, result: Result<Payload, AskError>) {
         self.replied = true;
         self.link.inbound.lock().expect("link lock").remove(&self.id);
-        let result = result.and_then(|p| wire(&p).map_err(|e| AskError::BadPayload(e.to_string())));
+        let result = result.and_then(|p| self.link.wire(&p).map_err(|e| AskError::BadPayload(e.to_string())));
         self.link.send_control(&Frame::Reply { id: self.id, result });
     }
 }
 
 impl CallerSink for LinkCaller {
     fn progress(&self, payload: Payload) {
-        match wire(&payload) {
+        match self.link.wire(&payload) {
             Ok(payload) => self.link.send_control(&Frame::Progress { id: self.id, payload }),
             Err(error) => tracing::warn!(%error, "dropping a progress update that cannot be encoded"),
         }
     }
 
     fn caller_ask(&self, payload: Payload) -> BoxFuture<'static, Result<Payload, AskError>> {
-        let payload = match wire(&payload) {
+        let payload = match self.link.wire(&payload) {
             Ok(payload) => payload,
             Err(error) => {
                 let error = AskError::BadPayload(error.to_string());
@@ -413,32 +425,27 @@ pub(crate) async fn establish(
         source,
     };
     let (read, mut write) = link.split();
-    let ours = Hello::new(router.node());
-    let mut hello = BytesMut::new();
-    FrameCodec::<Hello>::new()
-        .encode(&ours, &mut hello)
-        .map_err(|e| handshake_error(e.into()))?;
-    write
-        .write_all(&hello)
-        .await
-        .map_err(|e| handshake_error(FrameError::Io(e).into()))?;
-    write
-        .flush()
-        .await
-        .map_err(|e| handshake_error(FrameError::Io(e).into()))?;
+    let ours = Hello::with_codecs(router.node(), &config.codecs);
+    let sent: std::io::Result<()> = async {
+        write.write_all(&ours.to_line()).await?;
+        write.flush().await
+    }
+    .await;
+    sent.map_err(|e| handshake_error(e.into()))?;
 
-    let mut reader = FramedRead::new(read, FrameCodec::<Hello>::with_max_frame_len(MAX_HELLO_LEN));
+    let mut reader = FramedRead::new(read, HelloCodec::default());
     let theirs = match tokio::time::timeout(config.handshake_timeout, reader.next()).await {
         Err(_) => return Err(handshake_error(HandshakeError::Timeout(config.handshake_timeout))),
         Ok(None) => return Err(handshake_error(HandshakeError::Closed)),
-        Ok(Some(Err(error))) => return Err(handshake_error(error.into())),
+        Ok(Some(Err(error))) => return Err(handshake_error(error)),
         Ok(Some(Ok(theirs))) => theirs,
     };
-    check_hello(&ours, &theirs).map_err(handshake_error)?;
+    let codec = check_hello(&ours, &theirs).map_err(handshake_error)?;
     if theirs.node == router.node() {
         return Err(LinkError::SameName(describe));
     }
-    let reader = reader.map_decoder(|_| FrameCodec::<Frame>::with_max_frame_len(config.max_frame_len));
+    let codec = WireCodec::new(codec, config.max_frame_len);
+    let reader = reader.map_decoder(|_| codec.clone());
 
     let (out, queued) = mpsc::unbounded_channel();
     let handle = Arc::new(LinkHandle {
@@ -446,7 +453,7 @@ pub(crate) async fn establish(
         describe,
         out,
         permits: Arc::new(Semaphore::new(config.queue_frames)),
-        codec: FrameCodec::with_max_frame_len(config.max_frame_len),
+        codec,
         next_id: AtomicU64::new(1),
         pending: Mutex::default(),
         inbound: Mutex::default(),
@@ -455,7 +462,7 @@ pub(crate) async fn establish(
         closed: CancellationToken::new(),
     });
     router.add_link(handle.clone()).map_err(LinkError::Duplicate)?;
-    tracing::info!(node = router.node(), peer = %handle.peer, via = %handle.describe, "link up");
+    tracing::info!(node = router.node(), peer = %handle.peer, via = %handle.describe, codec = %handle.codec(), "link up");
 
     tokio::spawn(write_loop(write, queued, handle.clone()));
     tokio::spawn(read_loop(router, handle, reader));
@@ -509,7 +516,7 @@ async fn write_loop(mut write: LinkWriter, mut queued: mpsc::UnboundedReceiver<O
 async fn read_loop(
     router: Arc<Router>,
     link: Arc<LinkHandle>,
-    mut reader: FramedRead<botbus_core::LinkReader, FrameCodec<Frame>>,
+    mut reader: FramedRead<botbus_core::LinkReader, WireCodec>,
 ) {
     let reason = loop {
         let next = tokio::select! {
@@ -535,7 +542,7 @@ async fn dispatch(router: &Arc<Router>, link: &Arc<LinkHandle>, frame: Frame) {
         Frame::Tell { to, from, payload } => {
             let envelope = Envelope {
                 from: from.into(),
-                payload: unwire(payload),
+                payload: link.unwire(payload),
                 kind: EnvelopeKind::Tell,
             };
             if let Err(error) = router.deliver_local(&to, envelope).await {
@@ -567,7 +574,7 @@ async fn dispatch(router: &Arc<Router>, link: &Arc<LinkHandle>, frame: Frame) {
             };
             let envelope = Envelope {
                 from: from.into(),
-                payload: unwire(payload),
+                payload: link.unwire(payload),
                 kind: EnvelopeKind::Ask(AskEnvelope {
                     caller: Box::new(caller),
                     cancel,
@@ -581,12 +588,12 @@ async fn dispatch(router: &Arc<Router>, link: &Arc<LinkHandle>, frame: Frame) {
         Frame::Reply { id, result } => {
             let pending = link.pending.lock().expect("link lock").remove(&id);
             if let Some(pending) = pending {
-                pending.caller.reply(result.map(unwire));
+                pending.caller.reply(result.map(|p| link.unwire(p)));
             }
         }
         Frame::Progress { id, payload } => {
             if let Some(pending) = link.pending.lock().expect("link lock").get(&id) {
-                pending.caller.progress(unwire(payload));
+                pending.caller.progress(link.unwire(payload));
             }
         }
         Frame::CallerAsk { id, call, payload } => {
@@ -595,7 +602,7 @@ async fn dispatch(router: &Arc<Router>, link: &Arc<LinkHandle>, frame: Frame) {
                 .lock()
                 .expect("link lock")
                 .get(&id)
-                .map(|p| p.caller.caller_ask(unwire(payload)));
+                .map(|p| p.caller.caller_ask(link.unwire(payload)));
             let link = link.clone();
             match answer {
                 None => link.send_control(&Frame::CallerReply {
@@ -607,7 +614,7 @@ async fn dispatch(router: &Arc<Router>, link: &Arc<LinkHandle>, frame: Frame) {
                     tokio::spawn(async move {
                         let result = answer
                             .await
-                            .and_then(|p| wire(&p).map_err(|e| AskError::BadPayload(e.to_string())));
+                            .and_then(|p| link.wire(&p).map_err(|e| AskError::BadPayload(e.to_string())));
                         link.send_control(&Frame::CallerReply { id, call, result });
                     });
                 }
@@ -616,7 +623,7 @@ async fn dispatch(router: &Arc<Router>, link: &Arc<LinkHandle>, frame: Frame) {
         Frame::CallerReply { id, call, result } => {
             let answer = link.caller_calls.lock().expect("link lock").remove(&(id, call));
             if let Some(answer) = answer {
-                let _ = answer.send(result.map(unwire));
+                let _ = answer.send(result.map(|p| link.unwire(p)));
             }
         }
         Frame::Cancel { id } => {
@@ -626,7 +633,7 @@ async fn dispatch(router: &Arc<Router>, link: &Arc<LinkHandle>, frame: Frame) {
         }
         Frame::Publish { topic, from, payload } => {
             router
-                .publish_local(&Arc::from(from), &Arc::from(topic), &unwire(payload))
+                .publish_local(&Arc::from(from), &Arc::from(topic), &link.unwire(payload))
                 .await;
         }
         Frame::Subscribe { pattern } => match TopicPattern::parse(&pattern) {

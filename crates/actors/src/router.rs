@@ -372,16 +372,21 @@ impl Bus for Router {
         Box::pin(async move {
             let mut delivered = self.publish_local(&from, &topic, &payload).await;
             let links: Vec<Arc<LinkHandle>> = self.links().into_iter().filter(|l| l.wants(&topic)).collect();
-            if !links.is_empty() {
-                let frame = Frame::Publish {
-                    topic: topic.to_string(),
-                    from: from.to_string(),
-                    payload: crate::link::wire(&payload)?,
-                };
-                for link in links {
-                    if link.send_data(&frame).await.is_ok() {
-                        delivered += 1;
-                    }
+            // Encoded once per codec, not once per link.
+            let mut frames: Vec<(botbus_core::CodecKind, Frame)> = Vec::new();
+            for link in links {
+                let codec = link.codec();
+                if !frames.iter().any(|(c, _)| *c == codec) {
+                    let frame = Frame::Publish {
+                        topic: topic.to_string(),
+                        from: from.to_string(),
+                        payload: link.wire(&payload)?,
+                    };
+                    frames.push((codec, frame));
+                }
+                let (_, frame) = frames.iter().find(|(c, _)| *c == codec).expect("encoded above");
+                if link.send_data(frame).await.is_ok() {
+                    delivered += 1;
                 }
             }
             Ok(delivered)

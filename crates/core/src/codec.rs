@@ -1,12 +1,14 @@
-//! [`FrameCodec`]: length-prefixed postcard frames as a tokio-util
-//! [`Decoder`]/[`Encoder`], with a bounded frame length.
+//! The codecs, as tokio-util [`Decoder`]/[`Encoder`]s with a bounded frame
+//! length:
 //!
-//! Each frame is a 4-byte big-endian body length followed by the postcard
-//! body. The length is checked against the codec's maximum *before* any of
-//! the body is buffered or decoded, so an oversize frame costs nothing.
-//!
-//! The codec is generic over what it carries: `FrameCodec<Hello>` reads the
-//! handshake, `FrameCodec<Frame>` (the default) everything after it.
+//! * [`FrameCodec`]: each frame is a 4-byte big-endian body length followed
+//!   by the postcard body. The length is checked against the codec's maximum
+//!   *before* any of the body is buffered or decoded, so an oversize frame
+//!   costs nothing.
+//! * [`JsonLinesCodec`]: one JSON object per line, for peers in any
+//!   language. A line longer than the maximum is refused as soon as that many
+//!   bytes arrived without a newline.
+//! * [`WireCodec`]: whichever of the two the handshake chose.
 //!
 //! ```
 //! use botbus_core::{Frame, FrameCodec};
@@ -32,7 +34,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::frame::Frame;
+use crate::frame::{CodecKind, Frame};
 
 /// The default maximum frame body: 8 MiB, as tokio-util's
 /// `LengthDelimitedCodec`.
@@ -68,6 +70,17 @@ pub enum FrameError {
     /// A frame could not be encoded.
     #[error("cannot encode frame: {0}")]
     Encode(postcard::Error),
+    /// A JSON line is not a valid frame.
+    #[error("malformed JSON frame ({len} bytes): {source}")]
+    MalformedJson {
+        /// The line's length.
+        len: usize,
+        /// What serde_json said.
+        source: serde_json::Error,
+    },
+    /// A frame could not be encoded as JSON (a body that is not JSON text).
+    #[error("cannot encode frame as JSON: {0}")]
+    EncodeJson(serde_json::Error),
 }
 
 /// Length-prefixed postcard codec for `T` (a [`Frame`] unless stated).
@@ -165,5 +178,157 @@ impl<T: Serialize> Encoder<&T> for FrameCodec<T> {
         }
         dst[start..start + LEN_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
         Ok(())
+    }
+}
+
+/// One JSON object per line: the codec for peers in any language.
+///
+/// ```
+/// use botbus_core::{Frame, JsonLinesCodec};
+/// use bytes::BytesMut;
+/// use tokio_util::codec::{Decoder, Encoder};
+///
+/// let mut codec = JsonLinesCodec::new();
+/// let mut wire = BytesMut::new();
+/// codec.encode(&Frame::Ping { nonce: 7 }, &mut wire).unwrap();
+/// assert_eq!(&wire[..], b"{\"ping\":{\"nonce\":7}}\n");
+/// assert_eq!(codec.decode(&mut wire).unwrap(), Some(Frame::Ping { nonce: 7 }));
+/// ```
+#[derive(Debug, Clone)]
+pub struct JsonLinesCodec {
+    max_frame_len: usize,
+    /// Bytes of the buffer already searched for a newline.
+    scanned: usize,
+}
+
+impl JsonLinesCodec {
+    /// A codec with the [`DEFAULT_MAX_FRAME_LEN`].
+    pub fn new() -> Self {
+        Self::with_max_frame_len(DEFAULT_MAX_FRAME_LEN)
+    }
+
+    /// A codec that refuses lines longer than `max_frame_len` bytes.
+    pub fn with_max_frame_len(max_frame_len: usize) -> Self {
+        Self {
+            max_frame_len,
+            scanned: 0,
+        }
+    }
+}
+
+impl Default for JsonLinesCodec {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Decoder for JsonLinesCodec {
+    type Item = Frame;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        loop {
+            let Some(offset) = src[self.scanned..].iter().position(|&b| b == b'\n') else {
+                self.scanned = src.len();
+                if src.len() > self.max_frame_len {
+                    return Err(FrameError::Oversize {
+                        len: src.len(),
+                        max: self.max_frame_len,
+                    });
+                }
+                return Ok(None);
+            };
+            let end = self.scanned + offset;
+            self.scanned = 0;
+            let line = src.split_to(end + 1);
+            let line = line[..end].strip_suffix(b"\r").unwrap_or(&line[..end]);
+            if line.len() > self.max_frame_len {
+                return Err(FrameError::Oversize {
+                    len: line.len(),
+                    max: self.max_frame_len,
+                });
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue; // blank lines are allowed between frames
+            }
+            return serde_json::from_slice(line)
+                .map(Some)
+                .map_err(|source| FrameError::MalformedJson {
+                    len: line.len(),
+                    source,
+                });
+        }
+    }
+}
+
+impl Encoder<&Frame> for JsonLinesCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, item: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
+        let start = dst.len();
+        if let Err(error) = serde_json::to_writer(dst.writer(), item) {
+            dst.truncate(start);
+            return Err(FrameError::EncodeJson(error));
+        }
+        let len = dst.len() - start;
+        if len > self.max_frame_len {
+            dst.truncate(start);
+            return Err(FrameError::Oversize {
+                len,
+                max: self.max_frame_len,
+            });
+        }
+        dst.put_u8(b'\n');
+        Ok(())
+    }
+}
+
+/// The codec a link's handshake chose.
+#[derive(Debug, Clone)]
+pub enum WireCodec {
+    /// Length-prefixed postcard.
+    Postcard(FrameCodec<Frame>),
+    /// JSON lines.
+    Json(JsonLinesCodec),
+}
+
+impl WireCodec {
+    /// The codec of `kind`, refusing frames over `max_frame_len` bytes.
+    pub fn new(kind: CodecKind, max_frame_len: usize) -> Self {
+        match kind {
+            CodecKind::Postcard => WireCodec::Postcard(FrameCodec::with_max_frame_len(max_frame_len)),
+            CodecKind::Json => WireCodec::Json(JsonLinesCodec::with_max_frame_len(max_frame_len)),
+        }
+    }
+
+    /// Which codec this is.
+    pub fn kind(&self) -> CodecKind {
+        match self {
+            WireCodec::Postcard(_) => CodecKind::Postcard,
+            WireCodec::Json(_) => CodecKind::Json,
+        }
+    }
+}
+
+impl Decoder for WireCodec {
+    type Item = Frame;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        match self {
+            WireCodec::Postcard(codec) => codec.decode(src),
+            WireCodec::Json(codec) => codec.decode(src),
+        }
+    }
+}
+
+impl Encoder<&Frame> for WireCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, item: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
+        match self {
+            WireCodec::Postcard(codec) => codec.encode(item, dst),
+            WireCodec::Json(codec) => codec.encode(item, dst),
+        }
     }
 }

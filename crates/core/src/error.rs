@@ -31,6 +31,33 @@ pub enum PayloadError {
         /// The postcard error.
         source: postcard::Error,
     },
+    /// The JSON body does not decode as the named type.
+    #[error("malformed `{name}` message: {source}")]
+    DecodeJson {
+        /// The message type being decoded.
+        name: &'static str,
+        /// The serde_json error.
+        source: serde_json::Error,
+    },
+    /// The value could not be encoded as JSON.
+    #[error("cannot encode `{name}` message as JSON: {source}")]
+    EncodeJson {
+        /// The message type being encoded.
+        name: String,
+        /// The serde_json error.
+        source: serde_json::Error,
+    },
+    /// An encoded message was to be forwarded over a link of another codec;
+    /// without its type it cannot be re-encoded.
+    #[error("cannot re-encode `{name}` from {from} to {to} without its type")]
+    Transcode {
+        /// The message's name.
+        name: String,
+        /// The codec it arrived in.
+        from: crate::CodecKind,
+        /// The codec it would leave in.
+        to: crate::CodecKind,
+    },
 }
 
 /// Why a tell or publish could not be delivered.

@@ -1,63 +1,151 @@
 //! The wire unit: [`Frame`], and the [`Hello`] that opens every link.
 //!
 //! Every frame kind the protocol knows is a variant here. Payloads travel as
-//! [`WirePayload`]: the message's stable name and its postcard bytes, so a
-//! node routes a frame without knowing the message type.
+//! [`WirePayload`]: the message's stable name and its encoded body, so a node
+//! routes a frame without knowing the message type.
+//!
+//! The same types serve both codecs. Postcard (length-prefixed, compact) is
+//! for Rust peers; JSON lines let a peer in any language join with only its
+//! standard library. In JSON a frame is `{"<kind>": {fields}}` and a payload
+//! body is the message's own JSON value. `docs/PROTOCOL.md` spells out every
+//! frame in both encodings.
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::AskError;
 use crate::module::DownReason;
 
-/// The four bytes every botbus handshake starts with.
-pub const MAGIC: [u8; 4] = *b"BBUS";
+/// The `magic` every botbus hello carries.
+pub const MAGIC: &str = "BBUS";
 
 /// The protocol version this build speaks. Peers must speak the same one.
 pub const PROTOCOL_VERSION: u16 = 1;
 
-/// The encoding of frames after the handshake.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The encoding of frames (and message bodies) after the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum CodecKind {
-    /// Length-prefixed postcard: compact, for Rust peers.
+    /// Length-prefixed postcard: compact and fast, for Rust peers.
     Postcard,
+    /// One JSON object per line: for peers in any language.
+    Json,
 }
 
-/// The first frame each side sends on a new link.
-///
-/// Field order is part of the protocol: `magic` and `version` come first so
-/// that any future version can still read them and report a clear mismatch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Hello {
-    /// Always [`MAGIC`].
-    pub magic: [u8; 4],
-    /// The sender's [`PROTOCOL_VERSION`].
-    pub version: u16,
-    /// The sender's node name.
-    pub node: String,
-    /// The codec the sender will use after the handshake.
-    pub codec: CodecKind,
-}
+impl CodecKind {
+    /// Every codec, most preferred first. The handshake picks the first one
+    /// in this order that both sides offer, so both pick the same one.
+    pub const PREFERENCE: [CodecKind; 2] = [CodecKind::Postcard, CodecKind::Json];
 
-impl Hello {
-    /// The hello this build sends for node `node`.
-    pub fn new(node: impl Into<String>) -> Self {
-        Self {
-            magic: MAGIC,
-            version: PROTOCOL_VERSION,
-            node: node.into(),
-            codec: CodecKind::Postcard,
+    /// The codec two peers offering `ours` and `theirs` agree on, if any.
+    ///
+    /// ```
+    /// use botbus_core::CodecKind::{Json, Postcard};
+    /// assert_eq!(botbus_core::CodecKind::negotiate(&[Postcard, Json], &[Json]), Some(Json));
+    /// assert_eq!(botbus_core::CodecKind::negotiate(&[Json, Postcard], &[Postcard, Json]), Some(Postcard));
+    /// assert_eq!(botbus_core::CodecKind::negotiate(&[Postcard], &[Json]), None);
+    /// ```
+    pub fn negotiate(ours: &[CodecKind], theirs: &[CodecKind]) -> Option<CodecKind> {
+        Self::PREFERENCE
+            .into_iter()
+            .find(|codec| ours.contains(codec) && theirs.contains(codec))
+    }
+
+    /// The codec's name in a hello (`postcard`, `json`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CodecKind::Postcard => "postcard",
+            CodecKind::Json => "json",
         }
     }
 }
 
-/// A message as it crosses a link: its stable name and its postcard bytes.
+impl std::fmt::Display for CodecKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The first thing each side sends on a new link: one line of JSON, whatever
+/// codec follows, so that any peer can read it and a mismatch is reported
+/// clearly on both ends.
+///
+/// ```text
+/// {"magic":"BBUS","version":1,"node":"robot","codecs":["postcard","json"]}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Always [`MAGIC`].
+    pub magic: String,
+    /// The sender's [`PROTOCOL_VERSION`].
+    pub version: u16,
+    /// The sender's node name.
+    pub node: String,
+    /// The codecs the sender speaks; see [`CodecKind::negotiate`].
+    pub codecs: Vec<CodecKind>,
+}
+
+impl Hello {
+    /// The hello this build sends for node `node`, offering every codec.
+    pub fn new(node: impl Into<String>) -> Self {
+        Self::with_codecs(node, &CodecKind::PREFERENCE)
+    }
+
+    /// A hello offering only `codecs`.
+    pub fn with_codecs(node: impl Into<String>, codecs: &[CodecKind]) -> Self {
+        Self {
+            magic: MAGIC.to_owned(),
+            version: PROTOCOL_VERSION,
+            node: node.into(),
+            codecs: codecs.to_vec(),
+        }
+    }
+
+    /// The hello as it goes on the wire: compact JSON and a newline.
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut line = serde_json::to_vec(self).expect("a hello always encodes");
+        line.push(b'\n');
+        line
+    }
+}
+
+/// A message as it crosses a link: its stable name and its encoded body.
+///
+/// In postcard the body is the message's postcard bytes; in JSON it is the
+/// message's JSON value, inline (`{"name":"motor.SetSpeed","body":0.5}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WirePayload {
     /// The message's [`Message::NAME`](crate::Message::NAME).
     pub name: String,
-    /// The postcard-encoded message.
+    /// The encoded message, in the link's codec.
+    #[serde(with = "body")]
     pub body: Bytes,
+}
+
+/// A payload body: bytes in postcard, an inline JSON value in JSON (the body
+/// bytes of a JSON link are the value's JSON text).
+mod body {
+    use super::*;
+    use serde::de::Error as _;
+    use serde::ser::Error as _;
+    use serde_json::value::RawValue;
+
+    pub(super) fn serialize<S: Serializer>(body: &Bytes, serializer: S) -> Result<S::Ok, S::Error> {
+        if !serializer.is_human_readable() {
+            return body.serialize(serializer);
+        }
+        let text = std::str::from_utf8(body).map_err(S::Error::custom)?;
+        let raw: &RawValue = serde_json::from_str(text).map_err(S::Error::custom)?;
+        raw.serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Bytes, D::Error> {
+        if !deserializer.is_human_readable() {
+            return Bytes::deserialize(deserializer);
+        }
+        let raw = Box::<RawValue>::deserialize(deserializer).map_err(D::Error::custom)?;
+        Ok(Bytes::copy_from_slice(raw.get().as_bytes()))
+    }
 }
 
 /// One unit on the wire after the handshake.
@@ -66,6 +154,7 @@ pub struct WirePayload {
 /// direction; every frame about an ask (reply, progress, caller messages,
 /// cancel) carries its id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Frame {
     /// A one-way message to module `to`.
     Tell {

@@ -1,30 +1,38 @@
-//! The handshake: each side sends a [`Hello`] and checks the other's.
+//! The handshake: each side sends a [`Hello`] — one line of JSON — and checks
+//! the other's.
 //!
 //! The exchange is symmetric — both sides write their hello first, then read —
 //! so each side sees the other's version and reports a mismatch itself:
-//! a version mismatch is a clear error on *both* ends. Nothing but the hello
-//! is decoded before [`check_hello`] passes.
+//! a version mismatch is a clear error on *both* ends. Each hello lists the
+//! codecs its sender speaks; both sides pick the same one with
+//! [`CodecKind::negotiate`], so choosing a codec costs no extra round trip.
+//! Nothing but the hello is decoded before [`check_hello`] passes.
 //!
 //! ```
-//! use botbus_core::handshake::{check_hello, HandshakeError};
-//! use botbus_core::Hello;
+//! use botbus_core::handshake::{check_hello, read_hello, HandshakeError};
+//! use botbus_core::{CodecKind, Hello};
 //!
 //! let ours = Hello::new("robot");
-//! let mut theirs = Hello::new("arm");
-//! assert!(check_hello(&ours, &theirs).is_ok());
-//! theirs.version += 1;
-//! assert!(matches!(check_hello(&ours, &theirs), Err(HandshakeError::VersionMismatch { .. })));
+//! let line = Hello::with_codecs("arm", &[CodecKind::Json]).to_line();
+//! let theirs = read_hello(&line).unwrap();
+//! assert_eq!(check_hello(&ours, &theirs).unwrap(), CodecKind::Json);
+//!
+//! let future = br#"{"magic":"BBUS","version":9,"node":"arm","whatever":true}"#;
+//! assert!(matches!(read_hello(future), Err(HandshakeError::VersionMismatch { theirs: 9, .. })));
 //! ```
 
 use crate::codec::FrameError;
-use crate::frame::{Hello, MAGIC};
+use crate::frame::{CodecKind, Hello, MAGIC, PROTOCOL_VERSION};
+
+/// The longest hello line accepted: a hello is a few dozen bytes.
+pub const MAX_HELLO_LEN: usize = 4 * 1024;
 
 /// Why a link's handshake failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
     /// The peer's first bytes are not a botbus hello.
-    #[error("peer is not a botbus node: bad magic {0:02x?}")]
-    BadMagic([u8; 4]),
+    #[error("peer is not a botbus node: its first line is not a botbus hello (starts {0:?})")]
+    BadMagic(String),
     /// The peer speaks another protocol version.
     #[error("protocol version mismatch: we speak v{ours}, peer `{peer}` speaks v{theirs}")]
     VersionMismatch {
@@ -35,11 +43,16 @@ pub enum HandshakeError {
         /// The peer's node name.
         peer: String,
     },
-    /// The peer wants a codec we do not speak.
-    #[error("peer `{peer}` wants codec {codec:?}, which this node does not speak")]
-    UnsupportedCodec {
-        /// What the peer asked for.
-        codec: crate::frame::CodecKind,
+    /// The hello is JSON with the right magic and version but not a valid hello.
+    #[error("malformed hello: {0}")]
+    BadHello(String),
+    /// The two sides speak no codec in common.
+    #[error("no codec in common with peer `{peer}`: we speak {ours:?}, it speaks {theirs:?}")]
+    NoCommonCodec {
+        /// What we offered.
+        ours: Vec<CodecKind>,
+        /// What the peer offered.
+        theirs: Vec<CodecKind>,
         /// The peer's node name.
         peer: String,
     },
@@ -52,15 +65,42 @@ pub enum HandshakeError {
     /// The link closed before the peer's hello arrived.
     #[error("link closed during the handshake")]
     Closed,
-    /// The hello frame could not be read or written.
-    #[error("handshake frame: {0}")]
+    /// The hello line was longer than [`MAX_HELLO_LEN`].
+    #[error("hello longer than {MAX_HELLO_LEN} bytes")]
+    TooLong,
+    /// The hello could not be read or written.
+    #[error("handshake i/o: {0}")]
     Frame(#[from] FrameError),
 }
 
-/// Checks the peer's hello against ours.
-pub fn check_hello(ours: &Hello, theirs: &Hello) -> Result<(), HandshakeError> {
+/// Parses the peer's hello line (with or without its newline).
+///
+/// Magic and version are checked first, on a loose parse, so that a peer of
+/// another version — whose hello may have other fields — gets a version
+/// mismatch, not a parse error.
+pub fn read_hello(line: &[u8]) -> Result<Hello, HandshakeError> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let bad_magic = || HandshakeError::BadMagic(String::from_utf8_lossy(&line[..line.len().min(32)]).into_owned());
+    let value: serde_json::Value = serde_json::from_slice(line).map_err(|_| bad_magic())?;
+    if value.get("magic").and_then(|m| m.as_str()) != Some(MAGIC) {
+        return Err(bad_magic());
+    }
+    let version = value.get("version").and_then(|v| v.as_u64());
+    if version != Some(u64::from(PROTOCOL_VERSION)) {
+        return Err(HandshakeError::VersionMismatch {
+            ours: PROTOCOL_VERSION,
+            theirs: version.map_or(0, |v| u16::try_from(v).unwrap_or(u16::MAX)),
+            peer: value.get("node").and_then(|n| n.as_str()).unwrap_or("?").to_owned(),
+        });
+    }
+    serde_json::from_value(value).map_err(|e| HandshakeError::BadHello(e.to_string()))
+}
+
+/// Checks the peer's hello against ours; returns the codec both will use.
+pub fn check_hello(ours: &Hello, theirs: &Hello) -> Result<CodecKind, HandshakeError> {
     if theirs.magic != MAGIC {
-        return Err(HandshakeError::BadMagic(theirs.magic));
+        return Err(HandshakeError::BadMagic(theirs.magic.clone()));
     }
     if theirs.version != ours.version {
         return Err(HandshakeError::VersionMismatch {
@@ -69,14 +109,54 @@ pub fn check_hello(ours: &Hello, theirs: &Hello) -> Result<(), HandshakeError> {
             peer: theirs.node.clone(),
         });
     }
-    if theirs.codec != ours.codec {
-        return Err(HandshakeError::UnsupportedCodec {
-            codec: theirs.codec,
-            peer: theirs.node.clone(),
-        });
-    }
     if crate::address::validate_name(&theirs.node).is_err() {
         return Err(HandshakeError::BadNodeName(theirs.node.clone()));
     }
-    Ok(())
+    CodecKind::negotiate(&ours.codecs, &theirs.codecs).ok_or_else(|| HandshakeError::NoCommonCodec {
+        ours: ours.codecs.clone(),
+        theirs: theirs.codecs.clone(),
+        peer: theirs.node.clone(),
+    })
+}
+
+/// Reads the peer's hello line off a byte stream, as a tokio-util
+/// [`Decoder`](tokio_util::codec::Decoder) to use before the frame codec.
+///
+/// A stream whose first byte cannot begin a JSON hello is refused at once,
+/// so a peer speaking something else gets a clear error, not a timeout.
+#[derive(Debug, Default, Clone)]
+pub struct HelloCodec {
+    scanned: usize,
+}
+
+impl tokio_util::codec::Decoder for HelloCodec {
+    type Item = Hello;
+    type Error = HandshakeError;
+
+    fn decode(&mut self, src: &mut bytes::BytesMut) -> Result<Option<Hello>, HandshakeError> {
+        if let Some(&first) = src.iter().find(|b| !b.is_ascii_whitespace()) {
+            if first != b'{' {
+                let shown = &src[..src.len().min(32)];
+                return Err(HandshakeError::BadMagic(String::from_utf8_lossy(shown).into_owned()));
+            }
+        }
+        match src[self.scanned..].iter().position(|&b| b == b'\n') {
+            Some(offset) => {
+                let line = src.split_to(self.scanned + offset + 1);
+                self.scanned = 0;
+                read_hello(&line).map(Some)
+            }
+            None if src.len() > MAX_HELLO_LEN => Err(HandshakeError::TooLong),
+            None => {
+                self.scanned = src.len();
+                Ok(None)
+            }
+        }
+    }
+}
+
+impl From<std::io::Error> for HandshakeError {
+    fn from(error: std::io::Error) -> Self {
+        HandshakeError::Frame(FrameError::Io(error))
+    }
 }

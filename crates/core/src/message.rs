@@ -37,6 +37,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::PayloadError;
+use crate::frame::CodecKind;
 
 /// A message type modules exchange: plain, cloneable, serialisable data with a
 /// stable name that identifies it on the wire.
@@ -88,12 +89,17 @@ impl FromPayload for Payload {
 /// A message value with its type erased: what the router moves around.
 trait ErasedMessage: Any + Send + Sync + fmt::Debug {
     fn encode(&self) -> Result<Vec<u8>, postcard::Error>;
+    fn encode_json(&self) -> Result<Vec<u8>, serde_json::Error>;
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }
 
 impl<M: Message> ErasedMessage for M {
     fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
         postcard::to_allocvec(self)
+    }
+
+    fn encode_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(self)
     }
 
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
@@ -105,8 +111,10 @@ impl<M: Message> ErasedMessage for M {
 enum Body {
     /// The value itself, shared: in-process delivery, no encoding.
     Local(Arc<dyn ErasedMessage>),
-    /// Postcard bytes, as received from a link.
+    /// Postcard bytes, as received from a postcard link.
     Encoded(Bytes),
+    /// JSON text, as received from a JSON-lines link.
+    Json(Bytes),
 }
 
 /// A named message: either the in-process value or its encoded bytes.
@@ -133,6 +141,15 @@ impl Payload {
         Self {
             name: name.into(),
             body: Body::Encoded(bytes),
+        }
+    }
+
+    /// A payload received from a JSON-lines link: the message name and the
+    /// JSON text of its value.
+    pub fn from_json(name: impl Into<Cow<'static, str>>, json: Bytes) -> Self {
+        Self {
+            name: name.into(),
+            body: Body::Json(json),
         }
     }
 
@@ -168,18 +185,42 @@ impl Payload {
             Body::Encoded(bytes) => {
                 postcard::from_bytes(&bytes).map_err(|source| PayloadError::Decode { name: M::NAME, source })
             }
+            Body::Json(json) => {
+                serde_json::from_slice(&json).map_err(|source| PayloadError::DecodeJson { name: M::NAME, source })
+            }
         }
     }
 
     /// The payload's postcard bytes: encodes a local value, or hands back the
     /// bytes it was received with.
     pub fn to_bytes(&self) -> Result<Bytes, PayloadError> {
-        match &self.body {
-            Body::Local(value) => value.encode().map(Bytes::from).map_err(|source| PayloadError::Encode {
-                name: self.name.to_string(),
-                source,
+        self.encoded(CodecKind::Postcard)
+    }
+
+    /// The payload's body in `codec`: encodes a local value, or hands back the
+    /// bytes it was received with if they are in that codec already.
+    pub fn encoded(&self, codec: CodecKind) -> Result<Bytes, PayloadError> {
+        let name = || self.name.to_string();
+        match (&self.body, codec) {
+            (Body::Local(value), CodecKind::Postcard) => value
+                .encode()
+                .map(Bytes::from)
+                .map_err(|source| PayloadError::Encode { name: name(), source }),
+            (Body::Local(value), CodecKind::Json) => value
+                .encode_json()
+                .map(Bytes::from)
+                .map_err(|source| PayloadError::EncodeJson { name: name(), source }),
+            (Body::Encoded(bytes), CodecKind::Postcard) | (Body::Json(bytes), CodecKind::Json) => Ok(bytes.clone()),
+            (Body::Encoded(_), to) => Err(PayloadError::Transcode {
+                name: name(),
+                from: CodecKind::Postcard,
+                to,
             }),
-            Body::Encoded(bytes) => Ok(bytes.clone()),
+            (Body::Json(_), to) => Err(PayloadError::Transcode {
+                name: name(),
+                from: CodecKind::Json,
+                to,
+            }),
         }
     }
 }
@@ -189,6 +230,7 @@ impl fmt::Debug for Payload {
         match &self.body {
             Body::Local(value) => write!(f, "{value:?}"),
             Body::Encoded(bytes) => write!(f, "{}(<{} bytes>)", self.name, bytes.len()),
+            Body::Json(json) => write!(f, "{}({})", self.name, String::from_utf8_lossy(json)),
         }
     }
 }

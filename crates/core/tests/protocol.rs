@@ -2,18 +2,28 @@
 
 use std::time::{Duration, Instant};
 
+use botbus_core::handshake::{check_hello, read_hello, HandshakeError, HelloCodec};
 use botbus_core::supervision::RestartTracker;
 use botbus_core::{
-    AskError, DownReason, Endpoint, Frame, FrameCodec, FrameError, Hello, Payload, PayloadError, PipeAddr,
-    RestartBudget, TopicPattern, WirePayload,
+    AskError, CodecKind, DownReason, Endpoint, Frame, FrameCodec, FrameError, Hello, JsonLinesCodec, Payload,
+    PayloadError, PipeAddr, RestartBudget, TopicPattern, WirePayload,
 };
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 fn every_frame_kind() -> Vec<Frame> {
+    frames_with_body(Bytes::from_static(&[1, 2, 3]))
+}
+
+/// Every frame kind with JSON payload bodies, as a JSON-lines link carries them.
+fn json_frames() -> Vec<Frame> {
+    frames_with_body(Bytes::from_static(br#"{"x":[1,2.5,"three"]}"#))
+}
+
+fn frames_with_body(body: Bytes) -> Vec<Frame> {
     let payload = WirePayload {
         name: "t.Msg".into(),
-        body: Bytes::from_static(&[1, 2, 3]),
+        body,
     };
     vec![
         Frame::Tell {
@@ -130,15 +140,104 @@ fn malformed_and_trailing_bodies_are_typed_errors() {
 }
 
 #[test]
-fn hello_starts_with_magic_and_version() {
-    let mut wire = BytesMut::new();
-    FrameCodec::<Hello>::new().encode(&Hello::new("n"), &mut wire).unwrap();
-    assert_eq!(&wire[4..8], b"BBUS", "magic right after the length prefix");
+fn hello_is_one_json_line_starting_with_magic_and_version() {
+    let line = Hello::new("n").to_line();
     assert_eq!(
-        wire[8],
-        botbus_core::PROTOCOL_VERSION as u8,
-        "then the version (varint)"
+        std::str::from_utf8(&line).unwrap(),
+        format!(
+            "{{\"magic\":\"BBUS\",\"version\":{},\"node\":\"n\",\"codecs\":[\"postcard\",\"json\"]}}\n",
+            botbus_core::PROTOCOL_VERSION
+        )
     );
+    assert_eq!(read_hello(&line).unwrap(), Hello::new("n"));
+}
+
+#[test]
+fn hello_codec_refuses_non_json_at_once_and_reads_json_split_anywhere() {
+    let mut codec = HelloCodec::default();
+    let mut binary = BytesMut::from(&[0u8, 0, 0, 12, 4, b'B'][..]);
+    assert!(matches!(codec.decode(&mut binary), Err(HandshakeError::BadMagic(_))));
+    let line = Hello::new("n").to_line();
+    for split in 1..line.len() {
+        let mut codec = HelloCodec::default();
+        let mut buf = BytesMut::from(&line[..split]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        buf.extend_from_slice(&line[split..]);
+        buf.extend_from_slice(b"{\"ping\"");
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(Hello::new("n")));
+        assert_eq!(&buf[..], b"{\"ping\"", "bytes after the hello stay for the frame codec");
+    }
+    let mut long = BytesMut::from(&b"{"[..]);
+    long.extend_from_slice(&vec![b' '; botbus_core::handshake::MAX_HELLO_LEN + 1]);
+    assert!(matches!(
+        HelloCodec::default().decode(&mut long),
+        Err(HandshakeError::TooLong)
+    ));
+}
+
+#[test]
+fn codecs_are_negotiated_by_one_preference_order() {
+    let ours = Hello::new("a");
+    let json_only = Hello::with_codecs("b", &[CodecKind::Json]);
+    assert_eq!(check_hello(&ours, &json_only).unwrap(), CodecKind::Json);
+    assert_eq!(check_hello(&json_only, &ours).unwrap(), CodecKind::Json);
+    assert_eq!(check_hello(&ours, &Hello::new("c")).unwrap(), CodecKind::Postcard);
+    let none = Hello::with_codecs("d", &[]);
+    assert!(matches!(
+        check_hello(&ours, &none),
+        Err(HandshakeError::NoCommonCodec { .. })
+    ));
+}
+
+#[test]
+fn every_frame_round_trips_through_json_lines() {
+    let mut codec = JsonLinesCodec::new();
+    for frame in json_frames() {
+        let mut wire = BytesMut::new();
+        codec.encode(&frame, &mut wire).unwrap();
+        assert_eq!(wire.iter().filter(|&&b| b == b'\n').count(), 1, "one line per frame");
+        assert_eq!(codec.decode(&mut wire).unwrap(), Some(frame));
+        assert!(wire.is_empty());
+    }
+}
+
+#[test]
+fn json_payload_bodies_are_inline_values() {
+    let payload = Payload::new("hi".to_owned());
+    let frame = Frame::Tell {
+        to: "m".into(),
+        from: "n/x".into(),
+        payload: WirePayload {
+            name: payload.name().into(),
+            body: payload.encoded(CodecKind::Json).unwrap(),
+        },
+    };
+    let mut wire = BytesMut::new();
+    JsonLinesCodec::new().encode(&frame, &mut wire).unwrap();
+    assert_eq!(
+        &wire[..],
+        &b"{\"tell\":{\"to\":\"m\",\"from\":\"n/x\",\"payload\":{\"name\":\"string\",\"body\":\"hi\"}}}\n"[..]
+    );
+    let Some(Frame::Tell { payload, .. }) = JsonLinesCodec::new().decode(&mut wire).unwrap() else {
+        panic!("a tell")
+    };
+    assert_eq!(
+        Payload::from_json("string", payload.body).decode::<String>().unwrap(),
+        "hi"
+    );
+}
+
+#[test]
+fn json_lines_refuse_malformed_and_oversize_lines() {
+    let mut codec = JsonLinesCodec::with_max_frame_len(64);
+    let mut wire = BytesMut::from(&b"\n{\"ping\":{\"nonce\":1}}\r\nnot json\n"[..]);
+    assert_eq!(codec.decode(&mut wire).unwrap(), Some(Frame::Ping { nonce: 1 }));
+    assert!(matches!(codec.decode(&mut wire), Err(FrameError::MalformedJson { .. })));
+    let mut long = BytesMut::from(&[b'x'; 65][..]);
+    assert!(matches!(
+        codec.decode(&mut long),
+        Err(FrameError::Oversize { len: 65, max: 64 })
+    ));
 }
 
 #[test]

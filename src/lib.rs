@@ -39,6 +39,7 @@ pub use botbus_core::{
     Ask, AskError, Call, CallEvent, CallerRequest, Client, Context, Down, DownReason, Endpoint, FromPayload, Message,
     Module, ModuleError, Payload, RestartBudget, RestartPolicy, SendError, TopicPattern, DEFAULT_ASK_TIMEOUT,
 };
+pub use botbus_transport_stdio::ChildCommand;
 
 /// The crates behind the facade, for what it does not re-export.
 pub mod crates {
@@ -51,13 +52,22 @@ pub mod crates {
 
 /// Sends `tracing` output to stderr, filtered by `RUST_LOG` (default `info`).
 /// Call it once at the top of `main`; a second call does nothing.
+///
+/// In a child process started by a botbus parent, lines carry no time stamp
+/// and no colour: the parent reads them into its own log, with its own time
+/// and the child's module and level.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if botbus_transport_stdio::child_role().is_some() {
+        builder.without_time().with_ansi(false).try_init()
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
+    };
 }

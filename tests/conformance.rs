@@ -257,4 +257,9 @@ macro_rules! scenarios {
     )*};
 }
 
-placements!(OneNode => one_node, TwoNodesMem => two_nodes_mem, TwoNodesJson => two_nodes_json);
+placements!(
+    OneNode => one_node,
+    TwoNodesMem => two_nodes_mem,
+    TwoNodesJson => two_nodes_json,
+    Child => child,
+);

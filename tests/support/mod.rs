@@ -1,20 +1,23 @@
-//! The conformance world: the same modules, placed on one node or split
-//! across two linked nodes. Scenarios talk only to `World`, never to a
-//! placement, so a new transport adds a `Placement` and nothing else.
+//! The conformance world: the same modules, placed on one node, split
+//! across two linked nodes, or run in child processes. Scenarios talk only to
+//! `World`, never to a placement, so a new transport adds a `Placement` and
+//! nothing else.
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod services;
+
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use botbus::crates::core::CodecKind;
-use botbus::{
-    Call, CallEvent, Client, Context, Down, DownReason, LinkConfig, Message, Module, ModuleError, ModuleOptions, Node,
-    NodeBuilder,
-};
-use serde::{Deserialize, Serialize};
+use botbus::{Call, CallEvent, ChildCommand, Client, Context, LinkConfig, Module, ModuleError, Node, NodeBuilder};
 use tokio::sync::{mpsc, Semaphore};
+
+#[allow(unused_imports)]
+pub use services::{service_options, Event, Note, Pass, Question, Req, Service, SERVICES};
 
 /// Every wait in the suite is bounded by this.
 pub const DEADLINE: Duration = Duration::from_secs(10);
@@ -30,187 +33,82 @@ pub enum Placement {
     /// As `TwoNodesMem`, but node `a` offers only the JSON-lines codec, so
     /// every frame and message crosses as JSON.
     TwoNodesJson,
+    /// Client and watcher on node `a`; each service in a child process of
+    /// `a` (the `child_services` example binary), linked over its
+    /// stdin/stdout.
+    Child,
 }
 
-/// A request every service understands.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum Req {
-    /// Reply with the sum.
-    Add(u32, u32),
-    /// Send progress 1..=n, then reply n.
-    Count(u32),
-    /// Send progress 0, then wait until cancelled (reporting it) — forever otherwise.
-    Sleep,
-    /// Ask the caller a question mid-request; reply 1 if it said yes.
-    Confirm,
-    /// Return an error.
-    Fail,
-    /// Panic.
-    Panic,
-    /// Take one permit from the gate before returning (blocks until released).
-    Hold,
-    /// Reply with how many messages this instance processed.
-    Tally,
-    /// Monitor the named module.
-    Watch(String),
-}
-
-impl Message for Req {
-    const NAME: &'static str = "test.Req";
-}
-
-/// A note for the recorder (told or published).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Note(pub u32);
-
-impl Message for Note {
-    const NAME: &'static str = "test.Note";
-}
-
-/// The question a service asks its caller.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Question(pub String);
-
-impl Message for Question {
-    const NAME: &'static str = "test.Question";
-}
-
-/// What the modules report to the test.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    Started(String),
-    Got { topic: Option<String>, note: u32 },
-    Cancelled(String),
-    Down(String, DownReason),
-}
-
-#[derive(Clone)]
+/// Forwards the modules' reports to the test.
 struct Probe {
     events: mpsc::UnboundedSender<Event>,
-    gate: Arc<Semaphore>,
 }
 
-struct Service {
-    probe: Probe,
-    processed: u32,
-}
-
-impl Module for Service {
-    type Message = Req;
-    type Reply = u32;
-
-    async fn started(&mut self, ctx: &mut Context) -> Result<(), ModuleError> {
-        let _ = self.probe.events.send(Event::Started(ctx.name().to_owned()));
-        Ok(())
-    }
-
-    async fn process(&mut self, req: Req, ctx: &mut Context) -> Result<u32, ModuleError> {
-        self.processed += 1;
-        match req {
-            Req::Add(a, b) => Ok(a + b),
-            Req::Count(n) => {
-                for i in 1..=n {
-                    ctx.progress(i);
-                }
-                Ok(n)
-            }
-            Req::Sleep => {
-                ctx.progress(0u32);
-                ctx.cancelled().await;
-                let _ = self.probe.events.send(Event::Cancelled(ctx.name().to_owned()));
-                Ok(0)
-            }
-            Req::Confirm => {
-                let yes: bool = ctx.ask_caller(Question("proceed?".into())).await?;
-                Ok(u32::from(yes))
-            }
-            Req::Fail => Err(ModuleError::new("asked to fail")),
-            Req::Panic => panic!("asked to panic"),
-            Req::Hold => {
-                self.probe.gate.acquire().await.expect("gate open").forget();
-                Ok(0)
-            }
-            Req::Tally => Ok(self.processed - 1),
-            Req::Watch(target) => {
-                ctx.monitor(&target);
-                Ok(0)
-            }
-        }
-    }
-
-    async fn down(&mut self, down: Down, _ctx: &mut Context) -> Result<(), ModuleError> {
-        let _ = self.probe.events.send(Event::Down(down.module, down.reason));
-        Ok(())
-    }
-}
-
-struct Recorder {
-    probe: Probe,
-}
-
-impl Module for Recorder {
-    type Message = Note;
+impl Module for Probe {
+    type Message = Event;
     type Reply = ();
 
-    async fn started(&mut self, ctx: &mut Context) -> Result<(), ModuleError> {
-        ctx.subscribe("sensors/*/temp")
-            .map_err(|e| ModuleError::new(e.to_string()))?;
-        ctx.subscribe("arm/**").map_err(|e| ModuleError::new(e.to_string()))?;
-        let _ = self.probe.events.send(Event::Started(ctx.name().to_owned()));
-        Ok(())
-    }
-
-    async fn process(&mut self, Note(note): Note, ctx: &mut Context) -> Result<(), ModuleError> {
-        let topic = ctx.topic().map(str::to_owned);
-        let _ = self.probe.events.send(Event::Got { topic, note });
+    async fn process(&mut self, event: Event, _ctx: &mut Context) -> Result<(), ModuleError> {
+        let _ = self.events.send(event);
         Ok(())
     }
 }
 
-/// The services: on node `b` (or the one node).
-const SERVICES: [&str; 5] = ["echo", "crashy", "fragile", "slow", "recorder"];
+/// Lets a held request through each time the test opens it.
+struct Gate {
+    permits: Arc<Semaphore>,
+}
 
-fn with_services(builder: NodeBuilder, probe: &Probe) -> NodeBuilder {
-    let service = |probe: &Probe| {
-        let probe = probe.clone();
-        move || Service {
-            probe: probe.clone(),
-            processed: 0,
-        }
-    };
-    let recorder = {
-        let probe = probe.clone();
-        move || Recorder { probe: probe.clone() }
-    };
+impl Module for Gate {
+    type Message = Pass;
+    type Reply = ();
+
+    async fn process(&mut self, _pass: Pass, _ctx: &mut Context) -> Result<(), ModuleError> {
+        self.permits.acquire().await.expect("gate open").forget();
+        Ok(())
+    }
+}
+
+/// The probe and the gate: on the node of the test's own process that
+/// hosts the services, or the node whose children they are.
+fn with_probe(builder: NodeBuilder, events: &mpsc::UnboundedSender<Event>, gate: &Arc<Semaphore>) -> NodeBuilder {
+    let (events, permits) = (events.clone(), gate.clone());
     builder
-        .module("echo", service(probe))
-        .module_with(
-            "crashy",
-            service(probe),
-            ModuleOptions::new().budget(10, Duration::from_secs(60)),
-        )
-        .module_with(
-            "fragile",
-            service(probe),
-            ModuleOptions::new().budget(1, Duration::from_secs(60)),
-        )
-        .module_with("slow", service(probe), ModuleOptions::new().mailbox(1))
-        .module("recorder", recorder)
+        .module("probe", move || Probe { events: events.clone() })
+        .module("gate", move || Gate {
+            permits: permits.clone(),
+        })
 }
 
-fn with_watcher(builder: NodeBuilder, probe: &Probe) -> NodeBuilder {
-    let probe = probe.clone();
-    builder.module("watcher", move || Service {
-        probe: probe.clone(),
-        processed: 0,
-    })
+fn with_watcher(builder: NodeBuilder) -> NodeBuilder {
+    builder.module("watcher", Service::quiet)
+}
+
+/// The `child_services` example binary, built by `cargo test`.
+pub fn child_services_binary() -> PathBuf {
+    example_binary("child_services")
+}
+
+/// An example binary of this package: target/<profile>/examples/<name>.
+pub fn example_binary(name: &str) -> PathBuf {
+    // target/<profile>/deps/<test>-… → target/<profile>/examples/<name>
+    let test = std::env::current_exe().expect("test binary path");
+    let profile_dir = test.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
+    let binary = profile_dir.join("examples").join(name);
+    assert!(
+        binary.exists(),
+        "{} is missing: run the suite with `cargo test`, which builds the examples",
+        binary.display()
+    );
+    binary
 }
 
 /// The modules of one scenario, placed one way.
 pub struct World {
     /// The node of the client and the watcher.
     pub a: Node,
-    /// The node of the services (the same node as `a` in `OneNode`).
+    /// The node that owns the services (the same node as `a` in `OneNode`
+    /// and `Child`).
     pub b: Node,
     /// The test's client, on `a`.
     pub client: Client,
@@ -218,7 +116,7 @@ pub struct World {
     gate: Arc<Semaphore>,
 }
 
-fn unique(prefix: &str) -> String {
+pub fn unique(prefix: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     format!(
         "{prefix}-{}-{}",
@@ -230,22 +128,23 @@ fn unique(prefix: &str) -> String {
 impl World {
     pub async fn new(placement: Placement) -> World {
         let (events, rx) = mpsc::unbounded_channel();
-        let probe = Probe {
-            events,
-            gate: Arc::new(Semaphore::new(0)),
-        };
+        let gate = Arc::new(Semaphore::new(0));
         let (a, b) = match placement {
             Placement::OneNode => {
-                let node = with_watcher(with_services(Node::builder("solo"), &probe), &probe)
-                    .start()
-                    .expect("node starts");
+                let node = with_watcher(services::with_services(with_probe(
+                    Node::builder("solo"),
+                    &events,
+                    &gate,
+                )))
+                .start()
+                .expect("node starts");
                 (node.clone(), node)
             }
             Placement::TwoNodesMem | Placement::TwoNodesJson => {
-                let b = with_services(Node::builder("b"), &probe)
+                let b = services::with_services(with_probe(Node::builder("b"), &events, &gate))
                     .start()
                     .expect("node b starts");
-                let mut a = with_watcher(Node::builder("a"), &probe);
+                let mut a = with_watcher(Node::builder("a"));
                 if let Placement::TwoNodesJson = placement {
                     a = a.link_config(LinkConfig {
                         codecs: vec![CodecKind::Json],
@@ -265,6 +164,15 @@ impl World {
                 b.wait_for_module("watcher", DEADLINE).await.expect("watcher announced");
                 (a, b)
             }
+            Placement::Child => {
+                let binary = child_services_binary();
+                let mut builder = with_watcher(with_probe(Node::builder("a"), &events, &gate));
+                for name in SERVICES {
+                    builder = builder.child_module(name, ChildCommand::new(&binary), service_options(name));
+                }
+                let node = builder.start().expect("node with child services starts");
+                (node.clone(), node)
+            }
         };
         for topic in ["sensors/x/temp", "arm/joint"] {
             a.wait_for_subscriber(topic, DEADLINE)
@@ -277,11 +185,11 @@ impl World {
             b,
             client,
             events: rx,
-            gate: probe.gate,
+            gate,
         };
         // Drain the start-up events so scenarios see only their own.
         let mut started = 0;
-        while started < SERVICES.len() + 1 {
+        while started < SERVICES.len() {
             if let Event::Started(_) = world.next_event().await {
                 started += 1;
             }

@@ -59,7 +59,7 @@ impl StopSignal {
         self.stopped.load(Ordering::Acquire)
     }
 
-    async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         poll_fn(|cx| {
             if self.is_stopped() {
                 return Poll::Ready(());

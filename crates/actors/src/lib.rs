@@ -5,9 +5,14 @@
 //! nodes), supervises them with restart policies and budgets, and stops them
 //! gracefully on SIGINT/SIGTERM.
 //!
+//! A module can also run in a child process ([`ModuleOptions::in_child`],
+//! [`NodeBuilder::child_module`]): the node spawns it, links to it over its
+//! stdin/stdout and supervises the process like any instance.
+//!
 //! This is the only botbus crate that knows actix; module authors write
 //! against `botbus-core` and never see an actix type.
 
+mod child;
 mod host;
 mod link;
 pub mod mem;

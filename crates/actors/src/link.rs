@@ -12,7 +12,7 @@
 //! answering.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
@@ -110,8 +110,27 @@ struct PendingAsk {
 
 #[derive(Default)]
 struct RemoteState {
+    /// Whether the peer's first announcement has arrived.
+    announced: bool,
     modules: HashSet<String>,
     subscriptions: Vec<TopicPattern>,
+}
+
+/// Flow control of the frames a peer sends: data frames for a module whose
+/// mailbox is full wait here, in order, while the reader goes on reading —
+/// replies, cancels and frames for other modules are never stuck behind a
+/// busy module. The peer may have at most `window` data frames not yet
+/// credited back; a peer that ignores the window finds the reader waiting
+/// again once that many are parked, so memory stays bounded either way.
+struct Inflow {
+    window: u32,
+    /// Data frames taken since the last credit.
+    owed: AtomicU32,
+    /// Per module, in order: each frame, and whether it is credited when handed on.
+    parked: Mutex<HashMap<String, std::collections::VecDeque<(Envelope, bool)>>>,
+    parked_total: AtomicUsize,
+    /// Signalled whenever a parked frame has been handed on.
+    room: tokio::sync::Notify,
 }
 
 /// The router's handle on one link.
@@ -130,6 +149,16 @@ pub(crate) struct LinkHandle {
     caller_calls: Mutex<HashMap<(u64, u32), AnswerSender>>,
     remote: RwLock<RemoteState>,
     closed: CancellationToken,
+    /// Set when this is the link to a child process hosting that module.
+    child_of: Option<Arc<str>>,
+    /// Whether the peer credits data frames back (its hello granted a
+    /// window): then a data frame's permit comes back with the credit, not
+    /// when it is written.
+    peer_credits: bool,
+    /// Flow control of what the peer sends here.
+    inflow: Inflow,
+    /// Why the link closed, once it has.
+    close_reason: Mutex<Option<String>>,
 }
 
 impl LinkHandle {
@@ -148,6 +177,48 @@ impl LinkHandle {
             CodecKind::Postcard => Payload::from_encoded(payload.name, payload.body),
             CodecKind::Json => Payload::from_json(payload.name, payload.body),
         }
+    }
+
+    /// The module this link's child process hosts, if it is a child's link.
+    pub(crate) fn child_of(&self) -> Option<&str> {
+        self.child_of.as_deref()
+    }
+
+    /// `frames` data frames were taken off the link: credit the peer once
+    /// enough have gathered.
+    fn credit(&self, frames: u32) {
+        let owed = self.inflow.owed.fetch_add(frames, Ordering::AcqRel) + frames;
+        if owed >= (self.inflow.window / 4).max(1) {
+            self.flush_credit();
+        }
+    }
+
+    /// Credits the peer with every data frame taken so far.
+    fn flush_credit(&self) {
+        let frames = self.inflow.owed.swap(0, Ordering::AcqRel);
+        if frames > 0 {
+            self.send_control(&Frame::Credit { frames });
+        }
+    }
+
+    /// Whether the link has closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    /// Waits until the link has closed; returns why.
+    pub(crate) async fn closed(&self) -> String {
+        self.closed.cancelled().await;
+        self.close_reason()
+    }
+
+    /// Why the link closed (or that it has not).
+    pub(crate) fn close_reason(&self) -> String {
+        self.close_reason
+            .lock()
+            .expect("link lock")
+            .clone()
+            .unwrap_or_else(|| "the link is still up".to_owned())
     }
 
     /// The codec the handshake chose for this link.
@@ -170,6 +241,11 @@ impl LinkHandle {
             .subscriptions
             .iter()
             .any(|p| p.matches(topic))
+    }
+
+    /// Whether the peer has announced what lives behind it.
+    pub(crate) fn announced(&self) -> bool {
+        self.remote.read().expect("link lock").announced
     }
 
     pub(crate) fn remote_modules(&self) -> Vec<String> {
@@ -296,6 +372,10 @@ impl LinkHandle {
 
     /// The link is gone: end everything that waits on it.
     pub(crate) fn fail_all(&self, reason: &str) {
+        self.close_reason
+            .lock()
+            .expect("link lock")
+            .get_or_insert_with(|| reason.to_owned());
         self.closed.cancel();
         self.permits.close();
         let pending: Vec<PendingAsk> = self
@@ -306,9 +386,15 @@ impl LinkHandle {
             .map(|(_, p)| p)
             .collect();
         for ask in pending {
-            let error = AskError::Unreachable {
-                module: ask.callee.clone(),
-                reason: format!("link to `{}` closed: {reason}", self.peer),
+            let error = if self.child_of.is_some() {
+                // A child's link closes when its process ends: the module
+                // stopped, as it would have in-process.
+                AskError::Stopped(ask.callee.clone())
+            } else {
+                AskError::Unreachable {
+                    module: ask.callee.clone(),
+                    reason: format!("link to `{}` closed: {reason}", self.peer),
+                }
             };
             ask.caller.reply(Err(error));
         }
@@ -419,13 +505,30 @@ pub(crate) async fn establish(
     link: Box<dyn Link>,
     config: &LinkConfig,
 ) -> Result<String, LinkError> {
+    establish_link(router, link, config, None)
+        .await
+        .map(|link| link.peer().to_owned())
+}
+
+/// [`establish`], returning the link itself; `child_of` marks the link to a
+/// child process hosting that module.
+pub(crate) async fn establish_link(
+    router: Arc<Router>,
+    link: Box<dyn Link>,
+    config: &LinkConfig,
+    child_of: Option<Arc<str>>,
+) -> Result<Arc<LinkHandle>, LinkError> {
     let describe = link.peer();
     let handshake_error = |source| LinkError::Handshake {
         peer: describe.clone(),
         source,
     };
     let (read, mut write) = link.split();
-    let ours = Hello::with_codecs(router.node(), &config.codecs);
+    let window = u32::try_from(config.queue_frames).unwrap_or(u32::MAX).max(1);
+    let ours = Hello {
+        window: Some(window),
+        ..Hello::with_codecs(router.node(), &config.codecs)
+    };
     let sent: std::io::Result<()> = async {
         write.write_all(&ours.to_line()).await?;
         write.flush().await
@@ -448,11 +551,14 @@ pub(crate) async fn establish(
     let reader = reader.map_decoder(|_| codec.clone());
 
     let (out, queued) = mpsc::unbounded_channel();
+    // Towards a peer that credits, send at most its window; towards one that
+    // does not, at most our own queue.
+    let send_window = theirs.window.map_or(config.queue_frames, |w| w as usize).max(1);
     let handle = Arc::new(LinkHandle {
         peer: theirs.node.clone(),
         describe,
         out,
-        permits: Arc::new(Semaphore::new(config.queue_frames)),
+        permits: Arc::new(Semaphore::new(send_window)),
         codec,
         next_id: AtomicU64::new(1),
         pending: Mutex::default(),
@@ -460,13 +566,23 @@ pub(crate) async fn establish(
         caller_calls: Mutex::default(),
         remote: RwLock::default(),
         closed: CancellationToken::new(),
+        child_of,
+        peer_credits: theirs.window.is_some(),
+        inflow: Inflow {
+            window,
+            owed: AtomicU32::new(0),
+            parked: Mutex::default(),
+            parked_total: AtomicUsize::new(0),
+            room: tokio::sync::Notify::new(),
+        },
+        close_reason: Mutex::default(),
     });
     router.add_link(handle.clone()).map_err(LinkError::Duplicate)?;
     tracing::info!(node = router.node(), peer = %handle.peer, via = %handle.describe, codec = %handle.codec(), "link up");
 
     tokio::spawn(write_loop(write, queued, handle.clone()));
-    tokio::spawn(read_loop(router, handle, reader));
-    Ok(theirs.node)
+    tokio::spawn(read_loop(router, handle.clone(), reader));
+    Ok(handle)
 }
 
 async fn write_loop(mut write: LinkWriter, mut queued: mpsc::UnboundedReceiver<Outgoing>, link: Arc<LinkHandle>) {
@@ -500,16 +616,31 @@ async fn write_loop(mut write: LinkWriter, mut queued: mpsc::UnboundedReceiver<O
                 batch.clear();
             }
             write.flush().await?;
-            held.clear(); // releases the data frames' permits
+            for outgoing in held.drain(..) {
+                // Written: the permit comes back now, or with the peer's credit.
+                if let Outgoing::Frame {
+                    _permit: Some(permit), ..
+                } = outgoing
+                {
+                    if link.peer_credits {
+                        permit.forget();
+                    }
+                }
+            }
             if closing {
                 return write.shutdown().await;
             }
         }
     }
     .await;
-    if let Err(error) = result {
-        tracing::debug!(peer = %link.peer, %error, "link writer stopped");
-    }
+    let reason = match result {
+        Err(error) => {
+            tracing::debug!(peer = %link.peer, %error, "link writer stopped");
+            format!("writing to the peer failed: {error}")
+        }
+        Ok(()) => "closed by this node".to_owned(),
+    };
+    link.close_reason.lock().expect("link lock").get_or_insert(reason);
     link.closed.cancel();
 }
 
@@ -530,7 +661,12 @@ async fn read_loop(
                 break format!("bad input from peer: {error}");
             }
             Some(Ok(Frame::Bye { reason })) => break format!("peer said goodbye: {reason}"),
-            Some(Ok(frame)) => dispatch(&router, &link, frame).await,
+            Some(Ok(frame)) => {
+                dispatch(&router, &link, frame).await;
+                if reader.read_buffer().is_empty() {
+                    link.flush_credit(); // nothing more to read right now
+                }
+            }
         }
     };
     tracing::info!(node = router.node(), peer = %link.peer, %reason, "link down");
@@ -545,9 +681,7 @@ async fn dispatch(router: &Arc<Router>, link: &Arc<LinkHandle>, frame: Frame) {
                 payload: link.unwire(payload),
                 kind: EnvelopeKind::Tell,
             };
-            if let Err(error) = router.deliver_local(&to, envelope).await {
-                tracing::warn!(peer = %link.peer, %error, "dropping a tell from the link");
-            }
+            take_data(router, link, to, envelope).await;
         }
         Frame::Ask {
             id,
@@ -581,9 +715,7 @@ async fn dispatch(router: &Arc<Router>, link: &Arc<LinkHandle>, frame: Frame) {
                     deadline: Instant::now() + Duration::from_millis(timeout_ms),
                 }),
             };
-            // On failure the envelope, and with it the caller, is dropped:
-            // the asker gets `Stopped`.
-            let _ = router.deliver_local(&to, envelope).await;
+            take_data(router, link, to, envelope).await;
         }
         Frame::Reply { id, result } => {
             let pending = link.pending.lock().expect("link lock").remove(&id);
@@ -632,9 +764,16 @@ async fn dispatch(router: &Arc<Router>, link: &Arc<LinkHandle>, frame: Frame) {
             }
         }
         Frame::Publish { topic, from, payload } => {
-            router
-                .publish_local(&Arc::from(from), &Arc::from(topic), &link.unwire(payload))
-                .await;
+            let (from, topic, payload) = (Arc::<str>::from(from), Arc::<str>::from(topic), link.unwire(payload));
+            for module in router.local_subscriber_names(&topic) {
+                let envelope = Envelope {
+                    from: from.clone(),
+                    payload: payload.clone(),
+                    kind: EnvelopeKind::Publish { topic: topic.clone() },
+                };
+                park_or_deliver(router, link, module.to_string(), envelope, false).await;
+            }
+            link.credit(1);
         }
         Frame::Subscribe { pattern } => match TopicPattern::parse(&pattern) {
             Ok(pattern) => {
@@ -667,6 +806,7 @@ async fn dispatch(router: &Arc<Router>, link: &Arc<LinkHandle>, frame: Frame) {
                 })
                 .collect();
             *link.remote.write().expect("link lock") = RemoteState {
+                announced: true,
                 modules: modules.into_iter().collect(),
                 subscriptions,
             };
@@ -675,6 +815,118 @@ async fn dispatch(router: &Arc<Router>, link: &Arc<LinkHandle>, frame: Frame) {
         Frame::Down { module, reason } => router.remote_down(link, &module, reason),
         Frame::Ping { nonce } => link.send_control(&Frame::Pong { nonce }),
         Frame::Pong { .. } => {}
+        Frame::Credit { frames } => {
+            if link.peer_credits {
+                link.permits.add_permits(frames as usize);
+            }
+        }
         Frame::Bye { .. } => unreachable!("handled by the read loop"),
+    }
+}
+
+/// A data frame for module `to` arrived: deliver it, or park it behind the
+/// module's full mailbox. The peer is credited once it is delivered.
+async fn take_data(router: &Arc<Router>, link: &Arc<LinkHandle>, to: String, envelope: Envelope) {
+    park_or_deliver(router, link, to, envelope, true).await;
+}
+
+/// Delivers `envelope` to local module `to` without waiting if it can; if
+/// the mailbox is full (or frames for `to` are already waiting), parks it in
+/// order and lets a drain task wait for room. Past the window, waits here.
+/// A frame that cannot be delivered is dropped (an ask in it ends `Stopped`).
+/// `credit`: credit the peer one frame once this one is handed on.
+async fn park_or_deliver(router: &Arc<Router>, link: &Arc<LinkHandle>, to: String, envelope: Envelope, credit: bool) {
+    let credited = |link: &LinkHandle| {
+        if credit {
+            link.credit(1);
+        }
+    };
+    let inflow = &link.inflow;
+    loop {
+        let room = inflow.room.notified();
+        {
+            let mut parked = inflow.parked.lock().expect("link lock");
+            let Some(queue) = parked.get_mut(&to) else {
+                break; // nothing waits for this module: try to deliver now
+            };
+            if inflow.parked_total.load(Ordering::Acquire) < inflow.window as usize {
+                queue.push_back((envelope, credit));
+                inflow.parked_total.fetch_add(1, Ordering::AcqRel);
+                return;
+            }
+        }
+        // Frames wait for this module, and the window is full: wait for room.
+        room.await;
+    }
+    let envelope = match router.try_deliver_local(&to, envelope) {
+        Ok(()) => return credited(link),
+        Err(TryDeliverError::Failed(error)) => {
+            tracing::warn!(peer = %link.peer, %error, "dropping a frame from the link");
+            return credited(link);
+        }
+        Err(TryDeliverError::Full(envelope)) => *envelope,
+    };
+    if inflow.parked_total.load(Ordering::Acquire) >= inflow.window as usize {
+        // The peer sends past its window: hold the whole link until there is room.
+        if let Err(error) = router.deliver_local(&to, envelope).await {
+            tracing::warn!(peer = %link.peer, %error, "dropping a frame from the link");
+        }
+        return credited(link);
+    }
+    let first = {
+        let mut parked = inflow.parked.lock().expect("link lock");
+        let queue = parked.entry(to.clone()).or_default();
+        queue.push_back((envelope, credit));
+        inflow.parked_total.fetch_add(1, Ordering::AcqRel);
+        queue.len() == 1
+    };
+    if first {
+        tokio::spawn(drain_parked(router.clone(), link.clone(), to));
+    }
+}
+
+/// Hands a module's parked frames to it in order, waiting for room.
+async fn drain_parked(router: Arc<Router>, link: Arc<LinkHandle>, to: String) {
+    loop {
+        let next = {
+            let mut parked = link.inflow.parked.lock().expect("link lock");
+            match parked.get_mut(&to).and_then(|queue| queue.pop_front()) {
+                Some(next) => next,
+                None => {
+                    parked.remove(&to);
+                    return;
+                }
+            }
+        };
+        let (envelope, credit) = next;
+        let delivered = tokio::select! {
+            () = link.closed.cancelled() => None,
+            delivered = router.deliver_local(&to, envelope) => Some(delivered),
+        };
+        if credit {
+            link.credit(1);
+            if link
+                .inflow
+                .parked
+                .lock()
+                .expect("link lock")
+                .get(&to)
+                .is_none_or(|q| q.is_empty())
+            {
+                link.flush_credit();
+            }
+        }
+        link.inflow.parked_total.fetch_sub(1, Ordering::AcqRel);
+        link.inflow.room.notify_waiters();
+        match delivered {
+            None => {
+                // The link is gone: what is parked for it goes too (asks in it end `Stopped`).
+                let dropped = link.inflow.parked.lock().expect("link lock").remove(&to);
+                drop(dropped);
+                return;
+            }
+            Some(Err(error)) => tracing::warn!(peer = %link.peer, %error, "dropping a frame from the link"),
+            Some(Ok(())) => {}
+        }
     }
 }

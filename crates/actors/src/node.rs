@@ -42,11 +42,17 @@ use botbus_core::{
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use botbus_transport_stdio::{ChildCommand, StdioLink};
+
+use crate::child::{host_child, ChildHosted};
 use crate::host::{host, Hosted, StopSignal};
-use crate::link::{establish, LinkConfig, LinkError};
+use crate::link::{establish, establish_link, LinkConfig, LinkError};
 use crate::mem::MemTransport;
 use crate::router::{LocalModule, ModuleStatus, Router};
 use crate::supervisor::{Supervise, Supervisor};
+
+/// A wait with no practical end (a child waits for its parent this long).
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// How long shutdown waits for one module's `stopping` hook.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -94,14 +100,28 @@ enum Thread {
     Named(String),
 }
 
-/// How a module is hosted: its restart policy and budget, its mailbox size
-/// and its thread.
+/// Which process a module runs in.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+enum Process {
+    /// This one.
+    #[default]
+    This,
+    /// A re-launched copy of this binary.
+    SameBinary,
+    /// Another executable that speaks the protocol.
+    Command(ChildCommand),
+}
+
+/// How a module is hosted: its restart policy and budget, its mailbox size,
+/// its thread — or a child process of its own.
 #[derive(Debug, Clone)]
 pub struct ModuleOptions {
     restart: RestartPolicy,
     budget: RestartBudget,
     mailbox: usize,
     thread: Thread,
+    process: Process,
+    stop_grace: Duration,
 }
 
 impl Default for ModuleOptions {
@@ -111,6 +131,8 @@ impl Default for ModuleOptions {
             budget: RestartBudget::default(),
             mailbox: 1024,
             thread: Thread::Pool,
+            process: Process::This,
+            stop_grace: Duration::from_secs(2),
         }
     }
 }
@@ -152,6 +174,28 @@ impl ModuleOptions {
         self.thread = Thread::Named(name.to_owned());
         self
     }
+
+    /// Runs the module in a child process: a copy of this very binary,
+    /// started with the same arguments, in which [`NodeBuilder::start`]
+    /// hosts only this module (the other options still apply there). The
+    /// module's code does not change; a crash of the child takes nothing
+    /// else down, and the child is restarted under the module's policy.
+    pub fn in_child(mut self) -> Self {
+        self.process = Process::SameBinary;
+        self
+    }
+
+    /// How long a child process has to exit after its goodbye, and again
+    /// after SIGTERM, before it is killed (default 2 s).
+    pub fn stop_grace(mut self, grace: Duration) -> Self {
+        self.stop_grace = grace;
+        self
+    }
+
+    /// Whether the module runs in a child process.
+    pub fn is_child(&self) -> bool {
+        self.process != Process::This
+    }
 }
 
 type Launch = Arc<dyn Fn(Hosted) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
@@ -159,7 +203,9 @@ type Launch = Arc<dyn Fn(Hosted) -> std::pin::Pin<Box<dyn Future<Output = ()> + 
 struct ModuleSpec {
     name: String,
     options: ModuleOptions,
-    launch: Launch,
+    /// How to host it in this process; `None` for a module that exists only
+    /// as another executable.
+    launch: Option<Launch>,
 }
 
 fn launcher<M: Module>(factory: impl Fn() -> M + Send + Sync + 'static) -> Launch {
@@ -194,7 +240,24 @@ impl NodeBuilder {
         self.modules.push(ModuleSpec {
             name: name.to_owned(),
             options,
-            launch: launcher(factory),
+            launch: Some(launcher(factory)),
+        });
+        self
+    }
+
+    /// Adds a module that runs as another executable: `command` is spawned
+    /// as a child, linked over its stdin/stdout, and must speak the botbus
+    /// protocol (a botbus binary that registers the module, or a peer in any
+    /// language: see `docs/PROTOCOL.md`). Restart policy, budget and stop
+    /// grace come from `options`.
+    pub fn child_module(mut self, name: &str, command: ChildCommand, options: ModuleOptions) -> Self {
+        self.modules.push(ModuleSpec {
+            name: name.to_owned(),
+            options: ModuleOptions {
+                process: Process::Command(command),
+                ..options
+            },
+            launch: None,
         });
         self
     }
@@ -225,8 +288,97 @@ impl NodeBuilder {
     }
 
     /// Starts the node's threads, then its modules in the order they were
-    /// added, each one's `started` hook finishing before the next begins.
+    /// added, each one's `started` hook finishing before the next begins (a
+    /// child module: until its child announced it).
+    ///
+    /// **In a child process** started by a botbus parent (the
+    /// `BOTBUS_CHILD_MODULE` environment variable names the module), this
+    /// call does not return: it hosts only that module, linked to the parent
+    /// over stdin/stdout, and exits the process when the parent goes away or
+    /// the module is gone for good. Build the node before writing anything to
+    /// stdout: from here on fd 1 is redirected to stderr.
     pub fn start(self) -> Result<Node, NodeError> {
+        if let Some((module, node)) = botbus_transport_stdio::child_role() {
+            self.run_as_child(&module, &node);
+        }
+        self.start_node()
+    }
+
+    /// The child side of a child module; see [`NodeBuilder::start`].
+    fn run_as_child(mut self, module: &str, node_name: &str) -> ! {
+        let fail = |code: i32, why: String| -> ! {
+            eprintln!("ERROR botbus child `{module}`: {why}");
+            std::process::exit(code)
+        };
+        // First of all: make the protocol stream private.
+        let link = StdioLink::own_stdio().unwrap_or_else(|e| fail(1, format!("cannot take stdin/stdout: {e}")));
+        botbus_transport_stdio::exit_with_parent();
+        let names: Vec<String> = self.modules.iter().map(|m| m.name.clone()).collect();
+        let Some(mut spec) = std::mem::take(&mut self.modules).into_iter().find(|m| m.name == module) else {
+            fail(
+                2,
+                format!("this binary registers no module `{module}` (it has {names:?})"),
+            )
+        };
+        if spec.launch.is_none() {
+            fail(
+                2,
+                format!("module `{module}` is an external program, not code in this binary"),
+            );
+        }
+        spec.options.process = Process::This;
+        self.name = node_name.to_owned();
+        let node = self.start_node().unwrap_or_else(|e| fail(1, e.to_string()));
+        // The link first, so the module's `started` hook can reach the parent.
+        // The link first, and the parent's announcement, so that the
+        // module's `started` hook can already reach the parent's modules.
+        let (router, config) = (node.shared.router.clone(), node.shared.link.clone());
+        let linked = node.block_on(async move {
+            let mut changes = router.watch_topology();
+            let link = establish_link(router.clone(), Box::new(link), &config, None).await?;
+            let announced = async {
+                loop {
+                    changes.borrow_and_update();
+                    if link.announced() || link.is_closed() || changes.changed().await.is_err() {
+                        return;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(config.handshake_timeout, announced).await;
+            Ok::<_, LinkError>(())
+        });
+        match linked {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => fail(1, format!("no link to the parent: {error}")),
+            Err(error) => fail(1, error.to_string()),
+        }
+        let spawner = node.clone();
+        if let Ok(Err(error)) = node.block_on(async move { spawner.spawn_spec(spec).await }) {
+            // The parent heard of it as a `down`; this is for its log.
+            eprintln!("ERROR botbus child `{module}`: {error}");
+        }
+        let watcher = node.clone();
+        let name = module.to_owned();
+        let _ = node.block_on(async move {
+            watcher
+                .wait_until("the parent to go or the module to end", FOREVER, |node| {
+                    let gone = matches!(
+                        node.status(&name),
+                        Some(ModuleStatus::Stopped | ModuleStatus::Failed(_))
+                    );
+                    node.peers().is_empty() || gone
+                })
+                .await
+        });
+        let code = match node.status(module) {
+            Some(ModuleStatus::Failed(_)) => 70, // EX_SOFTWARE
+            _ => 0,
+        };
+        node.shutdown_blocking();
+        std::process::exit(code)
+    }
+
+    fn start_node(self) -> Result<Node, NodeError> {
         validate_name(&self.name)?;
         let router = Router::new(&self.name);
         let (parts_tx, parts_rx) = std::sync::mpsc::channel();
@@ -360,7 +512,26 @@ impl Node {
         self.spawn_spec(ModuleSpec {
             name: name.to_owned(),
             options,
-            launch: launcher(factory),
+            launch: Some(launcher(factory)),
+        })
+        .await
+    }
+
+    /// Starts another executable as a child module of the running node (see
+    /// [`NodeBuilder::child_module`]); returns once the child is ready.
+    pub async fn spawn_child(
+        &self,
+        name: &str,
+        command: ChildCommand,
+        options: ModuleOptions,
+    ) -> Result<(), NodeError> {
+        self.spawn_spec(ModuleSpec {
+            name: name.to_owned(),
+            options: ModuleOptions {
+                process: Process::Command(command),
+                ..options
+            },
+            launch: None,
         })
         .await
     }
@@ -371,23 +542,27 @@ impl Node {
         if shared.stopped.is_cancelled() || shared.shutting_down.load(Ordering::Acquire) {
             return Err(NodeError::Stopped);
         }
+        let command = match &spec.options.process {
+            Process::This => None,
+            Process::SameBinary => Some(ChildCommand::current_exe().map_err(|e| NodeError::StartFailed {
+                module: spec.name.clone(),
+                reason: format!("cannot find this binary to re-launch: {e}"),
+            })?),
+            Process::Command(command) => Some(command.clone()),
+        };
+        if let Some(command) = command {
+            return self.spawn_child_spec(spec, command).await;
+        }
+        let Some(launch) = spec.launch.clone() else {
+            unreachable!("a module without code in this binary always has a command")
+        };
         let name: Arc<str> = Arc::from(spec.name.as_str());
         let (mailbox_tx, mailbox) = mpsc::channel(spec.options.mailbox);
         let (control_tx, control) = mpsc::unbounded_channel();
         let (ready_tx, ready) = oneshot::channel();
         let (done_tx, done) = oneshot::channel();
         let stop = Arc::new(StopSignal::default());
-        {
-            let mut modules = shared.modules.lock().expect("node lock");
-            if modules.iter().any(|m| m.name == spec.name) {
-                return Err(NodeError::DuplicateModule(spec.name));
-            }
-            modules.push(RunningModule {
-                name: spec.name.clone(),
-                stop: stop.clone(),
-                done: Some(done),
-            });
-        }
+        self.register(&spec.name, stop.clone(), done)?;
         shared.supervisor.do_send(Supervise {
             name: name.clone(),
             policy: spec.options.restart,
@@ -413,17 +588,56 @@ impl Node {
             done: done_tx,
         };
         let arbiter = self.arbiter_for(&spec.options.thread).await?;
-        if !arbiter.spawn((spec.launch)(hosted)) {
+        if !arbiter.spawn(launch(hosted)) {
             return Err(NodeError::Stopped);
         }
-        match ready.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(reason)) => Err(NodeError::StartFailed {
-                module: spec.name,
-                reason,
-            }),
-            Err(_) => Err(NodeError::Stopped),
+        started(&spec.name, ready).await
+    }
+
+    /// Registers a module placed in a child process and starts its host on
+    /// the system thread, beside the link I/O.
+    async fn spawn_child_spec(&self, spec: ModuleSpec, command: ChildCommand) -> Result<(), NodeError> {
+        let shared = &self.shared;
+        let name: Arc<str> = Arc::from(spec.name.as_str());
+        let (ready_tx, ready) = oneshot::channel();
+        let (done_tx, done) = oneshot::channel();
+        let stop = Arc::new(StopSignal::default());
+        self.register(&spec.name, stop.clone(), done)?;
+        shared.supervisor.do_send(Supervise {
+            name: name.clone(),
+            policy: spec.options.restart,
+            budget: spec.options.budget,
+        });
+        shared.router.add_child(name.clone());
+        let hosted = ChildHosted {
+            name,
+            command,
+            router: shared.router.clone(),
+            supervisor: shared.supervisor.clone(),
+            link: shared.link.clone(),
+            stop,
+            stop_grace: spec.options.stop_grace,
+            ready: Some(ready_tx),
+            done: done_tx,
+        };
+        if !shared.system_arbiter.spawn(host_child(hosted)) {
+            return Err(NodeError::Stopped);
         }
+        started(&spec.name, ready).await
+    }
+
+    /// Adds a module to the node's list (for stopping in reverse order).
+    fn register(&self, name: &str, stop: Arc<StopSignal>, done: oneshot::Receiver<()>) -> Result<(), NodeError> {
+        let mut modules = self.shared.modules.lock().expect("node lock");
+        if modules.iter().any(|m| m.name == name) {
+            return Err(NodeError::DuplicateModule(name.to_owned()));
+        }
+        modules.push(RunningModule {
+            name: name.to_owned(),
+            stop,
+            done: Some(done),
+        });
+        Ok(())
     }
 
     async fn arbiter_for(&self, thread: &Thread) -> Result<ArbiterHandle, NodeError> {
@@ -705,6 +919,18 @@ impl Node {
         });
         self.join();
         Ok(())
+    }
+}
+
+/// Waits for a new module's first instance (or child) to be ready.
+async fn started(name: &str, ready: oneshot::Receiver<Result<(), String>>) -> Result<(), NodeError> {
+    match ready.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(reason)) => Err(NodeError::StartFailed {
+            module: name.to_owned(),
+            reason,
+        }),
+        Err(_) => Err(NodeError::Stopped),
     }
 }
 

@@ -57,6 +57,9 @@ enum Route {
 pub(crate) struct Router {
     node: String,
     locals: RwLock<NameMap<Arc<str>, LocalModule>>,
+    /// Modules of this node that run in child processes, with the link to
+    /// the child while it is up (`None` while it is being (re)started).
+    children: RwLock<NameMap<Arc<str>, Option<Arc<LinkHandle>>>>,
     links: RwLock<Vec<Arc<LinkHandle>>>,
     subscriptions: RwLock<Vec<Subscription>>,
     monitors: Mutex<Vec<Monitor>>,
@@ -71,6 +74,7 @@ impl Router {
         Arc::new(Self {
             node: node.to_owned(),
             locals: RwLock::default(),
+            children: RwLock::default(),
             links: RwLock::default(),
             subscriptions: RwLock::default(),
             monitors: Mutex::default(),
@@ -98,6 +102,26 @@ impl Router {
         self.locals.write().expect("router lock").insert(name, module);
         self.announce_all();
         self.changed();
+    }
+
+    /// A module of this node that runs in a child process.
+    pub(crate) fn add_child(&self, name: Arc<str>) {
+        self.children.write().expect("router lock").insert(name, None);
+        self.announce_all();
+        self.changed();
+    }
+
+    /// Routes child module `name` over `link` (or nowhere, while it restarts).
+    pub(crate) fn set_child_link(&self, name: &str, link: Option<Arc<LinkHandle>>) {
+        if let Some(slot) = self.children.write().expect("router lock").get_mut(name) {
+            *slot = link;
+        }
+        self.changed();
+    }
+
+    /// Whether `name` is still a child module of this node (not gone for good).
+    pub(crate) fn has_child(&self, name: &str) -> bool {
+        self.children.read().expect("router lock").contains_key(name)
     }
 
     pub(crate) fn set_status(&self, name: &str, status: ModuleStatus) {
@@ -132,7 +156,11 @@ impl Router {
     /// peers hear of it.
     pub(crate) fn module_down(&self, name: &str, reason: DownReason) {
         self.clear_instance(name);
-        self.locals.write().expect("router lock").remove(name);
+        let hosted = self.locals.write().expect("router lock").remove(name).is_some();
+        let child = self.children.write().expect("router lock").remove(name).is_some();
+        if !hosted && !child {
+            return; // already down (a child said so itself)
+        }
         let status = match &reason {
             DownReason::Failed(why) => ModuleStatus::Failed(why.clone()),
             _ => ModuleStatus::Stopped,
@@ -148,6 +176,7 @@ impl Router {
         self.changed();
     }
 
+    /// The modules of this node: hosted here or in its child processes.
     pub(crate) fn local_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .locals
@@ -156,6 +185,7 @@ impl Router {
             .keys()
             .map(|n| n.to_string())
             .collect();
+        names.extend(self.children.read().expect("router lock").keys().map(|n| n.to_string()));
         names.sort();
         names
     }
@@ -181,8 +211,21 @@ impl Router {
             .expect("router lock")
             .retain(|l| !Arc::ptr_eq(l, link));
         let peer = link.peer().to_owned();
-        let gone = link.remote_modules();
         link.fail_all(reason);
+        if let Some(child) = link.child_of() {
+            // A child's link: its host decides whether the module comes back,
+            // and tells the monitors if it does not.
+            let mut children = self.children.write().expect("router lock");
+            if let Some(slot) = children.get_mut(child) {
+                if slot.as_ref().is_some_and(|l| Arc::ptr_eq(l, link)) {
+                    *slot = None;
+                }
+            }
+            drop(children);
+            self.changed();
+            return;
+        }
+        let gone = link.remote_modules();
         let why = DownReason::Unreachable(format!("link to `{peer}` closed: {reason}"));
         self.notify_monitors(
             |target| match address::split(target) {
@@ -229,6 +272,11 @@ impl Router {
 
     /// A module behind `link` went down: tell the monitors watching it.
     pub(crate) fn remote_down(&self, link: &LinkHandle, module: &str, reason: DownReason) {
+        if link.child_of() == Some(module) {
+            // The child's own module is gone for good: it is this node's module.
+            self.module_down(module, reason);
+            return;
+        }
         let qualified = format!("{}/{module}", link.peer());
         self.notify_monitors(|target| target == module || target == qualified, &reason);
     }
@@ -259,6 +307,13 @@ impl Router {
             if let Some(local) = self.locals.read().expect("router lock").get(module) {
                 return Ok(Route::Local(local.clone()));
             }
+            if let Some(child) = self.children.read().expect("router lock").get(module) {
+                return match child {
+                    Some(link) => Ok(Route::Remote(link.clone(), module.to_owned())),
+                    // Its process is (re)starting.
+                    None => Err(SendError::Stopped(module.to_owned())),
+                };
+            }
         }
         let links = self.links.read().expect("router lock");
         let found = match node {
@@ -275,14 +330,56 @@ impl Router {
     /// here, waiting for room.
     pub(crate) async fn deliver_local(&self, to: &str, envelope: Envelope) -> Result<(), SendError> {
         let local = self.locals.read().expect("router lock").get(to).cloned();
-        match local {
-            Some(local) => local
+        if let Some(local) = local {
+            return local
                 .mailbox
                 .send(envelope)
                 .await
-                .map_err(|_| SendError::Stopped(to.to_owned())),
-            None => Err(SendError::UnknownModule(to.to_owned())),
+                .map_err(|_| SendError::Stopped(to.to_owned()));
         }
+        // A module of this node in a child process: pass it on to the child.
+        let child = match self.children.read().expect("router lock").get(to) {
+            None => return Err(SendError::UnknownModule(to.to_owned())),
+            Some(None) => return Err(SendError::Stopped(to.to_owned())),
+            Some(Some(link)) => link.clone(),
+        };
+        let watch = match &envelope.kind {
+            EnvelopeKind::Ask(ask) => Some((ask.cancel.clone(), ask.deadline)),
+            _ => None,
+        };
+        let hook = child.send_envelope(to.to_owned(), envelope).await?;
+        if let (Some((cancel, deadline)), Some(hook)) = (watch, hook) {
+            // The asker's cancel reaches the child too; the watch ends with
+            // the ask's deadline at the latest.
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = cancel.cancelled() => hook(),
+                    () = tokio::time::sleep_until(deadline) => {}
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Hands an envelope to module `to` hosted in this process if its
+    /// mailbox has room. A full mailbox — or a module in a child process,
+    /// reached by a send that may wait — gives the envelope back as `Full`.
+    pub(crate) fn try_deliver_local(&self, to: &str, envelope: Envelope) -> Result<(), TryDeliverError> {
+        if let Some(local) = self.locals.read().expect("router lock").get(to) {
+            return try_send_local(local, to, envelope).map(|_| ());
+        }
+        if self.children.read().expect("router lock").contains_key(to) {
+            return Err(TryDeliverError::Full(Box::new(envelope)));
+        }
+        Err(TryDeliverError::Failed(SendError::UnknownModule(to.to_owned())))
+    }
+
+    /// The modules hosted here that subscribe to `topic`.
+    pub(crate) fn local_subscriber_names(&self, topic: &str) -> Vec<Arc<str>> {
+        self.local_subscribers(topic)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
     }
 
     /// Delivers a publish to the subscribers hosted here; returns how many.

@@ -83,6 +83,12 @@ pub struct Hello {
     pub node: String,
     /// The codecs the sender speaks; see [`CodecKind::negotiate`].
     pub codecs: Vec<CodecKind>,
+    /// Flow control, if the sender does it: the most data frames (tells,
+    /// asks, publishes) the peer may have sent that the sender has not yet
+    /// credited back with [`Frame::Credit`]. Absent: the sender sends no
+    /// credits, and the peer sends as fast as the byte stream takes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<u32>,
 }
 
 impl Hello {
@@ -98,6 +104,7 @@ impl Hello {
             version: PROTOCOL_VERSION,
             node: node.into(),
             codecs: codecs.to_vec(),
+            window: None,
         }
     }
 
@@ -258,6 +265,13 @@ pub enum Frame {
     Pong {
         /// The ping's nonce.
         nonce: u64,
+    },
+    /// The sender has taken `frames` more data frames (tells, asks,
+    /// publishes) off the link: the peer may send that many more. Sent only
+    /// by a side whose hello granted a `window`.
+    Credit {
+        /// How many data frames were taken.
+        frames: u32,
     },
     /// The sender is closing the link on purpose.
     Bye {

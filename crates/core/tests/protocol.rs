@@ -78,6 +78,7 @@ fn frames_with_body(body: Bytes) -> Vec<Frame> {
         },
         Frame::Ping { nonce: 3 },
         Frame::Pong { nonce: 3 },
+        Frame::Credit { frames: 256 },
         Frame::Bye { reason: "done".into() },
     ]
 }

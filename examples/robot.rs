@@ -10,11 +10,16 @@
 //!
 //! Run it: `cargo run --example robot` (add `-- --seconds N` to run longer;
 //! Ctrl-C stops it cleanly at any time).
+//!
+//! Any module can run in a child process instead — a re-launched copy of
+//! this binary — with no change to its code: `-- --child motor` (repeat the
+//! flag for more), or `ROBOT_CHILD=motor,planner`. The trace is the same;
+//! the child's lines arrive through the parent's log, tagged with the module.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use botbus::{CallEvent, Context, Message, Module, ModuleError, Node, Payload};
+use botbus::{CallEvent, Context, Message, Module, ModuleError, ModuleOptions, Node, Payload};
 use serde::{Deserialize, Serialize};
 
 /// A range reading from a distance sensor.
@@ -256,18 +261,48 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .transpose()?
         .unwrap_or(3.0);
 
+    let children = child_modules()?;
+    let placed = |name: &str| match children.iter().any(|c| c == name) {
+        true => ModuleOptions::new().in_child(),
+        false => ModuleOptions::new(),
+    };
+
     let node = Node::builder("robot")
-        .module("motor", Motor::default)
-        .module("led", || Led)
-        .module("planner", || Planner)
-        .module("logger", Logger::default)
-        .module("controller", Controller::default)
-        .module("mission", Mission::default)
-        .module("sensor", Sensor::default)
+        .module_with("motor", Motor::default, placed("motor"))
+        .module_with("led", || Led, placed("led"))
+        .module_with("planner", || Planner, placed("planner"))
+        .module_with("logger", Logger::default, placed("logger"))
+        .module_with("controller", Controller::default, placed("controller"))
+        .module_with("mission", Mission::default, placed("mission"))
+        .module_with("sensor", Sensor::default, placed("sensor"))
         .start()?;
     node.shutdown_on_signal()?;
-    tracing::info!(modules = ?node.modules(), seconds, "robot up; Ctrl-C stops it");
+    tracing::info!(modules = ?node.modules(), ?children, seconds, "robot up; Ctrl-C stops it");
     node.run_for(Duration::from_secs_f64(seconds))?;
     tracing::info!("robot stopped cleanly");
     Ok(())
+}
+
+/// The modules to run in child processes: every `--child NAME` flag and the
+/// comma-separated `ROBOT_CHILD` variable.
+fn child_modules() -> Result<Vec<String>, String> {
+    const MODULES: [&str; 7] = ["motor", "led", "planner", "logger", "controller", "mission", "sensor"];
+    let args: Vec<String> = std::env::args().collect();
+    let flags = args
+        .windows(2)
+        .filter(|pair| pair[0] == "--child")
+        .map(|pair| pair[1].clone());
+    let env = std::env::var("ROBOT_CHILD").unwrap_or_default();
+    let listed = env
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
+    let children: Vec<String> = flags.chain(listed).collect();
+    match children.iter().find(|c| !MODULES.contains(&c.as_str())) {
+        Some(unknown) => Err(format!(
+            "--child {unknown}: the robot has no such module (it has {MODULES:?})"
+        )),
+        None => Ok(children),
+    }
 }

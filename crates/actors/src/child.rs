@@ -59,6 +59,7 @@ pub(crate) async fn host_child(mut hosted: ChildHosted) {
         hosted.router.set_status(&hosted.name, ModuleStatus::Starting);
         let exit = run_child(&mut hosted).await;
         hosted.router.set_child_link(&hosted.name, None);
+        hosted.router.set_child_pid(&hosted.name, None);
         let decision = match exit {
             ChildExit::Final(reason) => Decision::Finish(reason),
             ChildExit::Instance(Exit::StoppedByNode) => Decision::Finish(DownReason::Stopped),
@@ -107,6 +108,7 @@ async fn run_child(hosted: &mut ChildHosted) -> ChildExit {
         Err(error) => return ChildExit::Instance(Exit::Failed(format!("cannot start child: {error}"))),
     };
     let pid = process.pid();
+    hosted.router.set_child_pid(&name, Some(pid));
     let established = tokio::select! {
         biased;
         () = hosted.stop.wait() => None,

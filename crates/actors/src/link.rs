@@ -258,12 +258,15 @@ impl LinkHandle {
         Ok(buf.freeze())
     }
 
+    /// Queues encoded control bytes: never waits.
+    fn send_bytes(&self, bytes: Bytes) {
+        let _ = self.out.send(Outgoing::Frame { bytes, _permit: None });
+    }
+
     /// Queues a control frame: never waits.
     pub(crate) fn send_control(&self, frame: &Frame) {
         match self.encode(frame) {
-            Ok(bytes) => {
-                let _ = self.out.send(Outgoing::Frame { bytes, _permit: None });
-            }
+            Ok(bytes) => self.send_bytes(bytes),
             Err(error) => tracing::warn!(peer = %self.peer, %error, "dropping a control frame that cannot be encoded"),
         }
     }
@@ -440,7 +443,18 @@ impl LinkCaller {
         self.replied = true;
         self.link.inbound.lock().expect("link lock").remove(&self.id);
         let result = result.and_then(|p| self.link.wire(&p).map_err(|e| AskError::BadPayload(e.to_string())));
-        self.link.send_control(&Frame::Reply { id: self.id, result });
+        let reply = Frame::Reply { id: self.id, result };
+        match self.link.encode(&reply) {
+            Ok(bytes) => self.link.send_bytes(bytes),
+            // Too large for the link, say: the asker still gets an answer.
+            Err(error) => self.link.send_control(&Frame::Reply {
+                id: self.id,
+                result: Err(AskError::BadPayload(format!(
+                    "the reply of `{}` cannot be sent: {error}",
+                    self.callee
+                ))),
+            }),
+        }
     }
 }
 

@@ -718,6 +718,12 @@ impl Node {
         self.shared.router.status(name)
     }
 
+    /// The process id of module `name`'s child process, if it runs in one
+    /// and that process is up.
+    pub fn child_pid(&self, name: &str) -> Option<u32> {
+        self.shared.router.child_pid(name)
+    }
+
     /// The modules running on this node.
     pub fn modules(&self) -> Vec<String> {
         self.shared.router.local_names()

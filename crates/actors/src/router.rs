@@ -60,6 +60,8 @@ pub(crate) struct Router {
     /// Modules of this node that run in child processes, with the link to
     /// the child while it is up (`None` while it is being (re)started).
     children: RwLock<NameMap<Arc<str>, Option<Arc<LinkHandle>>>>,
+    /// The process id of each child module's running process.
+    child_pids: Mutex<HashMap<String, u32>>,
     links: RwLock<Vec<Arc<LinkHandle>>>,
     subscriptions: RwLock<Vec<Subscription>>,
     monitors: Mutex<Vec<Monitor>>,
@@ -75,6 +77,7 @@ impl Router {
             node: node.to_owned(),
             locals: RwLock::default(),
             children: RwLock::default(),
+            child_pids: Mutex::default(),
             links: RwLock::default(),
             subscriptions: RwLock::default(),
             monitors: Mutex::default(),
@@ -117,6 +120,20 @@ impl Router {
             *slot = link;
         }
         self.changed();
+    }
+
+    /// Records (or clears) the process id of child module `name`.
+    pub(crate) fn set_child_pid(&self, name: &str, pid: Option<u32>) {
+        let mut pids = self.child_pids.lock().expect("router lock");
+        match pid {
+            Some(pid) => pids.insert(name.to_owned(), pid),
+            None => pids.remove(name),
+        };
+    }
+
+    /// The process id of child module `name`, while its process runs.
+    pub(crate) fn child_pid(&self, name: &str) -> Option<u32> {
+        self.child_pids.lock().expect("router lock").get(name).copied()
     }
 
     /// Whether `name` is still a child module of this node (not gone for good).

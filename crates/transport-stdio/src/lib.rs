@@ -403,20 +403,31 @@ impl Transport for StdioTransport {
     }
 }
 
-/// The level a child's log line carries, if any: the first of its first few
-/// words that names one (`ERROR`, `WARN`/`WARNING`, `INFO`, `DEBUG`,
-/// `TRACE`, `CRITICAL`), ignoring case, colour codes and punctuation.
+/// The level a child's log line carries, if any, and the line without it.
+///
+/// The level is the first of the line's first few words that names one
+/// (`ERROR`, `WARN`/`WARNING`, `INFO`, `DEBUG`, `TRACE`, `CRITICAL`),
+/// ignoring case, colour codes and punctuation. When the line starts with
+/// it (as botbus children's lines do), it is cut from the text, so the
+/// parent's log does not say it twice.
 ///
 /// ```
-/// use botbus_transport_stdio::line_level;
+/// use botbus_transport_stdio::split_level;
 /// use tracing::Level;
 ///
-/// assert_eq!(line_level("2026-11-21T07:00:00Z  WARN motor: hot"), Some(Level::WARN));
-/// assert_eq!(line_level("ERROR:root:lost the arm"), Some(Level::ERROR));
-/// assert_eq!(line_level("\x1b[32m INFO\x1b[0m planner: ok"), Some(Level::INFO));
-/// assert_eq!(line_level("hello from println"), None);
+/// assert_eq!(split_level(" WARN motor: hot"), (Some(Level::WARN), "motor: hot"));
+/// assert_eq!(split_level("2026-11-21T07:00:00Z ERROR lost it"), (Some(Level::ERROR), "2026-11-21T07:00:00Z ERROR lost it"));
+/// assert_eq!(split_level("WARNING:root:low battery"), (Some(Level::WARN), "root:low battery"));
+/// assert_eq!(split_level("\x1b[32m INFO\x1b[0m planner: ok"), (Some(Level::INFO), "\x1b[32m INFO\x1b[0m planner: ok"));
+/// assert_eq!(split_level("hello from println"), (None, "hello from println"));
 /// ```
-pub fn line_level(line: &str) -> Option<tracing::Level> {
+pub fn split_level(line: &str) -> (Option<tracing::Level>, &str) {
+    let is_separator = |c: char| c.is_whitespace() || matches!(c, ':' | '[' | ']' | '|' | '<' | '>');
+    let trimmed = line.trim_start_matches(is_separator);
+    let first_len = trimmed.find(is_separator).unwrap_or(trimmed.len());
+    if let Some(level) = level_word(&trimmed[..first_len]) {
+        return (Some(level), trimmed[first_len..].trim_start_matches(is_separator));
+    }
     let mut plain = String::with_capacity(line.len().min(96));
     let mut chars = line.chars().take(96);
     while let Some(c) = chars.next() {
@@ -431,18 +442,23 @@ pub fn line_level(line: &str) -> Option<tracing::Level> {
             plain.push(c);
         }
     }
-    plain
-        .split(|c: char| c.is_whitespace() || matches!(c, ':' | '[' | ']' | '|' | '<' | '>'))
+    let level = plain
+        .split(is_separator)
         .filter(|word| !word.is_empty())
         .take(4)
-        .find_map(|word| match word.to_ascii_uppercase().as_str() {
-            "ERROR" | "CRITICAL" | "FATAL" => Some(tracing::Level::ERROR),
-            "WARN" | "WARNING" => Some(tracing::Level::WARN),
-            "INFO" => Some(tracing::Level::INFO),
-            "DEBUG" => Some(tracing::Level::DEBUG),
-            "TRACE" => Some(tracing::Level::TRACE),
-            _ => None,
-        })
+        .find_map(level_word);
+    (level, line)
+}
+
+fn level_word(word: &str) -> Option<tracing::Level> {
+    match word.to_ascii_uppercase().as_str() {
+        "ERROR" | "CRITICAL" | "FATAL" => Some(tracing::Level::ERROR),
+        "WARN" | "WARNING" => Some(tracing::Level::WARN),
+        "INFO" => Some(tracing::Level::INFO),
+        "DEBUG" => Some(tracing::Level::DEBUG),
+        "TRACE" => Some(tracing::Level::TRACE),
+        _ => None,
+    }
 }
 
 /// Reads a child's stderr line by line into tracing events tagged with its
@@ -452,8 +468,8 @@ async fn forward_stderr(stderr: impl AsyncRead + Unpin, module: String, pid: u32
     loop {
         match lines.next_line().await {
             Ok(Some(line)) => {
-                let line = line.trim_end();
-                match line_level(line).unwrap_or(tracing::Level::INFO) {
+                let (level, line) = split_level(line.trim_end());
+                match level.unwrap_or(tracing::Level::INFO) {
                     tracing::Level::ERROR => tracing::error!(target: "botbus::child", %module, pid, "{line}"),
                     tracing::Level::WARN => tracing::warn!(target: "botbus::child", %module, pid, "{line}"),
                     tracing::Level::INFO => tracing::info!(target: "botbus::child", %module, pid, "{line}"),

@@ -61,7 +61,10 @@ impl Module for Listener {
 }
 
 fn python3() -> Option<&'static str> {
-    let found = Command::new("python3").arg("--version").output().is_ok_and(|o| o.status.success());
+    let found = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     found.then_some("python3")
 }
 

@@ -184,8 +184,11 @@ impl LinkHandle {
         self.child_of.as_deref()
     }
 
-    /// `frames` data frames were taken off the link: credit the peer once
-    /// enough have gathered.
+    /// `frames` data frames were taken off the link: credit the peer once a
+    /// quarter of its window has gathered, or sooner with the next frame
+    /// written anyway. That is enough for progress: a peer that has used its
+    /// whole window is owed at least a quarter of it once the parked frames
+    /// drain.
     fn credit(&self, frames: u32) {
         let owed = self.inflow.owed.fetch_add(frames, Ordering::AcqRel) + frames;
         if owed >= (self.inflow.window / 4).max(1) {
@@ -625,6 +628,13 @@ async fn write_loop(mut write: LinkWriter, mut queued: mpsc::UnboundedReceiver<O
                 }
                 next = queued.try_recv().ok();
             }
+            // Credit owed to the peer rides along with whatever is written.
+            let owed = link.inflow.owed.swap(0, Ordering::AcqRel);
+            if owed > 0 {
+                if let Ok(credit) = link.encode(&Frame::Credit { frames: owed }) {
+                    batch.extend_from_slice(&credit);
+                }
+            }
             if !batch.is_empty() {
                 write.write_all(&batch).await?;
                 batch.clear();
@@ -675,12 +685,7 @@ async fn read_loop(
                 break format!("bad input from peer: {error}");
             }
             Some(Ok(Frame::Bye { reason })) => break format!("peer said goodbye: {reason}"),
-            Some(Ok(frame)) => {
-                dispatch(&router, &link, frame).await;
-                if reader.read_buffer().is_empty() {
-                    link.flush_credit(); // nothing more to read right now
-                }
-            }
+            Some(Ok(frame)) => dispatch(&router, &link, frame).await,
         }
     };
     tracing::info!(node = router.node(), peer = %link.peer, %reason, "link down");
@@ -919,16 +924,6 @@ async fn drain_parked(router: Arc<Router>, link: Arc<LinkHandle>, to: String) {
         };
         if credit {
             link.credit(1);
-            if link
-                .inflow
-                .parked
-                .lock()
-                .expect("link lock")
-                .get(&to)
-                .is_none_or(|q| q.is_empty())
-            {
-                link.flush_credit();
-            }
         }
         link.inflow.parked_total.fetch_sub(1, Ordering::AcqRel);
         link.inflow.room.notify_waiters();

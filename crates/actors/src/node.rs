@@ -98,6 +98,9 @@ enum Thread {
     Own,
     /// The arbiter shared by every module naming this thread.
     Named(String),
+    /// The node's system thread, beside the link I/O: how a child hosts
+    /// its one module, with no thread hop between the link and the module.
+    System,
 }
 
 /// Which process a module runs in.
@@ -327,6 +330,8 @@ impl NodeBuilder {
             );
         }
         spec.options.process = Process::This;
+        spec.options.thread = Thread::System;
+        self.pool_threads = 0; // nothing runs on a pool here
         self.name = node_name.to_owned();
         let node = self.start_node().unwrap_or_else(|e| fail(1, e.to_string()));
         // The link first, so the module's `started` hook can reach the parent.
@@ -643,6 +648,8 @@ impl Node {
     async fn arbiter_for(&self, thread: &Thread) -> Result<ArbiterHandle, NodeError> {
         let shared = &self.shared;
         let named = match thread {
+            Thread::System => return Ok(shared.system_arbiter.clone()),
+            Thread::Pool if shared.pool.is_empty() => return Ok(shared.system_arbiter.clone()),
             Thread::Pool => {
                 let slot = shared.next_pool.fetch_add(1, Ordering::Relaxed) % shared.pool.len();
                 return Ok(shared.pool[slot].clone());

@@ -1,0 +1,359 @@
+//! botbus over stdio next to raw pipes between the same two processes, in
+//! one run: ask round trip (p50) against a blocking pipe ping-pong, tell
+//! throughput for 64 B and 64 KiB messages against a raw length-prefixed
+//! stream, and spawn → ready. Prints botbus/raw ratios at the end.
+//!
+//! `cargo bench --bench stdio`
+//!
+//! The children are this same binary: the botbus ones through
+//! `ModuleOptions::in_child()`, the raw ones through `BOTBUS_BENCH_RAW`.
+//! Both kinds get the same enlarged (1 MiB) pipes.
+
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use botbus::{Context, Message, Module, ModuleError, ModuleOptions, Node};
+use criterion::{Criterion, Throughput};
+use serde::{Deserialize, Serialize};
+
+const RAW_ROLE_ENV: &str = "BOTBUS_BENCH_RAW";
+const SMALL: usize = 64;
+const LARGE: usize = 64 * 1024;
+
+/// A chunk of bytes; the sink answers with how many it has taken.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Chunk(#[serde(with = "serde_bytes_compat")] Vec<u8>);
+
+impl Message for Chunk {
+    const NAME: &'static str = "bench.Chunk";
+}
+
+/// `Vec<u8>` as one byte string: postcard then copies it whole instead of
+/// byte by byte (the wire bytes are the same).
+mod serde_bytes_compat {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        bytes::Bytes::deserialize(deserializer).map(|b| b.to_vec())
+    }
+}
+
+struct Echo;
+
+impl Module for Echo {
+    type Message = Chunk;
+    type Reply = Chunk;
+
+    async fn process(&mut self, chunk: Chunk, _ctx: &mut Context) -> Result<Chunk, ModuleError> {
+        Ok(chunk)
+    }
+}
+
+#[derive(Default)]
+struct Sink {
+    taken: u64,
+}
+
+impl Module for Sink {
+    type Message = Chunk;
+    type Reply = u64;
+
+    async fn process(&mut self, _chunk: Chunk, _ctx: &mut Context) -> Result<u64, ModuleError> {
+        self.taken += 1;
+        Ok(self.taken)
+    }
+}
+
+// ---- botbus ----------------------------------------------------------------
+
+fn botbus_node() -> Node {
+    let child = || ModuleOptions::new().in_child();
+    Node::builder("bench")
+        .module_with("echo", || Echo, child())
+        .module_with("sink", Sink::default, child())
+        .module_with("spawnee", || Echo, child())
+        .start()
+        .expect("bench node with its children starts")
+}
+
+/// The p50 of `n` ask round trips, timed one by one.
+fn botbus_round_trip(node: &Node, n: usize) -> Duration {
+    let mut samples = botbus_round_trips(node, n);
+    median(&mut samples)
+}
+
+/// `n` ask round trips, each timed.
+fn botbus_round_trips(node: &Node, n: usize) -> Vec<Duration> {
+    let client = node.client("driver");
+    node.block_on(async move {
+        let mut samples = Vec::with_capacity(n);
+        for _ in 0..n {
+            let start = Instant::now();
+            let _: Chunk = client.ask("echo", Chunk(vec![7; SMALL])).await.expect("echo answers");
+            samples.push(start.elapsed());
+        }
+        samples
+    })
+    .expect("node up")
+}
+
+/// Time for `n` tells of `size` bytes, until the sink has taken them all.
+fn botbus_tells(node: &Node, n: u64, size: usize) -> Duration {
+    let client = node.client("driver");
+    node.block_on(async move {
+        let before: u64 = client.ask("sink", Chunk(Vec::new())).await.expect("sink answers");
+        let chunk = Chunk(vec![7; size]);
+        let start = Instant::now();
+        for _ in 0..n {
+            client.tell("sink", chunk.clone()).await.expect("tell accepted");
+        }
+        let after: u64 = client
+            .ask("sink", Chunk(Vec::new()))
+            .timeout(Duration::from_secs(120))
+            .await
+            .expect("sink answers");
+        let elapsed = start.elapsed();
+        assert_eq!(after, before + n + 1, "the sink took every tell");
+        elapsed
+    })
+    .expect("node up")
+}
+
+/// Stops and respawns a child module; the time until it is ready.
+fn botbus_spawn(node: &Node) -> Duration {
+    let node2 = node.clone();
+    node.block_on(async move {
+        node2.stop_module("spawnee").await.expect("spawnee stops");
+        let start = Instant::now();
+        node2
+            .spawn("spawnee", || Echo, ModuleOptions::new().in_child())
+            .await
+            .expect("spawnee respawns");
+        start.elapsed()
+    })
+    .expect("node up")
+}
+
+// ---- raw pipes ---------------------------------------------------------------
+
+struct RawChild {
+    child: Child,
+    to: BufWriter<ChildStdin>,
+    from: BufReader<ChildStdout>,
+}
+
+impl RawChild {
+    fn spawn(role: &str) -> Self {
+        let mut child = Command::new(std::env::current_exe().expect("bench binary"))
+            .env(RAW_ROLE_ENV, role)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("raw child starts");
+        let (stdin, stdout) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
+        enlarge_pipe(&stdin);
+        enlarge_pipe(&stdout);
+        RawChild {
+            child,
+            to: BufWriter::with_capacity(256 * 1024, stdin),
+            from: BufReader::with_capacity(256 * 1024, stdout),
+        }
+    }
+}
+
+impl Drop for RawChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn enlarge_pipe(fd: impl std::os::fd::AsFd) {
+    #[cfg(target_os = "linux")]
+    let _ = rustix::pipe::fcntl_setpipe_size(fd, 1024 * 1024);
+}
+
+fn write_frame(to: &mut impl Write, body: &[u8]) {
+    to.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
+    to.write_all(body).unwrap();
+}
+
+fn read_frame(from: &mut impl Read, body: &mut Vec<u8>) -> bool {
+    let mut len = [0u8; 4];
+    if from.read_exact(&mut len).is_err() {
+        return false;
+    }
+    body.resize(u32::from_be_bytes(len) as usize, 0);
+    from.read_exact(body).is_ok()
+}
+
+/// The p50 of `n` blocking ping-pongs of 64 B, length-prefixed.
+fn raw_round_trip(echo: &mut RawChild, n: usize) -> Duration {
+    let mut samples = raw_round_trips(echo, n);
+    median(&mut samples)
+}
+
+/// `n` blocking ping-pongs, each timed.
+fn raw_round_trips(echo: &mut RawChild, n: usize) -> Vec<Duration> {
+    let (ping, mut pong) = (vec![7u8; SMALL], Vec::new());
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        write_frame(&mut echo.to, &ping);
+        echo.to.flush().unwrap();
+        assert!(read_frame(&mut echo.from, &mut pong));
+        samples.push(start.elapsed());
+    }
+    samples
+}
+
+/// Time for `n` length-prefixed messages of `size` bytes, until the child
+/// has read them all.
+fn raw_stream(sink: &mut RawChild, n: u64, size: usize) -> Duration {
+    let body = vec![7u8; size];
+    let start = Instant::now();
+    sink.to.write_all(&n.to_be_bytes()).unwrap();
+    for _ in 0..n {
+        write_frame(&mut sink.to, &body);
+    }
+    sink.to.flush().unwrap();
+    let mut taken = [0u8; 8];
+    sink.from.read_exact(&mut taken).unwrap();
+    assert_eq!(u64::from_be_bytes(taken), n);
+    start.elapsed()
+}
+
+/// The raw children: an echo, and a sink that reads a count then that many
+/// messages, and answers the count.
+fn raw_child(role: &str) {
+    let mut from = BufReader::with_capacity(256 * 1024, std::io::stdin().lock());
+    let mut to = BufWriter::new(std::io::stdout().lock());
+    let mut body = Vec::new();
+    match role {
+        "echo" => {
+            while read_frame(&mut from, &mut body) {
+                write_frame(&mut to, &body);
+                to.flush().unwrap();
+            }
+        }
+        "sink" => {
+            let mut count = [0u8; 8];
+            while from.read_exact(&mut count).is_ok() {
+                let n = u64::from_be_bytes(count);
+                for _ in 0..n {
+                    assert!(read_frame(&mut from, &mut body));
+                }
+                to.write_all(&count).unwrap();
+                to.flush().unwrap();
+            }
+        }
+        other => panic!("unknown raw role {other}"),
+    }
+}
+
+// ---- the run -------------------------------------------------------------------
+
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn median_of(rounds: usize, mut run: impl FnMut() -> Duration) -> Duration {
+    let mut samples: Vec<Duration> = (0..rounds).map(|_| run()).collect();
+    median(&mut samples)
+}
+
+const TELLS_PER_SAMPLE: u64 = 20_000;
+
+fn benches(c: &mut Criterion, node: &Node) {
+    let mut echo = RawChild::spawn("echo");
+    let mut sink = RawChild::spawn("sink");
+    let mut group = c.benchmark_group("stdio ask round trip 64 B");
+    group.bench_function("botbus ask", |b| {
+        b.iter_custom(|iters| botbus_round_trips(node, iters as usize).iter().sum())
+    });
+    group.bench_function("raw pipe ping-pong", |b| {
+        b.iter_custom(|iters| raw_round_trips(&mut echo, iters as usize).iter().sum())
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("stdio tells 64 B");
+    group.throughput(Throughput::Elements(TELLS_PER_SAMPLE));
+    group.bench_function("botbus tell", |b| {
+        b.iter_custom(|iters| botbus_tells(node, iters * TELLS_PER_SAMPLE, SMALL))
+    });
+    group.bench_function("raw length-prefixed", |b| {
+        b.iter_custom(|iters| raw_stream(&mut sink, iters * TELLS_PER_SAMPLE, SMALL))
+    });
+    group.finish();
+}
+
+fn summary(node: &Node) {
+    let mut echo = RawChild::spawn("echo");
+    let mut sink = RawChild::spawn("sink");
+    let rtt_bb = median_of(5, || botbus_round_trip(node, 2_000));
+    let rtt_raw = median_of(5, || raw_round_trip(&mut echo, 2_000));
+    let small_n = 200_000;
+    let small_bb = median_of(7, || botbus_tells(node, small_n, SMALL));
+    let small_raw = median_of(7, || raw_stream(&mut sink, small_n, SMALL));
+    let large_n = 4_000;
+    let large_bb = median_of(7, || botbus_tells(node, large_n, LARGE));
+    let large_raw = median_of(7, || raw_stream(&mut sink, large_n, LARGE));
+    let spawn = median_of(21, || botbus_spawn(node));
+
+    let rate = |n: u64, d: Duration| n as f64 / d.as_secs_f64();
+    let mib_s = |n: u64, d: Duration| (n * LARGE as u64) as f64 / d.as_secs_f64() / (1024.0 * 1024.0);
+    println!("\nbotbus over stdio vs raw pipes, parent <-> child, this run:");
+    println!("{:<30} {:>14} {:>14} {:>12}  target", "", "botbus", "raw", "botbus/raw");
+    println!(
+        "{:<30} {:>11.1} us {:>11.1} us {:>12.2}  <= 1.5",
+        "ask round trip 64 B, p50",
+        rtt_bb.as_secs_f64() * 1e6,
+        rtt_raw.as_secs_f64() * 1e6,
+        rtt_bb.as_secs_f64() / rtt_raw.as_secs_f64()
+    );
+    println!(
+        "{:<30} {:>10.2} M/s {:>10.2} M/s {:>12.2}  botbus >= 3 M/s",
+        "tells 64 B",
+        rate(small_n, small_bb) / 1e6,
+        rate(small_n, small_raw) / 1e6,
+        small_raw.as_secs_f64() / small_bb.as_secs_f64()
+    );
+    println!(
+        "{:<30} {:>8.0} MiB/s {:>8.0} MiB/s {:>12.2}  >= 0.6",
+        "tells 64 KiB, bandwidth",
+        mib_s(large_n, large_bb),
+        mib_s(large_n, large_raw),
+        large_raw.as_secs_f64() / large_bb.as_secs_f64()
+    );
+    println!(
+        "{:<30} {:>11.1} ms {:>14} {:>12}  <= 20 ms",
+        "spawn -> ready, p50",
+        spawn.as_secs_f64() * 1e3,
+        "",
+        ""
+    );
+}
+
+fn main() {
+    if let Ok(role) = std::env::var(RAW_ROLE_ENV) {
+        raw_child(&role);
+        return;
+    }
+    // In a botbus child, this call hosts the module and never returns.
+    let node = botbus_node();
+    let mut criterion = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20)
+        .configure_from_args();
+    benches(&mut criterion, &node);
+    criterion.final_summary();
+    summary(&node);
+    node.shutdown_blocking();
+}

@@ -32,14 +32,32 @@ impl Message for Chunk {
 /// `Vec<u8>` as one byte string: postcard then copies it whole instead of
 /// byte by byte (the wire bytes are the same).
 mod serde_bytes_compat {
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
     pub(super) fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_bytes(bytes)
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
-        bytes::Bytes::deserialize(deserializer).map(|b| b.to_vec())
+        deserializer.deserialize_byte_buf(ByteBuf)
+    }
+
+    struct ByteBuf;
+
+    impl serde::de::Visitor<'_> for ByteBuf {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("bytes")
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(bytes.to_vec())
+        }
+
+        fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(bytes)
+        }
     }
 }
 

@@ -34,6 +34,10 @@ use crate::router::{remaining_ms, Router};
 
 /// Bytes the writer gathers before it writes.
 const COALESCE_BYTES: usize = 256 * 1024;
+/// Frames at least this large are written without being gathered.
+const DIRECT_WRITE_BYTES: usize = 16 * 1024;
+/// The block frames are encoded into, a slice each.
+const ARENA_BYTES: usize = 64 * 1024;
 
 /// How links of a node behave.
 #[derive(Debug, Clone)]
@@ -55,7 +59,7 @@ impl Default for LinkConfig {
         Self {
             max_frame_len: botbus_core::DEFAULT_MAX_FRAME_LEN,
             handshake_timeout: Duration::from_secs(5),
-            queue_frames: 1024,
+            queue_frames: 4096,
             codecs: CodecKind::PREFERENCE.to_vec(),
         }
     }
@@ -140,6 +144,8 @@ pub(crate) struct LinkHandle {
     out: mpsc::UnboundedSender<Outgoing>,
     permits: Arc<Semaphore>,
     codec: WireCodec,
+    /// Where frames are encoded (see [`LinkHandle::encode`]).
+    arena: Mutex<BytesMut>,
     next_id: AtomicU64,
     /// Asks this node sent over the link, by id.
     pending: Mutex<HashMap<u64, PendingAsk>>,
@@ -255,10 +261,15 @@ impl LinkHandle {
         self.remote.read().expect("link lock").modules.iter().cloned().collect()
     }
 
+    /// Encodes a frame into the link's arena and hands back its bytes: small
+    /// frames share one allocation per 64 KiB instead of one each.
     fn encode(&self, frame: &Frame) -> Result<Bytes, FrameError> {
-        let mut buf = BytesMut::new();
-        self.codec.clone().encode(frame, &mut buf)?;
-        Ok(buf.freeze())
+        let mut arena = self.arena.lock().expect("link lock");
+        if arena.capacity() - arena.len() < 4096 {
+            arena.reserve(ARENA_BYTES);
+        }
+        self.codec.clone().encode(frame, &mut arena)?;
+        Ok(arena.split().freeze())
     }
 
     /// Queues encoded control bytes: never waits.
@@ -576,6 +587,7 @@ pub(crate) async fn establish_link(
         describe,
         out,
         permits: Arc::new(Semaphore::new(send_window)),
+        arena: Mutex::new(BytesMut::with_capacity(ARENA_BYTES)),
         codec,
         next_id: AtomicU64::new(1),
         pending: Mutex::default(),
@@ -616,7 +628,14 @@ async fn write_loop(mut write: LinkWriter, mut queued: mpsc::UnboundedReceiver<O
             // Gather everything queued since the last write into one write.
             while let Some(outgoing) = next.take() {
                 match &outgoing {
-                    Outgoing::Frame { bytes, .. } if batch.is_empty() && bytes.len() >= COALESCE_BYTES => {
+                    // A large frame is written from where it lies, after
+                    // what was gathered before it: copying it costs more
+                    // than the extra write.
+                    Outgoing::Frame { bytes, .. } if bytes.len() >= DIRECT_WRITE_BYTES => {
+                        if !batch.is_empty() {
+                            write.write_all(&batch).await?;
+                            batch.clear();
+                        }
                         write.write_all(bytes).await?;
                     }
                     Outgoing::Frame { bytes, .. } => batch.extend_from_slice(bytes),
@@ -674,9 +693,12 @@ async fn read_loop(
     mut reader: FramedRead<botbus_core::LinkReader, WireCodec>,
 ) {
     let reason = loop {
+        // The reader first: while frames are buffered, the close signal
+        // (a lock inside the token) is not polled at all.
         let next = tokio::select! {
-            () = link.closed.cancelled() => break "closed by this node".to_owned(),
+            biased;
             next = reader.next() => next,
+            () = link.closed.cancelled() => break "closed by this node".to_owned(),
         };
         match next {
             None => break "peer closed the link".to_owned(),
@@ -861,7 +883,8 @@ async fn park_or_deliver(router: &Arc<Router>, link: &Arc<LinkHandle>, to: Strin
         }
     };
     let inflow = &link.inflow;
-    loop {
+    // Nothing parked anywhere (the usual case): no lock to take.
+    while inflow.parked_total.load(Ordering::Acquire) > 0 {
         let room = inflow.room.notified();
         {
             let mut parked = inflow.parked.lock().expect("link lock");
@@ -892,12 +915,20 @@ async fn park_or_deliver(router: &Arc<Router>, link: &Arc<LinkHandle>, to: Strin
         }
         return credited(link);
     }
+    // A queue exists exactly while its drain task runs: start one with it.
     let first = {
         let mut parked = inflow.parked.lock().expect("link lock");
-        let queue = parked.entry(to.clone()).or_default();
-        queue.push_back((envelope, credit));
         inflow.parked_total.fetch_add(1, Ordering::AcqRel);
-        queue.len() == 1
+        match parked.entry(to.clone()) {
+            std::collections::hash_map::Entry::Occupied(mut queue) => {
+                queue.get_mut().push_back((envelope, credit));
+                false
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert([(envelope, credit)].into());
+                true
+            }
+        }
     };
     if first {
         tokio::spawn(drain_parked(router.clone(), link.clone(), to));
@@ -906,18 +937,15 @@ async fn park_or_deliver(router: &Arc<Router>, link: &Arc<LinkHandle>, to: Strin
 
 /// Hands a module's parked frames to it in order, waiting for room.
 async fn drain_parked(router: Arc<Router>, link: Arc<LinkHandle>, to: String) {
-    loop {
-        let next = {
-            let mut parked = link.inflow.parked.lock().expect("link lock");
-            match parked.get_mut(&to).and_then(|queue| queue.pop_front()) {
-                Some(next) => next,
-                None => {
-                    parked.remove(&to);
-                    return;
-                }
-            }
-        };
-        let (envelope, credit) = next;
+    let inflow = &link.inflow;
+    // The frame being handed on still counts as parked, and the count drops
+    // under the same lock that removes an emptied queue: a count of zero
+    // means no queue exists, so a frame that finds it zero may skip the lock.
+    let mut next = {
+        let mut parked = inflow.parked.lock().expect("link lock");
+        parked.get_mut(&to).and_then(|queue| queue.pop_front())
+    };
+    while let Some((envelope, credit)) = next.take() {
         let delivered = tokio::select! {
             () = link.closed.cancelled() => None,
             delivered = router.deliver_local(&to, envelope) => Some(delivered),
@@ -925,17 +953,26 @@ async fn drain_parked(router: Arc<Router>, link: Arc<LinkHandle>, to: String) {
         if credit {
             link.credit(1);
         }
-        link.inflow.parked_total.fetch_sub(1, Ordering::AcqRel);
-        link.inflow.room.notify_waiters();
+        let mut parked = inflow.parked.lock().expect("link lock");
+        inflow.parked_total.fetch_sub(1, Ordering::AcqRel);
         match delivered {
+            // The link is gone: what is parked for it goes too (asks in it end `Stopped`).
             None => {
-                // The link is gone: what is parked for it goes too (asks in it end `Stopped`).
-                let dropped = link.inflow.parked.lock().expect("link lock").remove(&to);
-                drop(dropped);
-                return;
+                if let Some(dropped) = parked.remove(&to) {
+                    inflow.parked_total.fetch_sub(dropped.len(), Ordering::AcqRel);
+                }
             }
-            Some(Err(error)) => tracing::warn!(peer = %link.peer, %error, "dropping a frame from the link"),
-            Some(Ok(())) => {}
+            Some(result) => {
+                if let Err(error) = result {
+                    tracing::warn!(peer = %link.peer, %error, "dropping a frame from the link");
+                }
+                next = parked.get_mut(&to).and_then(|queue| queue.pop_front());
+                if next.is_none() {
+                    parked.remove(&to);
+                }
+            }
         }
+        drop(parked);
+        inflow.room.notify_waiters();
     }
 }

@@ -88,14 +88,15 @@ impl FromPayload for Payload {
 
 /// A message value with its type erased: what the router moves around.
 trait ErasedMessage: Any + Send + Sync + fmt::Debug {
-    fn encode(&self) -> Result<Vec<u8>, postcard::Error>;
+    /// Appends the postcard encoding to `out`.
+    fn encode(&self, out: Vec<u8>) -> Result<Vec<u8>, postcard::Error>;
     fn encode_json(&self) -> Result<Vec<u8>, serde_json::Error>;
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }
 
 impl<M: Message> ErasedMessage for M {
-    fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
-        postcard::to_allocvec(self)
+    fn encode(&self, out: Vec<u8>) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_extend(self, out)
     }
 
     fn encode_json(&self) -> Result<Vec<u8>, serde_json::Error> {
@@ -202,10 +203,9 @@ impl Payload {
     pub fn encoded(&self, codec: CodecKind) -> Result<Bytes, PayloadError> {
         let name = || self.name.to_string();
         match (&self.body, codec) {
-            (Body::Local(value), CodecKind::Postcard) => value
-                .encode()
-                .map(Bytes::from)
-                .map_err(|source| PayloadError::Encode { name: name(), source }),
+            (Body::Local(value), CodecKind::Postcard) => {
+                encode_postcard(value.as_ref()).map_err(|source| PayloadError::Encode { name: name(), source })
+            }
             (Body::Local(value), CodecKind::Json) => value
                 .encode_json()
                 .map(Bytes::from)
@@ -222,6 +222,28 @@ impl Payload {
                 to,
             }),
         }
+    }
+}
+
+thread_local! {
+    /// Where messages are encoded before being copied out at their exact
+    /// size: no reallocation while the encoding grows, one allocation each.
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+fn encode_postcard(value: &dyn ErasedMessage) -> Result<Bytes, postcard::Error> {
+    let mut scratch = SCRATCH.take();
+    scratch.clear();
+    let result = value.encode(scratch);
+    match result {
+        Ok(encoded) => {
+            let bytes = Bytes::copy_from_slice(&encoded);
+            if encoded.capacity() <= 1024 * 1024 {
+                SCRATCH.set(encoded); // keep a moderate buffer for the next one
+            }
+            Ok(bytes)
+        }
+        Err(error) => Err(error),
     }
 }
 

@@ -1,4 +1,4 @@
-//! A whole robot in one binary: six modules on one node.
+//! A whole robot in one binary: seven modules on one node.
 //!
 //! * `sensor` publishes a range reading on `sensors/front/range` at 20 Hz (a tick).
 //! * `controller` subscribes to `sensors/*/range`, asks `motor` for a speed and

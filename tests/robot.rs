@@ -36,13 +36,20 @@ fn the_robot_tells_the_same_story_with_any_module_in_a_child() {
     for (child, run) in runs {
         let output = run.wait_with_output().expect("robot runs to the end");
         let log = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "robot with `{child}` in a child: {}\n{log}", output.status);
+        assert!(
+            output.status.success(),
+            "robot with `{child}` in a child: {}\n{log}",
+            output.status
+        );
         assert!(
             log.contains(&format!("child running module={child}")),
             "`{child}` did not run in a child:\n{log}"
         );
         for (module, line) in STORY {
-            assert!(log.contains(line), "with `{child}` in a child, `{module}` never said `{line}`:\n{log}");
+            assert!(
+                log.contains(line),
+                "with `{child}` in a child, `{module}` never said `{line}`:\n{log}"
+            );
         }
         assert!(log.contains("robot stopped cleanly"), "{log}");
     }

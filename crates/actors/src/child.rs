@@ -29,7 +29,7 @@ use tokio::sync::oneshot;
 use crate::host::{Exit, StopSignal};
 use crate::link::{establish_link, LinkConfig, LinkHandle};
 use crate::router::{ModuleStatus, Router};
-use crate::supervisor::{Decision, Exited, Supervisor};
+use crate::supervisor::{decide, Decision, Supervisor};
 
 /// Everything the host of one child module owns.
 pub(crate) struct ChildHosted {
@@ -62,15 +62,7 @@ pub(crate) async fn host_child(mut hosted: ChildHosted) {
         hosted.router.set_child_pid(&hosted.name, None);
         let decision = match exit {
             ChildExit::Final(reason) => Decision::Finish(reason),
-            ChildExit::Instance(Exit::StoppedByNode) => Decision::Finish(DownReason::Stopped),
-            ChildExit::Instance(exit) => hosted
-                .supervisor
-                .send(Exited {
-                    name: hosted.name.clone(),
-                    exit,
-                })
-                .await
-                .unwrap_or(Decision::Finish(DownReason::Stopped)),
+            ChildExit::Instance(exit) => decide(&hosted.supervisor, &hosted.name, exit).await,
         };
         match decision {
             Decision::Restart => continue,

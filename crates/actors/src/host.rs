@@ -15,14 +15,14 @@ use std::task::Poll;
 use std::time::Duration;
 
 use actix::Addr;
-use botbus_core::{AskError, Bus, Context, Down, DownReason, Envelope, FromPayload, Module, Payload};
+use botbus_core::{AskError, Bus, Context, Down, Envelope, FromPayload, Module, Payload};
 use futures::task::AtomicWaker;
 use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Interval, MissedTickBehavior};
 
 use crate::router::{ModuleStatus, Router};
-use crate::supervisor::{Decision, Exited, Supervisor};
+use crate::supervisor::{decide, Decision, Supervisor};
 
 /// How an instance of a module ended.
 #[derive(Debug, Clone)]
@@ -137,18 +137,7 @@ pub(crate) async fn host<M: Module>(factory: Arc<dyn Fn() -> M + Send + Sync>, m
         hosted.router.set_status(&hosted.name, ModuleStatus::Starting);
         let exit = run_instance(&*factory, &mut hosted, bus.clone()).await;
         hosted.router.clear_instance(&hosted.name);
-        let decision = match exit {
-            Exit::StoppedByNode => Decision::Finish(DownReason::Stopped),
-            exit => hosted
-                .supervisor
-                .send(Exited {
-                    name: hosted.name.clone(),
-                    exit,
-                })
-                .await
-                .unwrap_or(Decision::Finish(DownReason::Stopped)),
-        };
-        match decision {
+        match decide(&hosted.supervisor, &hosted.name, exit).await {
             Decision::Restart => continue,
             Decision::Finish(reason) => break reason,
         }

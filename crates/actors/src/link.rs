@@ -46,8 +46,10 @@ pub struct LinkConfig {
     pub max_frame_len: usize,
     /// How long the peer has to complete the handshake.
     pub handshake_timeout: Duration,
-    /// Data frames (tells, asks, publishes) queued for the writer before
-    /// senders wait.
+    /// The flow window, in data frames (tells, asks, publishes): how many
+    /// this node lets a peer send before it credits them back (granted in
+    /// the hello, and the most frames parked for busy modules), and how many
+    /// it queues towards a peer that does not credit before senders wait.
     pub queue_frames: usize,
     /// The codecs this node offers in its hello. The first one in
     /// [`CodecKind::PREFERENCE`] that both sides offer is used.

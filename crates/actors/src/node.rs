@@ -567,12 +567,7 @@ impl Node {
         let (ready_tx, ready) = oneshot::channel();
         let (done_tx, done) = oneshot::channel();
         let stop = Arc::new(StopSignal::default());
-        self.register(&spec.name, stop.clone(), done)?;
-        shared.supervisor.do_send(Supervise {
-            name: name.clone(),
-            policy: spec.options.restart,
-            budget: spec.options.budget,
-        });
+        self.register(&name, &spec.options, stop.clone(), done)?;
         shared.router.add_local(
             name.clone(),
             LocalModule {
@@ -607,12 +602,7 @@ impl Node {
         let (ready_tx, ready) = oneshot::channel();
         let (done_tx, done) = oneshot::channel();
         let stop = Arc::new(StopSignal::default());
-        self.register(&spec.name, stop.clone(), done)?;
-        shared.supervisor.do_send(Supervise {
-            name: name.clone(),
-            policy: spec.options.restart,
-            budget: spec.options.budget,
-        });
+        self.register(&name, &spec.options, stop.clone(), done)?;
         shared.router.add_child(name.clone());
         let hosted = ChildHosted {
             name,
@@ -631,16 +621,30 @@ impl Node {
         started(&spec.name, ready).await
     }
 
-    /// Adds a module to the node's list (for stopping in reverse order).
-    fn register(&self, name: &str, stop: Arc<StopSignal>, done: oneshot::Receiver<()>) -> Result<(), NodeError> {
-        let mut modules = self.shared.modules.lock().expect("node lock");
-        if modules.iter().any(|m| m.name == name) {
-            return Err(NodeError::DuplicateModule(name.to_owned()));
+    /// Adds a module to the node's list (for stopping in reverse order) and
+    /// puts it under the supervisor's policy.
+    fn register(
+        &self,
+        name: &Arc<str>,
+        options: &ModuleOptions,
+        stop: Arc<StopSignal>,
+        done: oneshot::Receiver<()>,
+    ) -> Result<(), NodeError> {
+        {
+            let mut modules = self.shared.modules.lock().expect("node lock");
+            if modules.iter().any(|m| *m.name == **name) {
+                return Err(NodeError::DuplicateModule(name.to_string()));
+            }
+            modules.push(RunningModule {
+                name: name.to_string(),
+                stop,
+                done: Some(done),
+            });
         }
-        modules.push(RunningModule {
-            name: name.to_owned(),
-            stop,
-            done: Some(done),
+        self.shared.supervisor.do_send(Supervise {
+            name: name.clone(),
+            policy: options.restart,
+            budget: options.budget,
         });
         Ok(())
     }

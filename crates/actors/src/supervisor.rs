@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix::{Actor, Handler, MessageResult};
+use actix::{Actor, Addr, Handler, MessageResult};
 use botbus_core::{DownReason, RestartBudget, RestartPolicy, RestartTracker};
 
 use crate::host::Exit;
@@ -104,5 +104,20 @@ impl Handler<Exited> for Supervisor {
             self.modules.remove(&msg.name);
         }
         MessageResult(decision)
+    }
+}
+
+/// What becomes of module `name` whose instance ended with `exit`: a stop
+/// by the node is final; anything else is the supervisor's decision.
+pub(crate) async fn decide(supervisor: &Addr<Supervisor>, name: &Arc<str>, exit: Exit) -> Decision {
+    match exit {
+        Exit::StoppedByNode => Decision::Finish(DownReason::Stopped),
+        exit => supervisor
+            .send(Exited {
+                name: name.clone(),
+                exit,
+            })
+            .await
+            .unwrap_or(Decision::Finish(DownReason::Stopped)),
     }
 }

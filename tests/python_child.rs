@@ -6,40 +6,14 @@
 use std::process::Command;
 use std::time::Duration;
 
-use botbus::{AskError, CallEvent, ChildCommand, Context, Message, Module, ModuleError, ModuleOptions, Node};
-use serde::{Deserialize, Serialize};
+use botbus::{AskError, CallEvent, ChildCommand, Context, Module, ModuleError, ModuleOptions, Node};
 use tokio::sync::mpsc;
 
+#[path = "../examples/python_child/messages.rs"]
+mod messages;
+use messages::{Alert, Calibrate, Reading, ToFahrenheit};
+
 const DEADLINE: Duration = Duration::from_secs(10);
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Reading {
-    celsius: f64,
-}
-impl Message for Reading {
-    const NAME: &'static str = "thermo.Reading";
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Alert {
-    celsius: f64,
-    message: String,
-}
-impl Message for Alert {
-    const NAME: &'static str = "thermo.Alert";
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct ToFahrenheit(f64);
-impl Message for ToFahrenheit {
-    const NAME: &'static str = "thermo.ToFahrenheit";
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Calibrate(u32);
-impl Message for Calibrate {
-    const NAME: &'static str = "thermo.Calibrate";
-}
 
 /// Hands every alert it hears to the test.
 struct Listener {

@@ -11,41 +11,10 @@
 
 use std::time::Duration;
 
-use botbus::{CallEvent, ChildCommand, Context, Message, Module, ModuleError, ModuleOptions, Node};
-use serde::{Deserialize, Serialize};
+use botbus::{CallEvent, ChildCommand, Context, Module, ModuleError, ModuleOptions, Node};
 
-/// A temperature reading.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Reading {
-    celsius: f64,
-}
-impl Message for Reading {
-    const NAME: &'static str = "thermo.Reading";
-}
-
-/// What the Python module publishes when it is too hot.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Alert {
-    celsius: f64,
-    message: String,
-}
-impl Message for Alert {
-    const NAME: &'static str = "thermo.Alert";
-}
-
-/// Ask: convert Celsius to Fahrenheit.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct ToFahrenheit(f64);
-impl Message for ToFahrenheit {
-    const NAME: &'static str = "thermo.ToFahrenheit";
-}
-
-/// Ask: calibrate in this many steps (answered with progress first).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Calibrate(u32);
-impl Message for Calibrate {
-    const NAME: &'static str = "thermo.Calibrate";
-}
+mod messages;
+use messages::{Alert, Calibrate, Reading, ToFahrenheit};
 
 /// Heats up by 2 °C per tick.
 #[derive(Default)]

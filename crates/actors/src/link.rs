@@ -39,6 +39,11 @@ const DIRECT_WRITE_BYTES: usize = 16 * 1024;
 /// The block frames are encoded into, a slice each.
 const ARENA_BYTES: usize = 64 * 1024;
 
+thread_local! {
+    /// Where this thread encodes frames (see [`LinkHandle::encode`]).
+    static ARENA: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
 /// How links of a node behave.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
@@ -146,8 +151,6 @@ pub(crate) struct LinkHandle {
     out: mpsc::UnboundedSender<Outgoing>,
     permits: Arc<Semaphore>,
     codec: WireCodec,
-    /// Where frames are encoded (see [`LinkHandle::encode`]).
-    arena: Mutex<BytesMut>,
     next_id: AtomicU64,
     /// Asks this node sent over the link, by id.
     pending: Mutex<HashMap<u64, PendingAsk>>,
@@ -263,15 +266,17 @@ impl LinkHandle {
         self.remote.read().expect("link lock").modules.iter().cloned().collect()
     }
 
-    /// Encodes a frame into the link's arena and hands back its bytes: small
-    /// frames share one allocation per 64 KiB instead of one each.
+    /// Encodes a frame into the sending thread's arena and hands back its
+    /// bytes: small frames share one allocation per 64 KiB instead of one
+    /// each, and no lock is taken (every link on a thread shares its arena).
     fn encode(&self, frame: &Frame) -> Result<Bytes, FrameError> {
-        let mut arena = self.arena.lock().expect("link lock");
-        if arena.capacity() - arena.len() < 4096 {
-            arena.reserve(ARENA_BYTES);
-        }
-        self.codec.clone().encode(frame, &mut arena)?;
-        Ok(arena.split().freeze())
+        ARENA.with_borrow_mut(|arena| {
+            if arena.capacity() - arena.len() < 4096 {
+                arena.reserve(ARENA_BYTES);
+            }
+            self.codec.clone().encode(frame, arena)?;
+            Ok(arena.split().freeze())
+        })
     }
 
     /// Queues encoded control bytes: never waits.
@@ -589,7 +594,6 @@ pub(crate) async fn establish_link(
         describe,
         out,
         permits: Arc::new(Semaphore::new(send_window)),
-        arena: Mutex::new(BytesMut::with_capacity(ARENA_BYTES)),
         codec,
         next_id: AtomicU64::new(1),
         pending: Mutex::default(),

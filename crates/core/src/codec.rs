@@ -7,7 +7,8 @@
 //!   costs nothing.
 //! * [`JsonLinesCodec`]: one JSON object per line, for peers in any
 //!   language. A line longer than the maximum is refused as soon as that many
-//!   bytes arrived without a newline.
+//!   bytes arrived without a newline; the limit is the same however the line
+//!   was split across reads.
 //! * [`WireCodec`]: whichever of the two the handshake chose.
 //!
 //! ```
@@ -41,6 +42,38 @@ use crate::frame::{CodecKind, Frame};
 pub const DEFAULT_MAX_FRAME_LEN: usize = 8 * 1024 * 1024;
 
 const LEN_PREFIX: usize = 4;
+
+/// What a partial frame may reserve beyond the bytes already buffered (as
+/// much as tokio-util's `FramedRead` starts with).
+const READ_CHUNK: usize = 8 * 1024;
+
+/// Where the next line in `src` ends, searching from `*scanned` (the bytes
+/// before it were searched already). A line's length is its content's,
+/// without the `\n` or `\r\n` that ends it, and the limit holds however the
+/// bytes were split across reads: a line is refused as soon as no ending
+/// could keep it within `max`.
+pub(crate) fn next_line(src: &[u8], scanned: &mut usize, max: usize) -> Result<Option<usize>, usize> {
+    match src[*scanned..].iter().position(|&b| b == b'\n') {
+        Some(offset) => {
+            let end = *scanned + offset;
+            *scanned = 0;
+            let content = src[..end].strip_suffix(b"\r").map_or(end, <[u8]>::len);
+            if content > max {
+                return Err(content);
+            }
+            Ok(Some(end))
+        }
+        None => {
+            *scanned = src.len();
+            // A trailing `\r` may still turn out to be part of the ending.
+            let least = src.strip_suffix(b"\r").map_or(src.len(), <[u8]>::len);
+            if least > max {
+                return Err(least);
+            }
+            Ok(None)
+        }
+    }
+}
 
 /// Why a frame could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -145,7 +178,10 @@ impl<T: DeserializeOwned> Decoder for FrameCodec<T> {
             });
         }
         if src.len() < LEN_PREFIX + len {
-            src.reserve(LEN_PREFIX + len - src.len());
+            // Grow with what has arrived (at most doubling it), never by the
+            // length a peer merely declared: 4 bytes must not reserve 8 MiB.
+            let missing = LEN_PREFIX + len - src.len();
+            src.reserve(missing.min(src.len().max(READ_CHUNK)));
             return Ok(None);
         }
         src.advance(LEN_PREFIX);
@@ -228,26 +264,18 @@ impl Decoder for JsonLinesCodec {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
         loop {
-            let Some(offset) = src[self.scanned..].iter().position(|&b| b == b'\n') else {
-                self.scanned = src.len();
-                if src.len() > self.max_frame_len {
+            let end = match next_line(src, &mut self.scanned, self.max_frame_len) {
+                Ok(Some(end)) => end,
+                Ok(None) => return Ok(None),
+                Err(len) => {
                     return Err(FrameError::Oversize {
-                        len: src.len(),
+                        len,
                         max: self.max_frame_len,
-                    });
+                    })
                 }
-                return Ok(None);
             };
-            let end = self.scanned + offset;
-            self.scanned = 0;
             let line = src.split_to(end + 1);
             let line = line[..end].strip_suffix(b"\r").unwrap_or(&line[..end]);
-            if line.len() > self.max_frame_len {
-                return Err(FrameError::Oversize {
-                    len: line.len(),
-                    max: self.max_frame_len,
-                });
-            }
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue; // blank lines are allowed between frames
             }

@@ -23,6 +23,25 @@ pub enum PayloadError {
         /// The postcard error.
         source: postcard::Error,
     },
+    /// The body decoded, but bytes were left over after it.
+    #[error("malformed `{name}` message: {count} trailing bytes after the value")]
+    TrailingBytes {
+        /// The message type being decoded.
+        name: &'static str,
+        /// How many bytes were left.
+        count: usize,
+    },
+    /// The body nests deeper than [`MAX_NESTING`](crate::depth::MAX_NESTING)
+    /// levels (a recursive type, such as a tree): refused rather than risk
+    /// the stack.
+    #[error(
+        "malformed `{name}` message: nested deeper than {} levels",
+        crate::depth::MAX_NESTING
+    )]
+    TooDeep {
+        /// The message type being decoded.
+        name: &'static str,
+    },
     /// The value could not be encoded.
     #[error("cannot encode `{name}` message: {source}")]
     Encode {

@@ -142,7 +142,14 @@ mod body {
             return body.serialize(serializer);
         }
         let text = std::str::from_utf8(body).map_err(S::Error::custom)?;
-        let raw: &RawValue = serde_json::from_str(text).map_err(S::Error::custom)?;
+        // A frame is one line. A line break in valid JSON text can only be
+        // white space between tokens (inside a string it must be escaped),
+        // so pretty-printed JSON goes out with its breaks as spaces.
+        let text = match text.contains(['\n', '\r']) {
+            false => std::borrow::Cow::Borrowed(text),
+            true => std::borrow::Cow::Owned(text.replace(['\n', '\r'], " ")),
+        };
+        let raw: &RawValue = serde_json::from_str(&text).map_err(S::Error::custom)?;
         raw.serialize(serializer)
     }
 

@@ -65,7 +65,8 @@ pub enum HandshakeError {
     /// The link closed before the peer's hello arrived.
     #[error("link closed during the handshake")]
     Closed,
-    /// The hello line was longer than [`MAX_HELLO_LEN`].
+    /// The hello line was longer than [`MAX_HELLO_LEN`] (without its
+    /// ending), however it arrived.
     #[error("hello longer than {MAX_HELLO_LEN} bytes")]
     TooLong,
     /// The hello could not be read or written.
@@ -140,17 +141,10 @@ impl tokio_util::codec::Decoder for HelloCodec {
                 return Err(HandshakeError::BadMagic(String::from_utf8_lossy(shown).into_owned()));
             }
         }
-        match src[self.scanned..].iter().position(|&b| b == b'\n') {
-            Some(offset) => {
-                let line = src.split_to(self.scanned + offset + 1);
-                self.scanned = 0;
-                read_hello(&line).map(Some)
-            }
-            None if src.len() > MAX_HELLO_LEN => Err(HandshakeError::TooLong),
-            None => {
-                self.scanned = src.len();
-                Ok(None)
-            }
+        match crate::codec::next_line(src, &mut self.scanned, MAX_HELLO_LEN) {
+            Ok(Some(end)) => read_hello(&src.split_to(end + 1)).map(Some),
+            Ok(None) => Ok(None),
+            Err(_) => Err(HandshakeError::TooLong),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod address;
 pub mod bus;
 pub mod codec;
 pub mod context;
+pub mod depth;
 pub mod endpoint;
 pub mod error;
 pub mod frame;

@@ -29,6 +29,7 @@
 
 use std::any::Any;
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 
@@ -36,6 +37,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::depth::{Limit, MAX_NESTING};
 use crate::error::PayloadError;
 use crate::frame::CodecKind;
 
@@ -183,12 +185,8 @@ impl Payload {
                     found: format!("{} (a different Rust type under the same name)", self.name),
                 }),
             },
-            Body::Encoded(bytes) => {
-                postcard::from_bytes(&bytes).map_err(|source| PayloadError::Decode { name: M::NAME, source })
-            }
-            Body::Json(json) => {
-                serde_json::from_slice(&json).map_err(|source| PayloadError::DecodeJson { name: M::NAME, source })
-            }
+            Body::Encoded(bytes) => decode_postcard(&bytes),
+            Body::Json(json) => decode_json(&json),
         }
     }
 
@@ -223,6 +221,43 @@ impl Payload {
             }),
         }
     }
+}
+
+/// Decodes a postcard body: all of it (trailing bytes are an error, as in a
+/// frame), and no deeper than [`MAX_NESTING`] levels.
+fn decode_postcard<M: Message>(bytes: &[u8]) -> Result<M, PayloadError> {
+    let tripped = Cell::new(false);
+    let mut deserializer = postcard::Deserializer::from_bytes(bytes);
+    let decoded = M::deserialize(Limit::new(&mut deserializer, MAX_NESTING, &tripped));
+    let value = match decoded {
+        Ok(value) => value,
+        Err(_) if tripped.get() => return Err(PayloadError::TooDeep { name: M::NAME }),
+        Err(source) => return Err(PayloadError::Decode { name: M::NAME, source }),
+    };
+    match deserializer.finalize() {
+        Ok([]) => Ok(value),
+        Ok(rest) => Err(PayloadError::TrailingBytes {
+            name: M::NAME,
+            count: rest.len(),
+        }),
+        Err(source) => Err(PayloadError::Decode { name: M::NAME, source }),
+    }
+}
+
+/// Decodes a JSON body under the same nesting limit as postcard, counted
+/// the same way (serde_json's own limit, one level shallower, is off here).
+fn decode_json<M: Message>(json: &[u8]) -> Result<M, PayloadError> {
+    let tripped = Cell::new(false);
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    deserializer.disable_recursion_limit();
+    let decoded = M::deserialize(Limit::new(&mut deserializer, MAX_NESTING, &tripped)).and_then(|value| {
+        deserializer.end()?; // only white space may follow
+        Ok(value)
+    });
+    decoded.map_err(|source| match tripped.get() {
+        true => PayloadError::TooDeep { name: M::NAME },
+        false => PayloadError::DecodeJson { name: M::NAME, source },
+    })
 }
 
 thread_local! {

@@ -118,8 +118,10 @@ impl Module for Controller {
             tracing::info!(
                 module = ctx.name(),
                 seq = range.seq,
-                metres = format!("{:.2}", range.metres),
-                speed = applied,
+                metres = %format_args!("{:.2}", range.metres),
+                // `%`: an f32 as written (0.8); a plain field would be
+                // widened to f64 and print 0.800000011920929.
+                speed = %applied,
                 "obstacle distance changed the plan"
             );
             ctx.tell("led", colour).await?;
@@ -140,7 +142,7 @@ impl Module for Motor {
     async fn process(&mut self, SetSpeed(speed): SetSpeed, ctx: &mut Context) -> Result<f32, ModuleError> {
         let speed = speed.clamp(0.0, 0.8); // the motor's own limit
         if speed != self.speed {
-            tracing::info!(module = ctx.name(), from = self.speed, to = speed, "speed set");
+            tracing::info!(module = ctx.name(), from = %self.speed, to = %speed, "speed set");
             self.speed = speed;
         }
         Ok(speed)

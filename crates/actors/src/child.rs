@@ -8,10 +8,14 @@
 //! its messages straight onto the child's link.
 //!
 //! * **Ready** when the child's node has announced the module over the
-//!   handshaken link: never a sleep.
-//! * **Crash** (the process exits or its link breaks): asks in flight end
-//!   with `Stopped` at once; the supervisor restarts the process within the
-//!   module's restart budget.
+//!   handshaken link: never a sleep. Launch, hello and announcement must all
+//!   happen within the module's start deadline, or the start has failed:
+//!   the child is killed and the failed start counts against the budget.
+//! * **Crash** (the process exits, its link breaks, or it falls silent past
+//!   the link's liveness limit): the module's status leaves `Running` first,
+//!   then asks in flight end with `Stopped`; a child that broke its link is
+//!   killed at once; the supervisor restarts the process within the module's
+//!   restart budget.
 //! * **Inside the child** the module's own panics are restarted by the
 //!   child's node under the same policy; if its budget is spent there, the
 //!   child says so (a `down` frame) and the module is failed here too.
@@ -23,8 +27,9 @@ use std::time::Duration;
 
 use actix::Addr;
 use botbus_core::DownReason;
-use botbus_transport_stdio::{ChildCommand, ChildProcess, StdioTransport, CHILD_MODULE_ENV, CHILD_NODE_ENV};
+use botbus_transport_stdio::{describe_exit, ChildCommand, StdioTransport, CHILD_MODULE_ENV, CHILD_NODE_ENV};
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use crate::host::{Exit, StopSignal};
 use crate::link::{establish_link, LinkConfig, LinkHandle};
@@ -40,6 +45,8 @@ pub(crate) struct ChildHosted {
     pub(crate) link: LinkConfig,
     pub(crate) stop: Arc<StopSignal>,
     pub(crate) stop_grace: Duration,
+    /// From launch to the module's announcement, at most.
+    pub(crate) start_timeout: Duration,
     /// Told once: when the first child is ready, or the module is gone.
     pub(crate) ready: Option<oneshot::Sender<Result<(), String>>>,
     pub(crate) done: oneshot::Sender<()>,
@@ -88,8 +95,17 @@ fn final_reason(router: &Router, name: &str) -> Option<DownReason> {
     })
 }
 
+/// Why a start did not bring the module up.
+enum NotStarted {
+    /// The attempt failed; the child must be killed.
+    Failed(String),
+    /// The child reported its module gone for good while starting.
+    Final(DownReason),
+}
+
 async fn run_child(hosted: &mut ChildHosted) -> ChildExit {
     let name = hosted.name.clone();
+    let deadline = Instant::now() + hosted.start_timeout;
     let command = hosted
         .command
         .clone()
@@ -97,127 +113,140 @@ async fn run_child(hosted: &mut ChildHosted) -> ChildExit {
         .env(CHILD_NODE_ENV, format!("{}.{name}", hosted.router.node()));
     let (link, mut process) = match StdioTransport::spawn(&name, &command) {
         Ok(spawned) => spawned,
-        Err(error) => return ChildExit::Instance(Exit::Failed(format!("cannot start child: {error}"))),
+        Err(error) => return ChildExit::Instance(Exit::StartFailed(format!("cannot launch the child: {error}"))),
     };
     let pid = process.pid();
     hosted.router.set_child_pid(&name, Some(pid));
-    let established = tokio::select! {
+    let started = tokio::select! {
         biased;
         () = hosted.stop.wait() => None,
-        established = establish_link(hosted.router.clone(), Box::new(link), &hosted.link, Some(name.clone())) => Some(established),
+        started = start(hosted, Box::new(link), pid, deadline) => Some(started),
     };
-    let link = match established {
+    let link = match started {
         None => {
-            let status = process.stop(Duration::ZERO).await;
-            tracing::info!(module = %name, pid, ?status, "child stopped before it was ready");
+            let status = exit_status(process.kill().await);
+            tracing::info!(module = %name, pid, %status, "child stopped before it was ready");
             return ChildExit::Instance(Exit::StoppedByNode);
         }
-        Some(Err(error)) => {
-            // Often the child died first (a missing module, a crash at start):
-            // say how it ended, too.
-            let status = tokio::time::timeout(Duration::from_millis(200), process.wait()).await;
-            let status = match status {
-                Ok(Ok(status)) => status.to_string(),
-                _ => format!("killed: {:?}", process.kill().await),
+        Some(Err(NotStarted::Final(reason))) => {
+            let _ = process.stop(hosted.stop_grace).await;
+            return ChildExit::Final(reason);
+        }
+        Some(Err(NotStarted::Failed(why))) => {
+            // Whatever it is doing, it is not coming up: no grace. Often it
+            // died first (a missing module, a crash at start): say how.
+            let status = match tokio::time::timeout(Duration::from_millis(100), process.wait()).await {
+                Ok(status) => exit_status(status),
+                Err(_) => exit_status(process.kill().await),
             };
-            let why = format!("child `{name}` (pid {pid}) failed its handshake: {error}; {status}");
-            tracing::error!(module = %name, pid, %why, "child not started");
-            return ChildExit::Instance(Exit::Failed(why));
+            let why = format!("{why}; child {status}");
+            tracing::error!(module = %name, pid, %why, "child did not start");
+            return ChildExit::Instance(Exit::StartFailed(why));
         }
         Some(Ok(link)) => link,
     };
-    hosted.router.set_child_link(&name, Some(link.clone()));
-
-    match ready(hosted, &link, &mut process).await {
-        Ok(()) => {}
-        Err(exit) => return exit,
-    }
     hosted.router.set_status(&name, ModuleStatus::Running);
     if let Some(ready) = hosted.ready.take() {
         let _ = ready.send(Ok(()));
     }
     tracing::info!(module = %name, pid, "child running");
 
-    tokio::select! {
+    let cause = tokio::select! {
         biased;
         () = hosted.stop.wait() => {
             link.close("module stopping");
-            let status = process.stop(hosted.stop_grace).await;
-            tracing::info!(module = %name, pid, status = %describe(&status), "child stopped");
-            ChildExit::Instance(Exit::StoppedByNode)
+            let status = exit_status(process.stop(hosted.stop_grace).await);
+            tracing::info!(module = %name, pid, %status, "child stopped");
+            return ChildExit::Instance(Exit::StoppedByNode);
         }
         status = process.wait() => {
             // Let the link drain to EOF, so every frame the child wrote
             // (its last replies, a `down`) is handled before deciding.
             let _ = tokio::time::timeout(Duration::from_secs(1), link.closed()).await;
             link.close("child exited");
-            let status = describe(&status);
-            match final_reason(&hosted.router, &name) {
-                Some(reason) => ChildExit::Final(reason),
-                None => {
-                    tracing::warn!(module = %name, pid, %status, "child exited");
-                    ChildExit::Instance(Exit::Failed(format!("child process exited ({status})")))
-                }
-            }
+            format!("child `{name}` (pid {pid}) {}", exit_status(status))
         }
         reason = link.closed() => {
-            let status = describe(&process.stop(hosted.stop_grace).await);
-            match final_reason(&hosted.router, &name) {
-                Some(reason) => ChildExit::Final(reason),
-                None => {
-                    let why = format!("link to child `{name}` closed: {reason}; child {status}");
-                    tracing::error!(module = %name, pid, %why, "child lost");
-                    ChildExit::Instance(Exit::Failed(why))
-                }
+            if link.is_broken() {
+                // Bad input or a hang: nothing it says can be trusted, and
+                // waiting out a grace period would only delay the restart.
+                let status = exit_status(process.kill().await);
+                format!("link to child `{name}` (pid {pid}) broken ({reason}); child {status}")
+            } else {
+                // The child closed its end: it is on its way out.
+                let status = exit_status(process.stop(hosted.stop_grace).await);
+                format!("child `{name}` (pid {pid}) {status}")
             }
+        }
+    };
+    match final_reason(&hosted.router, &name) {
+        Some(reason) => ChildExit::Final(reason),
+        None => {
+            // One event and one level however the loss was noticed first
+            // (the exit, or the link closing).
+            tracing::warn!(module = %name, pid, %cause, "child lost");
+            ChildExit::Instance(Exit::Failed(format!("child process lost: {cause}")))
         }
     }
 }
 
-/// Waits until the child's node has announced the module.
-async fn ready(hosted: &mut ChildHosted, link: &Arc<LinkHandle>, process: &mut ChildProcess) -> Result<(), ChildExit> {
-    let name = hosted.name.clone();
+/// Brings a launched child up: its hello, then its announcement of the
+/// module, both by `deadline`. Routes the module over the link as soon as
+/// the hello is through.
+async fn start(
+    hosted: &ChildHosted,
+    link: Box<dyn botbus_core::Link>,
+    pid: u32,
+    deadline: Instant,
+) -> Result<Arc<LinkHandle>, NotStarted> {
+    let name = &hosted.name;
+    let within = hosted.start_timeout;
+    let established = establish_link(hosted.router.clone(), link, &hosted.link, Some(name.clone()));
+    let link = match tokio::time::timeout_at(deadline, established).await {
+        Err(_) => {
+            return Err(NotStarted::Failed(format!(
+                "child `{name}` (pid {pid}) sent no hello within the start deadline ({within:?})"
+            )))
+        }
+        Ok(Err(error)) => {
+            return Err(NotStarted::Failed(format!(
+                "child `{name}` (pid {pid}) failed its handshake: {error}"
+            )))
+        }
+        Ok(Ok(link)) => link,
+    };
+    hosted.router.set_child_link(name, Some(link.clone()));
     let mut changes = hosted.router.watch_topology();
-    let deadline = tokio::time::Instant::now() + hosted.link.handshake_timeout;
     loop {
         changes.borrow_and_update();
-        if link.serves(&name) {
-            return Ok(());
+        if link.serves(name) {
+            return Ok(link);
         }
-        if let Some(reason) = final_reason(&hosted.router, &name) {
-            let _ = process.stop(hosted.stop_grace).await;
-            return Err(ChildExit::Final(reason));
+        if let Some(reason) = final_reason(&hosted.router, name) {
+            return Err(NotStarted::Final(reason));
         }
         tokio::select! {
-            biased;
-            () = hosted.stop.wait() => {
-                link.close("module stopping");
-                let _ = process.stop(hosted.stop_grace).await;
-                return Err(ChildExit::Instance(Exit::StoppedByNode));
-            }
             reason = link.closed() => {
-                let status = describe(&process.stop(hosted.stop_grace).await);
-                return Err(ChildExit::Instance(Exit::Failed(format!(
-                    "link to child `{name}` closed before it announced the module: {reason}; child {status}"
-                ))));
+                return Err(NotStarted::Failed(format!(
+                    "link to child `{name}` (pid {pid}) closed before it announced the module: {reason}"
+                )));
             }
             changed = tokio::time::timeout_at(deadline, changes.changed()) => {
                 if changed.is_err() {
-                    link.close("not ready in time");
-                    let status = describe(&process.stop(hosted.stop_grace).await);
-                    return Err(ChildExit::Instance(Exit::Failed(format!(
-                        "child `{name}` did not announce the module within {:?}; child {status}",
-                        hosted.link.handshake_timeout
-                    ))));
+                    link.close("not started in time");
+                    return Err(NotStarted::Failed(format!(
+                        "child `{name}` (pid {pid}) completed its handshake but did not announce module `{name}` within the start deadline ({within:?})"
+                    )));
                 }
             }
         }
     }
 }
 
-fn describe(status: &std::io::Result<std::process::ExitStatus>) -> String {
+/// "exited with code 0", "killed by signal 9 (SIGKILL)".
+fn exit_status(status: std::io::Result<std::process::ExitStatus>) -> String {
     match status {
-        Ok(status) => status.to_string(),
-        Err(error) => format!("exit status unknown: {error}"),
+        Ok(status) => describe_exit(&status),
+        Err(error) => format!("ended with an unknown status ({error})"),
     }
 }

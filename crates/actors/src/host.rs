@@ -31,8 +31,23 @@ pub(crate) enum Exit {
     Stopped,
     /// The node stopped it (shutdown or `Node::stop_module`).
     StoppedByNode,
+    /// It never came up: its constructor panicked, its `started` hook failed
+    /// or ran past the start deadline, or its child process never announced
+    /// it. Counted against the budget even when it fails slowly.
+    StartFailed(String),
     /// It panicked or a hook other than `process` failed.
     Failed(String),
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Stopped => f.write_str("stopped itself"),
+            Exit::StoppedByNode => f.write_str("stopped by the node"),
+            Exit::StartFailed(why) => write!(f, "failed to start: {why}"),
+            Exit::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
 }
 
 /// Messages the host takes from the mailbox at once. Taking a batch runs the
@@ -86,6 +101,8 @@ pub(crate) struct Hosted {
     pub(crate) control: mpsc::UnboundedReceiver<Down>,
     pub(crate) stop: Arc<StopSignal>,
     pub(crate) ask_timeout: Duration,
+    /// How long `started` may take before the start counts as failed.
+    pub(crate) start_timeout: Duration,
     /// Told once: when the first instance is running, or the module is gone.
     pub(crate) ready: Option<oneshot::Sender<Result<(), String>>>,
     pub(crate) done: oneshot::Sender<()>,
@@ -136,6 +153,9 @@ pub(crate) async fn host<M: Module>(factory: Arc<dyn Fn() -> M + Send + Sync>, m
     let reason = loop {
         hosted.router.set_status(&hosted.name, ModuleStatus::Starting);
         let exit = run_instance(&*factory, &mut hosted, bus.clone()).await;
+        if let Exit::Failed(_) | Exit::StartFailed(_) = exit {
+            hosted.router.set_status(&hosted.name, ModuleStatus::Restarting);
+        }
         hosted.router.clear_instance(&hosted.name);
         match decide(&hosted.supervisor, &hosted.name, exit).await {
             Decision::Restart => continue,
@@ -164,12 +184,19 @@ async fn run_instance<M: Module>(
     ctx.set_ask_timeout(hosted.ask_timeout);
     let mut module = match std::panic::catch_unwind(AssertUnwindSafe(factory)) {
         Ok(module) => module,
-        Err(panic) => return Exit::Failed(format!("constructor {}", panic_message(panic.as_ref()))),
+        Err(panic) => return Exit::StartFailed(format!("constructor {}", panic_message(panic.as_ref()))),
     };
-    match guarded(&hosted.stop, module.started(&mut ctx)).await {
-        Guarded::Done(Ok(())) => {}
-        Guarded::Done(Err(error)) => return Exit::Failed(format!("started failed: {error}")),
-        Guarded::Panicked(why) => return Exit::Failed(why),
+    let started = tokio::time::timeout(hosted.start_timeout, module.started(&mut ctx));
+    match guarded(&hosted.stop, started).await {
+        Guarded::Done(Ok(Ok(()))) => {}
+        Guarded::Done(Ok(Err(error))) => return Exit::StartFailed(format!("`started` failed: {error}")),
+        Guarded::Done(Err(_)) => {
+            return Exit::StartFailed(format!(
+                "`started` did not finish within the start deadline ({:?})",
+                hosted.start_timeout
+            ))
+        }
+        Guarded::Panicked(why) => return Exit::StartFailed(format!("`started` {why}")),
         Guarded::Interrupted => return Exit::StoppedByNode,
     }
     hosted.router.set_status(&name, ModuleStatus::Running);
@@ -197,7 +224,7 @@ async fn run_instance<M: Module>(
                 stop_gracefully(&mut module, &mut ctx, &StopSignal::default()).await;
                 return Exit::StoppedByNode;
             }
-            match process(&mut module, &mut ctx, envelope, &hosted.stop).await {
+            match process(&mut module, &mut ctx, envelope, hosted).await {
                 Guarded::Done(()) => continue,
                 Guarded::Panicked(why) => return Exit::Failed(why),
                 Guarded::Interrupted => {
@@ -258,7 +285,8 @@ async fn stop_gracefully<M: Module>(module: &mut M, ctx: &mut Context, stop: &St
     }
 }
 
-async fn process<M: Module>(module: &mut M, ctx: &mut Context, envelope: Envelope, stop: &StopSignal) -> Guarded<()> {
+async fn process<M: Module>(module: &mut M, ctx: &mut Context, envelope: Envelope, hosted: &Hosted) -> Guarded<()> {
+    let stop = &*hosted.stop;
     let payload = ctx.begin(envelope);
     let message = match M::Message::from_payload(payload) {
         Ok(message) => message,
@@ -290,8 +318,13 @@ async fn process<M: Module>(module: &mut M, ctx: &mut Context, envelope: Envelop
             }
             Guarded::Done(())
         }
-        // The caller is dropped here: its ask ends with `Stopped`.
-        Guarded::Panicked(why) => Guarded::Panicked(why),
+        // The caller is dropped here, and its ask ends with `Stopped`: the
+        // status says so first.
+        Guarded::Panicked(why) => {
+            hosted.router.set_status(&hosted.name, ModuleStatus::Restarting);
+            drop(caller);
+            Guarded::Panicked(why)
+        }
         Guarded::Interrupted => Guarded::Interrupted,
     }
 }

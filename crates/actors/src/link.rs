@@ -12,14 +12,16 @@
 //! answering.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use botbus_core::handshake::{check_hello, HelloCodec};
+use botbus_core::liveness::{LivenessAction, LivenessState};
 use botbus_core::{
     AskEnvelope, AskError, CallerSink, CancelHook, CodecKind, Envelope, EnvelopeKind, Frame, FrameError,
-    HandshakeError, Hello, Link, LinkWriter, Payload, SendError, TopicPattern, TryDeliverError, WireCodec, WirePayload,
+    HandshakeError, Hello, Link, LinkWriter, Liveness, Payload, SendError, TopicPattern, TryDeliverError, WireCodec,
+    WirePayload,
 };
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
@@ -59,6 +61,9 @@ pub struct LinkConfig {
     /// The codecs this node offers in its hello. The first one in
     /// [`CodecKind::PREFERENCE`] that both sides offer is used.
     pub codecs: Vec<CodecKind>,
+    /// When a quiet peer is pinged, and when a silent one is declared down
+    /// and its link closed (see [`Liveness`]).
+    pub liveness: Liveness,
 }
 
 impl Default for LinkConfig {
@@ -68,6 +73,7 @@ impl Default for LinkConfig {
             handshake_timeout: Duration::from_secs(5),
             queue_frames: 4096,
             codecs: CodecKind::PREFERENCE.to_vec(),
+            liveness: Liveness::default(),
         }
     }
 }
@@ -170,6 +176,11 @@ pub(crate) struct LinkHandle {
     inflow: Inflow,
     /// Why the link closed, once it has.
     close_reason: Mutex<Option<String>>,
+    /// This node began closing the link (a goodbye was queued).
+    closing: AtomicBool,
+    /// The peer broke the link: bad input, or silence past the liveness
+    /// limit. Nothing it sends can be trusted any more.
+    broken: AtomicBool,
 }
 
 impl LinkHandle {
@@ -433,8 +444,20 @@ impl LinkHandle {
         }
     }
 
+    /// Whether this node began closing the link.
+    pub(crate) fn closed_by_us(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Whether the peer broke the link (bad input, or silence past the
+    /// liveness limit) rather than closing it or going away.
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+
     /// Says goodbye and closes the link once the queue is written.
     pub(crate) fn close(&self, reason: &str) {
+        self.closing.store(true, Ordering::Release);
         self.send_control(&Frame::Bye {
             reason: reason.to_owned(),
         });
@@ -611,12 +634,14 @@ pub(crate) async fn establish_link(
             room: tokio::sync::Notify::new(),
         },
         close_reason: Mutex::default(),
+        closing: AtomicBool::new(false),
+        broken: AtomicBool::new(false),
     });
     router.add_link(handle.clone()).map_err(LinkError::Duplicate)?;
     tracing::info!(node = router.node(), peer = %handle.peer, via = %handle.describe, codec = %handle.codec(), "link up");
 
     tokio::spawn(write_loop(write, queued, handle.clone()));
-    tokio::spawn(read_loop(router, handle.clone(), reader));
+    tokio::spawn(read_loop(router, handle.clone(), reader, config.liveness));
     Ok(handle)
 }
 
@@ -697,19 +722,52 @@ async fn read_loop(
     router: Arc<Router>,
     link: Arc<LinkHandle>,
     mut reader: FramedRead<botbus_core::LinkReader, WireCodec>,
+    liveness: Liveness,
 ) {
+    let mut alive = LivenessState::new(liveness, std::time::Instant::now());
+    // Frames are counted, not timed: the timer looks at the count when it
+    // fires, so a busy link pays one increment per frame for its liveness.
+    let (mut frames, mut frames_checked) = (0u64, 0u64);
+    let check = tokio::time::sleep(liveness.ping_after);
+    tokio::pin!(check);
     let reason = loop {
         // The reader first: while frames are buffered, the close signal
-        // (a lock inside the token) is not polled at all.
+        // (a lock inside the token) and the timer are not polled at all.
         let next = tokio::select! {
             biased;
             next = reader.next() => next,
             () = link.closed.cancelled() => break "closed by this node".to_owned(),
+            () = &mut check => {
+                let now = std::time::Instant::now();
+                if frames != frames_checked {
+                    frames_checked = frames;
+                    alive.heard(now);
+                }
+                let next = match alive.poll(now) {
+                    LivenessAction::Wait(next) => next,
+                    LivenessAction::Ping { nonce, next } => {
+                        link.send_control(&Frame::Ping { nonce });
+                        next
+                    }
+                    LivenessAction::Down { silent_for } => {
+                        tracing::error!(node = router.node(), peer = %link.peer, via = %link.describe, ?silent_for, "peer silent: closing the link");
+                        link.broken.store(true, Ordering::Release);
+                        break format!(
+                            "peer silent for {silent_for:.1?}: no whole frame arrived, not even a pong (liveness: ping after {:?}, down after {:?})",
+                            liveness.ping_after, liveness.down_after
+                        );
+                    }
+                };
+                check.as_mut().reset(tokio::time::Instant::from_std(next));
+                continue;
+            }
         };
+        frames += 1;
         match next {
             None => break "peer closed the link".to_owned(),
             Some(Err(error)) => {
                 tracing::error!(node = router.node(), peer = %link.peer, via = %link.describe, %error, "bad input: closing the link");
+                link.broken.store(true, Ordering::Release);
                 break format!("bad input from peer: {error}");
             }
             Some(Ok(Frame::Bye { reason })) => break format!("peer said goodbye: {reason}"),

@@ -37,7 +37,8 @@ use std::time::Duration;
 use actix::{Actor, Addr};
 use actix_rt::{Arbiter, ArbiterHandle, System};
 use botbus_core::{
-    validate_name, Client, Endpoint, Module, NameError, RestartBudget, RestartPolicy, Transport, DEFAULT_ASK_TIMEOUT,
+    validate_name, Client, Endpoint, Liveness, Module, NameError, RestartBudget, RestartPolicy, Transport,
+    DEFAULT_ASK_TIMEOUT,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -53,6 +54,9 @@ use crate::supervisor::{Supervise, Supervisor};
 
 /// A wait with no practical end (a child waits for its parent this long).
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// How long one start of a module may take unless its options say otherwise.
+const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long shutdown waits for one module's `stopping` hook.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -125,6 +129,8 @@ pub struct ModuleOptions {
     thread: Thread,
     process: Process,
     stop_grace: Duration,
+    start_timeout: Duration,
+    liveness: Option<Liveness>,
 }
 
 impl Default for ModuleOptions {
@@ -136,6 +142,8 @@ impl Default for ModuleOptions {
             thread: Thread::Pool,
             process: Process::This,
             stop_grace: Duration::from_secs(2),
+            start_timeout: DEFAULT_START_TIMEOUT,
+            liveness: None,
         }
     }
 }
@@ -192,6 +200,30 @@ impl ModuleOptions {
     /// after SIGTERM, before it is killed (default 2 s).
     pub fn stop_grace(mut self, grace: Duration) -> Self {
         self.stop_grace = grace;
+        self
+    }
+
+    /// How long one start of the module may take before it counts as a
+    /// failed start (default 5 s): its `started` hook in this process; for a
+    /// child, from launching the process until its node has announced the
+    /// module (the hello, then the module's own `started`). A failed start
+    /// is restarted under the module's policy, and failed starts in a row
+    /// spend its budget however slowly each one fails, so a module that can
+    /// never come up ends [`ModuleStatus::Failed`] and
+    /// [`NodeBuilder::start`] returns an error.
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
+        self
+    }
+
+    /// The liveness of the link to this module's child process, instead of
+    /// the node's [`LinkConfig::liveness`]: when a quiet child is pinged, and
+    /// after how much silence it counts as hung — it is then killed and
+    /// restarted, as after a crash. A module that blocks its thread for
+    /// longer than that in a child process is hung as far as its parent can
+    /// tell.
+    pub fn liveness(mut self, liveness: Liveness) -> Self {
+        self.liveness = Some(liveness);
         self
     }
 
@@ -443,8 +475,39 @@ impl NodeBuilder {
     }
 }
 
+/// The modules of a node, in start order (they stop in reverse), with their
+/// names in a set: registering a module checks for a duplicate in constant
+/// time, so starting many modules is linear.
+#[derive(Default)]
+struct RunningModules {
+    order: Vec<RunningModule>,
+    names: std::collections::HashSet<Arc<str>>,
+}
+
+impl RunningModules {
+    fn add(&mut self, module: RunningModule) -> Result<(), NodeError> {
+        if !self.names.insert(module.name.clone()) {
+            return Err(NodeError::DuplicateModule(module.name.to_string()));
+        }
+        self.order.push(module);
+        Ok(())
+    }
+
+    fn remove(&mut self, name: &str) -> Option<RunningModule> {
+        self.names.remove(name).then(|| {
+            let index = self.order.iter().position(|m| &*m.name == name).expect("listed");
+            self.order.remove(index)
+        })
+    }
+
+    fn take_all(&mut self) -> Vec<RunningModule> {
+        self.names.clear();
+        std::mem::take(&mut self.order)
+    }
+}
+
 struct RunningModule {
-    name: String,
+    name: Arc<str>,
     stop: Arc<StopSignal>,
     done: Option<oneshot::Receiver<()>>,
 }
@@ -459,7 +522,7 @@ struct Shared {
     next_pool: AtomicUsize,
     arbiters: Mutex<Vec<Arbiter>>,
     named: Mutex<HashMap<String, ArbiterHandle>>,
-    modules: Mutex<Vec<RunningModule>>,
+    modules: Mutex<RunningModules>,
     transports: HashMap<&'static str, Arc<dyn Transport>>,
     link: LinkConfig,
     ask_timeout: Duration,
@@ -584,6 +647,7 @@ impl Node {
             control,
             stop,
             ask_timeout: shared.ask_timeout,
+            start_timeout: spec.options.start_timeout,
             ready: Some(ready_tx),
             done: done_tx,
         };
@@ -609,9 +673,13 @@ impl Node {
             command,
             router: shared.router.clone(),
             supervisor: shared.supervisor.clone(),
-            link: shared.link.clone(),
+            link: LinkConfig {
+                liveness: spec.options.liveness.unwrap_or(shared.link.liveness),
+                ..shared.link.clone()
+            },
             stop,
             stop_grace: spec.options.stop_grace,
+            start_timeout: spec.options.start_timeout,
             ready: Some(ready_tx),
             done: done_tx,
         };
@@ -630,17 +698,11 @@ impl Node {
         stop: Arc<StopSignal>,
         done: oneshot::Receiver<()>,
     ) -> Result<(), NodeError> {
-        {
-            let mut modules = self.shared.modules.lock().expect("node lock");
-            if modules.iter().any(|m| *m.name == **name) {
-                return Err(NodeError::DuplicateModule(name.to_string()));
-            }
-            modules.push(RunningModule {
-                name: name.to_string(),
-                stop,
-                done: Some(done),
-            });
-        }
+        self.shared.modules.lock().expect("node lock").add(RunningModule {
+            name: name.clone(),
+            stop,
+            done: Some(done),
+        })?;
         self.shared.supervisor.do_send(Supervise {
             name: name.clone(),
             policy: options.restart,
@@ -709,13 +771,9 @@ impl Node {
     /// Stops module `name` normally (its `stopping` hook runs; it is not
     /// restarted, and its monitors are told). Returns once it is gone.
     pub async fn stop_module(&self, name: &str) -> Result<(), NodeError> {
-        let (stop, done) = {
-            let mut modules = self.shared.modules.lock().expect("node lock");
-            let Some(index) = modules.iter().position(|m| m.name == name) else {
-                return Err(NodeError::NoSuchModule(name.to_owned()));
-            };
-            let module = modules.remove(index);
-            (module.stop, module.done)
+        let removed = self.shared.modules.lock().expect("node lock").remove(name);
+        let Some(RunningModule { stop, done, .. }) = removed else {
+            return Err(NodeError::NoSuchModule(name.to_owned()));
         };
         stop.stop();
         if let Some(done) = done {
@@ -749,10 +807,16 @@ impl Node {
     /// transport was added). Returns the endpoint peers should use — with the
     /// real port or path.
     pub async fn listen(&self, endpoint: &str) -> Result<Endpoint, LinkError> {
+        self.listen_with(endpoint, self.shared.link.clone()).await
+    }
+
+    /// [`Node::listen`], with links accepted there behaving as `config`
+    /// says instead of the node's [`LinkConfig`] (a longer silence for
+    /// peers on a slow network, say).
+    pub async fn listen_with(&self, endpoint: &str, config: LinkConfig) -> Result<Endpoint, LinkError> {
         let endpoint: Endpoint = endpoint.parse()?;
         let transport = self.transport(&endpoint)?;
         let router = self.shared.router.clone();
-        let config = self.shared.link.clone();
         let stopped = self.shared.stopped.clone();
         self.on_system(async move {
             let mut listener = transport.listen(&endpoint).await?;
@@ -789,10 +853,15 @@ impl Node {
     /// node name once the handshake is done (the peer's announcement of its
     /// modules follows right after: see [`Node::wait_for_module`]).
     pub async fn connect(&self, endpoint: &str) -> Result<String, LinkError> {
+        self.connect_with(endpoint, self.shared.link.clone()).await
+    }
+
+    /// [`Node::connect`], with this link behaving as `config` says instead
+    /// of the node's [`LinkConfig`].
+    pub async fn connect_with(&self, endpoint: &str, config: LinkConfig) -> Result<String, LinkError> {
         let endpoint: Endpoint = endpoint.parse()?;
         let transport = self.transport(&endpoint)?;
         let router = self.shared.router.clone();
-        let config = self.shared.link.clone();
         self.on_system(async move {
             let link = transport.connect(&endpoint).await?;
             establish(router, link, &config).await
@@ -855,7 +924,7 @@ impl Node {
             return;
         }
         tracing::info!(node = %shared.name, "shutting down");
-        let modules: Vec<RunningModule> = std::mem::take(&mut *shared.modules.lock().expect("node lock"));
+        let modules = shared.modules.lock().expect("node lock").take_all();
         for mut module in modules.into_iter().rev() {
             module.stop.stop();
             if let Some(done) = module.done.take() {

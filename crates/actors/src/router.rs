@@ -27,6 +27,11 @@ pub enum ModuleStatus {
     Starting,
     /// It takes messages.
     Running,
+    /// Its instance just ended — a panic, a failing hook, a lost child
+    /// process — and asks it was handling are failing: the supervisor
+    /// restarts it (`Starting` next) or, if its policy or budget says so,
+    /// marks it `Failed`. Messages sent meanwhile wait in its mailbox.
+    Restarting,
     /// It stopped normally.
     Stopped,
     /// It failed and will not be restarted.
@@ -228,6 +233,13 @@ impl Router {
             .expect("router lock")
             .retain(|l| !Arc::ptr_eq(l, link));
         let peer = link.peer().to_owned();
+        if let Some(child) = link.child_of() {
+            // The child's process is lost (unless this node is stopping it):
+            // its status says so before any ask it was handling fails.
+            if !link.closed_by_us() && self.status(child) == Some(ModuleStatus::Running) {
+                self.set_status(child, ModuleStatus::Restarting);
+            }
+        }
         link.fail_all(reason);
         if let Some(child) = link.child_of() {
             // A child's link: its host decides whether the module comes back,

@@ -81,22 +81,41 @@ impl Handler<Exited> for Supervisor {
         };
         let (wants_restart, reason) = match &msg.exit {
             Exit::Failed(why) => (module.policy != RestartPolicy::Never, DownReason::Failed(why.clone())),
+            Exit::StartFailed(why) => (
+                module.policy != RestartPolicy::Never,
+                DownReason::Failed(format!("failed to start: {why}")),
+            ),
             Exit::Stopped => (module.policy == RestartPolicy::Always, DownReason::Stopped),
             Exit::StoppedByNode => (false, DownReason::Stopped),
         };
+        let now = Instant::now();
+        let allowed = wants_restart
+            && match msg.exit {
+                Exit::StartFailed(_) => module.tracker.try_restart_failed_start(now),
+                _ => module.tracker.try_restart(now),
+            };
+        let exit = &msg.exit;
         let decision = if !wants_restart {
             if let DownReason::Failed(why) = &reason {
                 tracing::error!(module = %msg.name, %why, "module failed; its policy does not restart it");
             }
             Decision::Finish(reason)
-        } else if module.tracker.try_restart(Instant::now()) {
-            tracing::warn!(module = %msg.name, exit = ?msg.exit, restart = module.tracker.recent(), "restarting module");
+        } else if allowed {
+            tracing::warn!(module = %msg.name, %exit, restart = module.tracker.recent(), "restarting module");
             Decision::Restart
         } else {
-            let why = format!(
-                "restart budget spent ({} restarts within {:?}); last exit: {:?}",
-                module.budget.max_restarts, module.budget.within, msg.exit
-            );
+            let spent = match msg.exit {
+                Exit::StartFailed(_) => format!(
+                    "{} failed starts in a row (budget: {} restarts)",
+                    module.tracker.failed_starts(),
+                    module.budget.max_restarts
+                ),
+                _ => format!(
+                    "{} restarts within {:?}",
+                    module.budget.max_restarts, module.budget.within
+                ),
+            };
+            let why = format!("restart budget spent ({spent}); last exit: {exit}");
             tracing::error!(module = %msg.name, %why, "module failed");
             Decision::Finish(DownReason::Failed(why))
         };

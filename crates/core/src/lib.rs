@@ -18,6 +18,7 @@ pub mod endpoint;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod liveness;
 pub mod message;
 pub mod module;
 pub mod supervision;
@@ -32,6 +33,7 @@ pub use endpoint::{Endpoint, EndpointError, PipeAddr, MEM_SCHEME, PIPE_SCHEME, S
 pub use error::{AskError, ModuleError, PayloadError, SendError};
 pub use frame::{CodecKind, Frame, Hello, WirePayload, MAGIC, PROTOCOL_VERSION};
 pub use handshake::HandshakeError;
+pub use liveness::Liveness;
 pub use message::{FromPayload, Message, Payload};
 pub use module::{Down, DownReason, Module};
 pub use supervision::{RestartBudget, RestartPolicy, RestartTracker};

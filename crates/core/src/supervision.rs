@@ -59,10 +59,21 @@ impl Default for RestartBudget {
 }
 
 /// Counts restarts against a [`RestartBudget`].
+///
+/// Two counts, either of which spends the budget:
+///
+/// * restarts inside the sliding window, as Erlang/OTP counts them;
+/// * *failed starts in a row* — instances that never came up (a `started`
+///   hook that failed or ran past its deadline, a child process that never
+///   announced its module). These do not age out of the window: a start that
+///   fails slowly (a five-second timeout, say) would otherwise never fill a
+///   three-in-five-seconds window, and a module that can never come up would
+///   be relaunched forever. The count resets once an instance runs.
 #[derive(Debug, Clone)]
 pub struct RestartTracker {
     budget: RestartBudget,
     restarts: VecDeque<Instant>,
+    failed_starts: u32,
 }
 
 impl RestartTracker {
@@ -71,12 +82,47 @@ impl RestartTracker {
         Self {
             budget,
             restarts: VecDeque::new(),
+            failed_starts: 0,
         }
     }
 
-    /// Records a restart at `now` if the budget allows one; `false` means the
-    /// budget is spent and the module should be marked failed.
+    /// An instance that had come up ended at `now`: records a restart if the
+    /// budget allows one; `false` means the budget is spent and the module
+    /// should be marked failed.
     pub fn try_restart(&mut self, now: Instant) -> bool {
+        self.failed_starts = 0;
+        self.try_restart_in_window(now)
+    }
+
+    /// An instance that never came up ended at `now`: records a restart if
+    /// neither the window nor the failed starts in a row spend the budget.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use botbus_core::supervision::{RestartBudget, RestartTracker};
+    ///
+    /// let mut tracker = RestartTracker::new(RestartBudget::new(2, Duration::from_secs(1)));
+    /// let t0 = Instant::now();
+    /// // Each start fails slowly, long after the window of the one before...
+    /// assert!(tracker.try_restart_failed_start(t0));
+    /// assert!(tracker.try_restart_failed_start(t0 + Duration::from_secs(10)));
+    /// // ...and still the third failed start in a row spends the budget.
+    /// assert!(!tracker.try_restart_failed_start(t0 + Duration::from_secs(20)));
+    /// ```
+    pub fn try_restart_failed_start(&mut self, now: Instant) -> bool {
+        self.failed_starts = self.failed_starts.saturating_add(1);
+        if self.failed_starts > self.budget.max_restarts {
+            return false;
+        }
+        self.try_restart_in_window(now)
+    }
+
+    /// Failed starts in a row (reset when an instance comes up).
+    pub fn failed_starts(&self) -> u32 {
+        self.failed_starts
+    }
+
+    fn try_restart_in_window(&mut self, now: Instant) -> bool {
         while let Some(&oldest) = self.restarts.front() {
             if now.saturating_duration_since(oldest) >= self.budget.within {
                 self.restarts.pop_front();

@@ -197,6 +197,61 @@ impl ChildProcess {
     fn terminate(&self) {}
 }
 
+/// A process's exit status as people read it: `exited with code 0`,
+/// `killed by signal 9 (SIGKILL)`.
+///
+/// ```
+/// # #[cfg(unix)] {
+/// use std::os::unix::process::ExitStatusExt;
+/// use std::process::ExitStatus;
+/// use botbus_transport_stdio::describe_exit;
+///
+/// assert_eq!(describe_exit(&ExitStatus::from_raw(0)), "exited with code 0");
+/// assert_eq!(describe_exit(&ExitStatus::from_raw(70 << 8)), "exited with code 70");
+/// assert_eq!(describe_exit(&ExitStatus::from_raw(9)), "killed by signal 9 (SIGKILL)");
+/// assert_eq!(describe_exit(&ExitStatus::from_raw(15)), "killed by signal 15 (SIGTERM)");
+/// # }
+/// ```
+pub fn describe_exit(status: &ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exited with code {code}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            let core = if status.core_dumped() { ", core dumped" } else { "" };
+            return match signal_name(signal) {
+                Some(name) => format!("killed by signal {signal} ({name}){core}"),
+                None => format!("killed by signal {signal}{core}"),
+            };
+        }
+    }
+    status.to_string()
+}
+
+#[cfg(unix)]
+fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        10 => "SIGUSR1",
+        11 => "SIGSEGV",
+        12 => "SIGUSR2",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        _ => return None,
+    })
+}
+
 /// One end of a parent–child link: the child's stdin and stdout as seen
 /// from the parent, or the process's own as seen from the child.
 pub struct StdioLink {

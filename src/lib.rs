@@ -36,8 +36,8 @@ pub use botbus_actors::{
     LinkConfig, LinkError, MemTransport, ModuleOptions, ModuleStatus, Node, NodeBuilder, NodeError, MEM_SCHEME,
 };
 pub use botbus_core::{
-    Ask, AskError, Call, CallEvent, CallerRequest, Client, Context, Down, DownReason, Endpoint, FromPayload, Message,
-    Module, ModuleError, Payload, RestartBudget, RestartPolicy, SendError, TopicPattern, DEFAULT_ASK_TIMEOUT,
+    Ask, AskError, Call, CallEvent, CallerRequest, Client, Context, Down, DownReason, Endpoint, FromPayload, Liveness,
+    Message, Module, ModuleError, Payload, RestartBudget, RestartPolicy, SendError, TopicPattern, DEFAULT_ASK_TIMEOUT,
 };
 pub use botbus_transport_stdio::ChildCommand;
 

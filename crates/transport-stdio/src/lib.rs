@@ -12,7 +12,10 @@
 //!   with piped stdin, stdout and stderr, and returns the link and a
 //!   [`ChildProcess`] to stop or wait for. The child's stderr is read line
 //!   by line into `tracing` events tagged with the module's name, at the
-//!   level the line carries (`ERROR`, `WARN`, `INFO`, `DEBUG`, `TRACE`).
+//!   level the line carries (`ERROR`, `WARN`, `INFO`, `DEBUG`, `TRACE`), on
+//!   a thread of its own and within bounds: lines are cut at
+//!   [`MAX_LOG_LINE`] bytes, and past [`LOG_LINES_PER_SEC`] lines a second
+//!   they are dropped and counted rather than slow anything down.
 //! * **Child side:** [`StdioLink::own_stdio`] links over the process's own
 //!   stdin/stdout, and first makes the protocol stream private: it keeps
 //!   duplicates of the two descriptors for itself, points fd 1 at stderr and
@@ -41,8 +44,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use botbus_core::{Endpoint, Link, LinkReader, LinkWriter, Listener, Transport, TransportError};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
+
+mod stderr;
+pub use stderr::{LOG_BURST, LOG_LINES_PER_SEC, MAX_LOG_LINE};
 
 /// The endpoint scheme this transport serves.
 pub const STDIO_SCHEME: &str = botbus_core::STDIO_SCHEME;
@@ -389,7 +394,6 @@ impl StdioTransport {
             .env(PARENT_PID_ENV, std::process::id().to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .kill_on_drop(true);
         if let Some(dir) = &command.current_dir {
             cmd.current_dir(dir);
@@ -400,10 +404,21 @@ impl StdioTransport {
             endpoint: format!("child `{module}` ({command})"),
             source,
         };
+        #[cfg(unix)]
+        let stderr = {
+            // A pipe of our own, read with blocking reads on a thread of its
+            // own: the child's logging never runs on the frame path.
+            let (read, write) =
+                rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| io_error(e.into()))?;
+            cmd.stderr(Stdio::from(write));
+            read
+        };
+        #[cfg(not(unix))]
+        cmd.stderr(Stdio::inherit());
         let mut child = cmd.spawn().map_err(io_error)?;
+        drop(cmd); // closes our copy of the stderr pipe's write end
         let pid = child.id().unwrap_or_default();
-        let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(io_error(io::Error::other("child stdio was not piped")));
         };
         #[cfg(target_os = "linux")]
@@ -411,7 +426,14 @@ impl StdioTransport {
             let _ = rustix::pipe::fcntl_setpipe_size(&stdin, PIPE_SIZE);
             let _ = rustix::pipe::fcntl_setpipe_size(&stdout, PIPE_SIZE);
         }
-        tokio::spawn(forward_stderr(stderr, module.to_owned(), pid));
+        #[cfg(unix)]
+        {
+            let module = module.to_owned();
+            std::thread::Builder::new()
+                .name(format!("botbus-log-{pid}"))
+                .spawn(move || stderr::forward(std::fs::File::from(stderr), &module, pid))
+                .map_err(io_error)?;
+        }
         tracing::debug!(%module, pid, %command, "child spawned");
         let link = StdioLink {
             halves: Halves::Async(Box::pin(stdout), Box::pin(stdin)),
@@ -513,32 +535,6 @@ fn level_word(word: &str) -> Option<tracing::Level> {
         "DEBUG" => Some(tracing::Level::DEBUG),
         "TRACE" => Some(tracing::Level::TRACE),
         _ => None,
-    }
-}
-
-/// Reads a child's stderr line by line into tracing events tagged with its
-/// module; a line without a level is logged at INFO.
-async fn forward_stderr(stderr: impl AsyncRead + Unpin, module: String, pid: u32) {
-    let mut lines = BufReader::new(stderr).lines();
-    loop {
-        match lines.next_line().await {
-            Ok(Some(line)) => {
-                let (level, line) = split_level(line.trim_end());
-                match level.unwrap_or(tracing::Level::INFO) {
-                    tracing::Level::ERROR => tracing::error!(target: "botbus::child", %module, pid, "{line}"),
-                    tracing::Level::WARN => tracing::warn!(target: "botbus::child", %module, pid, "{line}"),
-                    tracing::Level::INFO => tracing::info!(target: "botbus::child", %module, pid, "{line}"),
-                    tracing::Level::DEBUG => tracing::debug!(target: "botbus::child", %module, pid, "{line}"),
-                    tracing::Level::TRACE => tracing::trace!(target: "botbus::child", %module, pid, "{line}"),
-                }
-            }
-            Ok(None) => break,
-            // Not UTF-8, say: keep reading the rest.
-            Err(error) if error.kind() == io::ErrorKind::InvalidData => {
-                tracing::warn!(target: "botbus::child", %module, pid, "a stderr line that is not UTF-8")
-            }
-            Err(_) => break,
-        }
     }
 }
 

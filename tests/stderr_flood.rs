@@ -1,0 +1,163 @@
+//! A child that floods its stderr cannot hurt the node: a neighbour child's
+//! asks stay fast and the parent's memory stays flat, with and without
+//! newlines in the flood. Alone in its test binary, so the memory figures
+//! are this test's own.
+
+mod support;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use botbus::{ChildCommand, ModuleOptions, Node};
+use support::{child_services_binary, Req};
+
+const FLOOD_BYTES: u64 = 100_000_000;
+
+/// Counts the log lines that say lines were cut or dropped; keeps nothing.
+struct Counting;
+
+static LINES: AtomicUsize = AtomicUsize::new(0);
+static CUT: AtomicUsize = AtomicUsize::new(0);
+static DROPPED: AtomicUsize = AtomicUsize::new(0);
+
+impl Write for Counting {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(bytes);
+        LINES.fetch_add(text.matches('\n').count(), Ordering::Relaxed);
+        CUT.fetch_add(text.matches("[line cut at 4096 bytes").count(), Ordering::Relaxed);
+        DROPPED.fetch_add(text.matches("dropped stderr lines").count(), Ordering::Relaxed);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .expect("VmRSS");
+    kib / 1024.0
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * q) as usize]
+}
+
+/// A child that writes `FLOOD_BYTES` to its stderr, and only then announces
+/// its module: its start ends when its flood has been read.
+fn flooding_child(newlines: bool) -> ChildCommand {
+    let flood = if newlines {
+        format!("yes 'a log line that goes on for a while, as log lines do' | head -c {FLOOD_BYTES} >&2")
+    } else {
+        format!("head -c {FLOOD_BYTES} /dev/zero | tr '\\0' x >&2")
+    };
+    let script = format!(
+        r#"printf '%s\n' '{{"magic":"BBUS","version":1,"node":"flood","codecs":["json"]}}'
+{flood}
+printf '%s\n' '{{"announce":{{"modules":["flood"],"subscriptions":[]}}}}'
+exec cat > /dev/null"#
+    );
+    ChildCommand::new("sh").arg("-c").arg(script)
+}
+
+#[tokio::test]
+async fn a_stderr_flood_leaves_the_neighbours_asks_fast_and_memory_flat() {
+    // A real subscriber at INFO, formatting every line the node logs.
+    tracing_subscriber::fmt()
+        .with_env_filter("info")
+        .with_writer(|| Counting)
+        .with_ansi(false)
+        .init();
+    let node = Node::builder("host")
+        .child_module("echo", ChildCommand::new(child_services_binary()), ModuleOptions::new())
+        .start()
+        .unwrap();
+    let client = node.client("test");
+    let mut quiet = Vec::new();
+    for _ in 0..300 {
+        let began = Instant::now();
+        let _: u32 = client.ask("echo", Req::Add(1, 1)).await.unwrap();
+        quiet.push(began.elapsed());
+    }
+    quiet.sort();
+    let before = rss_mib();
+
+    for newlines in [true, false] {
+        let (lines, cut, dropped) = (
+            LINES.load(Ordering::Relaxed),
+            CUT.load(Ordering::Relaxed),
+            DROPPED.load(Ordering::Relaxed),
+        );
+        let flooder = node.clone();
+        let flood = tokio::spawn(async move {
+            let options = ModuleOptions::new().start_timeout(Duration::from_secs(60));
+            flooder.spawn_child("flood", flooding_child(newlines), options).await
+        });
+        let mut during = Vec::new();
+        let mut peak = before;
+        let began = Instant::now();
+        while !flood.is_finished() {
+            let asked = Instant::now();
+            let _: u32 = client.ask("echo", Req::Add(1, 1)).await.unwrap();
+            during.push(asked.elapsed());
+            peak = peak.max(rss_mib());
+            assert!(began.elapsed() < Duration::from_secs(60), "the flood never ended");
+        }
+        let flooding = began.elapsed();
+        flood
+            .await
+            .unwrap()
+            .expect("the flooding child announced itself after its flood");
+        node.stop_module("flood").await.unwrap();
+        let after = rss_mib();
+        during.sort();
+        let logged = LINES.load(Ordering::Relaxed) - lines;
+        eprintln!(
+            "flood of {} MB {}: {} asks during {flooding:.2?}: p50 {:?} p99 {:?} max {:?} (quiet: p50 {:?} p99 {:?}); \
+             RSS {before:.1} MiB before, {peak:.1} MiB peak, {after:.1} MiB after; {logged} lines logged",
+            FLOOD_BYTES / 1_000_000,
+            if newlines { "in lines" } else { "without a newline" },
+            during.len(),
+            percentile(&during, 0.5),
+            percentile(&during, 0.99),
+            during.last().unwrap(),
+            percentile(&quiet, 0.5),
+            percentile(&quiet, 0.99),
+        );
+        // Bounds for a loaded 2-core machine; the figures above are the
+        // measurement (the quiet p50 is a fraction of a millisecond).
+        assert!(!during.is_empty());
+        assert!(
+            percentile(&during, 0.5) < Duration::from_millis(20),
+            "asks slowed by the flood"
+        );
+        assert!(
+            peak - before < 64.0,
+            "the flood grew the parent by {:.1} MiB",
+            peak - before
+        );
+        assert!(
+            after - before < 32.0,
+            "the parent kept {:.1} MiB after the flood",
+            after - before
+        );
+        if newlines {
+            assert!(DROPPED.load(Ordering::Relaxed) > dropped, "no drop was reported");
+            assert!(logged < 100_000, "{logged} lines logged: nothing was dropped");
+        } else {
+            assert_eq!(
+                CUT.load(Ordering::Relaxed) - cut,
+                1,
+                "the one long line was not cut and marked"
+            );
+        }
+    }
+    node.shutdown().await;
+}

@@ -53,9 +53,12 @@ const READ_CHUNK: usize = 8 * 1024;
 /// bytes were split across reads: a line is refused as soon as no ending
 /// could keep it within `max`.
 pub(crate) fn next_line(src: &[u8], scanned: &mut usize, max: usize) -> Result<Option<usize>, usize> {
-    match src[*scanned..].iter().position(|&b| b == b'\n') {
+    // A buffer shorter than what was scanned is not the one scanned (a
+    // decoder reused on another buffer): search it whole rather than panic.
+    let from = if *scanned > src.len() { 0 } else { *scanned };
+    match memchr::memchr(b'\n', &src[from..]) {
         Some(offset) => {
-            let end = *scanned + offset;
+            let end = from + offset;
             *scanned = 0;
             let content = src[..end].strip_suffix(b"\r").map_or(end, <[u8]>::len);
             if content > max {

@@ -282,3 +282,14 @@ fn a_deeply_nested_payload_is_an_error_not_a_stack_overflow() {
         assert!(error.to_string().contains("nested deeper than 128 levels"), "{error}");
     }
 }
+
+#[test]
+fn a_line_decoder_handed_a_shorter_buffer_does_not_panic() {
+    // Found by fuzzing: the codec remembers how far it searched; a buffer
+    // shorter than that (a codec reused elsewhere) panicked on the slice.
+    let mut codec = JsonLinesCodec::new();
+    let mut long = BytesMut::from(&[b' '; 100][..]);
+    assert!(codec.decode(&mut long).unwrap().is_none());
+    let mut short = BytesMut::from(&b"{\"ping\":{\"nonce\":1}}\n"[..]);
+    assert_eq!(codec.decode(&mut short).unwrap(), Some(Frame::Ping { nonce: 1 }));
+}

@@ -54,7 +54,10 @@ fn the_robot_tells_the_same_story_with_any_module_in_a_child() {
         assert!(log.contains("robot stopped cleanly"), "{log}");
         // The child's lines name their module once, and speeds read as
         // written (an f32 widened to f64 would say 0.800000011920929).
-        for line in log.lines().filter(|line| line.contains(&format!("module={child} pid="))) {
+        for line in log
+            .lines()
+            .filter(|line| line.contains(&format!("module={child} pid=")))
+        {
             assert_eq!(line.matches("module=").count(), 1, "{line}");
         }
         assert!(log.contains("to=0.8") || log.contains("to=0.3"), "{log}");

@@ -1,6 +1,8 @@
 //! Node-level behaviour outside the conformance body: adding modules at run
 //! time, start failures, restart policies, ticks.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use botbus::{Context, Module, ModuleError, ModuleOptions, ModuleStatus, Node, NodeError, RestartPolicy};
@@ -62,6 +64,140 @@ impl Module for Ticker {
         let _ = self.events.send("tick");
         Ok(())
     }
+}
+
+/// Checks, in `started`, that it starts in its place in the order: every
+/// module before it has finished `started`, none after it has begun.
+struct InOrder {
+    place: usize,
+    started: Arc<AtomicUsize>,
+    misordered: Arc<Mutex<Vec<String>>>,
+    /// Fails its start instead.
+    broken: bool,
+}
+
+impl Module for InOrder {
+    type Message = ();
+    type Reply = ();
+
+    async fn started(&mut self, _ctx: &mut Context) -> Result<(), ModuleError> {
+        let before = self.started.load(Ordering::SeqCst);
+        if before != self.place {
+            self.misordered
+                .lock()
+                .unwrap()
+                .push(format!("module {} began after {before} had started", self.place));
+        }
+        // Give a later module every chance to run early if it could.
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        if self.broken {
+            return Err(ModuleError::new("broken on purpose"));
+        }
+        self.started.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn process(&mut self, (): (), _ctx: &mut Context) -> Result<(), ModuleError> {
+        Ok(())
+    }
+}
+
+fn in_order(count: usize, broken: Option<usize>) -> (Result<Node, NodeError>, usize, Vec<String>) {
+    let started = Arc::new(AtomicUsize::new(0));
+    let misordered = Arc::new(Mutex::new(Vec::new()));
+    let mut builder = Node::builder("ordered").pool_threads(2);
+    for place in 0..count {
+        let (started, misordered) = (started.clone(), misordered.clone());
+        let options = match place % 3 {
+            0 => ModuleOptions::new(),
+            1 => ModuleOptions::new().thread("shared"),
+            _ => ModuleOptions::new().own_thread(),
+        };
+        builder = builder.module_with(
+            &format!("m{place}"),
+            move || InOrder {
+                place,
+                started: started.clone(),
+                misordered: misordered.clone(),
+                broken: broken == Some(place),
+            },
+            options.restart(RestartPolicy::Never),
+        );
+    }
+    let node = builder.start();
+    let misordered = misordered.lock().unwrap().clone();
+    (node, started.load(Ordering::SeqCst), misordered)
+}
+
+#[test]
+fn modules_start_one_after_the_other_in_the_order_given() {
+    let (node, started, misordered) = in_order(60, None);
+    let node = node.expect("every module starts");
+    assert_eq!(started, 60);
+    assert!(misordered.is_empty(), "{misordered:?}");
+    assert_eq!(node.modules().len(), 60);
+    node.shutdown_blocking();
+}
+
+#[test]
+fn a_failed_start_stops_the_modules_after_it_from_starting() {
+    let (node, started, misordered) = in_order(30, Some(12));
+    match node {
+        Err(NodeError::StartFailed { module, reason }) => {
+            assert_eq!(module, "m12");
+            assert!(reason.contains("broken on purpose"), "{reason}");
+        }
+        Err(other) => panic!("expected m12's StartFailed, got {other}"),
+        Ok(node) => {
+            node.shutdown_blocking();
+            panic!("the node started although m12 could not")
+        }
+    }
+    assert_eq!(started, 12, "modules after the failed one started");
+    assert!(misordered.is_empty(), "{misordered:?}");
+}
+
+/// Takes far longer in `started` than it is given.
+struct Slow;
+
+impl Module for Slow {
+    type Message = ();
+    type Reply = ();
+
+    async fn started(&mut self, _ctx: &mut Context) -> Result<(), ModuleError> {
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+
+    async fn process(&mut self, (): (), _ctx: &mut Context) -> Result<(), ModuleError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_started_hook_past_its_deadline_is_a_failed_start_counted_against_the_budget() {
+    let options = ModuleOptions::new()
+        .start_timeout(Duration::from_millis(100))
+        .budget(2, Duration::from_millis(10));
+    let began = std::time::Instant::now();
+    let outcome = Node::builder("slow-robot")
+        .module_with("slow", || Slow, options)
+        .start();
+    match outcome {
+        Err(NodeError::StartFailed { module, reason }) => {
+            assert_eq!(module, "slow");
+            assert!(
+                reason.contains("3 failed starts in a row")
+                    && reason.contains("`started` did not finish within the start deadline (100ms)"),
+                "{reason}"
+            );
+        }
+        Err(other) => panic!("expected StartFailed, got {other:?}"),
+        Ok(_) => panic!("expected StartFailed, the node started"),
+    }
+    assert!(began.elapsed() >= Duration::from_millis(300));
 }
 
 #[tokio::test]

@@ -31,7 +31,7 @@ use botbus_transport_stdio::{describe_exit, ChildCommand, StdioTransport, CHILD_
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::host::{Exit, StopSignal};
+use crate::host::{Exit, Startup, StopSignal};
 use crate::link::{establish_link, LinkConfig, LinkHandle};
 use crate::router::{ModuleStatus, Router};
 use crate::supervisor::{decide, Decision, Supervisor};
@@ -47,8 +47,8 @@ pub(crate) struct ChildHosted {
     pub(crate) stop_grace: Duration,
     /// From launch to the module's announcement, at most.
     pub(crate) start_timeout: Duration,
-    /// Told once: when the first child is ready, or the module is gone.
-    pub(crate) ready: Option<oneshot::Sender<Result<(), String>>>,
+    /// Reports the first start, in its turn.
+    pub(crate) startup: Startup,
     pub(crate) done: oneshot::Sender<()>,
 }
 
@@ -63,6 +63,10 @@ enum ChildExit {
 
 pub(crate) async fn host_child(mut hosted: ChildHosted) {
     let reason = loop {
+        if let Err(why) = hosted.startup.wait_turn(&hosted.stop).await {
+            hosted.startup.gone(why);
+            break DownReason::Stopped;
+        }
         hosted.router.set_status(&hosted.name, ModuleStatus::Starting);
         let exit = run_child(&mut hosted).await;
         hosted.router.set_child_link(&hosted.name, None);
@@ -76,9 +80,7 @@ pub(crate) async fn host_child(mut hosted: ChildHosted) {
             Decision::Finish(reason) => break reason,
         }
     };
-    if let Some(ready) = hosted.ready.take() {
-        let _ = ready.send(Err(reason.to_string()));
-    }
+    hosted.startup.gone(&reason.to_string());
     hosted.router.module_down(&hosted.name, reason);
     let _ = hosted.done.send(());
 }
@@ -146,9 +148,7 @@ async fn run_child(hosted: &mut ChildHosted) -> ChildExit {
         Some(Ok(link)) => link,
     };
     hosted.router.set_status(&name, ModuleStatus::Running);
-    if let Some(ready) = hosted.ready.take() {
-        let _ = ready.send(Ok(()));
-    }
+    hosted.startup.up();
     tracing::info!(module = %name, pid, "child running");
 
     let cause = tokio::select! {

@@ -15,7 +15,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use actix::Addr;
-use botbus_core::{AskError, Bus, Context, Down, Envelope, FromPayload, Module, Payload};
+use botbus_core::{AskError, Bus, Context, Down, DownReason, Envelope, FromPayload, Module, Payload};
 use futures::task::AtomicWaker;
 use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
@@ -90,6 +90,82 @@ impl StopSignal {
     }
 }
 
+/// How a new module's host reports that its first instance is up (or that
+/// it never will be), and — in a node's start order — waits until the
+/// module started before it is up. The node launches all its modules at
+/// once and each host hands the turn to the next, so starting in order
+/// costs one hand-off between threads per module, not a round trip to the
+/// thread that starts the node.
+pub(crate) struct Startup {
+    /// Told once: the first instance runs, or the module is gone.
+    ready: Option<oneshot::Sender<Result<(), String>>>,
+    /// Whether the module before this one came up.
+    after: Option<oneshot::Receiver<bool>>,
+    /// Told once, as `ready`: the turn of the module after this one.
+    next: Option<oneshot::Sender<bool>>,
+}
+
+impl Startup {
+    /// A module started on its own: nothing before or after it.
+    pub(crate) fn alone(ready: oneshot::Sender<Result<(), String>>) -> Self {
+        Self {
+            ready: Some(ready),
+            after: None,
+            next: None,
+        }
+    }
+
+    /// A module in a start order.
+    pub(crate) fn in_order(
+        ready: oneshot::Sender<Result<(), String>>,
+        after: Option<oneshot::Receiver<bool>>,
+        next: oneshot::Sender<bool>,
+    ) -> Self {
+        Self {
+            ready: Some(ready),
+            after,
+            next: Some(next),
+        }
+    }
+
+    /// Waits for this module's turn to start; the error says why it has
+    /// none: the module before it did not come up, or the node stopped this
+    /// one first.
+    pub(crate) async fn wait_turn(&mut self, stop: &StopSignal) -> Result<(), &'static str> {
+        let Some(after) = self.after.take() else {
+            return Ok(());
+        };
+        tokio::select! {
+            biased;
+            () = stop.wait() => Err("stopped by the node before its turn to start"),
+            came_up = after => match came_up {
+                Ok(true) => Ok(()),
+                _ => Err("not started: a module before it in the start order did not come up"),
+            },
+        }
+    }
+
+    /// The first instance is up.
+    pub(crate) fn up(&mut self) {
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(Ok(()));
+        }
+        if let Some(next) = self.next.take() {
+            let _ = next.send(true);
+        }
+    }
+
+    /// The module is gone (if it never came up, this is why).
+    pub(crate) fn gone(&mut self, reason: &str) {
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(Err(reason.to_owned()));
+        }
+        if let Some(next) = self.next.take() {
+            let _ = next.send(false);
+        }
+    }
+}
+
 /// Everything the host loop of one module owns.
 pub(crate) struct Hosted {
     pub(crate) name: Arc<str>,
@@ -103,8 +179,8 @@ pub(crate) struct Hosted {
     pub(crate) ask_timeout: Duration,
     /// How long `started` may take before the start counts as failed.
     pub(crate) start_timeout: Duration,
-    /// Told once: when the first instance is running, or the module is gone.
-    pub(crate) ready: Option<oneshot::Sender<Result<(), String>>>,
+    /// Reports the first start, in its turn.
+    pub(crate) startup: Startup,
     pub(crate) done: oneshot::Sender<()>,
 }
 
@@ -151,6 +227,10 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
 pub(crate) async fn host<M: Module>(factory: Arc<dyn Fn() -> M + Send + Sync>, mut hosted: Hosted) {
     let bus: Arc<dyn Bus> = hosted.router.clone();
     let reason = loop {
+        if let Err(why) = hosted.startup.wait_turn(&hosted.stop).await {
+            hosted.startup.gone(why);
+            break DownReason::Stopped;
+        }
         hosted.router.set_status(&hosted.name, ModuleStatus::Starting);
         let exit = run_instance(&*factory, &mut hosted, bus.clone()).await;
         if let Exit::Failed(_) | Exit::StartFailed(_) = exit {
@@ -162,9 +242,7 @@ pub(crate) async fn host<M: Module>(factory: Arc<dyn Fn() -> M + Send + Sync>, m
             Decision::Finish(reason) => break reason,
         }
     };
-    if let Some(ready) = hosted.ready.take() {
-        let _ = ready.send(Err(reason.to_string()));
-    }
+    hosted.startup.gone(&reason.to_string());
     hosted.router.module_down(&hosted.name, reason);
     hosted.backlog.clear(); // an ask in it ends with `Stopped`
     hosted.mailbox.close();
@@ -200,9 +278,7 @@ async fn run_instance<M: Module>(
         Guarded::Interrupted => return Exit::StoppedByNode,
     }
     hosted.router.set_status(&name, ModuleStatus::Running);
-    if let Some(ready) = hosted.ready.take() {
-        let _ = ready.send(Ok(()));
-    }
+    hosted.startup.up();
     tracing::debug!(module = %name, "running");
 
     let mut ticker: Option<Interval> = None;

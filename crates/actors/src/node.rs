@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 use botbus_transport_stdio::{ChildCommand, StdioLink};
 
 use crate::child::{host_child, ChildHosted};
-use crate::host::{host, Hosted, StopSignal};
+use crate::host::{host, Hosted, Startup, StopSignal};
 use crate::link::{establish, establish_link, LinkConfig, LinkError};
 use crate::mem::MemTransport;
 use crate::router::{LocalModule, ModuleStatus, Router};
@@ -465,11 +465,29 @@ impl NodeBuilder {
                 stopped: CancellationToken::new(),
             }),
         };
-        for spec in self.modules {
-            if let Err(error) = futures::executor::block_on(node.spawn_spec(spec)) {
-                node.shutdown_blocking();
-                return Err(error);
+        // Every module is handed to its host at once; each starts when the
+        // one before it is up, so they still start one after the other, in
+        // order, and this thread only waits for the outcome.
+        let started_in_order = futures::executor::block_on(async {
+            let mut waiting = Vec::with_capacity(self.modules.len());
+            let mut after = None;
+            for spec in self.modules {
+                let name = spec.name.clone();
+                let (ready_tx, ready) = oneshot::channel();
+                let (next_tx, next) = oneshot::channel();
+                node.launch_spec(spec, Startup::in_order(ready_tx, after.take(), next_tx))
+                    .await?;
+                after = Some(next);
+                waiting.push((name, ready));
             }
+            for (name, ready) in waiting {
+                started(&name, ready).await?;
+            }
+            Ok(())
+        });
+        if let Err(error) = started_in_order {
+            node.shutdown_blocking();
+            return Err(error);
         }
         Ok(node)
     }
@@ -604,7 +622,17 @@ impl Node {
         .await
     }
 
+    /// Starts one module and waits until it is up.
     async fn spawn_spec(&self, spec: ModuleSpec) -> Result<(), NodeError> {
+        let name = spec.name.clone();
+        let (ready_tx, ready) = oneshot::channel();
+        self.launch_spec(spec, Startup::alone(ready_tx)).await?;
+        started(&name, ready).await
+    }
+
+    /// Registers a module and hands it to its host, which starts it in its
+    /// turn and reports through `startup`.
+    async fn launch_spec(&self, spec: ModuleSpec, startup: Startup) -> Result<(), NodeError> {
         validate_name(&spec.name)?;
         let shared = &self.shared;
         if shared.stopped.is_cancelled() || shared.shutting_down.load(Ordering::Acquire) {
@@ -619,7 +647,7 @@ impl Node {
             Process::Command(command) => Some(command.clone()),
         };
         if let Some(command) = command {
-            return self.spawn_child_spec(spec, command).await;
+            return self.launch_child_spec(spec, command, startup);
         }
         let Some(launch) = spec.launch.clone() else {
             unreachable!("a module without code in this binary always has a command")
@@ -627,7 +655,6 @@ impl Node {
         let name: Arc<str> = Arc::from(spec.name.as_str());
         let (mailbox_tx, mailbox) = mpsc::channel(spec.options.mailbox);
         let (control_tx, control) = mpsc::unbounded_channel();
-        let (ready_tx, ready) = oneshot::channel();
         let (done_tx, done) = oneshot::channel();
         let stop = Arc::new(StopSignal::default());
         self.register(&name, &spec.options, stop.clone(), done)?;
@@ -648,22 +675,21 @@ impl Node {
             stop,
             ask_timeout: shared.ask_timeout,
             start_timeout: spec.options.start_timeout,
-            ready: Some(ready_tx),
+            startup,
             done: done_tx,
         };
         let arbiter = self.arbiter_for(&spec.options.thread).await?;
         if !arbiter.spawn(launch(hosted)) {
             return Err(NodeError::Stopped);
         }
-        started(&spec.name, ready).await
+        Ok(())
     }
 
     /// Registers a module placed in a child process and starts its host on
     /// the system thread, beside the link I/O.
-    async fn spawn_child_spec(&self, spec: ModuleSpec, command: ChildCommand) -> Result<(), NodeError> {
+    fn launch_child_spec(&self, spec: ModuleSpec, command: ChildCommand, startup: Startup) -> Result<(), NodeError> {
         let shared = &self.shared;
         let name: Arc<str> = Arc::from(spec.name.as_str());
-        let (ready_tx, ready) = oneshot::channel();
         let (done_tx, done) = oneshot::channel();
         let stop = Arc::new(StopSignal::default());
         self.register(&name, &spec.options, stop.clone(), done)?;
@@ -680,13 +706,13 @@ impl Node {
             stop,
             stop_grace: spec.options.stop_grace,
             start_timeout: spec.options.start_timeout,
-            ready: Some(ready_tx),
+            startup,
             done: done_tx,
         };
         if !shared.system_arbiter.spawn(host_child(hosted)) {
             return Err(NodeError::Stopped);
         }
-        started(&spec.name, ready).await
+        Ok(())
     }
 
     /// Adds a module to the node's list (for stopping in reverse order) and

@@ -2,7 +2,7 @@
 //! socket might deliver them in, the frames the seeds are made of, and the
 //! message types the payload target decodes into.
 
-use botbus_core::{AskError, DownReason, Frame, Message, WirePayload};
+use botbus_core::{AskError, DownReason, Frame, Message, Reach, WirePayload};
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use tokio_util::codec::Decoder;
@@ -79,12 +79,19 @@ pub fn every_frame(body: Bytes) -> Vec<Frame> {
             topic: "a/b".into(),
             from: "n/a".into(),
             payload,
+            to: vec!["b".into(), "c".into()],
         },
         Frame::Subscribe { pattern: "a/*".into() },
         Frame::Unsubscribe { pattern: "a/*".into() },
         Frame::Announce {
             modules: vec!["m".into()],
             subscriptions: vec!["**".into()],
+            reach: vec![Reach {
+                node: "c".into(),
+                path: vec!["b".into(), "c".into()],
+                modules: vec!["n".into()],
+                subscriptions: vec!["a/**".into()],
+            }],
         },
         Frame::Down {
             module: "m".into(),

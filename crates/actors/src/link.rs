@@ -11,7 +11,7 @@
 //! they are bounded by the asks in flight, and a callee must never block on
 //! answering.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
@@ -125,12 +125,33 @@ struct PendingAsk {
     callee: String,
 }
 
+/// What the peer announced it can reach.
 #[derive(Default)]
-struct RemoteState {
+pub(crate) struct RemoteState {
     /// Whether the peer's first announcement has arrived.
-    announced: bool,
-    modules: HashSet<String>,
-    subscriptions: Vec<TopicPattern>,
+    pub(crate) announced: bool,
+    /// The peer's own modules.
+    pub(crate) modules: Vec<String>,
+    /// The peer's own subscriptions.
+    pub(crate) subscriptions: Vec<TopicPattern>,
+    /// Other nodes reachable through the peer.
+    pub(crate) reach: Vec<RemoteReach>,
+}
+
+/// A node reachable through the peer, as it announced it.
+pub(crate) struct RemoteReach {
+    pub(crate) node: String,
+    /// From the peer's next hop to the node.
+    pub(crate) path: Vec<String>,
+    pub(crate) modules: Vec<String>,
+    pub(crate) subscriptions: Vec<TopicPattern>,
+}
+
+/// An ask received over the link and still being handled here (or passed
+/// on: then the hook cancels it where it went).
+struct InboundAsk {
+    cancel: CancellationToken,
+    forwarded: Option<CancelHook>,
 }
 
 /// Flow control of the frames a peer sends: data frames for a module whose
@@ -144,7 +165,7 @@ struct Inflow {
     /// Data frames taken since the last credit.
     owed: AtomicU32,
     /// Per module, in order: each frame, and whether it is credited when handed on.
-    parked: Mutex<HashMap<String, std::collections::VecDeque<(Envelope, bool)>>>,
+    parked: Mutex<HashMap<String, std::collections::VecDeque<Parked>>>,
     parked_total: AtomicUsize,
     /// Signalled whenever a parked frame has been handed on.
     room: tokio::sync::Notify,
@@ -161,7 +182,7 @@ pub(crate) struct LinkHandle {
     /// Asks this node sent over the link, by id.
     pending: Mutex<HashMap<u64, PendingAsk>>,
     /// Asks received over the link and still being handled here.
-    inbound: Mutex<HashMap<u64, CancellationToken>>,
+    inbound: Mutex<HashMap<u64, InboundAsk>>,
     /// Caller messages sent by callees here, awaiting the remote caller.
     caller_calls: Mutex<HashMap<(u64, u32), AnswerSender>>,
     remote: RwLock<RemoteState>,
@@ -181,6 +202,8 @@ pub(crate) struct LinkHandle {
     /// The peer broke the link: bad input, or silence past the liveness
     /// limit. Nothing it sends can be trusted any more.
     broken: AtomicBool,
+    /// The announcement last sent, so an unchanged one is not sent again.
+    last_announce: Mutex<Option<Frame>>,
 }
 
 impl LinkHandle {
@@ -255,26 +278,46 @@ impl LinkHandle {
         &self.peer
     }
 
+    /// Whether the peer announced `module` as its own.
     pub(crate) fn serves(&self, module: &str) -> bool {
-        self.remote.read().expect("link lock").modules.contains(module)
-    }
-
-    pub(crate) fn wants(&self, topic: &str) -> bool {
         self.remote
             .read()
             .expect("link lock")
-            .subscriptions
+            .modules
             .iter()
-            .any(|p| p.matches(topic))
+            .any(|m| m == module)
+    }
+
+    /// What the peer announced.
+    pub(crate) fn remote(&self) -> std::sync::RwLockReadGuard<'_, RemoteState> {
+        self.remote.read().expect("link lock")
+    }
+
+    /// Sends `announcement` unless it is what the peer was told last.
+    pub(crate) fn announce(&self, announcement: Frame) {
+        let mut last = self.last_announce.lock().expect("link lock");
+        if last.as_ref() != Some(&announcement) {
+            self.send_control(&announcement);
+            *last = Some(announcement);
+        }
+    }
+
+    /// An ask received over this link was passed on; `hook` cancels it
+    /// there. If it was cancelled (or answered) meanwhile, that happens now.
+    fn forwarded(&self, id: u64, hook: CancelHook) {
+        let mut inbound = self.inbound.lock().expect("link lock");
+        match inbound.get_mut(&id) {
+            Some(ask) if !ask.cancel.is_cancelled() => ask.forwarded = Some(hook),
+            _ => {
+                drop(inbound);
+                hook();
+            }
+        }
     }
 
     /// Whether the peer has announced what lives behind it.
     pub(crate) fn announced(&self) -> bool {
         self.remote.read().expect("link lock").announced
-    }
-
-    pub(crate) fn remote_modules(&self) -> Vec<String> {
-        self.remote.read().expect("link lock").modules.iter().cloned().collect()
     }
 
     /// Encodes a frame into the sending thread's arena and hands back its
@@ -371,10 +414,13 @@ impl LinkHandle {
                 Ok(None)
             }
             EnvelopeKind::Publish { topic } => {
+                // A publish handed to one module behind this link: for the
+                // peer itself (publishes to many go by `Router::publish`).
                 let frame = Frame::Publish {
                     topic: topic.to_string(),
                     from,
                     payload,
+                    to: vec![self.peer.clone()],
                 };
                 self.queue(&frame, permit)?;
                 Ok(None)
@@ -433,8 +479,18 @@ impl LinkHandle {
             };
             ask.caller.reply(Err(error));
         }
-        for (_, token) in self.inbound.lock().expect("link lock").drain() {
-            token.cancel();
+        let inbound: Vec<InboundAsk> = self
+            .inbound
+            .lock()
+            .expect("link lock")
+            .drain()
+            .map(|(_, a)| a)
+            .collect();
+        for ask in inbound {
+            ask.cancel.cancel();
+            if let Some(hook) = ask.forwarded {
+                hook();
+            }
         }
         for (_, answer) in self.caller_calls.lock().expect("link lock").drain() {
             let _ = answer.send(Err(AskError::Unreachable {
@@ -636,6 +692,7 @@ pub(crate) async fn establish_link(
         close_reason: Mutex::default(),
         closing: AtomicBool::new(false),
         broken: AtomicBool::new(false),
+        last_announce: Mutex::default(),
     });
     router.add_link(handle.clone()).map_err(LinkError::Duplicate)?;
     tracing::info!(node = router.node(), peer = %handle.peer, via = %handle.describe, codec = %handle.codec(), "link up");
@@ -786,7 +843,7 @@ async fn dispatch(router: &Arc<Router>, link: &Arc<LinkHandle>, frame: Frame) {
                 payload: link.unwire(payload),
                 kind: EnvelopeKind::Tell,
             };
-            take_data(router, link, to, envelope).await;
+            take_data(router, link, to, envelope, None).await;
         }
         Frame::Ask {
             id,
@@ -803,7 +860,13 @@ async fn dispatch(router: &Arc<Router>, link: &Arc<LinkHandle>, frame: Frame) {
                 return;
             }
             let cancel = CancellationToken::new();
-            link.inbound.lock().expect("link lock").insert(id, cancel.clone());
+            link.inbound.lock().expect("link lock").insert(
+                id,
+                InboundAsk {
+                    cancel: cancel.clone(),
+                    forwarded: None,
+                },
+            );
             let caller = LinkCaller {
                 link: link.clone(),
                 id,
@@ -820,7 +883,7 @@ async fn dispatch(router: &Arc<Router>, link: &Arc<LinkHandle>, frame: Frame) {
                     deadline: Instant::now() + Duration::from_millis(timeout_ms),
                 }),
             };
-            take_data(router, link, to, envelope).await;
+            take_data(router, link, to, envelope, Some(id)).await;
         }
         Frame::Reply { id, result } => {
             let pending = link.pending.lock().expect("link lock").remove(&id);
@@ -864,19 +927,38 @@ async fn dispatch(router: &Arc<Router>, link: &Arc<LinkHandle>, frame: Frame) {
             }
         }
         Frame::Cancel { id } => {
-            if let Some(token) = link.inbound.lock().expect("link lock").remove(&id) {
-                token.cancel();
+            let ask = link.inbound.lock().expect("link lock").remove(&id);
+            if let Some(ask) = ask {
+                ask.cancel.cancel();
+                if let Some(hook) = ask.forwarded {
+                    hook();
+                }
             }
         }
-        Frame::Publish { topic, from, payload } => {
+        Frame::Publish {
+            topic,
+            from,
+            payload,
+            to,
+        } => {
+            let (here, onward) = router.inbound_publish(link, &topic, &to);
             let (from, topic, payload) = (Arc::<str>::from(from), Arc::<str>::from(topic), link.unwire(payload));
-            for module in router.local_subscriber_names(&topic) {
-                let envelope = Envelope {
-                    from: from.clone(),
-                    payload: payload.clone(),
-                    kind: EnvelopeKind::Publish { topic: topic.clone() },
-                };
-                park_or_deliver(router, link, module.to_string(), envelope, false).await;
+            if here {
+                for module in router.local_subscriber_names(&topic) {
+                    let envelope = Envelope {
+                        from: from.clone(),
+                        payload: payload.clone(),
+                        kind: EnvelopeKind::Publish { topic: topic.clone() },
+                    };
+                    let owed = Owed {
+                        credit: false,
+                        ask: None,
+                    };
+                    park_or_deliver(router, link, module.to_string(), envelope, owed).await;
+                }
+            }
+            if !onward.is_empty() {
+                router.forward_publish(&topic, &from, &payload, onward).await;
             }
             link.credit(1);
         }
@@ -887,7 +969,7 @@ async fn dispatch(router: &Arc<Router>, link: &Arc<LinkHandle>, frame: Frame) {
                     remote.subscriptions.push(pattern);
                 }
                 drop(remote);
-                router.changed();
+                router.refresh();
             }
             Err(error) => tracing::warn!(peer = %link.peer, %error, "ignoring a bad subscription"),
         },
@@ -897,25 +979,41 @@ async fn dispatch(router: &Arc<Router>, link: &Arc<LinkHandle>, frame: Frame) {
                 .expect("link lock")
                 .subscriptions
                 .retain(|p| p.as_str() != pattern);
-            router.changed();
+            router.refresh();
         }
-        Frame::Announce { modules, subscriptions } => {
-            let subscriptions = subscriptions
-                .iter()
-                .filter_map(|p| match TopicPattern::parse(p) {
-                    Ok(p) => Some(p),
-                    Err(error) => {
-                        tracing::warn!(peer = %link.peer, %error, "ignoring a bad subscription");
-                        None
-                    }
+        Frame::Announce {
+            modules,
+            subscriptions,
+            reach,
+        } => {
+            let patterns = |patterns: Vec<String>| -> Vec<TopicPattern> {
+                patterns
+                    .iter()
+                    .filter_map(|p| match TopicPattern::parse(p) {
+                        Ok(p) => Some(p),
+                        Err(error) => {
+                            tracing::warn!(peer = %link.peer, %error, "ignoring a bad subscription");
+                            None
+                        }
+                    })
+                    .collect()
+            };
+            let reach = reach
+                .into_iter()
+                .map(|r| RemoteReach {
+                    node: r.node,
+                    path: r.path,
+                    modules: r.modules,
+                    subscriptions: patterns(r.subscriptions),
                 })
                 .collect();
             *link.remote.write().expect("link lock") = RemoteState {
                 announced: true,
-                modules: modules.into_iter().collect(),
-                subscriptions,
+                modules,
+                subscriptions: patterns(subscriptions),
+                reach,
             };
-            router.changed();
+            router.refresh();
         }
         Frame::Down { module, reason } => router.remote_down(link, &module, reason),
         Frame::Ping { nonce } => link.send_control(&Frame::Pong { nonce }),
@@ -929,67 +1027,92 @@ async fn dispatch(router: &Arc<Router>, link: &Arc<LinkHandle>, frame: Frame) {
     }
 }
 
-/// A data frame for module `to` arrived: deliver it, or park it behind the
-/// module's full mailbox. The peer is credited once it is delivered.
-async fn take_data(router: &Arc<Router>, link: &Arc<LinkHandle>, to: String, envelope: Envelope) {
-    park_or_deliver(router, link, to, envelope, true).await;
+/// What is owed for a data frame once it is handed on.
+#[derive(Debug, Clone, Copy)]
+struct Owed {
+    /// Credit the peer one frame (tells, asks and publishes are credited
+    /// once; a publish's copies for local subscribers are not).
+    credit: bool,
+    /// The ask's id on this link, if it is an ask: if it is passed on to
+    /// another link, the hook that cancels it there is filed under it.
+    ask: Option<u64>,
 }
 
-/// Delivers `envelope` to local module `to` without waiting if it can; if
-/// the mailbox is full (or frames for `to` are already waiting), parks it in
-/// order and lets a drain task wait for room. Past the window, waits here.
-/// A frame that cannot be delivered is dropped (an ask in it ends `Stopped`).
-/// `credit`: credit the peer one frame once this one is handed on.
-async fn park_or_deliver(router: &Arc<Router>, link: &Arc<LinkHandle>, to: String, envelope: Envelope, credit: bool) {
-    let credited = |link: &LinkHandle| {
-        if credit {
-            link.credit(1);
-        }
-    };
+/// A data frame parked while its target is busy.
+struct Parked {
+    envelope: Envelope,
+    owed: Owed,
+}
+
+/// A tell or ask for `to` arrived: hand it on, or park it behind its busy
+/// target. The peer is credited once it is handed on.
+async fn take_data(router: &Arc<Router>, link: &Arc<LinkHandle>, to: String, envelope: Envelope, ask: Option<u64>) {
+    park_or_deliver(router, link, to, envelope, Owed { credit: true, ask }).await;
+}
+
+/// Settles what is owed for a frame handed on (or dropped).
+fn handed_on(link: &LinkHandle, owed: Owed, outcome: Result<Option<CancelHook>, SendError>) {
+    match outcome {
+        Ok(Some(hook)) => match owed.ask {
+            Some(id) => link.forwarded(id, hook),
+            None => drop(hook),
+        },
+        Ok(None) => {}
+        Err(error) => tracing::warn!(peer = %link.peer, %error, "dropping a frame from the link"),
+    }
+    if owed.credit {
+        link.credit(1);
+    }
+}
+
+/// Hands `envelope` on to `to` — a module here, a child, or the next link
+/// towards another node — without waiting if it can; if `to` is busy (or
+/// frames for it are already waiting), parks it in order and lets a drain
+/// task wait for room. Past the window, waits here. A frame that cannot be
+/// handed on is dropped (an ask in it ends `Stopped`).
+async fn park_or_deliver(router: &Arc<Router>, link: &Arc<LinkHandle>, to: String, envelope: Envelope, owed: Owed) {
     let inflow = &link.inflow;
+    let mut envelope = Some(envelope);
     // Nothing parked anywhere (the usual case): no lock to take.
     while inflow.parked_total.load(Ordering::Acquire) > 0 {
         let room = inflow.room.notified();
         {
-            let mut parked = inflow.parked.lock().expect("link lock");
-            let Some(queue) = parked.get_mut(&to) else {
-                break; // nothing waits for this module: try to deliver now
+            let mut waiting = inflow.parked.lock().expect("link lock");
+            let Some(queue) = waiting.get_mut(&to) else {
+                break; // nothing waits for this target: try to hand it on now
             };
             if inflow.parked_total.load(Ordering::Acquire) < inflow.window as usize {
-                queue.push_back((envelope, credit));
+                let envelope = envelope.take().expect("not parked yet");
+                queue.push_back(Parked { envelope, owed });
                 inflow.parked_total.fetch_add(1, Ordering::AcqRel);
                 return;
             }
         }
-        // Frames wait for this module, and the window is full: wait for room.
+        // Frames wait for this target, and the window is full: wait for room.
         room.await;
     }
-    let envelope = match router.try_deliver_local(&to, envelope) {
-        Ok(()) => return credited(link),
-        Err(TryDeliverError::Failed(error)) => {
-            tracing::warn!(peer = %link.peer, %error, "dropping a frame from the link");
-            return credited(link);
-        }
+    let envelope = envelope.expect("not parked yet");
+    let envelope = match router.try_route(&to, envelope, Some(link)) {
+        Ok(hook) => return handed_on(link, owed, Ok(hook)),
+        Err(TryDeliverError::Failed(error)) => return handed_on(link, owed, Err(error)),
         Err(TryDeliverError::Full(envelope)) => *envelope,
     };
     if inflow.parked_total.load(Ordering::Acquire) >= inflow.window as usize {
         // The peer sends past its window: hold the whole link until there is room.
-        if let Err(error) = router.deliver_local(&to, envelope).await {
-            tracing::warn!(peer = %link.peer, %error, "dropping a frame from the link");
-        }
-        return credited(link);
+        let outcome = router.route(&to, envelope, Some(link)).await;
+        return handed_on(link, owed, outcome);
     }
     // A queue exists exactly while its drain task runs: start one with it.
     let first = {
-        let mut parked = inflow.parked.lock().expect("link lock");
+        let mut waiting = inflow.parked.lock().expect("link lock");
         inflow.parked_total.fetch_add(1, Ordering::AcqRel);
-        match parked.entry(to.clone()) {
+        match waiting.entry(to.clone()) {
             std::collections::hash_map::Entry::Occupied(mut queue) => {
-                queue.get_mut().push_back((envelope, credit));
+                queue.get_mut().push_back(Parked { envelope, owed });
                 false
             }
             std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert([(envelope, credit)].into());
+                slot.insert([Parked { envelope, owed }].into());
                 true
             }
         }
@@ -999,44 +1122,39 @@ async fn park_or_deliver(router: &Arc<Router>, link: &Arc<LinkHandle>, to: Strin
     }
 }
 
-/// Hands a module's parked frames to it in order, waiting for room.
+/// Hands the frames parked for `to` on in order, waiting for room.
 async fn drain_parked(router: Arc<Router>, link: Arc<LinkHandle>, to: String) {
     let inflow = &link.inflow;
     // The frame being handed on still counts as parked, and the count drops
     // under the same lock that removes an emptied queue: a count of zero
     // means no queue exists, so a frame that finds it zero may skip the lock.
     let mut next = {
-        let mut parked = inflow.parked.lock().expect("link lock");
-        parked.get_mut(&to).and_then(|queue| queue.pop_front())
+        let mut waiting = inflow.parked.lock().expect("link lock");
+        waiting.get_mut(&to).and_then(|queue| queue.pop_front())
     };
-    while let Some((envelope, credit)) = next.take() {
+    while let Some(Parked { envelope, owed }) = next.take() {
         let delivered = tokio::select! {
             () = link.closed.cancelled() => None,
-            delivered = router.deliver_local(&to, envelope) => Some(delivered),
+            delivered = router.route(&to, envelope, Some(&link)) => Some(delivered),
         };
-        if credit {
-            link.credit(1);
-        }
-        let mut parked = inflow.parked.lock().expect("link lock");
+        let mut waiting = inflow.parked.lock().expect("link lock");
         inflow.parked_total.fetch_sub(1, Ordering::AcqRel);
         match delivered {
             // The link is gone: what is parked for it goes too (asks in it end `Stopped`).
             None => {
-                if let Some(dropped) = parked.remove(&to) {
+                if let Some(dropped) = waiting.remove(&to) {
                     inflow.parked_total.fetch_sub(dropped.len(), Ordering::AcqRel);
                 }
             }
-            Some(result) => {
-                if let Err(error) = result {
-                    tracing::warn!(peer = %link.peer, %error, "dropping a frame from the link");
-                }
-                next = parked.get_mut(&to).and_then(|queue| queue.pop_front());
+            Some(outcome) => {
+                handed_on(&link, owed, outcome);
+                next = waiting.get_mut(&to).and_then(|queue| queue.pop_front());
                 if next.is_none() {
-                    parked.remove(&to);
+                    waiting.remove(&to);
                 }
             }
         }
-        drop(parked);
+        drop(waiting);
         inflow.room.notify_waiters();
     }
 }

@@ -1,16 +1,42 @@
-//! The router: the node's table of who lives where, and the [`Bus`] that
-//! every module's context talks to.
+//! The router: the node's one table of where every module lives, and the
+//! [`Bus`] that every module's context talks to.
+//!
+//! Each module name this node can reach maps to one [`Route`]: *local* (a
+//! mailbox here), *child* (a module of this node in a child process, over
+//! that child's link) or *via* a link to another node. A second table holds
+//! the best path to every other node, for `node/module` addresses, topic
+//! subscriptions and downs.
+//!
+//! A node is a router, not only an endpoint: frames that arrive on a link
+//! for a module it does not host are passed on by the same table, so
+//! sibling children, chains of nodes and a hub with many joined processes
+//! all work with the same code.
+//!
+//! * **Announces** are path vectors: a node tells each link its own modules
+//!   and subscriptions and, for every other node it can reach (not through
+//!   that link: split horizon), the path there. A receiver refuses a path
+//!   that holds its own name, so routes never loop, and takes the shortest
+//!   (ties: the link whose peer's name sorts first). A node's own modules
+//!   are never echoed back to it.
+//! * **The same module name at two nodes** is a clash: this node's own
+//!   module wins, then the one fewer hops away, then the one on the node
+//!   whose name sorts first; the clash is logged.
+//! * **Publishes** carry the nodes they are for: each node delivers to its
+//!   own subscribers if it is listed and splits the rest by next hop, so
+//!   each subscriber gets exactly one copy and nothing circulates.
+//! * **Downs** from other nodes are passed on only when they arrive over
+//!   the best link towards the node they are about (reverse-path
+//!   forwarding), so they too never circulate.
 //!
 //! Lookups happen on the sender's own thread against shared tables (a read
 //! lock, no actor hop): a tell is one lookup and one bounded-channel send
-//! straight into the target's mailbox. Remote targets get their frame encoded
-//! here too, so the link writer only batches bytes.
+//! straight into the target's mailbox.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use botbus_core::{
-    address, Bus, CancelHook, Down, DownReason, Envelope, EnvelopeKind, Frame, Payload, SendError, TopicPattern,
+    address, Bus, CancelHook, Down, DownReason, Envelope, EnvelopeKind, Frame, Payload, Reach, SendError, TopicPattern,
     TryDeliverError,
 };
 use futures::future::BoxFuture;
@@ -44,6 +70,44 @@ pub(crate) struct LocalModule {
     pub(crate) control: mpsc::UnboundedSender<Down>,
 }
 
+/// Where one module name leads.
+#[derive(Clone)]
+enum Route {
+    /// A mailbox on this node.
+    Local(LocalModule),
+    /// A module of this node in a child process, over the link to the child
+    /// while it is up (`None` while it is being (re)started).
+    Child(Option<Arc<LinkHandle>>),
+    /// A module on another node, through `link`.
+    Via {
+        link: Arc<LinkHandle>,
+        node: Arc<str>,
+        hops: usize,
+    },
+}
+
+/// The best way to another node, and what lives there.
+#[derive(Clone)]
+struct NodeRoute {
+    link: Arc<LinkHandle>,
+    /// From the link's peer to the node, the node last.
+    path: Vec<String>,
+    modules: Vec<String>,
+    subscriptions: Vec<TopicPattern>,
+}
+
+/// Copies of a publish by the link each leaves on, with the nodes it is for.
+pub(crate) type PublishCopies = Vec<(Arc<LinkHandle>, Vec<String>)>;
+
+/// Where a send goes.
+enum Target {
+    Local(LocalModule),
+    /// Over `link`, addressed to `to` there.
+    Link(Arc<LinkHandle>, String),
+    /// A child module whose process is being (re)started.
+    Restarting,
+}
+
 struct Subscription {
     pattern: TopicPattern,
     module: Arc<str>,
@@ -54,23 +118,21 @@ struct Monitor {
     watcher: Arc<str>,
 }
 
-enum Route {
-    Local(LocalModule),
-    Remote(Arc<LinkHandle>, String),
-}
-
 pub(crate) struct Router {
     node: String,
-    locals: RwLock<NameMap<Arc<str>, LocalModule>>,
-    /// Modules of this node that run in child processes, with the link to
-    /// the child while it is up (`None` while it is being (re)started).
-    children: RwLock<NameMap<Arc<str>, Option<Arc<LinkHandle>>>>,
+    /// The one table: every module name this node can reach.
+    routes: RwLock<NameMap<Arc<str>, Route>>,
+    /// The best route to every other node this node can reach.
+    nodes: RwLock<HashMap<String, NodeRoute>>,
     /// The process id of each child module's running process.
     child_pids: Mutex<HashMap<String, u32>>,
     links: RwLock<Vec<Arc<LinkHandle>>>,
     subscriptions: RwLock<Vec<Subscription>>,
     monitors: Mutex<Vec<Monitor>>,
     status: Mutex<HashMap<String, ModuleStatus>>,
+    /// Held while the routes are recomputed and announced, so that two
+    /// changes cannot interleave and leave an older table in place.
+    refreshing: Mutex<BTreeSet<String>>,
     /// Bumped on every change of modules, links, subscriptions or status, so
     /// callers can wait for a condition instead of sleeping.
     topology: watch::Sender<u64>,
@@ -80,13 +142,14 @@ impl Router {
     pub(crate) fn new(node: &str) -> Arc<Self> {
         Arc::new(Self {
             node: node.to_owned(),
-            locals: RwLock::default(),
-            children: RwLock::default(),
+            routes: RwLock::default(),
+            nodes: RwLock::default(),
             child_pids: Mutex::default(),
             links: RwLock::default(),
             subscriptions: RwLock::default(),
             monitors: Mutex::default(),
             status: Mutex::default(),
+            refreshing: Mutex::default(),
             topology: watch::Sender::new(0),
         })
     }
@@ -104,24 +167,28 @@ impl Router {
         self.topology.subscribe()
     }
 
-    // ---- local modules -------------------------------------------------
+    // ---- this node's modules -------------------------------------------
 
     pub(crate) fn add_local(&self, name: Arc<str>, module: LocalModule) {
-        self.locals.write().expect("router lock").insert(name, module);
-        self.announce_all();
-        self.changed();
+        self.routes
+            .write()
+            .expect("router lock")
+            .insert(name, Route::Local(module));
+        self.refresh();
     }
 
     /// A module of this node that runs in a child process.
     pub(crate) fn add_child(&self, name: Arc<str>) {
-        self.children.write().expect("router lock").insert(name, None);
-        self.announce_all();
-        self.changed();
+        self.routes
+            .write()
+            .expect("router lock")
+            .insert(name, Route::Child(None));
+        self.refresh();
     }
 
     /// Routes child module `name` over `link` (or nowhere, while it restarts).
     pub(crate) fn set_child_link(&self, name: &str, link: Option<Arc<LinkHandle>>) {
-        if let Some(slot) = self.children.write().expect("router lock").get_mut(name) {
+        if let Some(Route::Child(slot)) = self.routes.write().expect("router lock").get_mut(name) {
             *slot = link;
         }
         self.changed();
@@ -143,7 +210,10 @@ impl Router {
 
     /// Whether `name` is still a child module of this node (not gone for good).
     pub(crate) fn has_child(&self, name: &str) -> bool {
-        self.children.read().expect("router lock").contains_key(name)
+        matches!(
+            self.routes.read().expect("router lock").get(name),
+            Some(Route::Child(_))
+        )
     }
 
     pub(crate) fn set_status(&self, name: &str, status: ModuleStatus) {
@@ -158,29 +228,33 @@ impl Router {
     /// Forgets what an ended instance of `name` set up: its subscriptions and
     /// the monitors it held. A restarted instance sets up its own.
     pub(crate) fn clear_instance(&self, name: &str) {
-        let patterns: Vec<String> = {
-            let subs = self.subscriptions.read().expect("router lock");
-            subs.iter()
-                .filter(|s| &*s.module == name)
-                .map(|s| s.pattern.as_str().to_owned())
-                .collect()
+        let dropped = {
+            let mut subs = self.subscriptions.write().expect("router lock");
+            let before = subs.len();
+            subs.retain(|s| &*s.module != name);
+            before != subs.len()
         };
-        for pattern in patterns {
-            self.unsubscribe(name, &pattern);
-        }
         self.monitors
             .lock()
             .expect("router lock")
             .retain(|m| &*m.watcher != name);
+        if dropped {
+            self.refresh();
+        }
     }
 
     /// `name` is gone for good: no more route, its monitors are told, and the
     /// peers hear of it.
     pub(crate) fn module_down(&self, name: &str, reason: DownReason) {
         self.clear_instance(name);
-        let hosted = self.locals.write().expect("router lock").remove(name).is_some();
-        let child = self.children.write().expect("router lock").remove(name).is_some();
-        if !hosted && !child {
+        let removed = {
+            let mut routes = self.routes.write().expect("router lock");
+            match routes.get(name) {
+                Some(Route::Local(_) | Route::Child(_)) => routes.remove(name).is_some(),
+                _ => false,
+            }
+        };
+        if !removed {
             return; // already down (a child said so itself)
         }
         let status = match &reason {
@@ -190,24 +264,26 @@ impl Router {
         self.status.lock().expect("router lock").insert(name.to_owned(), status);
         let qualified = format!("{}/{name}", self.node);
         self.notify_monitors(|target| target == name || target == qualified, &reason);
-        self.broadcast(&Frame::Down {
-            module: name.to_owned(),
-            reason,
-        });
-        self.announce_all();
-        self.changed();
+        self.broadcast(
+            &Frame::Down {
+                module: name.to_owned(),
+                reason,
+            },
+            None,
+        );
+        self.refresh();
     }
 
     /// The modules of this node: hosted here or in its child processes.
     pub(crate) fn local_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
-            .locals
+            .routes
             .read()
             .expect("router lock")
-            .keys()
-            .map(|n| n.to_string())
+            .iter()
+            .filter(|(_, route)| matches!(route, Route::Local(_) | Route::Child(_)))
+            .map(|(name, _)| name.to_string())
             .collect();
-        names.extend(self.children.read().expect("router lock").keys().map(|n| n.to_string()));
         names.sort();
         names
     }
@@ -219,58 +295,182 @@ impl Router {
         if links.iter().any(|l| l.peer() == link.peer()) {
             return Err(format!("a link to node `{}` is already up", link.peer()));
         }
-        links.push(link.clone());
+        links.push(link);
         drop(links);
-        link.send_control(&self.announcement());
-        self.changed();
+        self.refresh();
         Ok(())
     }
 
-    /// A link closed: everything waiting on it ends now.
+    /// A link closed: everything waiting on it ends now, and whatever was
+    /// reachable only through it is not any more.
     pub(crate) fn remove_link(&self, link: &Arc<LinkHandle>, reason: &str) {
         self.links
             .write()
             .expect("router lock")
             .retain(|l| !Arc::ptr_eq(l, link));
-        let peer = link.peer().to_owned();
         if let Some(child) = link.child_of() {
             // The child's process is lost (unless this node is stopping it):
-            // its status says so before any ask it was handling fails.
+            // its status says so before any ask it was handling fails, and
+            // its host decides whether it comes back.
             if !link.closed_by_us() && self.status(child) == Some(ModuleStatus::Running) {
                 self.set_status(child, ModuleStatus::Restarting);
             }
-        }
-        link.fail_all(reason);
-        if let Some(child) = link.child_of() {
-            // A child's link: its host decides whether the module comes back,
-            // and tells the monitors if it does not.
-            let mut children = self.children.write().expect("router lock");
-            if let Some(slot) = children.get_mut(child) {
+            if let Some(Route::Child(slot)) = self.routes.write().expect("router lock").get_mut(child) {
                 if slot.as_ref().is_some_and(|l| Arc::ptr_eq(l, link)) {
                     *slot = None;
                 }
             }
-            drop(children);
-            self.changed();
-            return;
         }
-        let gone = link.remote_modules();
-        let why = DownReason::Unreachable(format!("link to `{peer}` closed: {reason}"));
-        self.notify_monitors(
-            |target| match address::split(target) {
-                (Some(node), _) => node == peer,
-                (None, module) => gone.iter().any(|m| m == module),
-            },
-            &why,
-        );
-        self.changed();
+        link.fail_all(reason);
+        self.refresh_because(&format!("link to `{}` closed: {reason}", link.peer()));
     }
 
     pub(crate) fn links(&self) -> Vec<Arc<LinkHandle>> {
         self.links.read().expect("router lock").clone()
     }
 
-    pub(crate) fn announcement(&self) -> Frame {
+    /// Sends `frame` on every link but `except`.
+    fn broadcast(&self, frame: &Frame, except: Option<&LinkHandle>) {
+        for link in self.links() {
+            if except.is_some_and(|except| std::ptr::eq(except, &*link)) {
+                continue;
+            }
+            link.send_control(frame);
+        }
+    }
+
+    // ---- the route table -----------------------------------------------
+
+    /// Recomputes the routes after a change, tells every link what it can
+    /// now reach through this node, and wakes everyone waiting on a change.
+    pub(crate) fn refresh(&self) {
+        self.refresh_because("its route was withdrawn");
+    }
+
+    fn refresh_because(&self, why: &str) {
+        {
+            let mut clashes = self.refreshing.lock().expect("router lock");
+            self.recompute(&mut clashes);
+            for link in self.links() {
+                link.announce(self.announcement_for(&link));
+            }
+        }
+        self.fire_unreachable_monitors(why);
+        self.changed();
+    }
+
+    /// Rebuilds the node table and the `via` routes from what each link
+    /// announced. `clashes` are those already logged.
+    fn recompute(&self, clashes: &mut BTreeSet<String>) {
+        let links = self.links();
+        let mut nodes: HashMap<String, NodeRoute> = HashMap::new();
+        let mut offer =
+            |link: &Arc<LinkHandle>, node: &str, path: Vec<String>, modules: &[String], subs: &[TopicPattern]| {
+                if node == self.node || path.contains(&self.node) {
+                    return; // a loop back through this node
+                }
+                let better = match nodes.get(node) {
+                    None => true,
+                    Some(known) => (path.len(), link.peer()) < (known.path.len(), known.link.peer()),
+                };
+                if better {
+                    nodes.insert(
+                        node.to_owned(),
+                        NodeRoute {
+                            link: link.clone(),
+                            path,
+                            modules: modules.to_vec(),
+                            subscriptions: subs.to_vec(),
+                        },
+                    );
+                }
+            };
+        for link in &links {
+            let remote = link.remote();
+            let own: Vec<String> = remote
+                .modules
+                .iter()
+                .filter(|m| link.child_of() != Some(m.as_str())) // this node's own child module
+                .cloned()
+                .collect();
+            offer(
+                link,
+                link.peer(),
+                vec![link.peer().to_owned()],
+                &own,
+                &remote.subscriptions,
+            );
+            for reach in &remote.reach {
+                let mut path = Vec::with_capacity(reach.path.len() + 1);
+                path.push(link.peer().to_owned());
+                path.extend(reach.path.iter().cloned());
+                offer(link, &reach.node, path, &reach.modules, &reach.subscriptions);
+            }
+        }
+
+        // Each module name at its best node.
+        let mut best: HashMap<&str, (&str, &NodeRoute)> = HashMap::new();
+        let mut seen_at: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (node, route) in &nodes {
+            for module in &route.modules {
+                seen_at.entry(module).or_default().push(node);
+                let better = match best.get(module.as_str()) {
+                    None => true,
+                    Some((known, known_route)) => (route.path.len(), node.as_str()) < (known_route.path.len(), *known),
+                };
+                if better {
+                    best.insert(module, (node, route));
+                }
+            }
+        }
+        let mut routes = self.routes.write().expect("router lock");
+        routes.retain(|_, route| !matches!(route, Route::Via { .. }));
+        let mut clashing = BTreeSet::new();
+        for (module, (node, route)) in best {
+            let mut at = seen_at.remove(module).unwrap_or_default();
+            if routes.contains_key(module) {
+                at.push(&self.node);
+            } else {
+                routes.insert(
+                    Arc::from(module),
+                    Route::Via {
+                        link: route.link.clone(),
+                        node: Arc::from(node),
+                        hops: route.path.len(),
+                    },
+                );
+            }
+            if at.len() > 1 {
+                at.sort_unstable();
+                let entry = format!("{module} at {}", at.join(", "));
+                if !clashes.contains(&entry) {
+                    let chosen = if routes.get(module).is_some_and(|r| !matches!(r, Route::Via { .. })) {
+                        self.node.as_str()
+                    } else {
+                        node
+                    };
+                    tracing::warn!(
+                        node = %self.node,
+                        %module,
+                        nodes = ?at,
+                        %chosen,
+                        "module name clash: the same name is reachable at several nodes; using this node's own, else the nearest, else the first by name"
+                    );
+                }
+                clashing.insert(entry);
+            }
+        }
+        *clashes = clashing;
+        drop(routes);
+        *self.nodes.write().expect("router lock") = nodes;
+    }
+
+    /// What `link`'s peer can reach through this node: this node's own
+    /// modules and subscriptions (never the peer's own module echoed back),
+    /// and every node whose best route does not go through that peer.
+    fn announcement_for(&self, link: &Arc<LinkHandle>) -> Frame {
+        let mut modules = self.local_names();
+        modules.retain(|m| link.child_of() != Some(m.as_str()));
         let mut subscriptions: Vec<String> = self
             .subscriptions
             .read()
@@ -280,142 +480,162 @@ impl Router {
             .collect();
         subscriptions.sort();
         subscriptions.dedup();
+        let own: std::collections::HashSet<&str> = modules.iter().map(String::as_str).collect();
+        let nodes = self.nodes.read().expect("router lock");
+        let mut reach: Vec<Reach> = nodes
+            .iter()
+            .filter(|(node, route)| {
+                node.as_str() != link.peer()
+                    && !Arc::ptr_eq(&route.link, link)
+                    && !route.path.iter().any(|n| n == link.peer())
+            })
+            .map(|(node, route)| Reach {
+                node: node.clone(),
+                path: route.path.clone(),
+                // A child's module is announced as this node's own.
+                modules: route
+                    .modules
+                    .iter()
+                    .filter(|m| !own.contains(m.as_str()))
+                    .cloned()
+                    .collect(),
+                subscriptions: route.subscriptions.iter().map(|p| p.as_str().to_owned()).collect(),
+            })
+            .collect();
+        reach.sort_by(|a, b| a.node.cmp(&b.node));
         Frame::Announce {
-            modules: self.local_names(),
+            modules,
             subscriptions,
+            reach,
         }
     }
 
-    fn announce_all(&self) {
-        if self.links.read().expect("router lock").is_empty() {
-            return;
-        }
-        self.broadcast(&self.announcement());
-    }
-
-    fn broadcast(&self, frame: &Frame) {
-        for link in self.links() {
-            link.send_control(frame);
-        }
-    }
-
-    /// A module behind `link` went down: tell the monitors watching it.
-    pub(crate) fn remote_down(&self, link: &LinkHandle, module: &str, reason: DownReason) {
-        if link.child_of() == Some(module) {
-            // The child's own module is gone for good: it is this node's module.
-            self.module_down(module, reason);
-            return;
-        }
-        let qualified = format!("{}/{module}", link.peer());
-        self.notify_monitors(|target| target == module || target == qualified, &reason);
-    }
-
-    fn notify_monitors(&self, hit: impl Fn(&str) -> bool, reason: &DownReason) {
-        let fired: Vec<Monitor> = {
-            let mut monitors = self.monitors.lock().expect("router lock");
-            let (fired, kept) = std::mem::take(&mut *monitors).into_iter().partition(|m| hit(&m.target));
-            *monitors = kept;
-            fired
-        };
-        let locals = self.locals.read().expect("router lock");
-        for monitor in fired {
-            if let Some(watcher) = locals.get(&monitor.watcher) {
-                let _ = watcher.control.send(Down {
-                    module: monitor.target,
-                    reason: reason.clone(),
-                });
-            }
-        }
-    }
-
-    // ---- routing -------------------------------------------------------
-
-    fn resolve(&self, to: &str) -> Result<Route, SendError> {
+    /// Where a send to `to` goes from here.
+    fn target(&self, to: &str) -> Result<Target, SendError> {
+        let unknown = || SendError::UnknownModule(to.to_owned());
         let (node, module) = address::split(to);
-        if node.is_none_or(|n| n == self.node) {
-            if let Some(local) = self.locals.read().expect("router lock").get(module) {
-                return Ok(Route::Local(local.clone()));
+        let here = match node {
+            // `module`: wherever the table says.
+            None => true,
+            // `this-node/module`: only this node's own.
+            Some(node) if node == self.node => false,
+            // `other-node/module`: the best way to that node.
+            Some(node) => {
+                let nodes = self.nodes.read().expect("router lock");
+                let route = nodes.get(node).ok_or_else(unknown)?;
+                let to = if route.path.len() == 1 { module } else { to };
+                return Ok(Target::Link(route.link.clone(), to.to_owned()));
             }
-            if let Some(child) = self.children.read().expect("router lock").get(module) {
-                return match child {
-                    Some(link) => Ok(Route::Remote(link.clone(), module.to_owned())),
-                    // Its process is (re)starting.
-                    None => Err(SendError::Stopped(module.to_owned())),
-                };
-            }
-        }
-        let links = self.links.read().expect("router lock");
-        let found = match node {
-            Some(node) => links.iter().find(|l| l.peer() == node),
-            None => links.iter().find(|l| l.serves(module)),
         };
-        match found {
-            Some(link) => Ok(Route::Remote(link.clone(), module.to_owned())),
-            None => Err(SendError::UnknownModule(to.to_owned())),
+        match self.routes.read().expect("router lock").get(module) {
+            Some(Route::Local(local)) => Ok(Target::Local(local.clone())),
+            Some(Route::Child(Some(link))) => Ok(Target::Link(link.clone(), module.to_owned())),
+            Some(Route::Child(None)) => Ok(Target::Restarting),
+            Some(Route::Via { link, node, hops }) if here => {
+                // Named by the node it was found at unless that is the next
+                // hop, so that the nodes between route it the same way.
+                let to = match hops {
+                    1 => module.to_owned(),
+                    _ => format!("{node}/{module}"),
+                };
+                Ok(Target::Link(link.clone(), to))
+            }
+            _ => Err(unknown()),
         }
     }
 
-    /// Hands an envelope that arrived over a link to module `to` hosted
-    /// here, waiting for room.
-    pub(crate) async fn deliver_local(&self, to: &str, envelope: Envelope) -> Result<(), SendError> {
-        let local = self.locals.read().expect("router lock").get(to).cloned();
-        if let Some(local) = local {
-            return local
-                .mailbox
-                .send(envelope)
-                .await
-                .map_err(|_| SendError::Stopped(to.to_owned()));
+    /// Hands `envelope` to `to` without waiting: a full mailbox or link
+    /// queue, or a child module that is restarting, gives it back as
+    /// `Full`. `from` is the link it arrived on, which it never goes back to.
+    pub(crate) fn try_route(
+        &self,
+        to: &str,
+        envelope: Envelope,
+        from: Option<&Arc<LinkHandle>>,
+    ) -> Result<Option<CancelHook>, TryDeliverError> {
+        match self.target(to) {
+            Ok(Target::Local(local)) => try_send_local(&local, to, envelope),
+            Ok(Target::Link(link, to)) => {
+                if from.is_some_and(|from| Arc::ptr_eq(from, &link)) {
+                    return Err(TryDeliverError::Failed(back_where_it_came_from(&to)));
+                }
+                link.try_send_envelope(to, envelope)
+            }
+            Ok(Target::Restarting) => Err(TryDeliverError::Full(Box::new(envelope))),
+            Err(error) => Err(TryDeliverError::Failed(error)),
         }
-        // A module of this node in a child process: pass it on to the child.
-        let child = match self.children.read().expect("router lock").get(to) {
-            None => return Err(SendError::UnknownModule(to.to_owned())),
-            Some(None) => return Err(SendError::Stopped(to.to_owned())),
-            Some(Some(link)) => link.clone(),
-        };
-        let watch = match &envelope.kind {
-            EnvelopeKind::Ask(ask) => Some((ask.cancel.clone(), ask.deadline)),
+    }
+
+    /// Hands `envelope` to `to`, waiting for room — and, for a child module
+    /// whose process is restarting, for the new process, as a message waits
+    /// in an in-process module's mailbox across a restart. An ask waits no
+    /// longer than its deadline.
+    pub(crate) async fn route(
+        &self,
+        to: &str,
+        envelope: Envelope,
+        from: Option<&Arc<LinkHandle>>,
+    ) -> Result<Option<CancelHook>, SendError> {
+        let deadline = match &envelope.kind {
+            EnvelopeKind::Ask(ask) => Some(ask.deadline),
             _ => None,
         };
-        let hook = child.send_envelope(to.to_owned(), envelope).await?;
-        if let (Some((cancel, deadline)), Some(hook)) = (watch, hook) {
-            // The asker's cancel reaches the child too; the watch ends with
-            // the ask's deadline at the latest.
-            tokio::spawn(async move {
-                tokio::select! {
-                    () = cancel.cancelled() => hook(),
-                    () = tokio::time::sleep_until(deadline) => {}
+        let mut changes = self.watch_topology();
+        loop {
+            changes.borrow_and_update();
+            match self.target(to)? {
+                Target::Local(local) => {
+                    return local
+                        .mailbox
+                        .send(envelope)
+                        .await
+                        .map(|()| None)
+                        .map_err(|_| SendError::Stopped(to.to_owned()))
                 }
-            });
+                Target::Link(link, to) => {
+                    if from.is_some_and(|from| Arc::ptr_eq(from, &link)) {
+                        return Err(back_where_it_came_from(&to));
+                    }
+                    return link.send_envelope(to, envelope).await;
+                }
+                Target::Restarting => {
+                    let waited = match deadline {
+                        Some(deadline) => tokio::time::timeout_at(deadline, changes.changed()).await,
+                        None => Ok(changes.changed().await),
+                    };
+                    match waited {
+                        Ok(Ok(())) => continue,
+                        // The node stopped, or the ask's time is up: it
+                        // ends `Stopped`, as it would have in a mailbox.
+                        _ => return Err(SendError::Stopped(to.to_owned())),
+                    }
+                }
+            }
         }
-        Ok(())
     }
 
-    /// Hands an envelope to module `to` hosted in this process if its
-    /// mailbox has room. A full mailbox — or a module in a child process,
-    /// reached by a send that may wait — gives the envelope back as `Full`.
-    pub(crate) fn try_deliver_local(&self, to: &str, envelope: Envelope) -> Result<(), TryDeliverError> {
-        if let Some(local) = self.locals.read().expect("router lock").get(to) {
-            return try_send_local(local, to, envelope).map(|_| ());
-        }
-        if self.children.read().expect("router lock").contains_key(to) {
-            return Err(TryDeliverError::Full(Box::new(envelope)));
-        }
-        Err(TryDeliverError::Failed(SendError::UnknownModule(to.to_owned())))
-    }
+    // ---- topics --------------------------------------------------------
 
     /// The modules hosted here that subscribe to `topic`.
-    pub(crate) fn local_subscriber_names(&self, topic: &str) -> Vec<Arc<str>> {
-        self.local_subscribers(topic)
-            .into_iter()
-            .map(|(name, _)| name)
-            .collect()
+    fn local_subscribers(&self, topic: &str) -> Vec<(Arc<str>, LocalModule)> {
+        let subs = self.subscriptions.read().expect("router lock");
+        let routes = self.routes.read().expect("router lock");
+        let mut targets: Vec<(Arc<str>, LocalModule)> = Vec::new();
+        for sub in subs.iter().filter(|s| s.pattern.matches(topic)) {
+            if targets.iter().any(|(name, _)| *name == sub.module) {
+                continue;
+            }
+            if let Some(Route::Local(local)) = routes.get(&sub.module) {
+                targets.push((sub.module.clone(), local.clone()));
+            }
+        }
+        targets
     }
 
     /// Delivers a publish to the subscribers hosted here; returns how many.
-    pub(crate) async fn publish_local(&self, from: &Arc<str>, topic: &Arc<str>, payload: &Payload) -> usize {
-        let targets = self.local_subscribers(topic);
+    async fn publish_local(&self, from: &Arc<str>, topic: &Arc<str>, payload: &Payload) -> usize {
         let mut delivered = 0;
-        for (_, local) in targets {
+        for (_, local) in self.local_subscribers(topic) {
             let envelope = Envelope {
                 from: from.clone(),
                 payload: payload.clone(),
@@ -431,31 +651,204 @@ impl Router {
         delivered
     }
 
-    fn local_subscribers(&self, topic: &str) -> Vec<(Arc<str>, LocalModule)> {
-        let subs = self.subscriptions.read().expect("router lock");
-        let locals = self.locals.read().expect("router lock");
-        let mut targets: Vec<(Arc<str>, LocalModule)> = Vec::new();
-        for sub in subs.iter().filter(|s| s.pattern.matches(topic)) {
-            if targets.iter().any(|(name, _)| *name == sub.module) {
-                continue;
+    /// The other nodes a publish on `topic` must reach, by the link it
+    /// leaves on. `only`: the nodes a received copy is for (all subscribers
+    /// when `None`); `from`: the link it arrived on, which it never goes
+    /// back to.
+    fn remote_subscribers(
+        &self,
+        topic: &str,
+        only: Option<&[String]>,
+        from: Option<&Arc<LinkHandle>>,
+    ) -> PublishCopies {
+        let nodes = self.nodes.read().expect("router lock");
+        let mut by_link: PublishCopies = Vec::new();
+        let mut add = |node: &str, route: &NodeRoute| {
+            if from.is_some_and(|from| Arc::ptr_eq(from, &route.link)) {
+                tracing::debug!(node = %self.node, to = node, "not sending a publish back where it came from");
+                return;
             }
-            if let Some(local) = locals.get(&sub.module) {
-                targets.push((sub.module.clone(), local.clone()));
+            match by_link.iter_mut().find(|(link, _)| Arc::ptr_eq(link, &route.link)) {
+                Some((_, nodes)) => nodes.push(node.to_owned()),
+                None => by_link.push((route.link.clone(), vec![node.to_owned()])),
+            }
+        };
+        match only {
+            Some(only) => {
+                for node in only.iter().filter(|n| **n != self.node) {
+                    match nodes.get(node) {
+                        Some(route) => add(node, route),
+                        None => {
+                            tracing::debug!(node = %self.node, to = %node, "no route for a publish's subscriber node")
+                        }
+                    }
+                }
+            }
+            None => {
+                for (node, route) in nodes.iter() {
+                    if route.subscriptions.iter().any(|p| p.matches(topic)) {
+                        add(node, route);
+                    }
+                }
             }
         }
-        targets
+        by_link
     }
 
-    /// Whether a publish on `topic` would reach a subscriber, here or behind
-    /// a link.
+    /// Sends a publish towards other nodes' subscribers; returns how many
+    /// links it left on.
+    async fn publish_remote(
+        &self,
+        topic: &str,
+        from: &str,
+        payload: &Payload,
+        targets: PublishCopies,
+    ) -> Result<usize, SendError> {
+        let mut sent = 0;
+        for (link, nodes) in targets {
+            let frame = Frame::Publish {
+                topic: topic.to_owned(),
+                from: from.to_owned(),
+                payload: link.wire(payload)?,
+                to: nodes,
+            };
+            if link.send_data(&frame).await.is_ok() {
+                sent += 1;
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Where a publish that arrived on `link` for nodes `to` goes: whether
+    /// to this node's own subscribers, and on which links to which other
+    /// nodes. An empty `to` (from a simple peer) is for every subscriber.
+    pub(crate) fn inbound_publish(&self, link: &Arc<LinkHandle>, topic: &str, to: &[String]) -> (bool, PublishCopies) {
+        let here = to.is_empty() || to.contains(&self.node);
+        let only = (!to.is_empty()).then_some(to);
+        (here, self.remote_subscribers(topic, only, Some(link)))
+    }
+
+    /// Passes a received publish on, in the payload it came in (re-encoded
+    /// only for a link of another codec).
+    pub(crate) async fn forward_publish(&self, topic: &str, from: &str, payload: &Payload, onward: PublishCopies) {
+        if let Err(error) = self.publish_remote(topic, from, payload, onward).await {
+            tracing::warn!(node = %self.node, %topic, %error, "cannot pass a publish on");
+        }
+    }
+
+    /// The modules hosted here that subscribe to `topic`.
+    pub(crate) fn local_subscriber_names(&self, topic: &str) -> Vec<Arc<str>> {
+        self.local_subscribers(topic)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// Whether a publish on `topic` would reach a subscriber, here or at
+    /// another node.
     pub(crate) fn has_subscriber(&self, topic: &str) -> bool {
-        !self.local_subscribers(topic).is_empty() || self.links().iter().any(|l| l.wants(topic))
+        !self.local_subscribers(topic).is_empty()
+            || self
+                .nodes
+                .read()
+                .expect("router lock")
+                .values()
+                .any(|route| route.subscriptions.iter().any(|p| p.matches(topic)))
     }
 
-    /// Whether `to` resolves to a module, here or behind a link.
+    /// Whether `to` resolves to a module, here or at another node.
     pub(crate) fn routable(&self, to: &str) -> bool {
-        self.resolve(to).is_ok()
+        self.target(to).is_ok()
     }
+
+    // ---- downs and monitors --------------------------------------------
+
+    /// A down arrived on `link`: its own module if the link is to this
+    /// node's child; otherwise a module at another node, whose monitors here
+    /// are told, and which is passed on if it came the best way from there.
+    pub(crate) fn remote_down(&self, link: &Arc<LinkHandle>, module: &str, reason: DownReason) {
+        if link.child_of() == Some(module) {
+            // The child's own module is gone for good: it is this node's module.
+            self.module_down(module, reason);
+            return;
+        }
+        let (node, name) = match address::split(module) {
+            (Some(node), name) => (node.to_owned(), name),
+            (None, name) => (link.peer().to_owned(), name),
+        };
+        if node == self.node {
+            return; // about this node's own module: it knows better
+        }
+        let best = self
+            .nodes
+            .read()
+            .expect("router lock")
+            .get(&node)
+            .is_some_and(|route| Arc::ptr_eq(&route.link, link));
+        if !best {
+            return; // a copy that came another way: the best way brings it too
+        }
+        let qualified = format!("{node}/{name}");
+        let routed_there = matches!(
+            self.routes.read().expect("router lock").get(name),
+            Some(Route::Via { node: at, .. }) if **at == *node
+        );
+        self.notify_monitors(
+            |target| target == qualified || (routed_there && target == name),
+            &reason,
+        );
+        self.broadcast(
+            &Frame::Down {
+                module: qualified,
+                reason,
+            },
+            Some(link),
+        );
+    }
+
+    fn notify_monitors(&self, hit: impl Fn(&str) -> bool, reason: &DownReason) {
+        let fired: Vec<Monitor> = {
+            let mut monitors = self.monitors.lock().expect("router lock");
+            let (fired, kept) = std::mem::take(&mut *monitors).into_iter().partition(|m| hit(&m.target));
+            *monitors = kept;
+            fired
+        };
+        if fired.is_empty() {
+            return;
+        }
+        let routes = self.routes.read().expect("router lock");
+        for monitor in fired {
+            if let Some(Route::Local(watcher)) = routes.get(&monitor.watcher) {
+                let _ = watcher.control.send(Down {
+                    module: monitor.target,
+                    reason: reason.clone(),
+                });
+            }
+        }
+    }
+
+    /// Monitors of modules that can no longer be reached are told so.
+    fn fire_unreachable_monitors(&self, why: &str) {
+        let lost: Vec<String> = {
+            let monitors = self.monitors.lock().expect("router lock");
+            monitors
+                .iter()
+                .filter(|m| !self.routable(&m.target))
+                .map(|m| m.target.clone())
+                .collect()
+        };
+        if lost.is_empty() {
+            return;
+        }
+        let reason = DownReason::Unreachable(why.to_owned());
+        self.notify_monitors(|target| lost.iter().any(|l| l == target), &reason);
+    }
+}
+
+fn back_where_it_came_from(to: &str) -> SendError {
+    SendError::Stopped(format!(
+        "{to} (its route leads back over the link it came in on: routes are changing)"
+    ))
 }
 
 impl Bus for Router {
@@ -468,97 +861,55 @@ impl Bus for Router {
         // clone of its route.
         let (node, module) = address::split(to);
         if node.is_none_or(|n| n == self.node) {
-            if let Some(local) = self.locals.read().expect("router lock").get(module) {
+            if let Some(Route::Local(local)) = self.routes.read().expect("router lock").get(module) {
                 return try_send_local(local, module, envelope);
             }
         }
-        match self.resolve(to) {
-            // Added since the look above: still local.
-            Ok(Route::Local(local)) => try_send_local(&local, module, envelope),
-            Ok(Route::Remote(link, module)) => link.try_send_envelope(module, envelope),
-            Err(error) => Err(TryDeliverError::Failed(error)),
-        }
+        self.try_route(to, envelope, None)
     }
 
     fn deliver<'a>(&'a self, to: &'a str, envelope: Envelope) -> BoxFuture<'a, Result<Option<CancelHook>, SendError>> {
-        Box::pin(async move {
-            match self.resolve(to)? {
-                Route::Local(local) => local
-                    .mailbox
-                    .send(envelope)
-                    .await
-                    .map(|()| None)
-                    .map_err(|_| SendError::Stopped(to.to_owned())),
-                Route::Remote(link, module) => link.send_envelope(module, envelope).await,
-            }
-        })
+        Box::pin(self.route(to, envelope, None))
     }
 
     fn publish(&self, from: Arc<str>, topic: Arc<str>, payload: Payload) -> BoxFuture<'_, Result<usize, SendError>> {
         Box::pin(async move {
-            let mut delivered = self.publish_local(&from, &topic, &payload).await;
-            let links: Vec<Arc<LinkHandle>> = self.links().into_iter().filter(|l| l.wants(&topic)).collect();
-            // Encoded once per codec, not once per link.
-            let mut frames: Vec<(botbus_core::CodecKind, Frame)> = Vec::new();
-            for link in links {
-                let codec = link.codec();
-                if !frames.iter().any(|(c, _)| *c == codec) {
-                    let frame = Frame::Publish {
-                        topic: topic.to_string(),
-                        from: from.to_string(),
-                        payload: link.wire(&payload)?,
-                    };
-                    frames.push((codec, frame));
-                }
-                let (_, frame) = frames.iter().find(|(c, _)| *c == codec).expect("encoded above");
-                if link.send_data(frame).await.is_ok() {
-                    delivered += 1;
-                }
-            }
-            Ok(delivered)
+            let local = self.publish_local(&from, &topic, &payload).await;
+            let targets = self.remote_subscribers(&topic, None, None);
+            let remote = self.publish_remote(&topic, &from, &payload, targets).await?;
+            Ok(local + remote)
         })
     }
 
     fn subscribe(&self, module: &str, pattern: TopicPattern) {
-        let first = {
+        {
             let mut subs = self.subscriptions.write().expect("router lock");
             if subs.iter().any(|s| &*s.module == module && s.pattern == pattern) {
                 return;
             }
-            let first = !subs.iter().any(|s| s.pattern == pattern);
             subs.push(Subscription {
-                pattern: pattern.clone(),
+                pattern,
                 module: Arc::from(module),
             });
-            first
-        };
-        if first {
-            self.broadcast(&Frame::Subscribe {
-                pattern: pattern.as_str().to_owned(),
-            });
         }
-        self.changed();
+        self.refresh();
     }
 
     fn unsubscribe(&self, module: &str, pattern: &str) {
-        let last = {
+        let dropped = {
             let mut subs = self.subscriptions.write().expect("router lock");
             let before = subs.len();
             subs.retain(|s| !(&*s.module == module && s.pattern.as_str() == pattern));
-            before != subs.len() && !subs.iter().any(|s| s.pattern.as_str() == pattern)
+            before != subs.len()
         };
-        if last {
-            self.broadcast(&Frame::Unsubscribe {
-                pattern: pattern.to_owned(),
-            });
+        if dropped {
+            self.refresh();
         }
-        self.changed();
     }
 
     fn monitor(&self, watcher: &str, target: &str) {
         if !self.routable(target) {
-            let locals = self.locals.read().expect("router lock");
-            if let Some(w) = locals.get(watcher) {
+            if let Some(Route::Local(w)) = self.routes.read().expect("router lock").get(watcher) {
                 let _ = w.control.send(Down {
                     module: target.to_owned(),
                     reason: DownReason::Unreachable(format!("no module `{target}` is known")),

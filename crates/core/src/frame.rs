@@ -116,6 +116,22 @@ impl Hello {
     }
 }
 
+/// A node reachable through the sender of an [`Frame::Announce`], with what
+/// lives there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reach {
+    /// The node.
+    pub node: String,
+    /// The nodes a frame passes from the sender to `node`, `node` last (the
+    /// sender itself not included): a direct peer of the sender has a path
+    /// of one.
+    pub path: Vec<String>,
+    /// The node's own modules.
+    pub modules: Vec<String>,
+    /// The topic patterns its modules subscribe to.
+    pub subscriptions: Vec<String>,
+}
+
 /// A message as it crosses a link: its stable name and its encoded body.
 ///
 /// In postcard the body is the message's postcard bytes; in JSON it is the
@@ -237,6 +253,13 @@ pub enum Frame {
         from: String,
         /// The message.
         payload: WirePayload,
+        /// The nodes this copy is for: the receiver delivers it to its own
+        /// subscribers if it is listed, and passes it on towards the others,
+        /// each by its best route, so that every subscriber gets exactly one
+        /// copy. Empty (as a simple peer sends it): the receiver is the
+        /// first router, and sends it to every subscriber it knows of.
+        #[serde(default)]
+        to: Vec<String>,
     },
     /// The sender's node now has a subscriber for `pattern`.
     Subscribe {
@@ -248,13 +271,19 @@ pub enum Frame {
         /// The pattern given up.
         pattern: String,
     },
-    /// The full set of modules and subscription patterns behind the sender.
-    /// Replaces whatever was announced before.
+    /// What can be reached through the sender: its own modules and
+    /// subscriptions, and those of the nodes it routes to. Replaces whatever
+    /// was announced before.
     Announce {
-        /// Module names served behind this link.
+        /// The sender's own modules (those of its child processes included).
         modules: Vec<String>,
-        /// Topic patterns subscribed to behind this link.
+        /// Topic patterns the sender's own modules subscribe to.
         subscriptions: Vec<String>,
+        /// Other nodes reachable through the sender, each with the path it
+        /// takes: a receiver refuses a route whose path holds its own name
+        /// (a loop) and prefers the shortest. A simple peer sends none.
+        #[serde(default)]
+        reach: Vec<Reach>,
     },
     /// A module behind the sender stopped or failed (for monitors).
     Down {

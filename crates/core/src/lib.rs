@@ -31,7 +31,7 @@ pub use codec::{FrameCodec, FrameError, JsonLinesCodec, WireCodec, DEFAULT_MAX_F
 pub use context::{Ask, Call, CallEvent, CallerRequest, Client, Context, DEFAULT_ASK_TIMEOUT};
 pub use endpoint::{Endpoint, EndpointError, PipeAddr, MEM_SCHEME, PIPE_SCHEME, STDIO_SCHEME, TCP_SCHEME};
 pub use error::{AskError, ModuleError, PayloadError, SendError};
-pub use frame::{CodecKind, Frame, Hello, WirePayload, MAGIC, PROTOCOL_VERSION};
+pub use frame::{CodecKind, Frame, Hello, Reach, WirePayload, MAGIC, PROTOCOL_VERSION};
 pub use handshake::HandshakeError;
 pub use liveness::Liveness;
 pub use message::{FromPayload, Message, Payload};

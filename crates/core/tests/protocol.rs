@@ -6,7 +6,7 @@ use botbus_core::handshake::{check_hello, read_hello, HandshakeError, HelloCodec
 use botbus_core::supervision::RestartTracker;
 use botbus_core::{
     AskError, CodecKind, DownReason, Endpoint, Frame, FrameCodec, FrameError, Hello, JsonLinesCodec, Payload,
-    PayloadError, PipeAddr, RestartBudget, TopicPattern, WirePayload,
+    PayloadError, PipeAddr, Reach, RestartBudget, TopicPattern, WirePayload,
 };
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
@@ -65,12 +65,19 @@ fn frames_with_body(body: Bytes) -> Vec<Frame> {
             topic: "a/b".into(),
             from: "n/a".into(),
             payload,
+            to: vec!["b".into(), "c".into()],
         },
         Frame::Subscribe { pattern: "a/*".into() },
         Frame::Unsubscribe { pattern: "a/*".into() },
         Frame::Announce {
             modules: vec!["m".into()],
             subscriptions: vec!["**".into()],
+            reach: vec![Reach {
+                node: "c".into(),
+                path: vec!["b".into(), "c".into()],
+                modules: vec!["n".into()],
+                subscriptions: vec!["a/**".into()],
+            }],
         },
         Frame::Down {
             module: "m".into(),

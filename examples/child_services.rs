@@ -11,6 +11,8 @@ mod services;
 
 fn main() -> Result<(), botbus::NodeError> {
     botbus::init_tracing();
-    let node = services::with_services(botbus::Node::builder("services")).start()?;
+    let node = services::with_services(botbus::Node::builder("services"))
+        .module("watcher", services::Service::quiet)
+        .start()?;
     node.run_until_signal()
 }

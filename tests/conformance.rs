@@ -262,4 +262,6 @@ placements!(
     TwoNodesMem => two_nodes_mem,
     TwoNodesJson => two_nodes_json,
     Child => child,
+    SiblingChildren => sibling_children,
+    ThreeNodeChain => three_node_chain,
 );

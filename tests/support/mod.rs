@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use botbus::crates::core::CodecKind;
-use botbus::{Call, CallEvent, ChildCommand, Client, Context, LinkConfig, Module, ModuleError, Node, NodeBuilder};
+use botbus::{
+    Call, CallEvent, ChildCommand, Client, Context, LinkConfig, Module, ModuleError, ModuleOptions, Node, NodeBuilder,
+};
 use tokio::sync::{mpsc, Semaphore};
 
 #[allow(unused_imports)]
@@ -37,6 +39,14 @@ pub enum Placement {
     /// `a` (the `child_services` example binary), linked over its
     /// stdin/stdout.
     Child,
+    /// The client on node `a`; the watcher and every service each in a
+    /// child process of `a`: whatever one module says to another crosses
+    /// from child to child through the parent (the watcher's monitor, every
+    /// report to the probe).
+    SiblingChildren,
+    /// A chain of three nodes over `mem://`: client and watcher on `a`,
+    /// services on `c`, and only `b` between them (links a–b and b–c).
+    ThreeNodeChain,
 }
 
 /// Forwards the modules' reports to the test.
@@ -108,8 +118,10 @@ pub struct World {
     /// The node of the client and the watcher.
     pub a: Node,
     /// The node that owns the services (the same node as `a` in `OneNode`
-    /// and `Child`).
+    /// and the child placements).
     pub b: Node,
+    /// Nodes in between, if any.
+    pub between: Vec<Node>,
     /// The test's client, on `a`.
     pub client: Client,
     events: mpsc::UnboundedReceiver<Event>,
@@ -129,6 +141,7 @@ impl World {
     pub async fn new(placement: Placement) -> World {
         let (events, rx) = mpsc::unbounded_channel();
         let gate = Arc::new(Semaphore::new(0));
+        let mut between = Vec::new();
         let (a, b) = match placement {
             Placement::OneNode => {
                 let node = with_watcher(services::with_services(with_probe(
@@ -164,14 +177,45 @@ impl World {
                 b.wait_for_module("watcher", DEADLINE).await.expect("watcher announced");
                 (a, b)
             }
-            Placement::Child => {
+            Placement::Child | Placement::SiblingChildren => {
                 let binary = child_services_binary();
-                let mut builder = with_watcher(with_probe(Node::builder("a"), &events, &gate));
+                let mut builder = with_probe(Node::builder("a"), &events, &gate);
+                builder = match placement {
+                    Placement::Child => with_watcher(builder),
+                    _ => builder.child_module("watcher", ChildCommand::new(&binary), ModuleOptions::new()),
+                };
                 for name in SERVICES {
                     builder = builder.child_module(name, ChildCommand::new(&binary), service_options(name));
                 }
                 let node = builder.start().expect("node with child services starts");
                 (node.clone(), node)
+            }
+            Placement::ThreeNodeChain => {
+                let c = services::with_services(with_probe(Node::builder("c"), &events, &gate))
+                    .start()
+                    .expect("node c starts");
+                let b = Node::builder("b").start().expect("node b starts");
+                let a = with_watcher(Node::builder("a")).start().expect("node a starts");
+                let to_c = c
+                    .listen(&format!("mem://{}", unique("chain-c")))
+                    .await
+                    .expect("c listens");
+                assert_eq!(b.connect(&to_c.to_string()).await.expect("b connects to c"), "c");
+                let to_b = b
+                    .listen(&format!("mem://{}", unique("chain-b")))
+                    .await
+                    .expect("b listens");
+                assert_eq!(a.connect(&to_b.to_string()).await.expect("a connects to b"), "b");
+                for module in SERVICES {
+                    a.wait_for_module(module, DEADLINE)
+                        .await
+                        .expect("services announced through b");
+                }
+                c.wait_for_module("watcher", DEADLINE)
+                    .await
+                    .expect("watcher announced through b");
+                between.push(b);
+                (a, c)
             }
         };
         for topic in ["sensors/x/temp", "arm/joint"] {
@@ -183,6 +227,7 @@ impl World {
         let mut world = World {
             a,
             b,
+            between,
             client,
             events: rx,
             gate,
@@ -227,9 +272,12 @@ impl World {
         self.gate.add_permits(n);
     }
 
-    /// Shuts both nodes down.
+    /// Shuts every node down.
     pub async fn finish(self) {
         self.a.shutdown().await;
+        for node in &self.between {
+            node.shutdown().await;
+        }
         self.b.shutdown().await;
     }
 }

@@ -191,8 +191,8 @@ async fn run_child(hosted: &mut ChildHosted) -> ChildExit {
 }
 
 /// Brings a launched child up: its hello, then its announcement of the
-/// module, both by `deadline`. Routes the module over the link as soon as
-/// the hello is through.
+/// module, both by `deadline`. Routes the module over the link once the
+/// child has announced it.
 async fn start(
     hosted: &ChildHosted,
     link: Box<dyn botbus_core::Link>,
@@ -215,11 +215,14 @@ async fn start(
         }
         Ok(Ok(link)) => link,
     };
-    hosted.router.set_child_link(name, Some(link.clone()));
     let mut changes = hosted.router.watch_topology();
     loop {
         changes.borrow_and_update();
         if link.serves(name) {
+            // Only now does the module's route lead to the new child: until
+            // it hosts the module, messages wait, as in a restarting
+            // module's mailbox.
+            hosted.router.set_child_link(name, Some(link.clone()));
             return Ok(link);
         }
         if let Some(reason) = final_reason(&hosted.router, name) {

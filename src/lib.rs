@@ -33,7 +33,8 @@
 //! ```
 
 pub use botbus_actors::{
-    LinkConfig, LinkError, MemTransport, ModuleOptions, ModuleStatus, Node, NodeBuilder, NodeError, MEM_SCHEME,
+    LinkConfig, LinkError, LinkStats, MemTransport, ModuleOptions, ModuleStatus, Node, NodeBuilder, NodeError,
+    MEM_SCHEME,
 };
 pub use botbus_core::{
     Ask, AskError, Call, CallEvent, CallerRequest, Client, Context, Down, DownReason, Endpoint, FromPayload, Liveness,

@@ -21,7 +21,7 @@ mod node;
 mod router;
 mod supervisor;
 
-pub use link::{LinkConfig, LinkError};
+pub use link::{LinkConfig, LinkError, LinkStats};
 pub use mem::{MemLink, MemListener, MemTransport, MEM_SCHEME};
 pub use node::{ModuleOptions, Node, NodeBuilder, NodeError};
 pub use router::ModuleStatus;

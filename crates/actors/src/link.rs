@@ -46,6 +46,31 @@ thread_local! {
     static ARENA: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
 }
 
+/// What crossed one link so far: frames of every kind, and of those the
+/// data frames (tells, asks, publishes), each way.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LinkStats {
+    /// The peer's node name.
+    pub peer: String,
+    /// Frames received.
+    pub frames_in: u64,
+    /// Frames sent.
+    pub frames_out: u64,
+    /// Tells, asks and publishes received.
+    pub data_in: u64,
+    /// Tells, asks and publishes sent.
+    pub data_out: u64,
+}
+
+/// The counters behind [`LinkStats`]: one relaxed add per frame.
+#[derive(Default)]
+struct Counters {
+    frames_in: AtomicU64,
+    frames_out: AtomicU64,
+    data_in: AtomicU64,
+    data_out: AtomicU64,
+}
+
 /// How links of a node behave.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
@@ -204,6 +229,7 @@ pub(crate) struct LinkHandle {
     broken: AtomicBool,
     /// The announcement last sent, so an unchanged one is not sent again.
     last_announce: Mutex<Option<Frame>>,
+    counters: Counters,
 }
 
 impl LinkHandle {
@@ -333,8 +359,21 @@ impl LinkHandle {
         })
     }
 
+    /// What crossed the link so far.
+    pub(crate) fn stats(&self) -> LinkStats {
+        let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        LinkStats {
+            peer: self.peer.clone(),
+            frames_in: count(&self.counters.frames_in),
+            frames_out: count(&self.counters.frames_out),
+            data_in: count(&self.counters.data_in),
+            data_out: count(&self.counters.data_out),
+        }
+    }
+
     /// Queues encoded control bytes: never waits.
     fn send_bytes(&self, bytes: Bytes) {
+        self.counters.frames_out.fetch_add(1, Ordering::Relaxed);
         let _ = self.out.send(Outgoing::Frame { bytes, _permit: None });
     }
 
@@ -348,6 +387,8 @@ impl LinkHandle {
 
     fn queue(&self, frame: &Frame, permit: OwnedSemaphorePermit) -> Result<(), SendError> {
         let bytes = self.encode(frame).map_err(|e| SendError::Encode(e.to_string()))?;
+        self.counters.frames_out.fetch_add(1, Ordering::Relaxed);
+        self.counters.data_out.fetch_add(1, Ordering::Relaxed);
         self.out
             .send(Outgoing::Frame {
                 bytes,
@@ -434,11 +475,13 @@ impl LinkHandle {
                     timeout_ms: remaining_ms(ask.deadline),
                     payload,
                 };
+                // Errors name the module, not the route it took.
+                let callee = botbus_core::address::split(&module).1.to_owned();
                 self.pending.lock().expect("link lock").insert(
                     id,
                     PendingAsk {
                         caller: ask.caller,
-                        callee: module,
+                        callee,
                     },
                 );
                 if let Err(error) = self.queue(&frame, permit) {
@@ -693,6 +736,7 @@ pub(crate) async fn establish_link(
         closing: AtomicBool::new(false),
         broken: AtomicBool::new(false),
         last_announce: Mutex::default(),
+        counters: Counters::default(),
     });
     router.add_link(handle.clone()).map_err(LinkError::Duplicate)?;
     tracing::info!(node = router.node(), peer = %handle.peer, via = %handle.describe, codec = %handle.codec(), "link up");
@@ -820,6 +864,7 @@ async fn read_loop(
             }
         };
         frames += 1;
+        link.counters.frames_in.fetch_add(1, Ordering::Relaxed);
         match next {
             None => break "peer closed the link".to_owned(),
             Some(Err(error)) => {
@@ -836,6 +881,9 @@ async fn read_loop(
 }
 
 async fn dispatch(router: &Arc<Router>, link: &Arc<LinkHandle>, frame: Frame) {
+    if let Frame::Tell { .. } | Frame::Ask { .. } | Frame::Publish { .. } = frame {
+        link.counters.data_in.fetch_add(1, Ordering::Relaxed);
+    }
     match frame {
         Frame::Tell { to, from, payload } => {
             let envelope = Envelope {

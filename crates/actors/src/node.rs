@@ -47,7 +47,7 @@ use botbus_transport_stdio::{ChildCommand, StdioLink};
 
 use crate::child::{host_child, ChildHosted};
 use crate::host::{host, Hosted, Startup, StopSignal};
-use crate::link::{establish, establish_link, LinkConfig, LinkError};
+use crate::link::{establish, establish_link, LinkConfig, LinkError, LinkStats};
 use crate::mem::MemTransport;
 use crate::router::{LocalModule, ModuleStatus, Router};
 use crate::supervisor::{Supervise, Supervisor};
@@ -824,6 +824,13 @@ impl Node {
         self.shared.router.local_names()
     }
 
+    /// What crossed each of this node's links so far, by peer.
+    pub fn link_stats(&self) -> Vec<LinkStats> {
+        let mut stats: Vec<LinkStats> = self.shared.router.links().iter().map(|l| l.stats()).collect();
+        stats.sort_by(|a, b| a.peer.cmp(&b.peer));
+        stats
+    }
+
     /// The nodes this node has a link to.
     pub fn peers(&self) -> Vec<String> {
         self.shared.router.links().iter().map(|l| l.peer().to_owned()).collect()
@@ -939,6 +946,12 @@ impl Node {
         let what = format!("a subscriber of `{topic}`");
         self.wait_until(&what, timeout, |node| node.shared.router.has_subscriber(topic))
             .await
+    }
+
+    /// The nodes with a module subscribed to `topic`, as far as this node
+    /// knows (itself included), by name.
+    pub fn subscriber_nodes(&self, topic: &str) -> Vec<String> {
+        self.shared.router.subscriber_nodes(topic)
     }
 
     /// Stops the node: modules in reverse start order (each one's `stopping`

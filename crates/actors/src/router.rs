@@ -309,16 +309,17 @@ impl Router {
             .expect("router lock")
             .retain(|l| !Arc::ptr_eq(l, link));
         if let Some(child) = link.child_of() {
-            // The child's process is lost (unless this node is stopping it):
-            // its status says so before any ask it was handling fails, and
-            // its host decides whether it comes back.
-            if !link.closed_by_us() && self.status(child) == Some(ModuleStatus::Running) {
-                self.set_status(child, ModuleStatus::Restarting);
-            }
+            // The child's process is lost: new messages wait for the next
+            // one; then (unless this node is stopping it) its status says
+            // so, before any ask it was handling fails; its host decides
+            // whether it comes back.
             if let Some(Route::Child(slot)) = self.routes.write().expect("router lock").get_mut(child) {
                 if slot.as_ref().is_some_and(|l| Arc::ptr_eq(l, link)) {
                     *slot = None;
                 }
+            }
+            if !link.closed_by_us() && self.status(child) == Some(ModuleStatus::Running) {
+                self.set_status(child, ModuleStatus::Restarting);
             }
         }
         link.fail_all(reason);
@@ -754,6 +755,23 @@ impl Router {
                 .expect("router lock")
                 .values()
                 .any(|route| route.subscriptions.iter().any(|p| p.matches(topic)))
+    }
+
+    /// The nodes with a subscriber of `topic`, this one included.
+    pub(crate) fn subscriber_nodes(&self, topic: &str) -> Vec<String> {
+        let mut nodes: Vec<String> = self
+            .nodes
+            .read()
+            .expect("router lock")
+            .iter()
+            .filter(|(_, route)| route.subscriptions.iter().any(|p| p.matches(topic)))
+            .map(|(node, _)| node.clone())
+            .collect();
+        if !self.local_subscribers(topic).is_empty() {
+            nodes.push(self.node.clone());
+        }
+        nodes.sort();
+        nodes
     }
 
     /// Whether `to` resolves to a module, here or at another node.

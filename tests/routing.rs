@@ -1,0 +1,324 @@
+//! A node is a router: frames pass between its links. A triangle of nodes
+//! delivers each publish exactly once with nothing circulating; a chain
+//! whose middle node goes away ends the asks through it and tells the
+//! monitors; a child module that is restarting keeps its messages waiting,
+//! as an in-process module's mailbox does.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use botbus::{
+    AskError, ChildCommand, Context, Down, DownReason, Message, Module, ModuleError, ModuleOptions, ModuleStatus, Node,
+};
+use serde::{Deserialize, Serialize};
+use support::{child_services_binary, unique, Req, DEADLINE};
+use tokio::sync::mpsc;
+
+/// A numbered message from a node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+struct Tick {
+    from: String,
+    seq: u32,
+}
+
+impl Message for Tick {
+    const NAME: &'static str = "routing.Tick";
+}
+
+/// Subscribes to `ticks/**` and hands every tick to the test.
+struct Subscriber {
+    ticks: mpsc::UnboundedSender<(String, Tick)>,
+}
+
+impl Module for Subscriber {
+    type Message = Tick;
+    type Reply = ();
+
+    async fn started(&mut self, ctx: &mut Context) -> Result<(), ModuleError> {
+        ctx.subscribe("ticks/**").map_err(|e| ModuleError::new(e.to_string()))
+    }
+
+    async fn process(&mut self, tick: Tick, ctx: &mut Context) -> Result<(), ModuleError> {
+        let _ = self.ticks.send((ctx.node().to_owned(), tick));
+        Ok(())
+    }
+}
+
+async fn link(from: &Node, to: &Node) {
+    let endpoint = to.listen(&format!("mem://{}", unique("routing"))).await.unwrap();
+    assert_eq!(from.connect(&endpoint.to_string()).await.unwrap(), to.name());
+}
+
+fn total_data_in(nodes: &[&Node]) -> u64 {
+    nodes.iter().flat_map(|node| node.link_stats()).map(|s| s.data_in).sum()
+}
+
+#[tokio::test]
+async fn in_a_triangle_every_publish_reaches_each_subscriber_exactly_once_and_nothing_circulates() {
+    let (ticks, mut heard) = mpsc::unbounded_channel();
+    let nodes: Vec<Node> = ["a", "b", "c"]
+        .iter()
+        .map(|name| {
+            let ticks = ticks.clone();
+            Node::builder(name)
+                .module("subscriber", move || Subscriber { ticks: ticks.clone() })
+                .start()
+                .unwrap()
+        })
+        .collect();
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    link(a, b).await;
+    link(b, c).await;
+    link(c, a).await;
+    for node in &nodes {
+        for other in &nodes {
+            if other.name() != node.name() {
+                let qualified = format!("{}/subscriber", other.name());
+                node.wait_for_module(&qualified, DEADLINE).await.unwrap();
+            }
+        }
+    }
+    // Each node knows of a subscriber at every node, itself included.
+    for node in &nodes {
+        node.wait_until("a subscriber at every node", DEADLINE, |node| {
+            node.subscriber_nodes("ticks/x") == ["a", "b", "c"]
+        })
+        .await
+        .unwrap();
+    }
+    let before = total_data_in(&[a, b, c]);
+
+    const N: u32 = 200;
+    for node in &nodes {
+        let client = node.client("publisher");
+        for seq in 0..N {
+            let tick = Tick {
+                from: node.name().to_owned(),
+                seq,
+            };
+            client.publish(&format!("ticks/{}", node.name()), tick).await.unwrap();
+        }
+    }
+    // Every subscriber hears every tick, once.
+    let mut got: HashMap<(String, Tick), usize> = HashMap::new();
+    let expected = 3 * 3 * N as usize;
+    while got.values().sum::<usize>() < expected {
+        let (at, tick) = tokio::time::timeout(DEADLINE, heard.recv())
+            .await
+            .expect("every tick arrives")
+            .expect("channel open");
+        *got.entry((at, tick)).or_default() += 1;
+    }
+    assert_eq!(got.len(), expected, "some subscriber missed a tick");
+    assert!(got.values().all(|&n| n == 1), "a tick was delivered twice");
+
+    // A last round from each node, then the count of data frames that
+    // crossed links: each publish crossed exactly two links (one to each
+    // other node) — nothing took a second path, nothing went round.
+    for node in &nodes {
+        let tick = Tick {
+            from: node.name().to_owned(),
+            seq: N,
+        };
+        node.client("publisher").publish("ticks/last", tick).await.unwrap();
+    }
+    for _ in 0..9 {
+        let (_, tick) = tokio::time::timeout(DEADLINE, heard.recv()).await.unwrap().unwrap();
+        assert_eq!(tick.seq, N, "a late duplicate: {tick:?}");
+    }
+    let crossed = total_data_in(&[a, b, c]) - before;
+    assert_eq!(crossed, 3 * 2 * (u64::from(N) + 1));
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+/// Replies to nothing: holds every ask until its asker gives up, after a
+/// first progress update.
+struct Sleeper;
+
+impl Module for Sleeper {
+    type Message = u32;
+    type Reply = u32;
+
+    async fn process(&mut self, _: u32, ctx: &mut Context) -> Result<u32, ModuleError> {
+        ctx.progress(0u32);
+        ctx.cancelled().await;
+        Ok(0)
+    }
+}
+
+/// Monitors `sleeper` and hands the down to the test.
+struct Watcher {
+    downs: mpsc::UnboundedSender<Down>,
+}
+
+impl Module for Watcher {
+    type Message = ();
+    type Reply = ();
+
+    async fn started(&mut self, ctx: &mut Context) -> Result<(), ModuleError> {
+        ctx.monitor("sleeper");
+        Ok(())
+    }
+
+    async fn process(&mut self, (): (), _ctx: &mut Context) -> Result<(), ModuleError> {
+        Ok(())
+    }
+
+    async fn down(&mut self, down: Down, _ctx: &mut Context) -> Result<(), ModuleError> {
+        let _ = self.downs.send(down);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn when_the_middle_of_a_chain_goes_away_asks_through_it_end_unreachable_and_monitors_hear() {
+    let c = Node::builder("c").module("sleeper", || Sleeper).start().unwrap();
+    let b = Node::builder("b").start().unwrap();
+    link(&b, &c).await;
+    let (downs, mut heard) = mpsc::unbounded_channel();
+    // The watcher starts once `sleeper` is reachable from `a`, through `b`.
+    let a = Node::builder("a").start().unwrap();
+    link(&a, &b).await;
+    a.wait_for_module("sleeper", DEADLINE).await.unwrap();
+    a.spawn(
+        "watcher",
+        move || Watcher { downs: downs.clone() },
+        ModuleOptions::new(),
+    )
+    .await
+    .unwrap();
+    // Both ways: `c` reaches `a`'s watcher through `b` too.
+    c.wait_for_module("watcher", DEADLINE).await.unwrap();
+
+    let client = a.client("test");
+    let mut call = client
+        .ask::<_, u32>("sleeper", 1u32)
+        .timeout(DEADLINE * 3)
+        .start()
+        .await
+        .unwrap();
+    assert!(
+        call.next_event().await.is_some(),
+        "the sleeper has the ask, two hops away"
+    );
+
+    b.shutdown().await;
+    let outcome = tokio::time::timeout(DEADLINE, call.reply())
+        .await
+        .expect("the ask ends");
+    assert!(
+        matches!(&outcome, Err(AskError::Unreachable { module, .. }) if module == "sleeper"),
+        "{outcome:?}"
+    );
+    let down = tokio::time::timeout(DEADLINE, heard.recv()).await.unwrap().unwrap();
+    assert_eq!(down.module, "sleeper");
+    assert!(matches!(down.reason, DownReason::Unreachable(_)), "{down:?}");
+    // And a new ask knows at once that there is no way there.
+    assert_eq!(
+        client.ask::<_, u32>("sleeper", 1u32).await,
+        Err(AskError::UnknownModule("sleeper".into()))
+    );
+    a.shutdown().await;
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_monitor_across_a_chain_hears_why_the_module_went_down() {
+    let c = Node::builder("c").module("sleeper", || Sleeper).start().unwrap();
+    let b = Node::builder("b").start().unwrap();
+    link(&b, &c).await;
+    let a = Node::builder("a").start().unwrap();
+    link(&a, &b).await;
+    a.wait_for_module("sleeper", DEADLINE).await.unwrap();
+    let (downs, mut heard) = mpsc::unbounded_channel();
+    a.spawn(
+        "watcher",
+        move || Watcher { downs: downs.clone() },
+        ModuleOptions::new(),
+    )
+    .await
+    .unwrap();
+    c.stop_module("sleeper").await.unwrap();
+    let down = tokio::time::timeout(DEADLINE, heard.recv()).await.unwrap().unwrap();
+    assert_eq!((down.module.as_str(), down.reason), ("sleeper", DownReason::Stopped));
+    for node in [a, b, c] {
+        node.shutdown().await;
+    }
+}
+
+fn kill_9(pid: u32) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("a pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("SIGKILL sent");
+}
+
+#[tokio::test]
+async fn a_tell_and_an_ask_to_a_restarting_child_wait_for_the_new_instance() {
+    let node = Node::builder("host")
+        .child_module(
+            "echo",
+            ChildCommand::new(child_services_binary()),
+            ModuleOptions::new().budget(10, Duration::from_secs(60)),
+        )
+        .start()
+        .unwrap();
+    let client = node.client("test");
+    for _ in 0..3 {
+        let pid = node.child_pid("echo").unwrap();
+        kill_9(pid);
+        // Once the node knows the child is gone, and before the new one is up.
+        node.wait_until("echo restarting", DEADLINE, |node| {
+            node.status("echo") != Some(ModuleStatus::Running)
+        })
+        .await
+        .unwrap();
+        client
+            .tell("echo", Req::Add(0, 0))
+            .await
+            .expect("the tell waits, it does not fail");
+        let sum: u32 = client
+            .ask("echo", Req::Add(20, 22))
+            .timeout(DEADLINE)
+            .await
+            .expect("the ask waits for the new instance");
+        assert_eq!(sum, 42);
+        assert_ne!(node.child_pid("echo"), Some(pid));
+        // The tell reached the new instance too: it counted two messages.
+        let tally: u32 = client.ask("echo", Req::Tally).await.unwrap();
+        assert_eq!(tally, 2);
+    }
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_ask_to_a_restarting_child_still_ends_by_its_deadline() {
+    // A child that never comes back (its starts always fail, slowly).
+    let silent = ChildCommand::new("sh")
+        .arg("-c")
+        .arg(r#"printf '%s\n' '{"magic":"BBUS","version":1,"node":"mute","codecs":["json"]}'; exec sleep 60"#);
+    let node = Node::builder("host").start().unwrap();
+    let options = ModuleOptions::new().start_timeout(Duration::from_secs(30));
+    let spawner = node.clone();
+    let starting = tokio::spawn(async move { spawner.spawn_child("mute", silent, options).await });
+    node.wait_until("mute starting", DEADLINE, |node| {
+        node.status("mute") == Some(ModuleStatus::Starting)
+    })
+    .await
+    .unwrap();
+    let began = std::time::Instant::now();
+    let outcome = node
+        .client("test")
+        .ask::<_, u32>("mute", Req::Add(1, 1))
+        .timeout(Duration::from_millis(300))
+        .await;
+    assert!(
+        matches!(&outcome, Err(AskError::Timeout { .. } | AskError::Stopped(_))),
+        "{outcome:?}"
+    );
+    assert!(began.elapsed() < DEADLINE, "{:?}", began.elapsed());
+    node.shutdown().await;
+    let _ = starting.await;
+}

@@ -37,8 +37,9 @@ pub use botbus_actors::{
     MEM_SCHEME,
 };
 pub use botbus_core::{
-    Ask, AskError, Call, CallEvent, CallerRequest, Client, Context, Down, DownReason, Endpoint, FromPayload, Liveness,
-    Message, Module, ModuleError, Payload, RestartBudget, RestartPolicy, SendError, TopicPattern, DEFAULT_ASK_TIMEOUT,
+    register_message, Ask, AskError, Call, CallEvent, CallerRequest, Client, Context, Down, DownReason, Endpoint,
+    FromPayload, Liveness, Message, Module, ModuleError, Payload, RestartBudget, RestartPolicy, SendError,
+    TopicPattern, DEFAULT_ASK_TIMEOUT,
 };
 pub use botbus_transport_stdio::ChildCommand;
 

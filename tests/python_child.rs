@@ -6,12 +6,16 @@
 use std::process::Command;
 use std::time::Duration;
 
-use botbus::{AskError, CallEvent, ChildCommand, Context, Module, ModuleError, ModuleOptions, Node};
+use botbus::{register_message, AskError, CallEvent, ChildCommand, Context, Module, ModuleError, ModuleOptions, Node};
 use tokio::sync::mpsc;
 
 #[path = "../examples/python_child/messages.rs"]
 mod messages;
+mod support;
+#[path = "support/thermostat.rs"]
+mod thermostat;
 use messages::{Alert, Calibrate, Reading, ToFahrenheit};
+use thermostat::ThermostatCmd;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -90,5 +94,71 @@ async fn a_python_module_answers_asks_subscribes_and_publishes() {
     // It stops when asked: a goodbye, and it exits on its own.
     node.stop_module("thermo").await.unwrap();
     assert!(node.child_pid("thermo").is_none());
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_python_child_and_a_rust_child_talk_through_their_parent() {
+    let Some(python) = python3() else {
+        eprintln!("SKIPPED: python3 is not on PATH; the Python child test needs it");
+        return;
+    };
+    // The parent passes the thermostat's postcard to the Python child's
+    // JSON and back: it must know the types that cross (its own modules'
+    // types it knows by itself; here it has none).
+    register_message::<ToFahrenheit>();
+    register_message::<f64>();
+    register_message::<Reading>();
+    register_message::<Alert>();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python_child/child.py");
+    let node = Node::builder("robot").start().unwrap();
+    node.spawn_child("thermo", ChildCommand::new(python).arg(script), ModuleOptions::new())
+        .await
+        .unwrap();
+    let services = ChildCommand::new(support::child_services_binary());
+    node.spawn_child("thermostat", services, ModuleOptions::new())
+        .await
+        .unwrap();
+    let client = node.client("test");
+
+    // The Rust child asks the Python child, through the parent.
+    let fahrenheit: f64 = client.ask("thermostat", ThermostatCmd::Convert(100.0)).await.unwrap();
+    assert_eq!(fahrenheit, 212.0);
+
+    // The Rust child publishes a reading the Python child subscribes to,
+    // once it has heard of that subscription (nothing here can see the
+    // child's table, so it asks again until its publish reaches someone)...
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let reached: f64 = client.ask("thermostat", ThermostatCmd::Heat(20.0)).await.unwrap();
+        if reached >= 1.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the Python child's subscription never reached its sibling"
+        );
+        node.wait_until("a routing change", Duration::from_millis(50), |_| false)
+            .await
+            .ok();
+    }
+    let reached: f64 = client.ask("thermostat", ThermostatCmd::Heat(91.5)).await.unwrap();
+    assert_eq!(reached, 1.0);
+    // ...and hears the Python child's alert, published back through the parent.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let last: f64 = client.ask("thermostat", ThermostatCmd::LastAlert).await.unwrap();
+        if last == 91.5 {
+            break;
+        }
+        assert_eq!(last, -1.0, "only the hot reading raises an alert");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the alert never reached the Rust child"
+        );
+        node.wait_until("a routing change", Duration::from_millis(20), |_| false)
+            .await
+            .ok();
+    }
     node.shutdown().await;
 }

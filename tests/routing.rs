@@ -322,3 +322,68 @@ async fn an_ask_to_a_restarting_child_still_ends_by_its_deadline() {
     node.shutdown().await;
     let _ = starting.await;
 }
+
+/// A message type no module in this process takes: nothing registers it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Opaque {
+    words: Vec<String>,
+}
+
+impl Message for Opaque {
+    const NAME: &'static str = "routing.Opaque";
+}
+
+/// Takes any payload undecoded; replies with the length of its name.
+struct Sink;
+
+impl Module for Sink {
+    type Message = botbus::Payload;
+    type Reply = u32;
+
+    async fn process(&mut self, payload: botbus::Payload, _ctx: &mut Context) -> Result<u32, ModuleError> {
+        Ok(payload.name().len() as u32)
+    }
+}
+
+#[tokio::test]
+async fn a_payload_crosses_a_node_undecoded_and_is_re_encoded_only_between_codecs() {
+    let json_only = botbus::LinkConfig {
+        codecs: vec![botbus::crates::core::CodecKind::Json],
+        ..botbus::LinkConfig::default()
+    };
+    let c = Node::builder("c").module("sink", || Sink).start().unwrap();
+    let b = Node::builder("b").start().unwrap();
+    link(&b, &c).await; // postcard
+    let a = Node::builder("a").start().unwrap();
+    link(&a, &b).await; // postcard
+    let a_json = Node::builder("a-json").link_config(json_only).start().unwrap();
+    link(&a_json, &b).await; // JSON
+    for node in [&a, &a_json] {
+        node.wait_for_module("sink", DEADLINE).await.unwrap();
+    }
+    let message = || Opaque {
+        words: vec!["no".into(), "one".into(), "here".into(), "knows".into(), "me".into()],
+    };
+    // Postcard in, postcard out: `b` passes the bytes on as they came,
+    // without knowing the type.
+    let name_len: u32 = a.client("test").ask("sink", message()).await.unwrap();
+    assert_eq!(name_len as usize, Opaque::NAME.len());
+    // JSON in, postcard out: `b` would have to re-encode a type it does not
+    // know, and says so.
+    let refused = a_json
+        .client("test")
+        .ask::<_, u32>("sink", message())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, AskError::BadPayload(why) if why.contains("routing.Opaque") && why.contains("register_message")),
+        "{refused:?}"
+    );
+    // Once this process knows the type, it crosses codecs too.
+    botbus::register_message::<Opaque>();
+    let name_len: u32 = a_json.client("test").ask("sink", message()).await.unwrap();
+    assert_eq!(name_len as usize, Opaque::NAME.len());
+    for node in [a, a_json, b, c] {
+        node.shutdown().await;
+    }
+}

@@ -440,7 +440,16 @@ impl LinkHandle {
         envelope: Envelope,
         permit: OwnedSemaphorePermit,
     ) -> Result<Option<CancelHook>, SendError> {
-        let payload = self.wire(&envelope.payload)?;
+        let payload = match self.wire(&envelope.payload) {
+            Ok(payload) => payload,
+            Err(error) => {
+                // An ask passed on from elsewhere hears why, not just `Stopped`.
+                if let EnvelopeKind::Ask(ask) = envelope.kind {
+                    ask.caller.reply(Err(AskError::BadPayload(error.to_string())));
+                }
+                return Err(error);
+            }
+        };
         let from = envelope.from.to_string();
         match envelope.kind {
             EnvelopeKind::Tell => {
@@ -485,7 +494,9 @@ impl LinkHandle {
                     },
                 );
                 if let Err(error) = self.queue(&frame, permit) {
-                    self.pending.lock().expect("link lock").remove(&id);
+                    if let Some(pending) = self.pending.lock().expect("link lock").remove(&id) {
+                        pending.caller.reply(Err(AskError::BadPayload(error.to_string())));
+                    }
                     return Err(error);
                 }
                 let link = Arc::downgrade(self);

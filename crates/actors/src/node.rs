@@ -244,6 +244,10 @@ struct ModuleSpec {
 }
 
 fn launcher<M: Module>(factory: impl Fn() -> M + Send + Sync + 'static) -> Launch {
+    // This process now knows the module's types, so its nodes can pass them
+    // between links of different codecs.
+    <M::Message as botbus_core::FromPayload>::register();
+    botbus_core::register_message::<M::Reply>();
     let factory: Arc<dyn Fn() -> M + Send + Sync> = Arc::new(factory);
     Arc::new(move |hosted| Box::pin(host(factory.clone(), hosted)))
 }

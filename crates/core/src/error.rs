@@ -66,9 +66,9 @@ pub enum PayloadError {
         /// The serde_json error.
         source: serde_json::Error,
     },
-    /// An encoded message was to be forwarded over a link of another codec;
-    /// without its type it cannot be re-encoded.
-    #[error("cannot re-encode `{name}` from {from} to {to} without its type")]
+    /// An encoded message was to be passed on over a link of another codec,
+    /// and this process does not know its type to re-encode it.
+    #[error("cannot re-encode `{name}` from {from} to {to}: this process does not know the type (register it with `register_message`)")]
     Transcode {
         /// The message's name.
         name: String,

@@ -34,7 +34,7 @@ pub use error::{AskError, ModuleError, PayloadError, SendError};
 pub use frame::{CodecKind, Frame, Hello, Reach, WirePayload, MAGIC, PROTOCOL_VERSION};
 pub use handshake::HandshakeError;
 pub use liveness::Liveness;
-pub use message::{FromPayload, Message, Payload};
+pub use message::{register_message, FromPayload, Message, Payload};
 pub use module::{Down, DownReason, Module};
 pub use supervision::{RestartBudget, RestartPolicy, RestartTracker};
 pub use topic::{validate_topic, TopicError, TopicPattern};

@@ -74,11 +74,19 @@ impl_message!(
 pub trait FromPayload: Sized + Send + 'static {
     /// Decodes `payload`, or says why it is not this type.
     fn from_payload(payload: Payload) -> Result<Self, PayloadError>;
+
+    /// Makes the type known to this process (see [`register_message`]); a
+    /// node does this for each module's message type.
+    fn register() {}
 }
 
 impl<M: Message> FromPayload for M {
     fn from_payload(payload: Payload) -> Result<Self, PayloadError> {
         payload.decode()
+    }
+
+    fn register() {
+        register_message::<M>();
     }
 }
 
@@ -86,6 +94,73 @@ impl FromPayload for Payload {
     fn from_payload(payload: Payload) -> Result<Self, PayloadError> {
         Ok(payload)
     }
+}
+
+/// Re-encodes one message type's body from one codec to the other.
+#[derive(Clone, Copy)]
+struct Transcoder {
+    to_json: fn(&[u8]) -> Result<Bytes, PayloadError>,
+    to_postcard: fn(&[u8]) -> Result<Bytes, PayloadError>,
+}
+
+/// The message types this process knows by name.
+static KNOWN: std::sync::LazyLock<std::sync::RwLock<std::collections::HashMap<&'static str, Transcoder>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Makes message type `M` known to this process, so that its nodes can pass
+/// an `M` between links of different codecs — from a JSON-lines peer (a
+/// Python child) to a postcard one (a Rust child), say — by decoding and
+/// re-encoding it. A payload passed between links of the *same* codec is
+/// never decoded, so only types that cross codecs need this.
+///
+/// Every module's message and reply types are registered when the module is
+/// added to a node; register the others (a topic's message that no module
+/// here takes, a progress update) once, at start.
+///
+/// ```
+/// use botbus_core::{register_message, CodecKind, Message, Payload};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Clone, Serialize, Deserialize)]
+/// struct Reading { celsius: f64 }
+/// impl Message for Reading { const NAME: &'static str = "doc.Reading"; }
+///
+/// let postcard = Payload::new(Reading { celsius: 21.5 }).to_bytes().unwrap();
+/// let received = Payload::from_encoded(Reading::NAME, postcard);
+/// assert!(received.encoded(CodecKind::Json).is_err()); // unknown: cannot re-encode
+/// register_message::<Reading>();
+/// assert_eq!(&received.encoded(CodecKind::Json).unwrap()[..], br#"{"celsius":21.5}"#);
+/// ```
+pub fn register_message<M: Message>() {
+    fn to_json<M: Message>(postcard: &[u8]) -> Result<Bytes, PayloadError> {
+        let value: M = decode_postcard(postcard)?;
+        serde_json::to_vec(&value)
+            .map(Bytes::from)
+            .map_err(|source| PayloadError::EncodeJson {
+                name: M::NAME.to_owned(),
+                source,
+            })
+    }
+    fn to_postcard<M: Message>(json: &[u8]) -> Result<Bytes, PayloadError> {
+        let value: M = decode_json(json)?;
+        encode_postcard(&value).map_err(|source| PayloadError::Encode {
+            name: M::NAME.to_owned(),
+            source,
+        })
+    }
+    let transcoder = Transcoder {
+        to_json: to_json::<M>,
+        to_postcard: to_postcard::<M>,
+    };
+    KNOWN
+        .write()
+        .expect("message registry")
+        .entry(M::NAME)
+        .or_insert(transcoder);
+}
+
+fn known(name: &str) -> Option<Transcoder> {
+    KNOWN.read().expect("message registry").get(name).copied()
 }
 
 /// A message value with its type erased: what the router moves around.
@@ -209,16 +284,22 @@ impl Payload {
                 .map(Bytes::from)
                 .map_err(|source| PayloadError::EncodeJson { name: name(), source }),
             (Body::Encoded(bytes), CodecKind::Postcard) | (Body::Json(bytes), CodecKind::Json) => Ok(bytes.clone()),
-            (Body::Encoded(_), to) => Err(PayloadError::Transcode {
-                name: name(),
-                from: CodecKind::Postcard,
-                to,
-            }),
-            (Body::Json(_), to) => Err(PayloadError::Transcode {
-                name: name(),
-                from: CodecKind::Json,
-                to,
-            }),
+            (Body::Encoded(bytes), CodecKind::Json) => match known(&self.name) {
+                Some(transcoder) => (transcoder.to_json)(bytes),
+                None => Err(PayloadError::Transcode {
+                    name: name(),
+                    from: CodecKind::Postcard,
+                    to: CodecKind::Json,
+                }),
+            },
+            (Body::Json(json), CodecKind::Postcard) => match known(&self.name) {
+                Some(transcoder) => (transcoder.to_postcard)(json),
+                None => Err(PayloadError::Transcode {
+                    name: name(),
+                    from: CodecKind::Json,
+                    to: CodecKind::Postcard,
+                }),
+            },
         }
     }
 }
@@ -266,7 +347,7 @@ thread_local! {
     static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-fn encode_postcard(value: &dyn ErasedMessage) -> Result<Bytes, postcard::Error> {
+fn encode_postcard(value: &(impl ErasedMessage + ?Sized)) -> Result<Bytes, postcard::Error> {
     let mut scratch = SCRATCH.take();
     scratch.clear();
     let result = value.encode(scratch);

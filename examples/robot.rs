@@ -8,8 +8,9 @@
 //! * `mission` starts a long plan on `planner`, follows its progress, and
 //!   cancels it half-way; `planner` notices and stops.
 //!
-//! Run it: `cargo run --example robot` (add `-- --seconds N` to run longer;
-//! Ctrl-C stops it cleanly at any time).
+//! Run it: `cargo run --example robot` (add `-- --seconds N` to run longer,
+//! `-- --readings N` for a sensor that stops after N readings; Ctrl-C stops
+//! it cleanly at any time).
 //!
 //! Any module can run in a child process instead — a re-launched copy of
 //! this binary — with no change to its code: `-- --child motor` (repeat the
@@ -59,9 +60,11 @@ impl Message for Plan {
     const NAME: &'static str = "robot.Plan";
 }
 
-#[derive(Default)]
 struct Sensor {
     seq: u64,
+    /// Stop after this many readings (`--readings N`), so that a run tells a
+    /// story of known length, the same in every placement.
+    readings: Option<u64>,
 }
 
 impl Module for Sensor {
@@ -78,6 +81,10 @@ impl Module for Sensor {
     }
 
     async fn tick(&mut self, ctx: &mut Context) -> Result<(), ModuleError> {
+        if self.readings.is_some_and(|readings| self.seq >= readings) {
+            ctx.stop_ticks();
+            return Ok(());
+        }
         self.seq += 1;
         // An obstacle approaches, then recedes: 2.0 m down to 0.2 m and back.
         let phase = (self.seq % 40) as f32 / 40.0;
@@ -192,6 +199,12 @@ impl Module for Logger {
         }
         Ok(())
     }
+
+    async fn stopping(&mut self, ctx: &mut Context) {
+        for (topic, count) in std::mem::take(&mut self.counts) {
+            tracing::info!(module = ctx.name(), %topic, count, "published since the last count");
+        }
+    }
 }
 
 struct Planner;
@@ -263,6 +276,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .transpose()?
         .unwrap_or(3.0);
 
+    let readings = std::env::args()
+        .skip_while(|a| a != "--readings")
+        .nth(1)
+        .map(|s| s.parse::<u64>())
+        .transpose()?;
     let children = child_modules()?;
     let placed = |name: &str| match children.iter().any(|c| c == name) {
         true => ModuleOptions::new().in_child(),
@@ -276,7 +294,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .module_with("logger", Logger::default, placed("logger"))
         .module_with("controller", Controller::default, placed("controller"))
         .module_with("mission", Mission::default, placed("mission"))
-        .module_with("sensor", Sensor::default, placed("sensor"))
+        .module_with("sensor", move || Sensor { seq: 0, readings }, placed("sensor"))
         .start()?;
     node.shutdown_on_signal()?;
     tracing::info!(modules = ?node.modules(), ?children, seconds, "robot up; Ctrl-C stops it");

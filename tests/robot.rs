@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 
 /// What each module is heard saying in a normal run.
@@ -62,5 +63,133 @@ fn the_robot_tells_the_same_story_with_any_module_in_a_child() {
         }
         assert!(log.contains("to=0.8") || log.contains("to=0.3"), "{log}");
         assert!(!log.contains("0.80000001") && !log.contains("0.30000001"), "{log}");
+    }
+}
+
+/// What a robot run did, each module's part in the order that module did
+/// it (lines from different processes interleave in the log in no promised
+/// order): the parts of its story that do not depend on timing — every
+/// reading is delivered, and the sensor's readings depend only on their
+/// sequence number.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Trace {
+    /// The motor's speed changes, `from→to`.
+    speeds: Vec<String>,
+    /// The LED's colours.
+    colours: Vec<String>,
+    /// The controller's plan changes: the reading and the speed applied.
+    plan_changes: Vec<String>,
+    /// The plan progress the mission heard.
+    progress: Vec<String>,
+    /// The step the planner stopped at.
+    cancelled_at: Vec<String>,
+    /// The logger's total per topic.
+    logged: BTreeMap<String, u32>,
+}
+
+/// The value of `key=` in `line`, up to the next space.
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    let start = line
+        .find(key)
+        .map(|i| i + key.len())
+        .unwrap_or_else(|| panic!("no {key} in {line}"));
+    line[start..].split_whitespace().next().unwrap_or_default()
+}
+
+fn trace(log: &str) -> Trace {
+    let mut trace = Trace::default();
+    for line in log.lines() {
+        if line.contains("speed set") {
+            trace
+                .speeds
+                .push(format!("{}→{}", field(line, "from="), field(line, "to=")));
+        } else if line.contains("colour=") {
+            trace.colours.push(field(line, "colour=").to_owned());
+        } else if line.contains("obstacle distance changed the plan") {
+            trace.plan_changes.push(format!(
+                "#{} {} m: {}",
+                field(line, "seq="),
+                field(line, "metres="),
+                field(line, "speed=")
+            ));
+        } else if line.contains("plan progress") {
+            trace.progress.push(field(line, "step=").to_owned());
+        } else if line.contains("plan cancelled by the asker") {
+            trace.cancelled_at.push(field(line, "step=").to_owned());
+        } else if line.contains("published in the last second") || line.contains("published since the last count") {
+            let topic = &line[line.find("topic=").expect("a topic") + 6..line.find(" count=").expect("a count")];
+            let count: u32 = field(line, "count=").parse().expect("a count");
+            *trace.logged.entry(topic.to_owned()).or_default() += count;
+        }
+    }
+    trace
+}
+
+/// Runs the robot for a 30-reading story with `children` in child processes.
+fn story(children: &[&str]) -> std::process::Child {
+    let mut command = Command::new(support::example_binary("robot"));
+    command.args(["--seconds", "2.5", "--readings", "30"]);
+    for child in children {
+        command.args(["--child", child]);
+    }
+    command
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("robot starts")
+}
+
+fn told(run: std::process::Child, placement: &str) -> Trace {
+    let output = run.wait_with_output().expect("robot runs to the end");
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "robot with {placement}: {}\n{log}",
+        output.status
+    );
+    trace(&log)
+}
+
+#[test]
+fn the_robot_tells_the_same_story_in_one_process_in_seven_children_and_with_any_two_in_children() {
+    let alone = told(story(&[]), "every module in one process");
+    // The story is all there: the approach, the stop, the retreat; the plan
+    // cancelled half-way; every reading counted.
+    assert_eq!(
+        alone.speeds,
+        ["0→0.8", "0.8→0.3", "0.3→0", "0→0.3", "0.3→0.8"],
+        "{alone:?}"
+    );
+    assert_eq!(alone.colours, ["Green", "Amber", "Red", "Amber", "Green"]);
+    assert_eq!(alone.progress, ["1", "2", "3", "4", "5"]);
+    assert_eq!(alone.cancelled_at, ["6"]);
+    assert_eq!(
+        alone.logged,
+        BTreeMap::from([("sensors/front/range (robot.Range)".to_owned(), 30)])
+    );
+
+    let all = STORY.map(|(module, _)| module);
+    assert_eq!(
+        told(story(&all), "all seven modules in children"),
+        alone,
+        "all seven in children"
+    );
+
+    let mut pairs = Vec::new();
+    for (i, first) in all.iter().enumerate() {
+        for second in &all[i + 1..] {
+            pairs.push([*first, *second]);
+        }
+    }
+    assert_eq!(pairs.len(), 21);
+    // A few at a time: a loaded machine must not turn the controller's
+    // 200 ms asks into timeouts, which would change the story.
+    for batch in pairs.chunks(3) {
+        let runs: Vec<_> = batch.iter().map(|pair| (pair, story(pair))).collect();
+        for (pair, run) in runs {
+            let placement = format!("{} and {} in children", pair[0], pair[1]);
+            assert_eq!(told(run, &placement), alone, "{placement}");
+        }
     }
 }

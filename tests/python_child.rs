@@ -75,10 +75,10 @@ async fn a_python_module_answers_asks_subscribes_and_publishes() {
     }
     assert_eq!(steps, vec![1, 2, 3]);
     assert_eq!(call.reply().await.unwrap(), "calibrated in 3 steps");
-    // A message it does not know: a typed remote error, not a hang.
+    // A message it does not take: `BadPayload`, as from any module.
     let refused = client.ask::<_, u32>("thermo", 5u32).await.unwrap_err();
     assert!(
-        matches!(&refused, AskError::Remote { module, message } if module == "thermo" && message.contains("u32")),
+        matches!(&refused, AskError::BadPayload(why) if why.contains("thermo") && why.contains("u32")),
         "{refused:?}"
     );
 

@@ -45,8 +45,7 @@ def reply_ok(ask_id, name, body):
     send({"reply": {"id": ask_id, "result": {"Ok": payload(name, body)}}})
 
 
-def reply_err(ask_id, message):
-    error = {"Remote": {"module": MODULE, "message": message}}
+def reply_err(ask_id, error):
     send({"reply": {"id": ask_id, "result": {"Err": error}}})
 
 
@@ -74,7 +73,9 @@ def on_ask(ask):
             send({"progress": {"id": ask_id, "payload": payload("u32", step)}})
         reply_ok(ask_id, "string", "calibrated in %d steps" % body)
     else:
-        reply_err(ask_id, "thermo does not understand `%s`" % name)
+        # A message this module does not take: `BadPayload`, as any botbus
+        # module answers (`Remote` is for errors the module itself returns).
+        reply_err(ask_id, {"BadPayload": "`%s` cannot take `%s`" % (MODULE, name)})
 
 
 def on_publish(publish):

@@ -37,9 +37,10 @@ pub use botbus_actors::{
     MEM_SCHEME,
 };
 pub use botbus_core::{
-    register_message, Ask, AskError, Call, CallEvent, CallerRequest, Client, Context, Down, DownReason, Endpoint,
-    FromPayload, Liveness, Message, Module, ModuleError, Payload, RestartBudget, RestartPolicy, SendError,
-    TopicPattern, DEFAULT_ASK_TIMEOUT,
+    async_trait, register_message, Ask, AskError, Call, CallEvent, CallerRequest, Client, CodecKind, Context, Down,
+    DownReason, Endpoint, EndpointError, FromPayload, HandshakeError, Link, LinkReader, LinkWriter, Listener, Liveness,
+    Message, Module, ModuleError, NameError, Payload, PayloadError, RestartBudget, RestartPolicy, SendError,
+    TopicError, TopicPattern, Transport, TransportError, DEFAULT_ASK_TIMEOUT,
 };
 pub use botbus_transport_stdio::ChildCommand;
 

@@ -238,7 +238,10 @@ async fn a_peer_with_our_own_name_is_refused() {
     let b = Node::builder("twin").start().unwrap();
     let endpoint = b.listen(&unique("twin")).await.unwrap();
     let error = a.connect(&endpoint.to_string()).await.unwrap_err();
-    assert!(matches!(error, LinkError::SameName(_)), "{error:?}");
+    assert!(
+        matches!(&error, LinkError::Handshake { source: HandshakeError::SameName(name), .. } if name == "twin"),
+        "{error:?}"
+    );
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -1,6 +1,12 @@
 //! The handshake: each side sends a [`Hello`] — one line of JSON — and checks
 //! the other's.
 //!
+//! [`Handshake`] is the exchange as a state machine with no I/O, as
+//! quinn-proto holds a connection: it says what to send
+//! ([`Handshake::poll_transmit`]) and takes what arrives
+//! ([`Handshake::handle_input`]) until the link is agreed on. A link's
+//! driver only moves bytes and keeps the deadline.
+//!
 //! The exchange is symmetric — both sides write their hello first, then read —
 //! so each side sees the other's version and reports a mismatch itself:
 //! a version mismatch is a clear error on *both* ends. Each hello lists the
@@ -20,6 +26,9 @@
 //! let future = br#"{"magic":"BBUS","version":9,"node":"arm","whatever":true}"#;
 //! assert!(matches!(read_hello(future), Err(HandshakeError::VersionMismatch { theirs: 9, .. })));
 //! ```
+
+use bytes::BytesMut;
+use tokio_util::codec::Decoder;
 
 use crate::codec::FrameError;
 use crate::frame::{CodecKind, Hello, MAGIC, PROTOCOL_VERSION};
@@ -59,6 +68,9 @@ pub enum HandshakeError {
     /// The peer's name is empty or not a valid node name.
     #[error("peer announced an invalid node name `{0}`")]
     BadNodeName(String),
+    /// The peer uses this node's own name.
+    #[error("peer uses this node's own name `{0}`")]
+    SameName(String),
     /// The peer did not complete the handshake in time.
     #[error("handshake timed out after {0:?}")]
     Timeout(std::time::Duration),
@@ -98,6 +110,96 @@ pub fn read_hello(line: &[u8]) -> Result<Hello, HandshakeError> {
     serde_json::from_value(value).map_err(|e| HandshakeError::BadHello(e.to_string()))
 }
 
+/// The handshake of one link, as a state machine with no I/O.
+///
+/// Both sides run the same one: send our hello, take theirs, check it, and
+/// agree on a codec. Nothing but the hello is decoded before it passes;
+/// whatever arrived after it stays in the input buffer for the frame codec.
+///
+/// ```
+/// use botbus_core::handshake::Handshake;
+/// use botbus_core::{CodecKind, Hello};
+/// use bytes::BytesMut;
+///
+/// let mut ours = Handshake::new(Hello::new("robot"));
+/// let mut theirs = Handshake::new(Hello::with_codecs("arm", &[CodecKind::Json]));
+/// // Each side's first transmission is its hello...
+/// let mut to_them = BytesMut::from(&ours.poll_transmit().unwrap()[..]);
+/// let mut to_us = BytesMut::from(&theirs.poll_transmit().unwrap()[..]);
+/// assert!(ours.poll_transmit().is_none());
+/// // ...and each side, having read the other's, knows the link.
+/// to_us.extend_from_slice(b"{\"ping\":{\"nonce\":1}}\n"); // the first frame, already here
+/// let agreed = ours.handle_input(&mut to_us).unwrap().expect("done");
+/// assert_eq!((agreed.peer.node.as_str(), agreed.codec), ("arm", CodecKind::Json));
+/// assert_eq!(&to_us[..], b"{\"ping\":{\"nonce\":1}}\n"); // left for the frame codec
+/// assert_eq!(theirs.handle_input(&mut to_them).unwrap().unwrap().peer.node, "robot");
+/// ```
+#[derive(Debug)]
+pub struct Handshake {
+    ours: Hello,
+    hello_sent: bool,
+    decoder: HelloCodec,
+    agreed: bool,
+}
+
+/// What a finished handshake agreed on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agreed {
+    /// The peer's hello (its name, its flow window).
+    pub peer: Hello,
+    /// The codec both sides use from now on.
+    pub codec: CodecKind,
+}
+
+impl Handshake {
+    /// A handshake that introduces this side with `ours`.
+    pub fn new(ours: Hello) -> Self {
+        Self {
+            ours,
+            hello_sent: false,
+            decoder: HelloCodec::default(),
+            agreed: false,
+        }
+    }
+
+    /// This side's hello.
+    pub fn ours(&self) -> &Hello {
+        &self.ours
+    }
+
+    /// Whether there are bytes to send (see [`Handshake::poll_transmit`]).
+    pub fn has_transmit(&self) -> bool {
+        !self.hello_sent
+    }
+
+    /// The bytes to send next, if any.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        if self.hello_sent {
+            return None;
+        }
+        self.hello_sent = true;
+        Some(self.ours.to_line())
+    }
+
+    /// Takes the bytes that arrived. `Ok(Some(_))` once the link is agreed
+    /// on (what follows the handshake stays in `input`); `Ok(None)` while
+    /// more input is needed.
+    pub fn handle_input(&mut self, input: &mut BytesMut) -> Result<Option<Agreed>, HandshakeError> {
+        if self.agreed {
+            return Err(HandshakeError::BadHello("the handshake is already done".to_owned()));
+        }
+        let Some(theirs) = self.decoder.decode(input)? else {
+            return Ok(None);
+        };
+        let codec = check_hello(&self.ours, &theirs)?;
+        if theirs.node == self.ours.node {
+            return Err(HandshakeError::SameName(theirs.node));
+        }
+        self.agreed = true;
+        Ok(Some(Agreed { peer: theirs, codec }))
+    }
+}
+
 /// Checks the peer's hello against ours; returns the codec both will use.
 pub fn check_hello(ours: &Hello, theirs: &Hello) -> Result<CodecKind, HandshakeError> {
     if theirs.magic != MAGIC {
@@ -130,7 +232,7 @@ pub struct HelloCodec {
     scanned: usize,
 }
 
-impl tokio_util::codec::Decoder for HelloCodec {
+impl Decoder for HelloCodec {
     type Item = Hello;
     type Error = HandshakeError;
 

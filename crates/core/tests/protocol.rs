@@ -400,3 +400,55 @@ fn arbitrary_bytes_never_panic_the_decoder() {
         while let Ok(Some(_)) = codec.decode(&mut input) {}
     }
 }
+
+#[test]
+fn the_handshake_state_machine_agrees_byte_by_byte_and_leaves_what_follows() {
+    use botbus_core::handshake::Handshake;
+    let mut ours = Handshake::new(Hello::new("robot"));
+    assert!(ours.has_transmit());
+    let line = ours.poll_transmit().expect("our hello first");
+    assert_eq!(line, Hello::new("robot").to_line());
+    assert!(ours.poll_transmit().is_none() && !ours.has_transmit());
+
+    let mut theirs = Hello::new("arm").to_line();
+    theirs.extend_from_slice(&[0, 0, 0, 2, 12, 1]); // a postcard ping right behind it
+    let mut input = BytesMut::new();
+    let mut agreed = None;
+    for byte in &theirs {
+        input.put_u8(*byte);
+        if let Some(done) = ours.handle_input(&mut input).unwrap() {
+            agreed = Some(done);
+            break;
+        }
+    }
+    let agreed = agreed.expect("agreed once the hello's line is complete");
+    assert_eq!((agreed.peer.node.as_str(), agreed.codec), ("arm", CodecKind::Postcard));
+    assert!(input.is_empty(), "nothing past the hello was taken");
+    input.extend_from_slice(&theirs[input.len() + Hello::new("arm").to_line().len()..]);
+    assert_eq!(
+        FrameCodec::<Frame>::new().decode(&mut input).unwrap(),
+        Some(Frame::Ping { nonce: 1 })
+    );
+}
+
+#[test]
+fn the_handshake_state_machine_refuses_a_peer_by_what_is_wrong() {
+    use botbus_core::handshake::Handshake;
+    let refuse = |line: &[u8]| {
+        let mut machine = Handshake::new(Hello::new("robot"));
+        machine.poll_transmit();
+        machine.handle_input(&mut BytesMut::from(line)).unwrap_err()
+    };
+    assert!(matches!(refuse(&Hello::new("robot").to_line()), HandshakeError::SameName(n) if n == "robot"));
+    assert!(matches!(
+        refuse(b"{\"magic\":\"BBUS\",\"version\":2,\"node\":\"arm\"}\n"),
+        HandshakeError::VersionMismatch { theirs: 2, .. }
+    ));
+    assert!(matches!(refuse(b"HTTP/1.1 200 OK\r\n"), HandshakeError::BadMagic(_)));
+    let json_only = Hello::with_codecs("arm", &[CodecKind::Json]).to_line();
+    let mut postcard_only = Handshake::new(Hello::with_codecs("robot", &[CodecKind::Postcard]));
+    assert!(matches!(
+        postcard_only.handle_input(&mut BytesMut::from(&json_only[..])),
+        Err(HandshakeError::NoCommonCodec { .. })
+    ));
+}

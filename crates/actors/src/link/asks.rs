@@ -1,0 +1,279 @@
+//! The bookkeeping of asks that cross the link: those this node sent (by
+//! id, until their reply), those it received (with what cancels them,
+//! wherever they were passed on), and the caller messages of both.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Weak};
+
+use botbus_core::{
+    AskError, CallerSink, CancelHook, Envelope, EnvelopeKind, Frame, Payload, SendError, TryDeliverError,
+};
+use futures::future::BoxFuture;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, TryAcquireError};
+use tokio_util::sync::CancellationToken;
+
+use super::LinkHandle;
+use crate::router::remaining_ms;
+
+/// Where a caller's answer to a callee's mid-request message goes.
+pub(super) type AnswerSender = oneshot::Sender<Result<Payload, AskError>>;
+
+pub(super) struct PendingAsk {
+    pub(super) caller: Box<dyn CallerSink>,
+    pub(super) callee: String,
+}
+
+/// An ask received over the link and still being handled here (or passed
+/// on: then the hook cancels it where it went).
+pub(super) struct InboundAsk {
+    pub(super) cancel: CancellationToken,
+    pub(super) forwarded: Option<CancelHook>,
+}
+
+impl LinkHandle {
+    /// An ask received over this link was passed on; `hook` cancels it
+    /// there. If it was cancelled (or answered) meanwhile, that happens now.
+    pub(super) fn forwarded(&self, id: u64, hook: CancelHook) {
+        let mut inbound = self.inbound.lock().expect("link lock");
+        match inbound.get_mut(&id) {
+            Some(ask) if !ask.cancel.is_cancelled() => ask.forwarded = Some(hook),
+            _ => {
+                drop(inbound);
+                hook();
+            }
+        }
+    }
+
+    pub(crate) fn try_send_envelope(
+        self: &Arc<Self>,
+        module: String,
+        envelope: Envelope,
+    ) -> Result<Option<CancelHook>, TryDeliverError> {
+        match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => self
+                .push_envelope(module, envelope, permit)
+                .map_err(TryDeliverError::Failed),
+            Err(TryAcquireError::NoPermits) => Err(TryDeliverError::Full(Box::new(envelope))),
+            Err(TryAcquireError::Closed) => Err(TryDeliverError::Failed(SendError::Stopped(module))),
+        }
+    }
+
+    pub(crate) async fn send_envelope(
+        self: &Arc<Self>,
+        module: String,
+        envelope: Envelope,
+    ) -> Result<Option<CancelHook>, SendError> {
+        let permit = self.permit().await?;
+        self.push_envelope(module, envelope, permit)
+    }
+
+    pub(super) fn push_envelope(
+        self: &Arc<Self>,
+        module: String,
+        envelope: Envelope,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Option<CancelHook>, SendError> {
+        let payload = match self.wire(&envelope.payload) {
+            Ok(payload) => payload,
+            Err(error) => {
+                // An ask passed on from elsewhere hears why, not just `Stopped`.
+                if let EnvelopeKind::Ask(ask) = envelope.kind {
+                    ask.caller.reply(Err(AskError::BadPayload(error.to_string())));
+                }
+                return Err(error);
+            }
+        };
+        let from = envelope.from.to_string();
+        match envelope.kind {
+            EnvelopeKind::Tell => {
+                self.queue(
+                    &Frame::Tell {
+                        to: module,
+                        from,
+                        payload,
+                    },
+                    permit,
+                )?;
+                Ok(None)
+            }
+            EnvelopeKind::Publish { topic } => {
+                // A publish handed to one module behind this link: for the
+                // peer itself (publishes to many go by `Router::publish`).
+                let frame = Frame::Publish {
+                    topic: topic.to_string(),
+                    from,
+                    payload,
+                    to: vec![self.peer.clone()],
+                };
+                self.queue(&frame, permit)?;
+                Ok(None)
+            }
+            EnvelopeKind::Ask(ask) => {
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                let frame = Frame::Ask {
+                    id,
+                    to: module.clone(),
+                    from,
+                    timeout_ms: remaining_ms(ask.deadline),
+                    payload,
+                };
+                // Errors name the module, not the route it took.
+                let callee = botbus_core::address::split(&module).1.to_owned();
+                self.pending.lock().expect("link lock").insert(
+                    id,
+                    PendingAsk {
+                        caller: ask.caller,
+                        callee,
+                    },
+                );
+                if let Err(error) = self.queue(&frame, permit) {
+                    if let Some(pending) = self.pending.lock().expect("link lock").remove(&id) {
+                        pending.caller.reply(Err(AskError::BadPayload(error.to_string())));
+                    }
+                    return Err(error);
+                }
+                let link = Arc::downgrade(self);
+                Ok(Some(Box::new(move || cancel_ask(&link, id))))
+            }
+        }
+    }
+
+    /// The link is gone: end everything that waits on it.
+    pub(crate) fn fail_all(&self, reason: &str) {
+        self.close_reason
+            .lock()
+            .expect("link lock")
+            .get_or_insert_with(|| reason.to_owned());
+        self.closed.cancel();
+        self.permits.close();
+        let pending: Vec<PendingAsk> = self
+            .pending
+            .lock()
+            .expect("link lock")
+            .drain()
+            .map(|(_, p)| p)
+            .collect();
+        for ask in pending {
+            let error = if self.child_of.is_some() {
+                // A child's link closes when its process ends: the module
+                // stopped, as it would have in-process.
+                AskError::Stopped(ask.callee.clone())
+            } else {
+                AskError::Unreachable {
+                    module: ask.callee.clone(),
+                    reason: format!("link to `{}` closed: {reason}", self.peer),
+                }
+            };
+            ask.caller.reply(Err(error));
+        }
+        let inbound: Vec<InboundAsk> = self
+            .inbound
+            .lock()
+            .expect("link lock")
+            .drain()
+            .map(|(_, a)| a)
+            .collect();
+        for ask in inbound {
+            ask.cancel.cancel();
+            if let Some(hook) = ask.forwarded {
+                hook();
+            }
+        }
+        for (_, answer) in self.caller_calls.lock().expect("link lock").drain() {
+            let _ = answer.send(Err(AskError::Unreachable {
+                module: "caller".to_owned(),
+                reason: format!("link to `{}` closed: {reason}", self.peer),
+            }));
+        }
+    }
+}
+
+pub(super) fn cancel_ask(link: &Weak<LinkHandle>, id: u64) {
+    if let Some(link) = link.upgrade() {
+        if link.pending.lock().expect("link lock").remove(&id).is_some() {
+            link.send_control(&Frame::Cancel { id });
+        }
+    }
+}
+
+/// The remote asker of an ask being handled here.
+pub(super) struct LinkCaller {
+    pub(super) link: Arc<LinkHandle>,
+    pub(super) id: u64,
+    pub(super) callee: String,
+    pub(super) next_call: AtomicU32,
+    pub(super) replied: bool,
+}
+
+impl LinkCaller {
+    pub(super) fn send_reply(&mut self, result: Result<Payload, AskError>) {
+        self.replied = true;
+        self.link.inbound.lock().expect("link lock").remove(&self.id);
+        let result = result.and_then(|p| self.link.wire(&p).map_err(|e| AskError::BadPayload(e.to_string())));
+        let reply = Frame::Reply { id: self.id, result };
+        match self.link.encode(&reply) {
+            Ok(bytes) => self.link.send_bytes(bytes),
+            // Too large for the link, say: the asker still gets an answer.
+            Err(error) => self.link.send_control(&Frame::Reply {
+                id: self.id,
+                result: Err(AskError::BadPayload(format!(
+                    "the reply of `{}` cannot be sent: {error}",
+                    self.callee
+                ))),
+            }),
+        }
+    }
+}
+
+impl CallerSink for LinkCaller {
+    fn progress(&self, payload: Payload) {
+        match self.link.wire(&payload) {
+            Ok(payload) => self.link.send_control(&Frame::Progress { id: self.id, payload }),
+            Err(error) => tracing::warn!(%error, "dropping a progress update that cannot be encoded"),
+        }
+    }
+
+    fn caller_ask(&self, payload: Payload) -> BoxFuture<'static, Result<Payload, AskError>> {
+        let payload = match self.link.wire(&payload) {
+            Ok(payload) => payload,
+            Err(error) => {
+                let error = AskError::BadPayload(error.to_string());
+                return Box::pin(async move { Err(error) });
+            }
+        };
+        let call = self.next_call.fetch_add(1, Ordering::Relaxed);
+        let (answer, answered) = oneshot::channel();
+        self.link
+            .caller_calls
+            .lock()
+            .expect("link lock")
+            .insert((self.id, call), answer);
+        self.link.send_control(&Frame::CallerAsk {
+            id: self.id,
+            call,
+            payload,
+        });
+        let peer = self.link.peer.clone();
+        Box::pin(async move {
+            answered.await.unwrap_or_else(|_| {
+                Err(AskError::Unreachable {
+                    module: "caller".to_owned(),
+                    reason: format!("link to `{peer}` closed"),
+                })
+            })
+        })
+    }
+
+    fn reply(mut self: Box<Self>, result: Result<Payload, AskError>) {
+        self.send_reply(result);
+    }
+}
+
+impl Drop for LinkCaller {
+    fn drop(&mut self) {
+        if !self.replied {
+            let error = AskError::Stopped(self.callee.clone());
+            self.send_reply(Err(error));
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Flow control, both ways. What this node sends: a data frame holds a
+//! permit until the peer credits it back (or until it is written, towards a
+//! peer that does not credit). What arrives: a data frame for a busy target
+//! waits, in order, while the reader goes on reading, and is credited back
+//! once handed on.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use botbus_core::{CancelHook, Envelope, Frame, SendError, TryDeliverError};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::writer::Outgoing;
+use super::LinkHandle;
+use crate::router::Router;
+
+/// Flow control of the frames a peer sends: data frames for a module whose
+/// mailbox is full wait here, in order, while the reader goes on reading —
+/// replies, cancels and frames for other modules are never stuck behind a
+/// busy module. The peer may have at most `window` data frames not yet
+/// credited back; a peer that ignores the window finds the reader waiting
+/// again once that many are parked, so memory stays bounded either way.
+pub(super) struct Inflow {
+    pub(super) window: u32,
+    /// Data frames taken since the last credit.
+    pub(super) owed: AtomicU32,
+    /// Per module, in order: each frame, and whether it is credited when handed on.
+    pub(super) parked: Mutex<HashMap<String, std::collections::VecDeque<Parked>>>,
+    pub(super) parked_total: AtomicUsize,
+    /// Signalled whenever a parked frame has been handed on.
+    pub(super) room: tokio::sync::Notify,
+}
+
+impl LinkHandle {
+    /// `frames` data frames were taken off the link: credit the peer once a
+    /// quarter of its window has gathered, or sooner with the next frame
+    /// written anyway. That is enough for progress: a peer that has used its
+    /// whole window is owed at least a quarter of it once the parked frames
+    /// drain.
+    pub(super) fn credit(&self, frames: u32) {
+        let owed = self.inflow.owed.fetch_add(frames, Ordering::AcqRel) + frames;
+        if owed >= (self.inflow.window / 4).max(1) {
+            self.flush_credit();
+        }
+    }
+
+    /// Credits the peer with every data frame taken so far.
+    pub(super) fn flush_credit(&self) {
+        let frames = self.inflow.owed.swap(0, Ordering::AcqRel);
+        if frames > 0 {
+            self.send_control(&Frame::Credit { frames });
+        }
+    }
+
+    pub(super) fn queue(&self, frame: &Frame, permit: OwnedSemaphorePermit) -> Result<(), SendError> {
+        let bytes = self.encode(frame).map_err(|e| SendError::Encode(e.to_string()))?;
+        self.counters.frames_out.fetch_add(1, Ordering::Relaxed);
+        self.counters.data_out.fetch_add(1, Ordering::Relaxed);
+        self.out
+            .send(Outgoing::Frame {
+                bytes,
+                _permit: Some(permit),
+            })
+            .map_err(|_| SendError::Stopped(format!("link to `{}`", self.peer)))
+    }
+
+    pub(super) async fn permit(&self) -> Result<OwnedSemaphorePermit, SendError> {
+        self.permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| SendError::Stopped(format!("link to `{}`", self.peer)))
+    }
+
+    /// Queues a data frame, waiting for room.
+    pub(crate) async fn send_data(&self, frame: &Frame) -> Result<(), SendError> {
+        let permit = self.permit().await?;
+        self.queue(frame, permit)
+    }
+}
+
+/// What is owed for a data frame once it is handed on.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Owed {
+    /// Credit the peer one frame (tells, asks and publishes are credited
+    /// once; a publish's copies for local subscribers are not).
+    pub(super) credit: bool,
+    /// The ask's id on this link, if it is an ask: if it is passed on to
+    /// another link, the hook that cancels it there is filed under it.
+    pub(super) ask: Option<u64>,
+}
+
+/// A data frame parked while its target is busy.
+pub(super) struct Parked {
+    pub(super) envelope: Envelope,
+    pub(super) owed: Owed,
+}
+
+/// A tell or ask for `to` arrived: hand it on, or park it behind its busy
+/// target. The peer is credited once it is handed on.
+pub(super) async fn take_data(
+    router: &Arc<Router>,
+    link: &Arc<LinkHandle>,
+    to: String,
+    envelope: Envelope,
+    ask: Option<u64>,
+) {
+    park_or_deliver(router, link, to, envelope, Owed { credit: true, ask }).await;
+}
+
+/// Settles what is owed for a frame handed on (or dropped).
+pub(super) fn handed_on(link: &LinkHandle, owed: Owed, outcome: Result<Option<CancelHook>, SendError>) {
+    match outcome {
+        Ok(Some(hook)) => match owed.ask {
+            Some(id) => link.forwarded(id, hook),
+            None => drop(hook),
+        },
+        Ok(None) => {}
+        Err(error) => tracing::warn!(peer = %link.peer, %error, "dropping a frame from the link"),
+    }
+    if owed.credit {
+        link.credit(1);
+    }
+}
+
+/// Hands `envelope` on to `to` — a module here, a child, or the next link
+/// towards another node — without waiting if it can; if `to` is busy (or
+/// frames for it are already waiting), parks it in order and lets a drain
+/// task wait for room. Past the window, waits here. A frame that cannot be
+/// handed on is dropped (an ask in it ends `Stopped`).
+pub(super) async fn park_or_deliver(
+    router: &Arc<Router>,
+    link: &Arc<LinkHandle>,
+    to: String,
+    envelope: Envelope,
+    owed: Owed,
+) {
+    let inflow = &link.inflow;
+    let mut envelope = Some(envelope);
+    // Nothing parked anywhere (the usual case): no lock to take.
+    while inflow.parked_total.load(Ordering::Acquire) > 0 {
+        let room = inflow.room.notified();
+        {
+            let mut waiting = inflow.parked.lock().expect("link lock");
+            let Some(queue) = waiting.get_mut(&to) else {
+                break; // nothing waits for this target: try to hand it on now
+            };
+            if inflow.parked_total.load(Ordering::Acquire) < inflow.window as usize {
+                let envelope = envelope.take().expect("not parked yet");
+                queue.push_back(Parked { envelope, owed });
+                inflow.parked_total.fetch_add(1, Ordering::AcqRel);
+                return;
+            }
+        }
+        // Frames wait for this target, and the window is full: wait for room.
+        room.await;
+    }
+    let envelope = envelope.expect("not parked yet");
+    let envelope = match router.try_route(&to, envelope, Some(link)) {
+        Ok(hook) => return handed_on(link, owed, Ok(hook)),
+        Err(TryDeliverError::Failed(error)) => return handed_on(link, owed, Err(error)),
+        Err(TryDeliverError::Full(envelope)) => *envelope,
+    };
+    if inflow.parked_total.load(Ordering::Acquire) >= inflow.window as usize {
+        // The peer sends past its window: hold the whole link until there is room.
+        let outcome = router.route(&to, envelope, Some(link)).await;
+        return handed_on(link, owed, outcome);
+    }
+    // A queue exists exactly while its drain task runs: start one with it.
+    let first = {
+        let mut waiting = inflow.parked.lock().expect("link lock");
+        inflow.parked_total.fetch_add(1, Ordering::AcqRel);
+        match waiting.entry(to.clone()) {
+            std::collections::hash_map::Entry::Occupied(mut queue) => {
+                queue.get_mut().push_back(Parked { envelope, owed });
+                false
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert([Parked { envelope, owed }].into());
+                true
+            }
+        }
+    };
+    if first {
+        tokio::spawn(drain_parked(router.clone(), link.clone(), to));
+    }
+}
+
+/// Hands the frames parked for `to` on in order, waiting for room.
+pub(super) async fn drain_parked(router: Arc<Router>, link: Arc<LinkHandle>, to: String) {
+    let inflow = &link.inflow;
+    // The frame being handed on still counts as parked, and the count drops
+    // under the same lock that removes an emptied queue: a count of zero
+    // means no queue exists, so a frame that finds it zero may skip the lock.
+    let mut next = {
+        let mut waiting = inflow.parked.lock().expect("link lock");
+        waiting.get_mut(&to).and_then(|queue| queue.pop_front())
+    };
+    while let Some(Parked { envelope, owed }) = next.take() {
+        let delivered = tokio::select! {
+            () = link.closed.cancelled() => None,
+            delivered = router.route(&to, envelope, Some(&link)) => Some(delivered),
+        };
+        let mut waiting = inflow.parked.lock().expect("link lock");
+        inflow.parked_total.fetch_sub(1, Ordering::AcqRel);
+        match delivered {
+            // The link is gone: what is parked for it goes too (asks in it end `Stopped`).
+            None => {
+                if let Some(dropped) = waiting.remove(&to) {
+                    inflow.parked_total.fetch_sub(dropped.len(), Ordering::AcqRel);
+                }
+            }
+            Some(outcome) => {
+                handed_on(&link, owed, outcome);
+                next = waiting.get_mut(&to).and_then(|queue| queue.pop_front());
+                if next.is_none() {
+                    waiting.remove(&to);
+                }
+            }
+        }
+        drop(waiting);
+        inflow.room.notify_waiters();
+    }
+}

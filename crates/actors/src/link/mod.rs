@@ -1,0 +1,392 @@
+//! A link to another node, split by concern:
+//!
+//! * [`handshake`]: drives the core handshake state machine over the fresh
+//!   byte stream, within the handshake deadline;
+//! * [`writer`]: encodes frames on the sender's thread and batches the
+//!   queued bytes into few system calls;
+//! * [`reader`]: reads frames, keeps the link's liveness, and hands every
+//!   frame to the router;
+//! * [`asks`]: the bookkeeping of asks that cross the link, both ways;
+//! * [`flow`]: flow control — permits for what is sent, credits and parking
+//!   for what arrives.
+//!
+//! Frames are encoded by whoever sends them (on their own thread); the writer
+//! task only concatenates the bytes queued since its last write and writes
+//! them at once. One queue keeps every frame in FIFO order; data frames
+//! (tells, asks, publishes) hold a permit from a bounded pool until written,
+//! so a slow peer makes senders wait instead of growing a queue without bound.
+//! Control frames (replies, progress, cancels, announcements) take no permit:
+//! they are bounded by the asks in flight, and a callee must never block on
+//! answering.
+
+mod asks;
+mod flow;
+mod handshake;
+mod reader;
+mod writer;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use botbus_core::{
+    CodecKind, Frame, HandshakeError, Hello, Link, Liveness, Payload, SendError, TopicPattern, WireCodec, WirePayload,
+};
+use bytes::Bytes;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::router::Router;
+
+use asks::{AnswerSender, InboundAsk, PendingAsk};
+use flow::Inflow;
+use writer::Outgoing;
+
+/// What crossed one link so far: frames of every kind, and of those the
+/// data frames (tells, asks, publishes), each way.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LinkStats {
+    /// The peer's node name.
+    pub peer: String,
+    /// Frames received.
+    pub frames_in: u64,
+    /// Frames sent.
+    pub frames_out: u64,
+    /// Tells, asks and publishes received.
+    pub data_in: u64,
+    /// Tells, asks and publishes sent.
+    pub data_out: u64,
+}
+
+/// The counters behind [`LinkStats`]: one relaxed add per frame.
+#[derive(Default)]
+struct Counters {
+    frames_in: AtomicU64,
+    frames_out: AtomicU64,
+    data_in: AtomicU64,
+    data_out: AtomicU64,
+}
+
+/// How links of a node behave.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// The largest frame body accepted or sent.
+    pub max_frame_len: usize,
+    /// How long the peer has to complete the handshake.
+    pub handshake_timeout: Duration,
+    /// The flow window, in data frames (tells, asks, publishes): how many
+    /// this node lets a peer send before it credits them back (granted in
+    /// the hello, and the most frames parked for busy modules), and how many
+    /// it queues towards a peer that does not credit before senders wait.
+    pub queue_frames: usize,
+    /// The codecs this node offers in its hello. The first one in
+    /// [`CodecKind::PREFERENCE`] that both sides offer is used.
+    pub codecs: Vec<CodecKind>,
+    /// When a quiet peer is pinged, and when a silent one is declared down
+    /// and its link closed (see [`Liveness`]).
+    pub liveness: Liveness,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_len: botbus_core::DEFAULT_MAX_FRAME_LEN,
+            handshake_timeout: Duration::from_secs(5),
+            queue_frames: 4096,
+            codecs: CodecKind::PREFERENCE.to_vec(),
+            liveness: Liveness::default(),
+        }
+    }
+}
+
+/// Why a link could not be set up, or why it closed.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The handshake failed.
+    #[error("handshake with {peer} failed: {source}")]
+    Handshake {
+        /// The peer's description.
+        peer: String,
+        /// What went wrong.
+        source: HandshakeError,
+    },
+    /// A link to that node is already up.
+    #[error("{0}")]
+    Duplicate(String),
+    /// The transport failed.
+    #[error(transparent)]
+    Transport(#[from] botbus_core::TransportError),
+    /// The endpoint is not valid.
+    #[error(transparent)]
+    Endpoint(#[from] botbus_core::EndpointError),
+    /// No transport serves the endpoint's scheme on this node.
+    #[error("no transport for scheme `{0}` on this node")]
+    NoTransport(String),
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    NodeStopped,
+}
+
+/// What the peer announced it can reach.
+#[derive(Default)]
+pub(crate) struct RemoteState {
+    /// Whether the peer's first announcement has arrived.
+    pub(crate) announced: bool,
+    /// The peer's own modules.
+    pub(crate) modules: Vec<String>,
+    /// The peer's own subscriptions.
+    pub(crate) subscriptions: Vec<TopicPattern>,
+    /// Other nodes reachable through the peer.
+    pub(crate) reach: Vec<RemoteReach>,
+}
+
+/// A node reachable through the peer, as it announced it.
+pub(crate) struct RemoteReach {
+    pub(crate) node: String,
+    /// From the peer's next hop to the node.
+    pub(crate) path: Vec<String>,
+    pub(crate) modules: Vec<String>,
+    pub(crate) subscriptions: Vec<TopicPattern>,
+}
+
+/// The router's handle on one link.
+pub(crate) struct LinkHandle {
+    peer: String,
+    describe: String,
+    out: mpsc::UnboundedSender<Outgoing>,
+    permits: Arc<Semaphore>,
+    codec: WireCodec,
+    next_id: AtomicU64,
+    /// Asks this node sent over the link, by id.
+    pending: Mutex<HashMap<u64, PendingAsk>>,
+    /// Asks received over the link and still being handled here.
+    inbound: Mutex<HashMap<u64, InboundAsk>>,
+    /// Caller messages sent by callees here, awaiting the remote caller.
+    caller_calls: Mutex<HashMap<(u64, u32), AnswerSender>>,
+    remote: RwLock<RemoteState>,
+    closed: CancellationToken,
+    /// Set when this is the link to a child process hosting that module.
+    child_of: Option<Arc<str>>,
+    /// Whether the peer credits data frames back (its hello granted a
+    /// window): then a data frame's permit comes back with the credit, not
+    /// when it is written.
+    peer_credits: bool,
+    /// Flow control of what the peer sends here.
+    inflow: Inflow,
+    /// Why the link closed, once it has.
+    close_reason: Mutex<Option<String>>,
+    /// This node began closing the link (a goodbye was queued).
+    closing: AtomicBool,
+    /// The peer broke the link: bad input, or silence past the liveness
+    /// limit. Nothing it sends can be trusted any more.
+    broken: AtomicBool,
+    /// The announcement last sent, so an unchanged one is not sent again.
+    last_announce: Mutex<Option<Frame>>,
+    counters: Counters,
+}
+
+impl LinkHandle {
+    /// A payload as it crosses this link, in its codec.
+    pub(crate) fn wire(&self, payload: &Payload) -> Result<WirePayload, SendError> {
+        Ok(WirePayload {
+            name: payload.name().to_owned(),
+            body: payload
+                .encoded(self.codec.kind())
+                .map_err(|e| SendError::Encode(e.to_string()))?,
+        })
+    }
+
+    fn unwire(&self, payload: WirePayload) -> Payload {
+        match self.codec.kind() {
+            CodecKind::Postcard => Payload::from_encoded(payload.name, payload.body),
+            CodecKind::Json => Payload::from_json(payload.name, payload.body),
+        }
+    }
+
+    /// The module this link's child process hosts, if it is a child's link.
+    pub(crate) fn child_of(&self) -> Option<&str> {
+        self.child_of.as_deref()
+    }
+
+    /// Whether the link has closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    /// Waits until the link has closed; returns why.
+    pub(crate) async fn closed(&self) -> String {
+        self.closed.cancelled().await;
+        self.close_reason()
+    }
+
+    /// Why the link closed (or that it has not).
+    pub(crate) fn close_reason(&self) -> String {
+        self.close_reason
+            .lock()
+            .expect("link lock")
+            .clone()
+            .unwrap_or_else(|| "the link is still up".to_owned())
+    }
+
+    /// The codec the handshake chose for this link.
+    pub(crate) fn codec(&self) -> CodecKind {
+        self.codec.kind()
+    }
+
+    pub(crate) fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// Whether the peer announced `module` as its own.
+    pub(crate) fn serves(&self, module: &str) -> bool {
+        self.remote
+            .read()
+            .expect("link lock")
+            .modules
+            .iter()
+            .any(|m| m == module)
+    }
+
+    /// What the peer announced.
+    pub(crate) fn remote(&self) -> std::sync::RwLockReadGuard<'_, RemoteState> {
+        self.remote.read().expect("link lock")
+    }
+
+    /// Sends `announcement` unless it is what the peer was told last.
+    pub(crate) fn announce(&self, announcement: Frame) {
+        let mut last = self.last_announce.lock().expect("link lock");
+        if last.as_ref() != Some(&announcement) {
+            self.send_control(&announcement);
+            *last = Some(announcement);
+        }
+    }
+
+    /// Whether the peer has announced what lives behind it.
+    pub(crate) fn announced(&self) -> bool {
+        self.remote.read().expect("link lock").announced
+    }
+
+    /// What crossed the link so far.
+    pub(crate) fn stats(&self) -> LinkStats {
+        let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        LinkStats {
+            peer: self.peer.clone(),
+            frames_in: count(&self.counters.frames_in),
+            frames_out: count(&self.counters.frames_out),
+            data_in: count(&self.counters.data_in),
+            data_out: count(&self.counters.data_out),
+        }
+    }
+
+    /// Queues encoded control bytes: never waits.
+    fn send_bytes(&self, bytes: Bytes) {
+        self.counters.frames_out.fetch_add(1, Ordering::Relaxed);
+        let _ = self.out.send(Outgoing::Frame { bytes, _permit: None });
+    }
+
+    /// Queues a control frame: never waits.
+    pub(crate) fn send_control(&self, frame: &Frame) {
+        match self.encode(frame) {
+            Ok(bytes) => self.send_bytes(bytes),
+            Err(error) => tracing::warn!(peer = %self.peer, %error, "dropping a control frame that cannot be encoded"),
+        }
+    }
+
+    /// Whether this node began closing the link.
+    pub(crate) fn closed_by_us(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Whether the peer broke the link (bad input, or silence past the
+    /// liveness limit) rather than closing it or going away.
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+
+    /// Says goodbye and closes the link once the queue is written.
+    pub(crate) fn close(&self, reason: &str) {
+        self.closing.store(true, Ordering::Release);
+        self.send_control(&Frame::Bye {
+            reason: reason.to_owned(),
+        });
+        let _ = self.out.send(Outgoing::Close);
+    }
+}
+
+/// Runs the handshake on a fresh link, registers it with the router and
+/// spawns its reader and writer on the current runtime. Returns the peer's
+/// node name once the link is up.
+pub(crate) async fn establish(
+    router: Arc<Router>,
+    link: Box<dyn Link>,
+    config: &LinkConfig,
+) -> Result<String, LinkError> {
+    establish_link(router, link, config, None)
+        .await
+        .map(|link| link.peer().to_owned())
+}
+
+/// [`establish`], returning the link itself; `child_of` marks the link to a
+/// child process hosting that module.
+pub(crate) async fn establish_link(
+    router: Arc<Router>,
+    link: Box<dyn Link>,
+    config: &LinkConfig,
+    child_of: Option<Arc<str>>,
+) -> Result<Arc<LinkHandle>, LinkError> {
+    let describe = link.peer();
+    let (read, mut write) = link.split();
+    let window = u32::try_from(config.queue_frames).unwrap_or(u32::MAX).max(1);
+    let ours = Hello {
+        window: Some(window),
+        ..Hello::with_codecs(router.node(), &config.codecs)
+    };
+    let (agreed, reader) = handshake::run(read, &mut write, ours, config.handshake_timeout)
+        .await
+        .map_err(|source| LinkError::Handshake {
+            peer: describe.clone(),
+            source,
+        })?;
+    let theirs = agreed.peer;
+    let codec = WireCodec::new(agreed.codec, config.max_frame_len);
+    let reader = reader.map_decoder(|_| codec.clone());
+
+    let (out, queued) = mpsc::unbounded_channel();
+    // Towards a peer that credits, send at most its window; towards one that
+    // does not, at most our own queue.
+    let send_window = theirs.window.map_or(config.queue_frames, |w| w as usize).max(1);
+    let handle = Arc::new(LinkHandle {
+        peer: theirs.node.clone(),
+        describe,
+        out,
+        permits: Arc::new(Semaphore::new(send_window)),
+        codec,
+        next_id: AtomicU64::new(1),
+        pending: Mutex::default(),
+        inbound: Mutex::default(),
+        caller_calls: Mutex::default(),
+        remote: RwLock::default(),
+        closed: CancellationToken::new(),
+        child_of,
+        peer_credits: theirs.window.is_some(),
+        inflow: Inflow {
+            window,
+            owed: AtomicU32::new(0),
+            parked: Mutex::default(),
+            parked_total: AtomicUsize::new(0),
+            room: tokio::sync::Notify::new(),
+        },
+        close_reason: Mutex::default(),
+        closing: AtomicBool::new(false),
+        broken: AtomicBool::new(false),
+        last_announce: Mutex::default(),
+        counters: Counters::default(),
+    });
+    router.add_link(handle.clone()).map_err(LinkError::Duplicate)?;
+    tracing::info!(node = router.node(), peer = %handle.peer, via = %handle.describe, codec = %handle.codec(), "link up");
+
+    tokio::spawn(writer::write_loop(write, queued, handle.clone()));
+    tokio::spawn(reader::read_loop(router, handle.clone(), reader, config.liveness));
+    Ok(handle)
+}

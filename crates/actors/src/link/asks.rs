@@ -15,6 +15,106 @@ use tokio_util::sync::CancellationToken;
 use super::LinkHandle;
 use crate::router::remaining_ms;
 
+impl LinkHandle {
+    /// An ask arrived over this link: files it (so a `cancel` for it finds
+    /// it) and returns the envelope that carries it on, whose caller answers
+    /// over this link.
+    pub(crate) fn accept_ask(
+        self: &Arc<Self>,
+        id: u64,
+        to: &str,
+        from: String,
+        timeout_ms: u64,
+        payload: botbus_core::WirePayload,
+    ) -> Envelope {
+        let cancel = CancellationToken::new();
+        let inbound = InboundAsk {
+            cancel: cancel.clone(),
+            forwarded: None,
+        };
+        self.inbound.lock().expect("link lock").insert(id, inbound);
+        let caller = LinkCaller {
+            link: self.clone(),
+            id,
+            callee: to.to_owned(),
+            next_call: AtomicU32::new(0),
+            replied: false,
+        };
+        Envelope {
+            from: from.into(),
+            payload: self.unwire(payload),
+            kind: EnvelopeKind::Ask(botbus_core::AskEnvelope {
+                caller: Box::new(caller),
+                cancel,
+                deadline: tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms),
+            }),
+        }
+    }
+
+    /// Answers ask `id` with `error` at once.
+    pub(crate) fn refuse_ask(&self, id: u64, error: AskError) {
+        self.send_control(&Frame::Reply { id, result: Err(error) });
+    }
+
+    /// A frame about an ask: a `reply`, `progress` or `caller_ask` for one
+    /// this node sent, or a `caller_reply` or `cancel` for one it received.
+    pub(crate) fn on_ask_frame(self: &Arc<Self>, frame: Frame) {
+        match frame {
+            Frame::Reply { id, result } => {
+                let pending = self.pending.lock().expect("link lock").remove(&id);
+                if let Some(pending) = pending {
+                    pending.caller.reply(result.map(|p| self.unwire(p)));
+                }
+            }
+            Frame::Progress { id, payload } => {
+                if let Some(pending) = self.pending.lock().expect("link lock").get(&id) {
+                    pending.caller.progress(self.unwire(payload));
+                }
+            }
+            Frame::CallerAsk { id, call, payload } => {
+                let answer = self
+                    .pending
+                    .lock()
+                    .expect("link lock")
+                    .get(&id)
+                    .map(|p| p.caller.caller_ask(self.unwire(payload)));
+                let link = self.clone();
+                match answer {
+                    None => link.send_control(&Frame::CallerReply {
+                        id,
+                        call,
+                        result: Err(AskError::Cancelled(link.peer.clone())),
+                    }),
+                    Some(answer) => {
+                        tokio::spawn(async move {
+                            let result = answer
+                                .await
+                                .and_then(|p| link.wire(&p).map_err(|e| AskError::BadPayload(e.to_string())));
+                            link.send_control(&Frame::CallerReply { id, call, result });
+                        });
+                    }
+                }
+            }
+            Frame::CallerReply { id, call, result } => {
+                let answer = self.caller_calls.lock().expect("link lock").remove(&(id, call));
+                if let Some(answer) = answer {
+                    let _ = answer.send(result.map(|p| self.unwire(p)));
+                }
+            }
+            Frame::Cancel { id } => {
+                let ask = self.inbound.lock().expect("link lock").remove(&id);
+                if let Some(ask) = ask {
+                    ask.cancel.cancel();
+                    if let Some(hook) = ask.forwarded {
+                        hook();
+                    }
+                }
+            }
+            other => tracing::warn!(peer = %self.peer, frame = ?other, "not a frame about an ask"),
+        }
+    }
+}
+
 /// Where a caller's answer to a callee's mid-request message goes.
 pub(super) type AnswerSender = oneshot::Sender<Result<Payload, AskError>>;
 

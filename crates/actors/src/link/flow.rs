@@ -97,16 +97,41 @@ pub(super) struct Parked {
     pub(super) owed: Owed,
 }
 
-/// A tell or ask for `to` arrived: hand it on, or park it behind its busy
-/// target. The peer is credited once it is handed on.
-pub(super) async fn take_data(
-    router: &Arc<Router>,
-    link: &Arc<LinkHandle>,
-    to: String,
-    envelope: Envelope,
-    ask: Option<u64>,
-) {
-    park_or_deliver(router, link, to, envelope, Owed { credit: true, ask }).await;
+impl LinkHandle {
+    /// A tell or ask for `to` arrived on this link: hand it on, or park it
+    /// behind its busy target. The peer is credited once it is handed on.
+    /// `ask`: its id on this link, if it is an ask.
+    pub(crate) async fn take_data(
+        self: &Arc<Self>,
+        router: &Arc<Router>,
+        to: String,
+        envelope: Envelope,
+        ask: Option<u64>,
+    ) {
+        park_or_deliver(router, self, to, envelope, Owed { credit: true, ask }).await;
+    }
+
+    /// A copy of a publish that arrived on this link, for local module
+    /// `module` (the publish itself is credited once, by `credit_one`).
+    pub(crate) async fn deliver_published(self: &Arc<Self>, router: &Arc<Router>, module: String, envelope: Envelope) {
+        let owed = Owed {
+            credit: false,
+            ask: None,
+        };
+        park_or_deliver(router, self, module, envelope, owed).await;
+    }
+
+    /// One data frame was taken off the link.
+    pub(crate) fn credit_one(&self) {
+        self.credit(1);
+    }
+
+    /// The peer credited `frames` data frames back.
+    pub(crate) fn on_credit(&self, frames: u32) {
+        if self.peer_credits {
+            self.permits.add_permits(frames as usize);
+        }
+    }
 }
 
 /// Settles what is owed for a frame handed on (or dropped).

@@ -197,7 +197,8 @@ impl LinkHandle {
         })
     }
 
-    fn unwire(&self, payload: WirePayload) -> Payload {
+    /// A payload received on this link, in its codec.
+    pub(crate) fn unwire(&self, payload: WirePayload) -> Payload {
         match self.codec.kind() {
             CodecKind::Postcard => Payload::from_encoded(payload.name, payload.body),
             CodecKind::Json => Payload::from_json(payload.name, payload.body),
@@ -251,6 +252,56 @@ impl LinkHandle {
     /// What the peer announced.
     pub(crate) fn remote(&self) -> std::sync::RwLockReadGuard<'_, RemoteState> {
         self.remote.read().expect("link lock")
+    }
+
+    /// What the peer announced, in full (replacing what it said before).
+    pub(crate) fn set_announced(
+        &self,
+        modules: Vec<String>,
+        subscriptions: Vec<String>,
+        reach: Vec<botbus_core::Reach>,
+    ) {
+        let patterns = |patterns: Vec<String>| -> Vec<TopicPattern> {
+            patterns
+                .iter()
+                .filter_map(|p| match TopicPattern::parse(p) {
+                    Ok(p) => Some(p),
+                    Err(error) => {
+                        tracing::warn!(peer = %self.peer, %error, "ignoring a bad subscription");
+                        None
+                    }
+                })
+                .collect()
+        };
+        let reach = reach
+            .into_iter()
+            .map(|r| RemoteReach {
+                node: r.node,
+                path: r.path,
+                modules: r.modules,
+                subscriptions: patterns(r.subscriptions),
+            })
+            .collect();
+        *self.remote.write().expect("link lock") = RemoteState {
+            announced: true,
+            modules,
+            subscriptions: patterns(subscriptions),
+            reach,
+        };
+    }
+
+    /// The peer subscribed to `pattern` (a simple peer's way), or dropped it.
+    pub(crate) fn set_subscribed(&self, pattern: &str, subscribed: bool) {
+        let mut remote = self.remote.write().expect("link lock");
+        if !subscribed {
+            remote.subscriptions.retain(|p| p.as_str() != pattern);
+            return;
+        }
+        match TopicPattern::parse(pattern) {
+            Ok(pattern) if !remote.subscriptions.contains(&pattern) => remote.subscriptions.push(pattern),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(peer = %self.peer, %error, "ignoring a bad subscription"),
+        }
     }
 
     /// Sends `announcement` unless it is what the peer was told last.

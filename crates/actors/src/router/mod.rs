@@ -32,6 +32,8 @@
 //! lock, no actor hop): a tell is one lookup and one bounded-channel send
 //! straight into the target's mailbox.
 
+mod inbound;
+
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 

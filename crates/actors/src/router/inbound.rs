@@ -1,0 +1,94 @@
+//! The one way in: every frame a link reads comes to [`Router::inbound`].
+//!
+//! Frames about where things are and where messages go — tells, asks,
+//! publishes, announcements, subscriptions, downs — are the router's to
+//! handle. Frames that only make sense on their own link — replies,
+//! progress and caller messages of asks by the link's ids, cancels, credit,
+//! pings — go back to that link's own bookkeeping.
+
+use std::sync::Arc;
+
+use botbus_core::{AskError, Envelope, EnvelopeKind, Frame};
+
+use super::Router;
+use crate::link::LinkHandle;
+
+impl Router {
+    /// A frame arrived on `link`.
+    pub(crate) async fn inbound(self: &Arc<Self>, link: &Arc<LinkHandle>, frame: Frame) {
+        match frame {
+            Frame::Tell { to, from, payload } => {
+                let envelope = Envelope {
+                    from: from.into(),
+                    payload: link.unwire(payload),
+                    kind: EnvelopeKind::Tell,
+                };
+                link.take_data(self, to, envelope, None).await;
+            }
+            Frame::Ask {
+                id,
+                to,
+                from,
+                timeout_ms,
+                payload,
+            } => {
+                if !self.routable(&to) {
+                    link.refuse_ask(id, AskError::UnknownModule(to));
+                    link.credit_one();
+                    return;
+                }
+                let envelope = link.accept_ask(id, &to, from, timeout_ms, payload);
+                link.take_data(self, to, envelope, Some(id)).await;
+            }
+            Frame::Publish {
+                topic,
+                from,
+                payload,
+                to,
+            } => {
+                let (here, onward) = self.inbound_publish(link, &topic, &to);
+                let (from, topic, payload) = (Arc::<str>::from(from), Arc::<str>::from(topic), link.unwire(payload));
+                if here {
+                    for module in self.local_subscriber_names(&topic) {
+                        let envelope = Envelope {
+                            from: from.clone(),
+                            payload: payload.clone(),
+                            kind: EnvelopeKind::Publish { topic: topic.clone() },
+                        };
+                        link.deliver_published(self, module.to_string(), envelope).await;
+                    }
+                }
+                if !onward.is_empty() {
+                    self.forward_publish(&topic, &from, &payload, onward).await;
+                }
+                link.credit_one();
+            }
+            Frame::Announce {
+                modules,
+                subscriptions,
+                reach,
+            } => {
+                link.set_announced(modules, subscriptions, reach);
+                self.refresh();
+            }
+            Frame::Subscribe { pattern } => {
+                link.set_subscribed(&pattern, true);
+                self.refresh();
+            }
+            Frame::Unsubscribe { pattern } => {
+                link.set_subscribed(&pattern, false);
+                self.refresh();
+            }
+            Frame::Down { module, reason } => self.remote_down(link, &module, reason),
+            Frame::Ping { nonce } => link.send_control(&Frame::Pong { nonce }),
+            Frame::Pong { .. } => {}
+            Frame::Credit { frames } => link.on_credit(frames),
+            frame @ (Frame::Reply { .. }
+            | Frame::Progress { .. }
+            | Frame::CallerAsk { .. }
+            | Frame::CallerReply { .. }
+            | Frame::Cancel { .. }) => link.on_ask_frame(frame),
+            Frame::Bye { .. } => {} // the reader closes the link on it
+        }
+    }
+}

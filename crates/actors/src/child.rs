@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use crate::host::{Exit, Startup, StopSignal};
 use crate::link::{establish_link, LinkConfig, LinkHandle};
 use crate::router::{ModuleStatus, Router};
-use crate::supervisor::{decide, Decision, Supervisor};
+use crate::supervisor::{run_host, Ended, Host, Supervisor};
 
 /// Everything the host of one child module owns.
 pub(crate) struct ChildHosted {
@@ -52,37 +52,45 @@ pub(crate) struct ChildHosted {
     pub(crate) done: oneshot::Sender<()>,
 }
 
-/// How one child process ended.
-enum ChildExit {
-    /// As an in-process instance would have: the supervisor decides.
-    Instance(Exit),
-    /// The child reported its module gone for good (its own budget spent,
-    /// or it stopped under a policy that does not restart it).
-    Final(DownReason),
+/// Hosts a module in child processes, one after the other, under the
+/// restart loop.
+pub(crate) async fn host_child(hosted: ChildHosted) {
+    run_host(hosted).await;
 }
 
-pub(crate) async fn host_child(mut hosted: ChildHosted) {
-    let reason = loop {
-        if let Err(why) = hosted.startup.wait_turn(&hosted.stop).await {
-            hosted.startup.gone(why);
-            break DownReason::Stopped;
-        }
-        hosted.router.set_status(&hosted.name, ModuleStatus::Starting);
-        let exit = run_child(&mut hosted).await;
-        hosted.router.set_child_link(&hosted.name, None);
-        hosted.router.set_child_pid(&hosted.name, None);
-        let decision = match exit {
-            ChildExit::Final(reason) => Decision::Finish(reason),
-            ChildExit::Instance(exit) => decide(&hosted.supervisor, &hosted.name, exit).await,
-        };
-        match decision {
-            Decision::Restart => continue,
-            Decision::Finish(reason) => break reason,
-        }
-    };
-    hosted.startup.gone(&reason.to_string());
-    hosted.router.module_down(&hosted.name, reason);
-    let _ = hosted.done.send(());
+impl Host for ChildHosted {
+    fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    fn router(&self) -> &Router {
+        &self.router
+    }
+
+    fn supervisor(&self) -> &Addr<Supervisor> {
+        &self.supervisor
+    }
+
+    fn stop_signal(&self) -> Arc<StopSignal> {
+        self.stop.clone()
+    }
+
+    fn startup(&mut self) -> &mut Startup {
+        &mut self.startup
+    }
+
+    async fn run_instance(&mut self) -> Ended {
+        run_child(self).await
+    }
+
+    fn instance_ended(&mut self) {
+        self.router.set_child_link(&self.name, None);
+        self.router.set_child_pid(&self.name, None);
+    }
+
+    fn finish(self) {
+        let _ = self.done.send(());
+    }
 }
 
 /// The module is gone for good if the child said so (the router then no
@@ -105,7 +113,7 @@ enum NotStarted {
     Final(DownReason),
 }
 
-async fn run_child(hosted: &mut ChildHosted) -> ChildExit {
+async fn run_child(hosted: &mut ChildHosted) -> Ended {
     let name = hosted.name.clone();
     let deadline = Instant::now() + hosted.start_timeout;
     let command = hosted
@@ -115,7 +123,7 @@ async fn run_child(hosted: &mut ChildHosted) -> ChildExit {
         .env(CHILD_NODE_ENV, format!("{}.{name}", hosted.router.node()));
     let (link, mut process) = match StdioTransport::spawn(&name, &command) {
         Ok(spawned) => spawned,
-        Err(error) => return ChildExit::Instance(Exit::StartFailed(format!("cannot launch the child: {error}"))),
+        Err(error) => return Ended::Instance(Exit::StartFailed(format!("cannot launch the child: {error}"))),
     };
     let pid = process.pid();
     hosted.router.set_child_pid(&name, Some(pid));
@@ -128,11 +136,11 @@ async fn run_child(hosted: &mut ChildHosted) -> ChildExit {
         None => {
             let status = exit_status(process.kill().await);
             tracing::info!(module = %name, pid, %status, "child stopped before it was ready");
-            return ChildExit::Instance(Exit::StoppedByNode);
+            return Ended::Instance(Exit::StoppedByNode);
         }
         Some(Err(NotStarted::Final(reason))) => {
             let _ = process.stop(hosted.stop_grace).await;
-            return ChildExit::Final(reason);
+            return Ended::Final(reason);
         }
         Some(Err(NotStarted::Failed(why))) => {
             // Whatever it is doing, it is not coming up: no grace. Often it
@@ -143,7 +151,7 @@ async fn run_child(hosted: &mut ChildHosted) -> ChildExit {
             };
             let why = format!("{why}; child {status}");
             tracing::error!(module = %name, pid, %why, "child did not start");
-            return ChildExit::Instance(Exit::StartFailed(why));
+            return Ended::Instance(Exit::StartFailed(why));
         }
         Some(Ok(link)) => link,
     };
@@ -157,7 +165,7 @@ async fn run_child(hosted: &mut ChildHosted) -> ChildExit {
             link.close("module stopping");
             let status = exit_status(process.stop(hosted.stop_grace).await);
             tracing::info!(module = %name, pid, %status, "child stopped");
-            return ChildExit::Instance(Exit::StoppedByNode);
+            return Ended::Instance(Exit::StoppedByNode);
         }
         status = process.wait() => {
             // Let the link drain to EOF, so every frame the child wrote
@@ -180,12 +188,12 @@ async fn run_child(hosted: &mut ChildHosted) -> ChildExit {
         }
     };
     match final_reason(&hosted.router, &name) {
-        Some(reason) => ChildExit::Final(reason),
+        Some(reason) => Ended::Final(reason),
         None => {
             // One event and one level however the loss was noticed first
             // (the exit, or the link closing).
             tracing::warn!(module = %name, pid, %cause, "child lost");
-            ChildExit::Instance(Exit::Failed(format!("child process lost: {cause}")))
+            Ended::Instance(Exit::Failed(format!("child process lost: {cause}")))
         }
     }
 }

@@ -15,14 +15,14 @@ use std::task::Poll;
 use std::time::Duration;
 
 use actix::Addr;
-use botbus_core::{AskError, Bus, Context, Down, DownReason, Envelope, FromPayload, Module, Payload};
+use botbus_core::{AskError, Bus, Context, Down, Envelope, FromPayload, Module, Payload};
 use futures::task::AtomicWaker;
 use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Interval, MissedTickBehavior};
 
 use crate::router::{ModuleStatus, Router};
-use crate::supervisor::{decide, Decision, Supervisor};
+use crate::supervisor::{run_host, Ended, Host, Supervisor};
 
 /// How an instance of a module ended.
 #[derive(Debug, Clone)]
@@ -224,32 +224,58 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
     format!("panicked: {text}")
 }
 
-pub(crate) async fn host<M: Module>(factory: Arc<dyn Fn() -> M + Send + Sync>, mut hosted: Hosted) {
+/// Hosts a module in this process, on the arbiter this runs on: builds
+/// each instance with `factory` and runs it, under the restart loop.
+pub(crate) async fn host<M: Module>(factory: Arc<dyn Fn() -> M + Send + Sync>, hosted: Hosted) {
     let bus: Arc<dyn Bus> = hosted.router.clone();
-    let reason = loop {
-        if let Err(why) = hosted.startup.wait_turn(&hosted.stop).await {
-            hosted.startup.gone(why);
-            break DownReason::Stopped;
-        }
-        hosted.router.set_status(&hosted.name, ModuleStatus::Starting);
-        let exit = run_instance(&*factory, &mut hosted, bus.clone()).await;
-        if let Exit::Failed(_) | Exit::StartFailed(_) = exit {
-            hosted.router.set_status(&hosted.name, ModuleStatus::Restarting);
-        }
-        hosted.router.clear_instance(&hosted.name);
-        match decide(&hosted.supervisor, &hosted.name, exit).await {
-            Decision::Restart => continue,
-            Decision::Finish(reason) => break reason,
-        }
-    };
-    hosted.startup.gone(&reason.to_string());
-    hosted.router.module_down(&hosted.name, reason);
-    hosted.backlog.clear(); // an ask in it ends with `Stopped`
-    hosted.mailbox.close();
-    while let Ok(envelope) = hosted.mailbox.try_recv() {
-        drop(envelope); // an ask in it ends with `Stopped`
+    run_host(LocalHost { factory, hosted, bus }).await;
+}
+
+/// A module in this process, as the restart loop drives it.
+struct LocalHost<M> {
+    factory: Arc<dyn Fn() -> M + Send + Sync>,
+    hosted: Hosted,
+    bus: Arc<dyn Bus>,
+}
+
+impl<M: Module> Host for LocalHost<M> {
+    fn name(&self) -> &Arc<str> {
+        &self.hosted.name
     }
-    let _ = hosted.done.send(());
+
+    fn router(&self) -> &Router {
+        &self.hosted.router
+    }
+
+    fn supervisor(&self) -> &Addr<Supervisor> {
+        &self.hosted.supervisor
+    }
+
+    fn stop_signal(&self) -> Arc<StopSignal> {
+        self.hosted.stop.clone()
+    }
+
+    fn startup(&mut self) -> &mut Startup {
+        &mut self.hosted.startup
+    }
+
+    async fn run_instance(&mut self) -> Ended {
+        Ended::Instance(run_instance(&*self.factory, &mut self.hosted, self.bus.clone()).await)
+    }
+
+    fn instance_ended(&mut self) {
+        self.hosted.router.clear_instance(&self.hosted.name);
+    }
+
+    fn finish(mut self) {
+        let hosted = &mut self.hosted;
+        hosted.backlog.clear(); // an ask in it ends with `Stopped`
+        hosted.mailbox.close();
+        while let Ok(envelope) = hosted.mailbox.try_recv() {
+            drop(envelope); // an ask in it ends with `Stopped`
+        }
+        let _ = self.hosted.done.send(());
+    }
 }
 
 async fn run_instance<M: Module>(

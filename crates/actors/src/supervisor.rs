@@ -7,13 +7,15 @@
 //! marked failed, and its monitors are told.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix::{Actor, Addr, Handler, MessageResult};
 use botbus_core::{DownReason, RestartBudget, RestartPolicy, RestartTracker};
 
-use crate::host::Exit;
+use crate::host::{Exit, Startup, StopSignal};
+use crate::router::{ModuleStatus, Router};
 
 /// What becomes of a module whose instance ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,4 +141,59 @@ pub(crate) async fn decide(supervisor: &Addr<Supervisor>, name: &Arc<str>, exit:
             .await
             .unwrap_or(Decision::Finish(DownReason::Stopped)),
     }
+}
+
+/// How one instance of a module ended, as its host saw it.
+pub(crate) enum Ended {
+    /// As any instance ends: the supervisor decides what comes next.
+    Instance(Exit),
+    /// The module is gone for good, whatever its policy (a child process
+    /// said so of its module).
+    Final(DownReason),
+}
+
+/// The host of one module — in this process, or in a child process — as
+/// the restart loop ([`run_host`]) drives it.
+pub(crate) trait Host: Send {
+    fn name(&self) -> &Arc<str>;
+    fn router(&self) -> &Router;
+    fn supervisor(&self) -> &Addr<Supervisor>;
+    fn stop_signal(&self) -> Arc<StopSignal>;
+    fn startup(&mut self) -> &mut Startup;
+    /// Runs one instance until it ends.
+    fn run_instance(&mut self) -> impl Future<Output = Ended> + Send;
+    /// Forgets what the instance that just ended set up.
+    fn instance_ended(&mut self);
+    /// The module is gone for good: releases whatever still waits for it.
+    fn finish(self);
+}
+
+/// The restart loop, the same for every placement: wait for the module's
+/// turn to start, run instances one after the other as the supervisor
+/// decides, and once the module is gone for good, tell everyone.
+pub(crate) async fn run_host<H: Host>(mut host: H) {
+    let reason = loop {
+        let stop = host.stop_signal();
+        if let Err(why) = host.startup().wait_turn(&stop).await {
+            host.startup().gone(why);
+            break DownReason::Stopped;
+        }
+        host.router().set_status(host.name(), ModuleStatus::Starting);
+        let ended = host.run_instance().await;
+        if let Ended::Instance(Exit::Failed(_) | Exit::StartFailed(_)) = ended {
+            host.router().set_status(host.name(), ModuleStatus::Restarting);
+        }
+        host.instance_ended();
+        let decision = match ended {
+            Ended::Final(reason) => Decision::Finish(reason),
+            Ended::Instance(exit) => decide(host.supervisor(), host.name(), exit).await,
+        };
+        match decision {
+            Decision::Restart => continue,
+            Decision::Finish(reason) => break reason,
+        }
+    };
+    host.startup().gone(&reason.to_string());
+    host.router().module_down(host.name(), reason);
+    host.finish();
 }

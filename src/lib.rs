@@ -66,7 +66,7 @@ pub fn init_tracing() {
         .with_env_filter(filter)
         .with_target(false)
         .with_writer(std::io::stderr);
-    let _ = if botbus_transport_stdio::child_role().is_some() {
+    let _ = if botbus_transport_stdio::StdioTransport::child_role().is_some() {
         builder.without_time().with_ansi(false).try_init()
     } else {
         builder

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use actix::Addr;
 use botbus_core::DownReason;
-use botbus_transport_stdio::{describe_exit, ChildCommand, StdioTransport, CHILD_MODULE_ENV, CHILD_NODE_ENV};
+use botbus_transport_stdio::{ChildCommand, StdioTransport};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -116,12 +116,7 @@ enum NotStarted {
 async fn run_child(hosted: &mut ChildHosted) -> Ended {
     let name = hosted.name.clone();
     let deadline = Instant::now() + hosted.start_timeout;
-    let command = hosted
-        .command
-        .clone()
-        .env(CHILD_MODULE_ENV, &*name)
-        .env(CHILD_NODE_ENV, format!("{}.{name}", hosted.router.node()));
-    let (link, mut process) = match StdioTransport::spawn(&name, &command) {
+    let (link, mut process) = match StdioTransport::spawn_module(hosted.router.node(), &name, &hosted.command) {
         Ok(spawned) => spawned,
         Err(error) => return Ended::Instance(Exit::StartFailed(format!("cannot launch the child: {error}"))),
     };
@@ -257,7 +252,7 @@ async fn start(
 /// "exited with code 0", "killed by signal 9 (SIGKILL)".
 fn exit_status(status: std::io::Result<std::process::ExitStatus>) -> String {
     match status {
-        Ok(status) => describe_exit(&status),
+        Ok(status) => StdioTransport::describe_exit(&status),
         Err(error) => format!("ended with an unknown status ({error})"),
     }
 }

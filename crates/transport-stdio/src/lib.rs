@@ -380,6 +380,42 @@ pub fn exit_with_parent() {
 pub struct StdioTransport;
 
 impl StdioTransport {
+    /// Starts `command` as the child that hosts `module` of node `parent`:
+    /// as [`StdioTransport::spawn`], with the environment that tells a
+    /// botbus binary which module to host and under which node name
+    /// (`<parent>.<module>`).
+    pub fn spawn_module(
+        parent: &str,
+        module: &str,
+        command: &ChildCommand,
+    ) -> Result<(StdioLink, ChildProcess), TransportError> {
+        let command = command
+            .clone()
+            .env(CHILD_MODULE_ENV, module)
+            .env(CHILD_NODE_ENV, format!("{parent}.{module}"));
+        Self::spawn(module, &command)
+    }
+
+    /// In a child process started by a botbus parent: which module to host,
+    /// and the node name to use; `None` otherwise.
+    pub fn child_role() -> Option<ChildRole> {
+        child_role().map(|(module, node)| ChildRole { module, node })
+    }
+
+    /// The child side: the link to the parent over this process's own
+    /// stdin and stdout (see [`StdioLink::own_stdio`]), and an exit as soon
+    /// as the parent dies (see [`exit_with_parent`]).
+    pub fn link_to_parent() -> io::Result<StdioLink> {
+        let link = StdioLink::own_stdio()?;
+        exit_with_parent();
+        Ok(link)
+    }
+
+    /// An exit status as people read it (see [`describe_exit`]).
+    pub fn describe_exit(status: &ExitStatus) -> String {
+        describe_exit(status)
+    }
+
     /// Starts `command` as the child hosting `module`, with its stdin and
     /// stdout piped to a new link and its stderr forwarded into `tracing`.
     ///
@@ -536,6 +572,15 @@ fn level_word(word: &str) -> Option<tracing::Level> {
         "TRACE" => Some(tracing::Level::TRACE),
         _ => None,
     }
+}
+
+/// What a process started as a botbus child is to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildRole {
+    /// The module to host.
+    pub module: String,
+    /// The node name to use (`<parent>.<module>`).
+    pub node: String,
 }
 
 /// Whether this process was started as a botbus child, and if so which

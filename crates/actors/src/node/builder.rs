@@ -1,0 +1,210 @@
+//! Setting up a node: [`NodeBuilder`], and starting it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::Actor;
+use actix_rt::{Arbiter, System};
+use botbus_core::{validate_name, Module, Transport};
+use botbus_transport_stdio::{ChildCommand, StdioTransport};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::options::{ModuleOptions, Process};
+use super::{started, Node, NodeError, Shared};
+use crate::host::{host, Hosted, Startup};
+use crate::link::LinkConfig;
+use crate::mem::MemTransport;
+use crate::router::Router;
+use crate::supervisor::Supervisor;
+
+pub(super) type Launch = Arc<dyn Fn(Hosted) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+pub(super) struct ModuleSpec {
+    pub(super) name: String,
+    pub(super) options: ModuleOptions,
+    /// How to host it in this process; `None` for a module that exists only
+    /// as another executable.
+    pub(super) launch: Option<Launch>,
+}
+
+pub(super) fn launcher<M: Module>(factory: impl Fn() -> M + Send + Sync + 'static) -> Launch {
+    // This process now knows the module's types, so its nodes can pass them
+    // between links of different codecs.
+    <M::Message as botbus_core::FromPayload>::register();
+    botbus_core::register_message::<M::Reply>();
+    let factory: Arc<dyn Fn() -> M + Send + Sync> = Arc::new(factory);
+    Arc::new(move |hosted| Box::pin(host(factory.clone(), hosted)))
+}
+
+/// Sets up a [`Node`]: its name, modules and settings.
+pub struct NodeBuilder {
+    pub(super) name: String,
+    pub(super) modules: Vec<ModuleSpec>,
+    pub(super) pool_threads: usize,
+    pub(super) ask_timeout: Duration,
+    pub(super) link: LinkConfig,
+    pub(super) transports: Vec<Arc<dyn Transport>>,
+}
+
+impl NodeBuilder {
+    /// Adds a module with default [`ModuleOptions`]. `factory` builds a fresh
+    /// instance at start and after each restart.
+    pub fn module<M: Module>(self, name: &str, factory: impl Fn() -> M + Send + Sync + 'static) -> Self {
+        self.module_with(name, factory, ModuleOptions::default())
+    }
+
+    /// Adds a module with the given options.
+    pub fn module_with<M: Module>(
+        mut self,
+        name: &str,
+        factory: impl Fn() -> M + Send + Sync + 'static,
+        options: ModuleOptions,
+    ) -> Self {
+        self.modules.push(ModuleSpec {
+            name: name.to_owned(),
+            options,
+            launch: Some(launcher(factory)),
+        });
+        self
+    }
+
+    /// Adds a module that runs as another executable: `command` is spawned
+    /// as a child, linked over its stdin/stdout, and must speak the botbus
+    /// protocol (a botbus binary that registers the module, or a peer in any
+    /// language: see `docs/PROTOCOL.md`). Restart policy, budget and stop
+    /// grace come from `options`.
+    pub fn child_module(mut self, name: &str, command: ChildCommand, options: ModuleOptions) -> Self {
+        self.modules.push(ModuleSpec {
+            name: name.to_owned(),
+            options: ModuleOptions {
+                process: Process::Command(command),
+                ..options
+            },
+            launch: None,
+        });
+        self
+    }
+
+    /// Arbiters in the shared pool (default: the machine's cores).
+    pub fn pool_threads(mut self, threads: usize) -> Self {
+        self.pool_threads = threads.max(1);
+        self
+    }
+
+    /// The default timeout of asks made by this node's modules.
+    pub fn ask_timeout(mut self, timeout: Duration) -> Self {
+        self.ask_timeout = timeout;
+        self
+    }
+
+    /// How this node's links behave (frame limit, handshake timeout, queue).
+    pub fn link_config(mut self, config: LinkConfig) -> Self {
+        self.link = config;
+        self
+    }
+
+    /// Adds a transport, so [`Node::listen`] and [`Node::connect`] serve its
+    /// scheme. `mem://` is always there.
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transports.push(transport);
+        self
+    }
+
+    /// Starts the node's threads, then its modules in the order they were
+    /// added, each one's `started` hook finishing before the next begins (a
+    /// child module: until its child announced it).
+    ///
+    /// **In a child process** started by a botbus parent (the
+    /// `BOTBUS_CHILD_MODULE` environment variable names the module), this
+    /// call does not return: it hosts only that module, linked to the parent
+    /// over stdin/stdout, and exits the process when the parent goes away or
+    /// the module is gone for good. Build the node before writing anything to
+    /// stdout: from here on fd 1 is redirected to stderr.
+    pub fn start(self) -> Result<Node, NodeError> {
+        if let Some(role) = StdioTransport::child_role() {
+            self.run_as_child(&role.module, &role.node);
+        }
+        self.start_node()
+    }
+
+    pub(super) fn start_node(self) -> Result<Node, NodeError> {
+        validate_name(&self.name)?;
+        let router = Router::new(&self.name);
+        let (parts_tx, parts_rx) = std::sync::mpsc::channel();
+        let pool_threads = self.pool_threads;
+        let thread_name = format!("botbus-{}", self.name);
+        let thread = std::thread::Builder::new()
+            .name(thread_name)
+            .spawn(move || {
+                let system = System::new();
+                let parts = system.block_on(async move {
+                    let pool: Vec<Arbiter> = (0..pool_threads).map(|_| Arbiter::new()).collect();
+                    (
+                        pool,
+                        Supervisor::default().start(),
+                        System::current(),
+                        Arbiter::current(),
+                    )
+                });
+                let _ = parts_tx.send(parts);
+                let _ = system.run();
+            })
+            .map_err(NodeError::Threads)?;
+        let (pool, supervisor, system, system_arbiter) = parts_rx.recv().map_err(|_| NodeError::Stopped)?;
+        let mut transports: HashMap<&'static str, Arc<dyn Transport>> = HashMap::new();
+        transports.insert(MemTransport.scheme(), Arc::new(MemTransport));
+        for transport in self.transports {
+            transports.insert(transport.scheme(), transport);
+        }
+        let node = Node {
+            shared: Arc::new(Shared {
+                name: self.name,
+                router,
+                supervisor,
+                system,
+                system_arbiter,
+                pool: pool.iter().map(Arbiter::handle).collect(),
+                next_pool: AtomicUsize::new(0),
+                arbiters: Mutex::new(pool),
+                named: Mutex::default(),
+                modules: Mutex::default(),
+                transports,
+                link: self.link,
+                ask_timeout: self.ask_timeout,
+                thread: Mutex::new(Some(thread)),
+                shutting_down: AtomicBool::new(false),
+                signals_installed: AtomicBool::new(false),
+                stopped: CancellationToken::new(),
+            }),
+        };
+        // Every module is handed to its host at once; each starts when the
+        // one before it is up, so they still start one after the other, in
+        // order, and this thread only waits for the outcome.
+        let started_in_order = futures::executor::block_on(async {
+            let mut waiting = Vec::with_capacity(self.modules.len());
+            let mut after = None;
+            for spec in self.modules {
+                let name = spec.name.clone();
+                let (ready_tx, ready) = oneshot::channel();
+                let (next_tx, next) = oneshot::channel();
+                node.launch_spec(spec, Startup::in_order(ready_tx, after.take(), next_tx))
+                    .await?;
+                after = Some(next);
+                waiting.push((name, ready));
+            }
+            for (name, ready) in waiting {
+                started(&name, ready).await?;
+            }
+            Ok(())
+        });
+        if let Err(error) = started_in_order {
+            node.shutdown_blocking();
+            return Err(error);
+        }
+        Ok(node)
+    }
+}

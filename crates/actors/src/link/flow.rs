@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use botbus_core::{CancelHook, Envelope, Frame, SendError, TryDeliverError};
-use tokio::sync::OwnedSemaphorePermit;
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::writer::Outgoing;
 use super::LinkHandle;
@@ -30,6 +31,8 @@ pub(super) struct Inflow {
     pub(super) parked_total: AtomicUsize,
     /// Signalled whenever a parked frame has been handed on.
     pub(super) room: tokio::sync::Notify,
+    /// Targets whose queue was just started, for the link's drainer.
+    pub(super) drains: mpsc::UnboundedSender<String>,
 }
 
 impl LinkHandle {
@@ -151,9 +154,9 @@ pub(super) fn handed_on(link: &LinkHandle, owed: Owed, outcome: Result<Option<Ca
 
 /// Hands `envelope` on to `to` — a module here, a child, or the next link
 /// towards another node — without waiting if it can; if `to` is busy (or
-/// frames for it are already waiting), parks it in order and lets a drain
-/// task wait for room. Past the window, waits here. A frame that cannot be
-/// handed on is dropped (an ask in it ends `Stopped`).
+/// frames for it are already waiting), parks it in order and lets the link's
+/// drainer wait for room. Past the window, waits here. A frame that cannot
+/// be handed on is dropped (an ask in it ends `Stopped`).
 pub(super) async fn park_or_deliver(
     router: &Arc<Router>,
     link: &Arc<LinkHandle>,
@@ -192,7 +195,7 @@ pub(super) async fn park_or_deliver(
         let outcome = router.route(&to, envelope, Some(link)).await;
         return handed_on(link, owed, outcome);
     }
-    // A queue exists exactly while its drain task runs: start one with it.
+    // A queue exists exactly while the drainer drains it: hand it over.
     let first = {
         let mut waiting = inflow.parked.lock().expect("link lock");
         inflow.parked_total.fetch_add(1, Ordering::AcqRel);
@@ -208,8 +211,27 @@ pub(super) async fn park_or_deliver(
         }
     };
     if first {
-        tokio::spawn(drain_parked(router.clone(), link.clone(), to));
+        let _ = link.inflow.drains.send(to);
     }
+}
+
+/// The link's one drainer, running as long as the link: it drains every
+/// target's parked queue at once (a target that waits for room holds up no
+/// other), with no task spawned per burst.
+pub(super) async fn drainer(router: Arc<Router>, link: Arc<LinkHandle>, mut started: mpsc::UnboundedReceiver<String>) {
+    let mut draining = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            to = started.recv() => match to {
+                Some(to) => draining.push(drain_parked(router.clone(), link.clone(), to)),
+                None => break,
+            },
+            Some(()) = draining.next(), if !draining.is_empty() => {}
+            () = link.closed.cancelled(), if draining.is_empty() => break,
+        }
+    }
+    // The link is gone: what was being drained ends (its asks end `Stopped`).
+    while draining.next().await.is_some() {}
 }
 
 /// Hands the frames parked for `to` on in order, waiting for room.

@@ -404,6 +404,7 @@ pub(crate) async fn establish_link(
     let reader = reader.map_decoder(|_| codec.clone());
 
     let (out, queued) = mpsc::unbounded_channel();
+    let (drains, started) = mpsc::unbounded_channel();
     // Towards a peer that credits, send at most its window; towards one that
     // does not, at most our own queue.
     let send_window = theirs.window.map_or(config.queue_frames, |w| w as usize).max(1);
@@ -427,6 +428,7 @@ pub(crate) async fn establish_link(
             parked: Mutex::default(),
             parked_total: AtomicUsize::new(0),
             room: tokio::sync::Notify::new(),
+            drains,
         },
         close_reason: Mutex::default(),
         closing: AtomicBool::new(false),
@@ -438,6 +440,7 @@ pub(crate) async fn establish_link(
     tracing::info!(node = router.node(), peer = %handle.peer, via = %handle.describe, codec = %handle.codec(), "link up");
 
     tokio::spawn(writer::write_loop(write, queued, handle.clone()));
+    tokio::spawn(flow::drainer(router.clone(), handle.clone(), started));
     tokio::spawn(reader::read_loop(router, handle.clone(), reader, config.liveness));
     Ok(handle)
 }

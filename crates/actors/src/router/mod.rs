@@ -556,6 +556,14 @@ impl Router {
         envelope: Envelope,
         from: Option<&Arc<LinkHandle>>,
     ) -> Result<Option<CancelHook>, TryDeliverError> {
+        // The hot path: a module here, sent to under the read lock, with no
+        // clone of its route.
+        let (node, module) = address::split(to);
+        if node.is_none_or(|n| n == self.node) {
+            if let Some(Route::Local(local)) = self.routes.read().expect("router lock").get(module) {
+                return try_send_local(local, module, envelope);
+            }
+        }
         match self.target(to) {
             Ok(Target::Local(local)) => try_send_local(&local, to, envelope),
             Ok(Target::Link(link, to)) => {
@@ -877,14 +885,6 @@ impl Bus for Router {
     }
 
     fn try_deliver(&self, to: &str, envelope: Envelope) -> Result<Option<CancelHook>, TryDeliverError> {
-        // The hot path: a local target, sent to under the read lock, with no
-        // clone of its route.
-        let (node, module) = address::split(to);
-        if node.is_none_or(|n| n == self.node) {
-            if let Some(Route::Local(local)) = self.routes.read().expect("router lock").get(module) {
-                return try_send_local(local, module, envelope);
-            }
-        }
         self.try_route(to, envelope, None)
     }
 

@@ -193,6 +193,8 @@ async fn when_the_middle_of_a_chain_goes_away_asks_through_it_end_unreachable_an
     .unwrap();
     // Both ways: `c` reaches `a`'s watcher through `b` too.
     c.wait_for_module("watcher", DEADLINE).await.unwrap();
+    let () = c.client("test").ask("watcher", ()).await.unwrap();
+    let () = c.client("test").ask("a/watcher", ()).await.unwrap();
 
     let client = a.client("test");
     let mut call = client
@@ -386,4 +388,83 @@ async fn a_payload_crosses_a_node_undecoded_and_is_re_encoded_only_between_codec
     for node in [a, a_json, b, c] {
         node.shutdown().await;
     }
+}
+
+#[tokio::test]
+async fn a_node_never_announces_a_peers_own_modules_back_to_it() {
+    use botbus::crates::core::handshake::Handshake;
+    use botbus::crates::core::{Frame, FrameCodec, Hello};
+    use botbus::{Link, Transport};
+    use futures::{SinkExt, StreamExt};
+    use tokio::io::AsyncWriteExt;
+    use tokio_util::codec::{FramedRead, FramedWrite};
+
+    let b = Node::builder("b").module("n", || Sleeper).start().unwrap();
+    let a = Node::builder("a").module("m", || Sleeper).start().unwrap();
+    link(&a, &b).await;
+    let endpoint = a.listen(&format!("mem://{}", unique("echo"))).await.unwrap();
+    // A raw peer: a correct handshake, then its own module `x`.
+    let raw: Box<dyn Link> = botbus::MemTransport.connect(&endpoint).await.unwrap();
+    let (read, mut write) = raw.split();
+    let mut handshake = Handshake::new(Hello::new("raw"));
+    write.write_all(&handshake.poll_transmit().unwrap()).await.unwrap();
+    let mut reader = FramedRead::new(read, FrameCodec::<Frame>::new());
+    let mut input = bytes::BytesMut::new();
+    while handshake.handle_input(&mut input).unwrap().is_none() {
+        let mut byte = [0u8; 1];
+        tokio::io::AsyncReadExt::read_exact(reader.get_mut(), &mut byte)
+            .await
+            .unwrap();
+        input.extend_from_slice(&byte);
+    }
+    reader.read_buffer_mut().extend_from_slice(&input);
+    let mut writer = FramedWrite::new(write, FrameCodec::<Frame>::new());
+    let own = Frame::Announce {
+        modules: vec!["x".into()],
+        subscriptions: vec!["raw/**".into()],
+        reach: vec![],
+    };
+    writer.send(&own).await.unwrap();
+    a.wait_for_module("x", DEADLINE).await.unwrap();
+    b.wait_for_module("x", DEADLINE).await.unwrap(); // and a passes it on to b
+                                                     // Everything `a` sent after taking our announcement arrives before the
+                                                     // pong to this ping: the link keeps order.
+    writer.send(&Frame::Ping { nonce: 9 }).await.unwrap();
+    let mut announced = Vec::new();
+    loop {
+        let frame = tokio::time::timeout(DEADLINE, reader.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        match frame {
+            Frame::Pong { nonce: 9 } => break,
+            Frame::Announce {
+                modules,
+                subscriptions,
+                reach,
+            } => announced.push((modules, subscriptions, reach)),
+            _ => {}
+        }
+    }
+    assert!(!announced.is_empty(), "a announced itself to the raw peer");
+    for (modules, subscriptions, reach) in &announced {
+        assert_eq!(modules, &["m"], "a's own modules only");
+        assert!(subscriptions.is_empty());
+        assert!(
+            reach.iter().all(|r| r.node != "raw"
+                && !r.path.contains(&"raw".to_owned())
+                && !r.modules.contains(&"x".to_owned())),
+            "{reach:?}"
+        );
+    }
+    // What it did announce of others: b, one hop past a, with b's module.
+    let (_, _, reach) = announced.last().unwrap();
+    assert_eq!(reach.len(), 1);
+    assert_eq!(
+        (reach[0].node.as_str(), &reach[0].path[..], &reach[0].modules[..]),
+        ("b", &["b".to_owned()][..], &["n".to_owned()][..])
+    );
+    a.shutdown().await;
+    b.shutdown().await;
 }

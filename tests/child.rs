@@ -9,24 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use botbus::{AskError, ChildCommand, ModuleOptions, ModuleStatus, Node, NodeError, RestartPolicy};
-use support::{child_services_binary, example_binary, Placement, Req, World, DEADLINE};
-
-/// Whether process `pid` is gone (or a zombie nobody reaped yet).
-fn gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        // The state follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
-}
-
-fn kill_9(pid: u32) {
-    let pid = rustix::process::Pid::from_raw(pid as i32).expect("a pid");
-    rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("SIGKILL sent");
-}
+use support::{child_services_binary, example_binary, gone, kill_9, Placement, Req, World, DEADLINE};
 
 #[tokio::test]
 async fn kill_9_mid_ask_ends_the_ask_and_the_restarted_child_answers() {

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use botbus::{AskError, ChildCommand, ModuleOptions, ModuleStatus, Node};
-use support::{child_services_binary, Req, DEADLINE};
+use support::{child_services_binary, kill_9, Req, DEADLINE};
 
 /// The log lines about the child, as the test's subscriber wrote them.
 static LOG: Mutex<String> = Mutex::new(String::new());
@@ -25,11 +25,6 @@ impl Write for Capture {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-fn kill_9(pid: u32) {
-    let pid = rustix::process::Pid::from_raw(pid as i32).expect("a pid");
-    rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("SIGKILL sent");
 }
 
 #[tokio::test]

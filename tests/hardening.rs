@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use botbus::{
     AskError, ChildCommand, LinkConfig, Liveness, ModuleOptions, ModuleStatus, Node, NodeError, RestartPolicy,
 };
-use support::{child_services_binary, unique, Req, DEADLINE};
+use support::{child_services_binary, gone, kill_9, unique, Req, DEADLINE};
 
 /// A child in `sh` that speaks JSON: its hello as node `node`, then `body`.
 fn script_child(node: &str, body: &str) -> ChildCommand {
@@ -145,19 +145,8 @@ async fn a_running_child_that_breaks_its_link_is_killed_at_once_not_after_its_gr
         why.contains("link to child `junk`") && why.contains("broken") && why.contains("killed by signal 9 (SIGKILL)"),
         "{why}"
     );
-    assert!(
-        std::fs::metadata(format!("/proc/{pid}")).is_err() || zombie(pid),
-        "the child still runs"
-    );
+    assert!(gone(pid), "the child still runs");
     node.shutdown().await;
-}
-
-fn zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
-    })
 }
 
 #[tokio::test]
@@ -227,11 +216,6 @@ async fn a_quiet_child_that_answers_pings_stays_up_past_the_silence_limit() {
     let sum: u32 = client.ask("echo", Req::Add(2, 3)).await.unwrap();
     assert_eq!(sum, 5);
     node.shutdown().await;
-}
-
-fn kill_9(pid: u32) {
-    let pid = rustix::process::Pid::from_raw(pid as i32).expect("a pid");
-    rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("SIGKILL sent");
 }
 
 #[tokio::test]

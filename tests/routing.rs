@@ -13,7 +13,7 @@ use botbus::{
     AskError, ChildCommand, Context, Down, DownReason, Message, Module, ModuleError, ModuleOptions, ModuleStatus, Node,
 };
 use serde::{Deserialize, Serialize};
-use support::{child_services_binary, unique, Req, DEADLINE};
+use support::{child_services_binary, kill_9, unique, Req, DEADLINE};
 use tokio::sync::mpsc;
 
 /// A numbered message from a node.
@@ -174,16 +174,16 @@ impl Module for Watcher {
     }
 }
 
-#[tokio::test]
-async fn when_the_middle_of_a_chain_goes_away_asks_through_it_end_unreachable_and_monitors_hear() {
+/// A chain a–b–c: `sleeper` on `c`, and on `a` a watcher that monitors it
+/// (started once `sleeper` is reachable from `a`, through `b`).
+async fn watched_chain() -> (Node, Node, Node, mpsc::UnboundedReceiver<Down>) {
     let c = Node::builder("c").module("sleeper", || Sleeper).start().unwrap();
     let b = Node::builder("b").start().unwrap();
     link(&b, &c).await;
-    let (downs, mut heard) = mpsc::unbounded_channel();
-    // The watcher starts once `sleeper` is reachable from `a`, through `b`.
     let a = Node::builder("a").start().unwrap();
     link(&a, &b).await;
     a.wait_for_module("sleeper", DEADLINE).await.unwrap();
+    let (downs, heard) = mpsc::unbounded_channel();
     a.spawn(
         "watcher",
         move || Watcher { downs: downs.clone() },
@@ -191,6 +191,12 @@ async fn when_the_middle_of_a_chain_goes_away_asks_through_it_end_unreachable_an
     )
     .await
     .unwrap();
+    (a, b, c, heard)
+}
+
+#[tokio::test]
+async fn when_the_middle_of_a_chain_goes_away_asks_through_it_end_unreachable_and_monitors_hear() {
+    let (a, b, c, mut heard) = watched_chain().await;
     // Both ways: `c` reaches `a`'s watcher through `b` too.
     c.wait_for_module("watcher", DEADLINE).await.unwrap();
     let () = c.client("test").ask("watcher", ()).await.unwrap();
@@ -230,31 +236,13 @@ async fn when_the_middle_of_a_chain_goes_away_asks_through_it_end_unreachable_an
 
 #[tokio::test]
 async fn a_monitor_across_a_chain_hears_why_the_module_went_down() {
-    let c = Node::builder("c").module("sleeper", || Sleeper).start().unwrap();
-    let b = Node::builder("b").start().unwrap();
-    link(&b, &c).await;
-    let a = Node::builder("a").start().unwrap();
-    link(&a, &b).await;
-    a.wait_for_module("sleeper", DEADLINE).await.unwrap();
-    let (downs, mut heard) = mpsc::unbounded_channel();
-    a.spawn(
-        "watcher",
-        move || Watcher { downs: downs.clone() },
-        ModuleOptions::new(),
-    )
-    .await
-    .unwrap();
+    let (a, b, c, mut heard) = watched_chain().await;
     c.stop_module("sleeper").await.unwrap();
     let down = tokio::time::timeout(DEADLINE, heard.recv()).await.unwrap().unwrap();
     assert_eq!((down.module.as_str(), down.reason), ("sleeper", DownReason::Stopped));
     for node in [a, b, c] {
         node.shutdown().await;
     }
-}
-
-fn kill_9(pid: u32) {
-    let pid = rustix::process::Pid::from_raw(pid as i32).expect("a pid");
-    rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("SIGKILL sent");
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! socket might deliver them in, the frames the seeds are made of, and the
 //! message types the payload target decodes into.
 
-use botbus_core::{AskError, DownReason, Frame, Message, Reach, WirePayload};
+use botbus_core::{Frame, Message};
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use tokio_util::codec::Decoder;
@@ -33,75 +33,13 @@ pub fn decode_in_pieces<D: Decoder>(decoder: &mut D, splits: &[u8], data: &[u8])
     items
 }
 
-/// Every frame kind, with `body` as each payload's body.
+#[path = "../../crates/core/tests/support/frames.rs"]
+mod frames;
+
+/// Every frame kind, with `body` as each payload's body (the list the
+/// protocol tests use).
 pub fn every_frame(body: Bytes) -> Vec<Frame> {
-    let payload = WirePayload {
-        name: "t.Msg".into(),
-        body,
-    };
-    vec![
-        Frame::Tell {
-            to: "m".into(),
-            from: "n/a".into(),
-            payload: payload.clone(),
-        },
-        Frame::Ask {
-            id: 1,
-            to: "m".into(),
-            from: "n/a".into(),
-            timeout_ms: 50,
-            payload: payload.clone(),
-        },
-        Frame::Reply {
-            id: 1,
-            result: Ok(payload.clone()),
-        },
-        Frame::Reply {
-            id: 2,
-            result: Err(AskError::Stopped("m".into())),
-        },
-        Frame::Progress {
-            id: 1,
-            payload: payload.clone(),
-        },
-        Frame::CallerAsk {
-            id: 1,
-            call: 0,
-            payload: payload.clone(),
-        },
-        Frame::CallerReply {
-            id: 1,
-            call: 0,
-            result: Err(AskError::CallerNotListening("m".into())),
-        },
-        Frame::Cancel { id: 1 },
-        Frame::Publish {
-            topic: "a/b".into(),
-            from: "n/a".into(),
-            payload,
-            to: vec!["b".into(), "c".into()],
-        },
-        Frame::Subscribe { pattern: "a/*".into() },
-        Frame::Unsubscribe { pattern: "a/*".into() },
-        Frame::Announce {
-            modules: vec!["m".into()],
-            subscriptions: vec!["**".into()],
-            reach: vec![Reach {
-                node: "c".into(),
-                path: vec!["b".into(), "c".into()],
-                modules: vec!["n".into()],
-                subscriptions: vec!["a/**".into()],
-            }],
-        },
-        Frame::Down {
-            module: "m".into(),
-            reason: DownReason::Failed("boom".into()),
-        },
-        Frame::Ping { nonce: 3 },
-        Frame::Pong { nonce: 3 },
-        Frame::Credit { frames: 256 },
-        Frame::Bye { reason: "done".into() },
-    ]
+    frames::frames_with_body(body)
 }
 
 /// A recursive message: how deep it nests is up to the bytes.

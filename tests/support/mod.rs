@@ -94,6 +94,24 @@ fn with_watcher(builder: NodeBuilder) -> NodeBuilder {
     builder.module("watcher", Service::quiet)
 }
 
+/// Sends SIGKILL to process `pid`.
+pub fn kill_9(pid: u32) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("a pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("SIGKILL sent");
+}
+
+/// Whether process `pid` is gone (or a zombie nobody reaped yet).
+pub fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
 /// The `child_services` example binary, built by `cargo test`.
 pub fn child_services_binary() -> PathBuf {
     example_binary("child_services")

@@ -5,10 +5,14 @@ use std::time::{Duration, Instant};
 use botbus_core::handshake::{check_hello, read_hello, HandshakeError, HelloCodec};
 use botbus_core::supervision::RestartTracker;
 use botbus_core::{
-    AskError, CodecKind, DownReason, Endpoint, Frame, FrameCodec, FrameError, Hello, JsonLinesCodec, Payload,
-    PayloadError, PipeAddr, Reach, RestartBudget, TopicPattern, WirePayload,
+    CodecKind, Endpoint, Frame, FrameCodec, FrameError, Hello, JsonLinesCodec, Payload, PayloadError, PipeAddr,
+    RestartBudget, TopicPattern, WirePayload,
 };
 use bytes::{BufMut, Bytes, BytesMut};
+
+#[path = "support/frames.rs"]
+mod frames;
+use frames::frames_with_body;
 use tokio_util::codec::{Decoder, Encoder};
 
 fn every_frame_kind() -> Vec<Frame> {
@@ -18,76 +22,6 @@ fn every_frame_kind() -> Vec<Frame> {
 /// Every frame kind with JSON payload bodies, as a JSON-lines link carries them.
 fn json_frames() -> Vec<Frame> {
     frames_with_body(Bytes::from_static(br#"{"x":[1,2.5,"three"]}"#))
-}
-
-fn frames_with_body(body: Bytes) -> Vec<Frame> {
-    let payload = WirePayload {
-        name: "t.Msg".into(),
-        body,
-    };
-    vec![
-        Frame::Tell {
-            to: "m".into(),
-            from: "n/a".into(),
-            payload: payload.clone(),
-        },
-        Frame::Ask {
-            id: 1,
-            to: "m".into(),
-            from: "n/a".into(),
-            timeout_ms: 50,
-            payload: payload.clone(),
-        },
-        Frame::Reply {
-            id: 1,
-            result: Ok(payload.clone()),
-        },
-        Frame::Reply {
-            id: 2,
-            result: Err(AskError::Stopped("m".into())),
-        },
-        Frame::Progress {
-            id: 1,
-            payload: payload.clone(),
-        },
-        Frame::CallerAsk {
-            id: 1,
-            call: 0,
-            payload: payload.clone(),
-        },
-        Frame::CallerReply {
-            id: 1,
-            call: 0,
-            result: Err(AskError::CallerNotListening("m".into())),
-        },
-        Frame::Cancel { id: 1 },
-        Frame::Publish {
-            topic: "a/b".into(),
-            from: "n/a".into(),
-            payload,
-            to: vec!["b".into(), "c".into()],
-        },
-        Frame::Subscribe { pattern: "a/*".into() },
-        Frame::Unsubscribe { pattern: "a/*".into() },
-        Frame::Announce {
-            modules: vec!["m".into()],
-            subscriptions: vec!["**".into()],
-            reach: vec![Reach {
-                node: "c".into(),
-                path: vec!["b".into(), "c".into()],
-                modules: vec!["n".into()],
-                subscriptions: vec!["a/**".into()],
-            }],
-        },
-        Frame::Down {
-            module: "m".into(),
-            reason: DownReason::Failed("boom".into()),
-        },
-        Frame::Ping { nonce: 3 },
-        Frame::Pong { nonce: 3 },
-        Frame::Credit { frames: 256 },
-        Frame::Bye { reason: "done".into() },
-    ]
 }
 
 #[test]

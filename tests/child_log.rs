@@ -6,10 +6,9 @@ mod support;
 
 use std::io::Write;
 use std::sync::Mutex;
-use std::time::Duration;
 
-use botbus::{AskError, ChildCommand, ModuleOptions, ModuleStatus, Node};
-use support::{child_services_binary, kill_9, Req, DEADLINE};
+use botbus::{AskError, ModuleStatus};
+use support::{kill_9, Req, DEADLINE};
 
 /// The log lines about the child, as the test's subscriber wrote them.
 static LOG: Mutex<String> = Mutex::new(String::new());
@@ -35,14 +34,7 @@ async fn one_sigkill_is_one_child_lost_event_at_one_level() {
         .with_ansi(false)
         .without_time()
         .init();
-    let node = Node::builder("host")
-        .child_module(
-            "echo",
-            ChildCommand::new(child_services_binary()),
-            ModuleOptions::new().budget(100, Duration::from_secs(60)),
-        )
-        .start()
-        .unwrap();
+    let node = support::echo_child_node();
     let client = node.client("test");
     const KILLS: usize = 8;
     let mut previous = 0;

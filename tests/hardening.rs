@@ -220,14 +220,7 @@ async fn a_quiet_child_that_answers_pings_stays_up_past_the_silence_limit() {
 
 #[tokio::test]
 async fn status_leaves_running_before_an_ask_to_a_dead_child_fails() {
-    let node = Node::builder("host")
-        .child_module(
-            "echo",
-            ChildCommand::new(child_services_binary()),
-            ModuleOptions::new().budget(100, Duration::from_secs(60)),
-        )
-        .start()
-        .unwrap();
+    let node = support::echo_child_node();
     let client = node.client("test");
     let mut previous = 0;
     for trial in 0..20 {

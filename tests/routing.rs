@@ -13,7 +13,7 @@ use botbus::{
     AskError, ChildCommand, Context, Down, DownReason, Message, Module, ModuleError, ModuleOptions, ModuleStatus, Node,
 };
 use serde::{Deserialize, Serialize};
-use support::{child_services_binary, kill_9, unique, Req, DEADLINE};
+use support::{kill_9, unique, Req, DEADLINE};
 use tokio::sync::mpsc;
 
 /// A numbered message from a node.
@@ -247,14 +247,7 @@ async fn a_monitor_across_a_chain_hears_why_the_module_went_down() {
 
 #[tokio::test]
 async fn a_tell_and_an_ask_to_a_restarting_child_wait_for_the_new_instance() {
-    let node = Node::builder("host")
-        .child_module(
-            "echo",
-            ChildCommand::new(child_services_binary()),
-            ModuleOptions::new().budget(10, Duration::from_secs(60)),
-        )
-        .start()
-        .unwrap();
+    let node = support::echo_child_node();
     let client = node.client("test");
     for _ in 0..3 {
         let pid = node.child_pid("echo").unwrap();

@@ -112,6 +112,19 @@ pub fn gone(pid: u32) -> bool {
     }
 }
 
+/// A node `host` with `echo` in a child process, restarted up to 100 times
+/// a minute: for tests that kill it.
+pub fn echo_child_node() -> Node {
+    Node::builder("host")
+        .child_module(
+            "echo",
+            ChildCommand::new(child_services_binary()),
+            ModuleOptions::new().budget(100, Duration::from_secs(60)),
+        )
+        .start()
+        .expect("the node with a child starts")
+}
+
 /// The `child_services` example binary, built by `cargo test`.
 pub fn child_services_binary() -> PathBuf {
     example_binary("child_services")

@@ -132,9 +132,10 @@ pub(crate) struct Router {
     subscriptions: RwLock<Vec<Subscription>>,
     monitors: Mutex<Vec<Monitor>>,
     status: Mutex<HashMap<String, ModuleStatus>>,
-    /// Held while the routes are recomputed and announced, so that two
-    /// changes cannot interleave and leave an older table in place.
-    refreshing: Mutex<BTreeSet<String>>,
+    /// The module name clashes last logged. Held while the routes are
+    /// recomputed and announced, so that two changes cannot interleave and
+    /// leave an older table in place.
+    clashes: Mutex<BTreeSet<String>>,
     /// Bumped on every change of modules, links, subscriptions or status, so
     /// callers can wait for a condition instead of sleeping.
     topology: watch::Sender<u64>,
@@ -151,7 +152,7 @@ impl Router {
             subscriptions: RwLock::default(),
             monitors: Mutex::default(),
             status: Mutex::default(),
-            refreshing: Mutex::default(),
+            clashes: Mutex::default(),
             topology: watch::Sender::new(0),
         })
     }
@@ -352,7 +353,7 @@ impl Router {
 
     fn refresh_because(&self, why: &str) {
         {
-            let mut clashes = self.refreshing.lock().expect("router lock");
+            let mut clashes = self.clashes.lock().expect("router lock");
             self.recompute(&mut clashes);
             for link in self.links() {
                 link.announce(self.announcement_for(&link));

@@ -261,6 +261,7 @@ placements!(
     OneNode => one_node,
     TwoNodesMem => two_nodes_mem,
     TwoNodesJson => two_nodes_json,
+    TwoNodesPipe => two_nodes_pipe,
     Child => child,
     SiblingChildren => sibling_children,
     ThreeNodeChain => three_node_chain,

@@ -14,19 +14,31 @@ use support::{child_services_binary, Req};
 
 const FLOOD_BYTES: u64 = 100_000_000;
 
-/// Counts the log lines that say lines were cut or dropped; keeps nothing.
+/// Counts the log lines of the two flooding children — all of them, those
+/// that say a line was cut, and those that say lines were dropped — by the
+/// child each is about (its module's name); keeps nothing.
 struct Counting;
 
-static LINES: AtomicUsize = AtomicUsize::new(0);
-static CUT: AtomicUsize = AtomicUsize::new(0);
-static DROPPED: AtomicUsize = AtomicUsize::new(0);
+/// Lines, cut marks and drop reports of `flood-lines`, then of `flood-raw`.
+static LINES: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+static CUT: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+static DROPPED: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
 
 impl Write for Counting {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(bytes);
-        LINES.fetch_add(text.matches('\n').count(), Ordering::Relaxed);
-        CUT.fetch_add(text.matches("[line cut at 4096 bytes").count(), Ordering::Relaxed);
-        DROPPED.fetch_add(text.matches("dropped stderr lines").count(), Ordering::Relaxed);
+        for line in text.lines() {
+            let child = if line.contains("module=flood-lines") {
+                0
+            } else if line.contains("module=flood-raw") {
+                1
+            } else {
+                continue;
+            };
+            LINES[child].fetch_add(1, Ordering::Relaxed);
+            CUT[child].fetch_add(line.matches("[line cut at 4096 bytes").count(), Ordering::Relaxed);
+            DROPPED[child].fetch_add(line.matches("dropped stderr lines").count(), Ordering::Relaxed);
+        }
         Ok(bytes.len())
     }
 
@@ -52,16 +64,16 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
 
 /// A child that writes `FLOOD_BYTES` to its stderr, and only then announces
 /// its module: its start ends when its flood has been read.
-fn flooding_child(newlines: bool) -> ChildCommand {
+fn flooding_child(node: &str, newlines: bool) -> ChildCommand {
     let flood = if newlines {
         format!("yes 'a log line that goes on for a while, as log lines do' | head -c {FLOOD_BYTES} >&2")
     } else {
         format!("head -c {FLOOD_BYTES} /dev/zero | tr '\\0' x >&2")
     };
     let script = format!(
-        r#"printf '%s\n' '{{"magic":"BBUS","version":1,"node":"flood","codecs":["json"]}}'
+        r#"printf '%s\n' '{{"magic":"BBUS","version":1,"node":"{node}","codecs":["json"]}}'
 {flood}
-printf '%s\n' '{{"announce":{{"modules":["flood"],"subscriptions":[]}}}}'
+printf '%s\n' '{{"announce":{{"modules":["{node}"],"subscriptions":[]}}}}'
 exec cat > /dev/null"#
     );
     ChildCommand::new("sh").arg("-c").arg(script)
@@ -89,16 +101,14 @@ async fn a_stderr_flood_leaves_the_neighbours_asks_fast_and_memory_flat() {
     quiet.sort();
     let before = rss_mib();
 
-    for newlines in [true, false] {
-        let (lines, cut, dropped) = (
-            LINES.load(Ordering::Relaxed),
-            CUT.load(Ordering::Relaxed),
-            DROPPED.load(Ordering::Relaxed),
-        );
+    // Each flood in a child of its own name, so each is judged by its own
+    // lines (another child's log may still be draining).
+    for (child, newlines) in [(0, true), (1, false)] {
+        let name = ["flood-lines", "flood-raw"][child];
         let flooder = node.clone();
         let flood = tokio::spawn(async move {
             let options = ModuleOptions::new().start_timeout(Duration::from_secs(60));
-            flooder.spawn_child("flood", flooding_child(newlines), options).await
+            flooder.spawn_child(name, flooding_child(name, newlines), options).await
         });
         let mut during = Vec::new();
         let mut peak = before;
@@ -115,10 +125,10 @@ async fn a_stderr_flood_leaves_the_neighbours_asks_fast_and_memory_flat() {
             .await
             .unwrap()
             .expect("the flooding child announced itself after its flood");
-        node.stop_module("flood").await.unwrap();
+        node.stop_module(name).await.unwrap();
         let after = rss_mib();
         during.sort();
-        let logged = LINES.load(Ordering::Relaxed) - lines;
+        let logged = LINES[child].load(Ordering::Relaxed);
         eprintln!(
             "flood of {} MB {}: {} asks during {flooding:.2?}: p50 {:?} p99 {:?} max {:?} (quiet: p50 {:?} p99 {:?}); \
              RSS {before:.1} MiB before, {peak:.1} MiB peak, {after:.1} MiB after; {logged} lines logged",
@@ -149,16 +159,16 @@ async fn a_stderr_flood_leaves_the_neighbours_asks_fast_and_memory_flat() {
             after - before
         );
         if newlines {
-            assert!(DROPPED.load(Ordering::Relaxed) > dropped, "no drop was reported");
+            assert!(DROPPED[child].load(Ordering::Relaxed) > 0, "no drop was reported");
             assert!(logged < 100_000, "{logged} lines logged: nothing was dropped");
         } else {
             // The log thread writes the cut line; wait for it, bounded.
             let deadline = Instant::now() + support::DEADLINE;
-            while CUT.load(Ordering::Relaxed) == cut && Instant::now() < deadline {
+            while CUT[child].load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
                 tokio::task::yield_now().await;
             }
             assert_eq!(
-                CUT.load(Ordering::Relaxed) - cut,
+                CUT[child].load(Ordering::Relaxed),
                 1,
                 "the one long line was not cut and marked"
             );

@@ -35,6 +35,8 @@ pub enum Placement {
     /// As `TwoNodesMem`, but node `a` offers only the JSON-lines codec, so
     /// every frame and message crosses as JSON.
     TwoNodesJson,
+    /// As `TwoNodesMem`, over a real Unix domain socket (`pipe://`).
+    TwoNodesPipe,
     /// Client and watcher on node `a`; each service in a child process of
     /// `a` (the `child_services` example binary), linked over its
     /// stdin/stdout.
@@ -184,7 +186,7 @@ impl World {
                 .expect("node starts");
                 (node.clone(), node)
             }
-            Placement::TwoNodesMem | Placement::TwoNodesJson => {
+            Placement::TwoNodesMem | Placement::TwoNodesJson | Placement::TwoNodesPipe => {
                 let b = services::with_services(with_probe(Node::builder("b"), &events, &gate))
                     .start()
                     .expect("node b starts");
@@ -196,8 +198,12 @@ impl World {
                     });
                 }
                 let a = a.start().expect("node a starts");
+                let scheme = match placement {
+                    Placement::TwoNodesPipe => "pipe",
+                    _ => "mem",
+                };
                 let endpoint = b
-                    .listen(&format!("mem://{}", unique("conformance")))
+                    .listen(&format!("{scheme}://{}", unique("conformance")))
                     .await
                     .expect("b listens");
                 let peer = a.connect(&endpoint.to_string()).await.expect("a connects");

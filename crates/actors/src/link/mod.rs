@@ -86,6 +86,9 @@ pub struct LinkConfig {
     /// When a quiet peer is pinged, and when a silent one is declared down
     /// and its link closed (see [`Liveness`]).
     pub liveness: Liveness,
+    /// Connections a listener lets handshake at once; more are refused
+    /// until one finishes (each has `handshake_timeout` to do so).
+    pub max_handshakes: usize,
 }
 
 impl Default for LinkConfig {
@@ -96,6 +99,7 @@ impl Default for LinkConfig {
             queue_frames: 4096,
             codecs: CodecKind::PREFERENCE.to_vec(),
             liveness: Liveness::default(),
+            max_handshakes: 64,
         }
     }
 }

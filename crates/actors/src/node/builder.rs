@@ -9,6 +9,7 @@ use std::time::Duration;
 use actix::Actor;
 use actix_rt::{Arbiter, System};
 use botbus_core::{validate_name, Module, Transport};
+use botbus_transport_pipe::PipeTransport;
 use botbus_transport_stdio::{ChildCommand, StdioTransport};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -108,7 +109,7 @@ impl NodeBuilder {
     }
 
     /// Adds a transport, so [`Node::listen`] and [`Node::connect`] serve its
-    /// scheme. `mem://` is always there.
+    /// scheme. `mem://` and `pipe://` are always there.
     pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
         self.transports.push(transport);
         self
@@ -157,6 +158,7 @@ impl NodeBuilder {
         let (pool, supervisor, system, system_arbiter) = parts_rx.recv().map_err(|_| NodeError::Stopped)?;
         let mut transports: HashMap<&'static str, Arc<dyn Transport>> = HashMap::new();
         transports.insert(MemTransport.scheme(), Arc::new(MemTransport));
+        transports.insert(PipeTransport.scheme(), Arc::new(PipeTransport));
         for transport in self.transports {
             transports.insert(transport.scheme(), transport);
         }
@@ -179,6 +181,7 @@ impl NodeBuilder {
                 shutting_down: AtomicBool::new(false),
                 signals_installed: AtomicBool::new(false),
                 stopped: CancellationToken::new(),
+                listeners: Mutex::default(),
             }),
         };
         // Every module is handed to its host at once; each starts when the

@@ -154,6 +154,9 @@ struct Shared {
     shutting_down: AtomicBool,
     signals_installed: AtomicBool,
     stopped: CancellationToken,
+    /// One per listener: closes once it has stopped and let go of its
+    /// endpoint (a socket file is removed by then).
+    listeners: Mutex<Vec<oneshot::Receiver<()>>>,
 }
 
 impl Drop for Shared {
@@ -459,9 +462,20 @@ impl Node {
         let stopped = self.shared.stopped.clone();
         self.on_system(async move {
             let mut listener = transport.listen(&endpoint).await?;
+            let handshakes = Arc::new(tokio::sync::Semaphore::new(config.max_handshakes.max(1)));
             let bound = listener.endpoint();
+            let (closed_tx, closed) = oneshot::channel::<()>();
             tokio::spawn(async move {
                 loop {
+                    // A bounded number of handshakes at once: while that many
+                    // are in progress the listener accepts nothing, and new
+                    // connections wait in the system's backlog. A flood of
+                    // connections that never finish their hello costs that
+                    // many, each for at most the handshake timeout.
+                    let permit = tokio::select! {
+                        () = stopped.cancelled() => break,
+                        permit = handshakes.clone().acquire_owned() => permit.expect("never closed"),
+                    };
                     let accepted = tokio::select! {
                         () = stopped.cancelled() => break,
                         accepted = listener.accept() => accepted,
@@ -473,6 +487,7 @@ impl Node {
                                 if let Err(error) = establish(router, link, &config).await {
                                     tracing::error!(%error, "refused an incoming link");
                                 }
+                                drop(permit);
                             });
                         }
                         Err(error) => {
@@ -481,11 +496,17 @@ impl Node {
                         }
                     }
                 }
+                drop(listener); // its socket file, if any, goes now
+                drop(closed_tx);
             });
-            Ok(bound)
+            Ok((bound, closed))
         })
         .await
         .map_err(|_| LinkError::NodeStopped)?
+        .map(|(bound, closed)| {
+            self.shared.listeners.lock().expect("node lock").push(closed);
+            bound
+        })
     }
 
     /// Opens a link to the node listening at `endpoint`. Returns the peer's
@@ -583,6 +604,12 @@ impl Node {
             link.close("node shutting down");
         }
         shared.stopped.cancel();
+        // The listeners let go of their endpoints before the node's
+        // threads stop: once shutdown returns, a socket file is gone.
+        let listeners = std::mem::take(&mut *shared.listeners.lock().expect("node lock"));
+        for closed in listeners {
+            let _ = tokio::time::timeout(STOP_GRACE, closed).await;
+        }
         shared.system.stop();
     }
 

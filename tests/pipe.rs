@@ -1,0 +1,268 @@
+//! The pipe transport against real Unix domain sockets: the socket file's
+//! life (owner-only, stale files replaced, live ones never taken over, gone
+//! after a clean shutdown), and bad input from a peer that joined — each
+//! such peer is dropped while the node goes on serving the others.
+
+#![cfg(unix)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use botbus::crates::core::{Frame, FrameCodec, Hello};
+use botbus::{LinkConfig, LinkError, Node, TransportError};
+use support::{unique, Req, Service, DEADLINE};
+use tokio_util::codec::Encoder;
+
+/// A socket path in a directory of the test's own, removed with it.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(unique("botbus-pipe-test"));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn socket(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn endpoint(path: &Path) -> String {
+    format!("pipe://{}", path.display())
+}
+
+#[tokio::test]
+async fn a_socket_file_is_owner_only_never_taken_over_replaced_when_stale_and_removed_at_shutdown() {
+    let dir = TempDir::new();
+    let path = dir.socket("robot.sock");
+    let hub = Node::builder("hub").start().unwrap();
+    hub.listen(&endpoint(&path)).await.unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the socket is owner-only");
+
+    // A second node on the same live endpoint: "in use", naming it.
+    let second = Node::builder("second").start().unwrap();
+    let error = second.listen(&endpoint(&path)).await.unwrap_err();
+    assert!(
+        matches!(&error, LinkError::Transport(TransportError::InUse(what)) if what.contains(&path.display().to_string())),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("already in use"), "{error}");
+    // The first one still serves.
+    let peer = second.connect(&endpoint(&path)).await.unwrap();
+    assert_eq!(peer, "hub");
+
+    // A clean shutdown removes the file, before it returns.
+    hub.shutdown().await;
+    assert!(!path.exists(), "the socket file outlived its listener");
+
+    // A file left by a process that died without cleaning up is replaced.
+    let stale = dir.socket("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    assert!(stale.exists());
+    second
+        .listen(&endpoint(&stale))
+        .await
+        .expect("a stale socket is replaced");
+    let third = Node::builder("third").start().unwrap();
+    assert_eq!(third.connect(&endpoint(&stale)).await.unwrap(), "second");
+
+    // A file that is not a socket is never removed.
+    let precious = dir.socket("precious.sock");
+    std::fs::write(&precious, b"not a socket").unwrap();
+    let error = third.listen(&endpoint(&precious)).await.unwrap_err();
+    assert!(error.to_string().contains("is not a socket"), "{error}");
+    assert_eq!(std::fs::read(&precious).unwrap(), b"not a socket");
+
+    // `pipe://name` lives in an owner-only runtime directory.
+    let name = unique("named");
+    let named = third.listen(&format!("pipe://{name}")).await.unwrap();
+    let file = botbus::crates::transport_pipe::socket_path(&match named {
+        botbus::Endpoint::Pipe(addr) => addr,
+        other => panic!("{other}"),
+    })
+    .unwrap();
+    let dir_mode = std::fs::metadata(file.parent().unwrap()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(dir_mode, 0o700);
+    for node in [second, third] {
+        node.shutdown().await;
+    }
+    assert!(!file.exists());
+}
+
+/// A hub with two well-behaved nodes joined to it, one hosting `echo`.
+struct Joined {
+    hub: Node,
+    service: Node,
+    client_node: Node,
+    path: PathBuf,
+    _dir: TempDir,
+}
+
+impl Joined {
+    async fn new() -> Joined {
+        let dir = TempDir::new();
+        let path = dir.socket("hub.sock");
+        let config = LinkConfig {
+            handshake_timeout: Duration::from_millis(500),
+            max_frame_len: 64 * 1024,
+            ..LinkConfig::default()
+        };
+        let hub = Node::builder("hub").link_config(config).start().unwrap();
+        hub.listen(&endpoint(&path)).await.unwrap();
+        let service = Node::builder("service").module("echo", Service::new).start().unwrap();
+        service.connect(&endpoint(&path)).await.unwrap();
+        let client_node = Node::builder("client").start().unwrap();
+        client_node.connect(&endpoint(&path)).await.unwrap();
+        client_node.wait_for_module("echo", DEADLINE).await.unwrap();
+        Joined {
+            hub,
+            service,
+            client_node,
+            path,
+            _dir: dir,
+        }
+    }
+
+    /// An ask between the two joined nodes, through the hub.
+    async fn still_served(&self) {
+        let sum: u32 = self
+            .client_node
+            .client("test")
+            .ask("echo", Req::Add(20, 22))
+            .timeout(DEADLINE)
+            .await
+            .unwrap();
+        assert_eq!(sum, 42);
+    }
+
+    /// A raw connection to the hub's socket, reading with a deadline.
+    fn raw(&self) -> UnixStream {
+        let stream = UnixStream::connect(&self.path).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        stream
+    }
+
+    async fn finish(self) {
+        for node in [self.client_node, self.service, self.hub] {
+            node.shutdown().await;
+        }
+    }
+}
+
+/// Reads until the hub closes the connection; returns what it sent.
+fn read_to_close(mut stream: UnixStream) -> String {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return String::from_utf8_lossy(&seen).into_owned(),
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {
+                return String::from_utf8_lossy(&seen).into_owned()
+            }
+            Err(error) => panic!("the hub did not close the bad connection: {error}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_input_over_a_real_socket_drops_that_peer_and_the_hub_serves_the_others() {
+    let joined = Joined::new().await;
+    joined.still_served().await;
+
+    // Random bytes instead of a hello.
+    let mut random = joined.raw();
+    random.write_all(&[0x13, 0x37, 0xde, 0xad, 0xbe, 0xef, b'\n']).unwrap();
+    let said = tokio::task::spawn_blocking(move || read_to_close(random))
+        .await
+        .unwrap();
+    assert!(
+        said.contains("\"magic\":\"BBUS\""),
+        "the hub's hello came first: {said}"
+    );
+    joined.still_served().await;
+
+    // A hello of another protocol version: the peer reads the hub's own
+    // hello, with its version, and the link closes.
+    let mut future = joined.raw();
+    future
+        .write_all(b"{\"magic\":\"BBUS\",\"version\":99,\"node\":\"future\",\"codecs\":[\"postcard\"]}\n")
+        .unwrap();
+    let said = tokio::task::spawn_blocking(move || read_to_close(future))
+        .await
+        .unwrap();
+    assert!(said.contains("\"version\":1"), "{said}");
+    joined.still_served().await;
+
+    // A hello that never finishes: dropped at the handshake deadline.
+    let mut slow = joined.raw();
+    slow.write_all(b"{\"magic\":\"BBUS\",\"vers").unwrap();
+    tokio::task::spawn_blocking(move || read_to_close(slow)).await.unwrap();
+    joined.still_served().await;
+
+    // A good hello, then a frame over the hub's 64 KiB limit.
+    let mut oversize = joined.raw();
+    oversize.write_all(&Hello::new("oversize").to_line()).unwrap();
+    oversize.write_all(&(1_000_000u32).to_be_bytes()).unwrap();
+    oversize.write_all(&[0u8; 1024]).unwrap();
+    tokio::task::spawn_blocking(move || read_to_close(oversize))
+        .await
+        .unwrap();
+    joined.still_served().await;
+
+    // A good hello, then a malformed frame.
+    let mut malformed = joined.raw();
+    malformed.write_all(&Hello::new("malformed").to_line()).unwrap();
+    let mut wire = bytes::BytesMut::new();
+    FrameCodec::<Frame>::new()
+        .encode(&Frame::Ping { nonce: 1 }, &mut wire)
+        .unwrap();
+    wire[4] = 0xff; // no such frame kind
+    malformed.write_all(&wire).unwrap();
+    tokio::task::spawn_blocking(move || read_to_close(malformed))
+        .await
+        .unwrap();
+    joined.still_served().await;
+
+    // The hub lost none of its good peers.
+    let mut peers = joined.hub.peers();
+    peers.sort();
+    assert_eq!(peers, ["client", "service"]);
+    joined.finish().await;
+}
+
+#[tokio::test]
+async fn many_silent_connections_cost_little_and_a_good_peer_still_joins() {
+    let joined = Joined::new().await;
+    // More silent connections than handshakes allowed at once.
+    let silent: Vec<UnixStream> = (0..200).map(|_| joined.raw()).collect();
+    let late = Node::builder("late").start().unwrap();
+    late.connect(&endpoint(&joined.path))
+        .await
+        .expect("a good peer joins meanwhile");
+    late.wait_for_module("echo", DEADLINE).await.unwrap();
+    let sum: u32 = late.client("test").ask("echo", Req::Add(1, 2)).await.unwrap();
+    assert_eq!(sum, 3);
+    // Every silent one is closed, at the handshake deadline.
+    for stream in silent {
+        tokio::task::spawn_blocking(move || read_to_close(stream))
+            .await
+            .unwrap();
+    }
+    joined.still_served().await;
+    late.shutdown().await;
+    joined.finish().await;
+}

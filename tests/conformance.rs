@@ -262,6 +262,7 @@ placements!(
     TwoNodesMem => two_nodes_mem,
     TwoNodesJson => two_nodes_json,
     TwoNodesPipe => two_nodes_pipe,
+    JoinedThroughHub => joined_through_hub,
     Child => child,
     SiblingChildren => sibling_children,
     ThreeNodeChain => three_node_chain,

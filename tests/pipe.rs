@@ -266,3 +266,117 @@ async fn many_silent_connections_cost_little_and_a_good_peer_still_joins() {
     late.shutdown().await;
     joined.finish().await;
 }
+
+#[tokio::test]
+async fn when_the_hub_dies_asks_through_it_end_and_the_joined_nodes_are_back_when_it_is() {
+    let socket = support::socket_path("restart");
+    let endpoint = format!("pipe://{}", socket.display());
+    let hub = support::hub_process(&socket);
+    let service = Node::builder("service")
+        .module("echo", Service::new)
+        .join(&endpoint)
+        .start()
+        .unwrap();
+    let client = Node::builder("client").join(&endpoint).start().unwrap();
+    client.wait_for_module("echo", DEADLINE).await.unwrap();
+    let asker = client.client("test");
+    let mut call = asker
+        .ask::<_, u32>("echo", Req::Sleep)
+        .timeout(DEADLINE * 3)
+        .start()
+        .await
+        .unwrap();
+    assert!(
+        call.next_event().await.is_some(),
+        "the service has the ask, through the hub"
+    );
+
+    support::kill_9(hub.child.id());
+    let outcome = tokio::time::timeout(DEADLINE, call.reply())
+        .await
+        .expect("the ask ends");
+    assert!(
+        matches!(&outcome, Err(botbus::AskError::Unreachable { module, .. }) if module == "echo"),
+        "{outcome:?}"
+    );
+    client
+        .wait_until("echo gone with the hub", DEADLINE, |node| node.peers().is_empty())
+        .await
+        .unwrap();
+
+    // A new hub on the same endpoint (over the file the dead one left):
+    // both nodes join it again by themselves, and asks work again.
+    let _hub = support::hub_process(&socket);
+    client
+        .wait_for_module("echo", DEADLINE)
+        .await
+        .expect("joined again within the backoff");
+    let sum: u32 = asker.ask("echo", Req::Add(2, 2)).timeout(DEADLINE).await.unwrap();
+    assert_eq!(sum, 4);
+    drop(hub);
+    for node in [client, service] {
+        node.shutdown().await;
+    }
+}
+
+/// Hands each peer's report to the test.
+struct Collector {
+    reports: tokio::sync::mpsc::UnboundedSender<u32>,
+}
+
+impl botbus::Module for Collector {
+    type Message = u32;
+    type Reply = ();
+
+    async fn process(&mut self, index: u32, _ctx: &mut botbus::Context) -> Result<(), botbus::ModuleError> {
+        let _ = self.reports.send(index);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn fifty_processes_joined_to_one_hub_each_ask_another_and_all_are_answered() {
+    const PEERS: u32 = 50;
+    let socket = support::socket_path("fifty");
+    let endpoint = format!("pipe://{}", socket.display());
+    let _hub = support::hub_process(&socket);
+    let (reports, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    let test_node = Node::builder("test")
+        .module("collector", move || Collector {
+            reports: reports.clone(),
+        })
+        .join(&endpoint)
+        .start()
+        .unwrap();
+    let peer = support::example_binary("pipe_peer");
+    let _peers: Vec<support::Process> = (0..PEERS)
+        .map(|index| support::Process {
+            child: std::process::Command::new(&peer)
+                .args([
+                    "--join",
+                    &endpoint,
+                    "--index",
+                    &index.to_string(),
+                    "--count",
+                    &PEERS.to_string(),
+                ])
+                .env("RUST_LOG", "error")
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("a peer starts"),
+            socket: None,
+        })
+        .collect();
+    // Each peer asked the next one, in another process, through the hub,
+    // and was answered.
+    let mut answered = std::collections::BTreeSet::new();
+    while answered.len() < PEERS as usize {
+        let index = tokio::time::timeout(DEADLINE * 3, heard.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {PEERS} peers were answered", answered.len()))
+            .expect("collector up");
+        answered.insert(index);
+    }
+    assert_eq!(answered, (0..PEERS).collect());
+    test_node.shutdown().await;
+}

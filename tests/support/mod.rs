@@ -49,6 +49,46 @@ pub enum Placement {
     /// A chain of three nodes over `mem://`: client and watcher on `a`,
     /// services on `c`, and only `b` between them (links a–b and b–c).
     ThreeNodeChain,
+    /// A hub in a process of its own (`botbus hub --listen pipe://…`), and
+    /// the client's node and the services' node each joined to it over a
+    /// Unix socket: every message goes through the hub's process.
+    JoinedThroughHub,
+}
+
+/// A process the test started, and the socket file it listens at; killed
+/// and cleaned up after when dropped.
+pub struct Process {
+    pub child: std::process::Child,
+    pub socket: Option<std::path::PathBuf>,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(socket) = &self.socket {
+            let _ = std::fs::remove_file(socket);
+        }
+    }
+}
+
+/// A socket path of the test's own, under the temporary directory.
+pub fn socket_path(prefix: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("{}.sock", unique(prefix)))
+}
+
+/// Starts `botbus hub --listen pipe://<socket>` as a process of its own.
+pub fn hub_process(socket: &std::path::Path) -> Process {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_botbus"))
+        .args(["hub", "--listen", &format!("pipe://{}", socket.display())])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the hub starts");
+    Process {
+        child,
+        socket: Some(socket.to_owned()),
+    }
 }
 
 /// Forwards the modules' reports to the test.
@@ -155,6 +195,8 @@ pub struct World {
     pub b: Node,
     /// Nodes in between, if any.
     pub between: Vec<Node>,
+    /// Processes the world runs (a hub), stopped with it.
+    pub processes: Vec<Process>,
     /// The test's client, on `a`.
     pub client: Client,
     events: mpsc::UnboundedReceiver<Event>,
@@ -175,6 +217,7 @@ impl World {
         let (events, rx) = mpsc::unbounded_channel();
         let gate = Arc::new(Semaphore::new(0));
         let mut between = Vec::new();
+        let mut processes = Vec::new();
         let (a, b) = match placement {
             Placement::OneNode => {
                 let node = with_watcher(services::with_services(with_probe(
@@ -227,6 +270,30 @@ impl World {
                 let node = builder.start().expect("node with child services starts");
                 (node.clone(), node)
             }
+            Placement::JoinedThroughHub => {
+                let socket = socket_path("hub");
+                let endpoint = format!("pipe://{}", socket.display());
+                processes.push(hub_process(&socket));
+                // Both join the hub; neither waits for it to be up: joining
+                // retries with backoff until it is.
+                let b = services::with_services(with_probe(Node::builder("services"), &events, &gate))
+                    .join(&endpoint)
+                    .start()
+                    .expect("the services' node starts");
+                let a = with_watcher(Node::builder("client"))
+                    .join(&endpoint)
+                    .start()
+                    .expect("the client's node starts");
+                for module in SERVICES {
+                    a.wait_for_module(module, DEADLINE)
+                        .await
+                        .expect("services announced through the hub");
+                }
+                b.wait_for_module("watcher", DEADLINE)
+                    .await
+                    .expect("watcher announced through the hub");
+                (a, b)
+            }
             Placement::ThreeNodeChain => {
                 let c = services::with_services(with_probe(Node::builder("c"), &events, &gate))
                     .start()
@@ -265,6 +332,7 @@ impl World {
             a,
             b,
             between,
+            processes,
             client,
             events: rx,
             gate,

@@ -49,6 +49,7 @@ pub struct NodeBuilder {
     pub(super) ask_timeout: Duration,
     pub(super) link: LinkConfig,
     pub(super) transports: Vec<Arc<dyn Transport>>,
+    pub(super) joins: Vec<String>,
 }
 
 impl NodeBuilder {
@@ -105,6 +106,15 @@ impl NodeBuilder {
     /// How this node's links behave (frame limit, handshake timeout, queue).
     pub fn link_config(mut self, config: LinkConfig) -> Self {
         self.link = config;
+        self
+    }
+
+    /// Joins the node at `endpoint` once started, and stays joined (see
+    /// [`Node::join_to`]): `Node::builder("lidar").join("pipe://robot")` is all
+    /// a separately started program needs to become part of a robot whose
+    /// hub listens at `pipe://robot`.
+    pub fn join(mut self, endpoint: &str) -> Self {
+        self.joins.push(endpoint.to_owned());
         self
     }
 
@@ -184,6 +194,18 @@ impl NodeBuilder {
                 listeners: Mutex::default(),
             }),
         };
+        // Joined first, so that modules' `started` hooks can reach what is
+        // there (a first attempt that fails goes on in the background).
+        for endpoint in &self.joins {
+            let joined = futures::executor::block_on(node.join_to(endpoint));
+            if let Err(error) = joined {
+                node.shutdown_blocking();
+                return Err(NodeError::Join {
+                    endpoint: endpoint.clone(),
+                    reason: error.to_string(),
+                });
+            }
+        }
         // Every module is handed to its host at once; each starts when the
         // one before it is up, so they still start one after the other, in
         // order, and this thread only waits for the outcome.

@@ -94,6 +94,15 @@ pub enum NodeError {
     /// The node has shut down.
     #[error("the node has shut down")]
     Stopped,
+    /// A node to join cannot be joined at all (a bad endpoint, a scheme
+    /// with no transport): not a node that is merely not up yet.
+    #[error("cannot join `{endpoint}`: {reason}")]
+    Join {
+        /// The endpoint.
+        endpoint: String,
+        /// Why.
+        reason: String,
+    },
     /// A wait for a condition reached its deadline.
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, String),
@@ -182,6 +191,7 @@ impl Node {
             ask_timeout: DEFAULT_ASK_TIMEOUT,
             link: LinkConfig::default(),
             transports: Vec::new(),
+            joins: Vec::new(),
         }
     }
 
@@ -530,6 +540,36 @@ impl Node {
         .map_err(|_| LinkError::NodeStopped)?
     }
 
+    /// Joins the node at `endpoint` (a hub, or any node that listens) and
+    /// stays joined: the link is kept up for as long as this node runs. If
+    /// it cannot be made, or is lost — the hub restarted, say — it is made
+    /// again, after a backoff that grows from 100 ms to 5 s with jitter (so
+    /// that many joined processes do not all knock at once), and announces
+    /// afresh what lives here. While the link is down, asks through it end
+    /// `Unreachable` at once.
+    ///
+    /// Returns once the first attempt is over, linked or not: wait for what
+    /// you need with [`Node::wait_for_module`].
+    pub async fn join_to(&self, endpoint: &str) -> Result<(), LinkError> {
+        let endpoint: Endpoint = endpoint.parse()?;
+        let transport = self.transport(&endpoint)?;
+        let (router, config, stopped) = (
+            self.shared.router.clone(),
+            self.shared.link.clone(),
+            self.shared.stopped.clone(),
+        );
+        let (first_tx, first) = oneshot::channel();
+        let spawned = self
+            .shared
+            .system_arbiter
+            .spawn(stay_joined(endpoint, transport, router, config, stopped, first_tx));
+        if !spawned {
+            return Err(LinkError::NodeStopped);
+        }
+        let _ = first.await;
+        Ok(())
+    }
+
     fn transport(&self, endpoint: &Endpoint) -> Result<Arc<dyn Transport>, LinkError> {
         self.shared
             .transports
@@ -677,6 +717,64 @@ impl Node {
         });
         self.join();
         Ok(())
+    }
+}
+
+/// Keeps a link to `endpoint` up until the node stops (see [`Node::join_to`]).
+/// `first` is told when the first attempt is over.
+async fn stay_joined(
+    endpoint: Endpoint,
+    transport: Arc<dyn Transport>,
+    router: Arc<Router>,
+    config: LinkConfig,
+    stopped: CancellationToken,
+    first: oneshot::Sender<()>,
+) {
+    use backon::BackoffBuilder;
+    let policy = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times();
+    let mut delays = policy.build();
+    let mut first = Some(first);
+    let mut failing = false;
+    loop {
+        let attempt = async {
+            let link = transport.connect(&endpoint).await?;
+            crate::link::establish_link(router.clone(), link, &config, None).await
+        };
+        let attempt = tokio::select! {
+            () = stopped.cancelled() => return,
+            attempt = attempt => attempt,
+        };
+        if let Some(first) = first.take() {
+            let _ = first.send(());
+        }
+        match attempt {
+            Ok(link) => {
+                tracing::info!(node = router.node(), %endpoint, peer = link.peer(), "joined");
+                failing = false;
+                delays = policy.build();
+                let reason = tokio::select! {
+                    () = stopped.cancelled() => return,
+                    reason = link.closed() => reason,
+                };
+                tracing::warn!(node = router.node(), %endpoint, %reason, "lost the link to the node joined; joining again");
+            }
+            // The first failure in a row is worth a warning; the retries
+            // that follow are not.
+            Err(error) if !failing => {
+                failing = true;
+                tracing::warn!(node = router.node(), %endpoint, %error, "cannot join yet; trying again with backoff");
+            }
+            Err(error) => tracing::debug!(node = router.node(), %endpoint, %error, "cannot join yet"),
+        }
+        let delay = delays.next().unwrap_or(Duration::from_secs(5));
+        tokio::select! {
+            () = stopped.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
     }
 }
 

@@ -162,3 +162,51 @@ async fn a_python_child_and_a_rust_child_talk_through_their_parent() {
     }
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_python_module_joins_a_hub_through_its_socket_and_talks_with_a_rust_module() {
+    let Some(python) = python3() else {
+        eprintln!("SKIPPED: python3 is not on PATH; the Python join test needs it");
+        return;
+    };
+    let socket = support::socket_path("python-hub");
+    let endpoint = format!("pipe://{}", socket.display());
+    let _hub = support::hub_process(&socket);
+    let (alerts, mut heard) = mpsc::unbounded_channel();
+    // The hub passes payloads on as they come and knows no message types:
+    // this node, which knows its own, speaks JSON to it, so that what it
+    // says reaches the JSON-only peer as JSON.
+    let json = botbus::LinkConfig {
+        codecs: vec![botbus::CodecKind::Json],
+        ..botbus::LinkConfig::default()
+    };
+    let node = Node::builder("robot")
+        .module("listener", move || Listener { alerts: alerts.clone() })
+        .link_config(json)
+        .join(&endpoint)
+        .start()
+        .unwrap();
+    node.wait_until("joined", DEADLINE, |node| node.peers() == ["hub"])
+        .await
+        .unwrap();
+    // The same script, joining instead of being spawned.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python_child/child.py");
+    let _python = support::Process {
+        child: std::process::Command::new(python)
+            .args([script, "--join", &endpoint])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs"),
+        socket: None,
+    };
+    node.wait_for_module("thermo", DEADLINE).await.unwrap();
+    let client = node.client("test");
+    let fahrenheit: f64 = client.ask("thermo", ToFahrenheit(37.0)).await.unwrap();
+    assert!((fahrenheit - 98.6).abs() < 1e-9, "{fahrenheit}");
+    node.wait_for_subscriber("robot/temp", DEADLINE).await.unwrap();
+    client.publish("robot/temp", Reading { celsius: 95.0 }).await.unwrap();
+    let (topic, alert) = tokio::time::timeout(DEADLINE, heard.recv()).await.unwrap().unwrap();
+    assert_eq!((topic.as_str(), alert.celsius), ("alerts/thermo", 95.0));
+    node.shutdown().await;
+}

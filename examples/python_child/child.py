@@ -1,17 +1,24 @@
 #!/usr/bin/env python3
 """A botbus module written in Python with only its standard library.
 
-A botbus parent starts this script as a child process and links to it over
-its stdin/stdout with the JSON-lines codec (docs/PROTOCOL.md). The module,
-a thermometer watchdog, shows each part of the protocol a module needs:
+One file, two ways in (docs/PROTOCOL.md), both with the JSON-lines codec:
+
+* as a child: a botbus parent starts this script and links to it over its
+  stdin/stdout;
+* joined: `python3 child.py --join pipe://robot` (or `--join
+  pipe:///path/to/hub.sock`) connects to a hub's Unix socket, as any
+  separately started module does, and stops when the hub goes away.
+
+The module, a thermometer watchdog, shows each part of the protocol a module
+needs:
 
 * it answers asks: `thermo.ToFahrenheit` (a number, in Celsius) with an
   `f64`, and `thermo.Calibrate` (a step count) with progress updates first;
 * it subscribes to `robot/temp` (`thermo.Reading` messages: {"celsius": x});
 * it publishes a `thermo.Alert` on `alerts/thermo` when a reading is too hot;
-* it answers anything else with a typed remote error, cancels nothing it
-  does not run, answers pings, and exits on `bye` or when stdin closes (its
-  parent is gone).
+* it answers anything else with `BadPayload` (a message it does not take),
+  cancels nothing it does not run, answers pings, and exits on `bye` or when
+  its link closes (its parent, or its hub, is gone).
 
 Log lines go to stderr; the parent re-logs them under this module's name at
 the level each line starts with.
@@ -20,11 +27,14 @@ the level each line starts with.
 import json
 import logging
 import os
+import socket
 import sys
 
 PROTOCOL_VERSION = 1
 MODULE = os.environ.get("BOTBUS_CHILD_MODULE", "thermo")
 NODE = os.environ.get("BOTBUS_CHILD_NODE", "python." + MODULE)
+# The link: stdin/stdout as a child, or a hub's socket once joined.
+LINK_IN, LINK_OUT = sys.stdin, sys.stdout
 HOT_CELSIUS = float(os.environ.get("THERMO_HOT_CELSIUS", "80"))
 
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
@@ -33,8 +43,8 @@ log = logging.getLogger(MODULE)
 
 def send(frame):
     """Writes one frame: one line of compact JSON."""
-    sys.stdout.write(json.dumps(frame, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
+    LINK_OUT.write(json.dumps(frame, separators=(",", ":")) + "\n")
+    LINK_OUT.flush()
 
 
 def payload(name, body):
@@ -51,7 +61,7 @@ def reply_err(ask_id, error):
 
 def handshake():
     send({"magic": "BBUS", "version": PROTOCOL_VERSION, "node": NODE, "codecs": ["json"]})
-    line = sys.stdin.readline()
+    line = LINK_IN.readline()
     if not line:
         sys.exit("parent closed stdin before its hello")
     hello = json.loads(line)
@@ -90,9 +100,33 @@ def on_publish(publish):
                           "payload": payload("thermo.Alert", alert)}})
 
 
+def socket_path(endpoint):
+    """Where a `pipe://` endpoint's socket is, as botbus places it."""
+    rest = endpoint[len("pipe://"):]
+    if rest.startswith("/"):
+        return rest
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return os.path.join(runtime, "botbus", rest + ".sock")
+    import tempfile
+    return os.path.join(tempfile.gettempdir(), "botbus-%d" % os.getuid(), rest + ".sock")
+
+
+def join(endpoint):
+    """Links over a hub's Unix socket instead of stdin/stdout."""
+    global LINK_IN, LINK_OUT
+    link = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    link.connect(socket_path(endpoint))
+    LINK_IN = link.makefile("r", encoding="utf-8", newline="\n")
+    LINK_OUT = link.makefile("w", encoding="utf-8", newline="\n")
+    log.info("joined %s", endpoint)
+
+
 def main():
+    if "--join" in sys.argv:
+        join(sys.argv[sys.argv.index("--join") + 1])
     handshake()
-    for line in sys.stdin:
+    for line in LINK_IN:
         if not line.strip():
             continue
         frame = json.loads(line)

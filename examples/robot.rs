@@ -16,6 +16,13 @@
 //! this binary — with no change to its code: `-- --child motor` (repeat the
 //! flag for more), or `ROBOT_CHILD=motor,planner`. The trace is the same;
 //! the child's lines arrive through the parent's log, tagged with the module.
+//!
+//! Or in a separately started process that joins this one through a pipe:
+//!
+//! ```text
+//! cargo run --example robot -- --listen pipe://robot --joined motor
+//! cargo run --example robot -- --join pipe://robot --module motor
+//! ```
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -281,21 +288,52 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .map(|s| s.parse::<u64>())
         .transpose()?;
-    let children = child_modules()?;
+    let children = listed("--child")?;
+    let joined = listed("--joined")?;
+    let only = listed("--module")?;
     let placed = |name: &str| match children.iter().any(|c| c == name) {
         true => ModuleOptions::new().in_child(),
         false => ModuleOptions::new(),
     };
+    // Hosted here unless it runs in a process that joins this one, or this
+    // process hosts only some modules (`--module`).
+    let here = |name: &str| !joined.iter().any(|j| j == name) && (only.is_empty() || only.iter().any(|o| o == name));
 
-    let node = Node::builder("robot")
-        .module_with("motor", Motor::default, placed("motor"))
-        .module_with("led", || Led, placed("led"))
-        .module_with("planner", || Planner, placed("planner"))
-        .module_with("logger", Logger::default, placed("logger"))
-        .module_with("controller", Controller::default, placed("controller"))
-        .module_with("mission", Mission::default, placed("mission"))
-        .module_with("sensor", move || Sensor { seq: 0, readings }, placed("sensor"))
-        .start()?;
+    let mut builder = Node::builder(&match only.is_empty() {
+        true => "robot".to_owned(),
+        false => format!("robot-{}", only.join("-")),
+    });
+    if let Some(endpoint) = flag("--listen") {
+        builder = builder.listen(&endpoint);
+    }
+    if let Some(endpoint) = flag("--join") {
+        builder = builder.join(&endpoint);
+    }
+    if here("motor") {
+        builder = builder.module_with("motor", Motor::default, placed("motor"));
+    }
+    if here("led") {
+        builder = builder.module_with("led", || Led, placed("led"));
+    }
+    if here("planner") {
+        builder = builder.module_with("planner", || Planner, placed("planner"));
+    }
+    if here("logger") {
+        builder = builder.module_with("logger", Logger::default, placed("logger"));
+    }
+    if here("controller") {
+        // It asks the motor and tells the LED from its first reading on:
+        // wherever they run, it starts once they can be reached.
+        let options = placed("controller").needs("motor").needs("led");
+        builder = builder.module_with("controller", Controller::default, options);
+    }
+    if here("mission") {
+        builder = builder.module_with("mission", Mission::default, placed("mission").needs("planner"));
+    }
+    if here("sensor") {
+        builder = builder.module_with("sensor", move || Sensor { seq: 0, readings }, placed("sensor"));
+    }
+    let node = builder.start()?;
     node.shutdown_on_signal()?;
     tracing::info!(modules = ?node.modules(), ?children, seconds, "robot up; Ctrl-C stops it");
     node.run_for(Duration::from_secs_f64(seconds))?;
@@ -303,26 +341,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// The modules to run in child processes: every `--child NAME` flag and the
+/// The value of `name VALUE`, if given.
+fn flag(name: &str) -> Option<String> {
+    std::env::args().skip_while(|a| a != name).nth(1)
+}
+
+/// The modules named by every `name MODULE` flag — for `--child`, also the
 /// comma-separated `ROBOT_CHILD` variable.
-fn child_modules() -> Result<Vec<String>, String> {
+fn listed(name: &str) -> Result<Vec<String>, String> {
     const MODULES: [&str; 7] = ["motor", "led", "planner", "logger", "controller", "mission", "sensor"];
     let args: Vec<String> = std::env::args().collect();
     let flags = args
         .windows(2)
-        .filter(|pair| pair[0] == "--child")
+        .filter(|pair| pair[0] == name)
         .map(|pair| pair[1].clone());
-    let env = std::env::var("ROBOT_CHILD").unwrap_or_default();
-    let listed = env
+    let env = match name {
+        "--child" => std::env::var("ROBOT_CHILD").unwrap_or_default(),
+        _ => String::new(),
+    };
+    let from_env = env
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(str::to_owned);
-    let children: Vec<String> = flags.chain(listed).collect();
-    match children.iter().find(|c| !MODULES.contains(&c.as_str())) {
+    let modules: Vec<String> = flags.chain(from_env).collect();
+    match modules.iter().find(|m| !MODULES.contains(&m.as_str())) {
         Some(unknown) => Err(format!(
-            "--child {unknown}: the robot has no such module (it has {MODULES:?})"
+            "{name} {unknown}: the robot has no such module (it has {MODULES:?})"
         )),
-        None => Ok(children),
+        None => Ok(modules),
     }
 }

@@ -285,3 +285,45 @@ async fn ticks_run_the_control_loop_until_stopped() {
     }
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_module_starts_once_what_it_needs_is_reachable() {
+    let a = Node::builder("a").start().unwrap();
+    let b = Node::builder("b").module("incr", || Incr).start().unwrap();
+    let spawner = a.clone();
+    let waiting = tokio::spawn(async move {
+        let options = ModuleOptions::new().needs("incr");
+        spawner.spawn("uses-incr", || Incr, options).await
+    });
+    a.wait_until("uses-incr waiting to start", DEADLINE, |node| {
+        node.status("uses-incr") == Some(ModuleStatus::Starting)
+    })
+    .await
+    .unwrap();
+    assert!(!waiting.is_finished(), "it started without what it needs");
+    // `incr` becomes reachable: `b` links to `a`.
+    let endpoint = a.listen("mem://needs-a").await.unwrap();
+    b.connect(&endpoint.to_string()).await.unwrap();
+    waiting.await.unwrap().expect("started once `incr` was reachable");
+    assert_eq!(a.status("uses-incr"), Some(ModuleStatus::Running));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[test]
+fn a_module_whose_need_is_never_reachable_fails_its_start_saying_so() {
+    let options = ModuleOptions::new()
+        .needs("nobody")
+        .start_timeout(Duration::from_millis(100))
+        .restart(RestartPolicy::Never);
+    let Err(NodeError::StartFailed { module, reason }) =
+        Node::builder("needs").module_with("lonely", || Incr, options).start()
+    else {
+        panic!("started without what it needs")
+    };
+    assert_eq!(module, "lonely");
+    assert!(
+        reason.contains("module `nobody`, which it needs, was not reachable within the start deadline (100ms)"),
+        "{reason}"
+    );
+}

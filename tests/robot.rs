@@ -193,3 +193,42 @@ fn the_robot_tells_the_same_story_in_one_process_in_seven_children_and_with_any_
         }
     }
 }
+
+#[test]
+fn the_robot_tells_the_same_story_with_modules_in_a_process_joined_through_a_pipe() {
+    let socket = support::socket_path("robot");
+    let endpoint = format!("pipe://{}", socket.display());
+    let run = |args: &[&str]| {
+        Command::new(support::example_binary("robot"))
+            .args(["--seconds", "2.5", "--readings", "30"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("robot starts")
+    };
+    let alone = run(&[]);
+    // The robot listens, and hosts all but the motor and the planner...
+    let hub = run(&["--listen", &endpoint, "--joined", "motor", "--joined", "planner"]);
+    // ...which run in a process of their own that joins it.
+    let joined = run(&["--join", &endpoint, "--module", "motor", "--module", "planner"]);
+    let logs: Vec<String> = [hub, joined]
+        .into_iter()
+        .map(|run| {
+            let output = run.wait_with_output().expect("robot runs to the end");
+            let log = String::from_utf8_lossy(&output.stderr).into_owned();
+            assert!(output.status.success(), "{}\n{log}", output.status);
+            log
+        })
+        .collect();
+    let _ = std::fs::remove_file(&socket);
+    let alone = told(alone, "every module in one process");
+    let together = trace(&logs.concat());
+    assert_eq!(
+        together,
+        alone,
+        "motor and planner joined through a pipe:\n{}",
+        logs.concat()
+    );
+}

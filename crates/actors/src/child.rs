@@ -47,6 +47,8 @@ pub(crate) struct ChildHosted {
     pub(crate) stop_grace: Duration,
     /// From launch to the module's announcement, at most.
     pub(crate) start_timeout: Duration,
+    /// Modules that must be reachable before an instance starts.
+    pub(crate) needs: Vec<String>,
     /// Reports the first start, in its turn.
     pub(crate) startup: Startup,
     pub(crate) done: oneshot::Sender<()>,
@@ -73,6 +75,14 @@ impl Host for ChildHosted {
 
     fn stop_signal(&self) -> Arc<StopSignal> {
         self.stop.clone()
+    }
+
+    fn needs(&self) -> &[String] {
+        &self.needs
+    }
+
+    fn start_timeout(&self) -> Duration {
+        self.start_timeout
     }
 
     fn startup(&mut self) -> &mut Startup {

@@ -179,6 +179,8 @@ pub(crate) struct Hosted {
     pub(crate) ask_timeout: Duration,
     /// How long `started` may take before the start counts as failed.
     pub(crate) start_timeout: Duration,
+    /// Modules that must be reachable before an instance starts.
+    pub(crate) needs: Vec<String>,
     /// Reports the first start, in its turn.
     pub(crate) startup: Startup,
     pub(crate) done: oneshot::Sender<()>,
@@ -253,6 +255,14 @@ impl<M: Module> Host for LocalHost<M> {
 
     fn stop_signal(&self) -> Arc<StopSignal> {
         self.hosted.stop.clone()
+    }
+
+    fn needs(&self) -> &[String] {
+        &self.hosted.needs
+    }
+
+    fn start_timeout(&self) -> Duration {
+        self.hosted.start_timeout
     }
 
     fn startup(&mut self) -> &mut Startup {

@@ -160,6 +160,10 @@ pub(crate) trait Host: Send {
     fn supervisor(&self) -> &Addr<Supervisor>;
     fn stop_signal(&self) -> Arc<StopSignal>;
     fn startup(&mut self) -> &mut Startup;
+    /// Modules that must be reachable before an instance starts.
+    fn needs(&self) -> &[String];
+    /// How long one start may take, waiting for what it needs included.
+    fn start_timeout(&self) -> std::time::Duration;
     /// Runs one instance until it ends.
     fn run_instance(&mut self) -> impl Future<Output = Ended> + Send;
     /// Forgets what the instance that just ended set up.
@@ -179,7 +183,10 @@ pub(crate) async fn run_host<H: Host>(mut host: H) {
             break DownReason::Stopped;
         }
         host.router().set_status(host.name(), ModuleStatus::Starting);
-        let ended = host.run_instance().await;
+        let ended = match wait_for_needs(&host, &stop).await {
+            Ok(()) => host.run_instance().await,
+            Err(why) => Ended::Instance(why),
+        };
         if let Ended::Instance(Exit::Failed(_) | Exit::StartFailed(_)) = ended {
             host.router().set_status(host.name(), ModuleStatus::Restarting);
         }
@@ -196,4 +203,33 @@ pub(crate) async fn run_host<H: Host>(mut host: H) {
     host.startup().gone(&reason.to_string());
     host.router().module_down(host.name(), reason);
     host.finish();
+}
+
+/// Waits until every module `host` needs is reachable — here, in a child,
+/// or at a node linked or joined — within its start deadline.
+async fn wait_for_needs<H: Host>(host: &H, stop: &StopSignal) -> Result<(), Exit> {
+    if host.needs().is_empty() {
+        return Ok(());
+    }
+    let router = host.router();
+    let mut changes = router.watch_topology();
+    let deadline = tokio::time::Instant::now() + host.start_timeout();
+    loop {
+        changes.borrow_and_update();
+        let Some(missing) = host.needs().iter().find(|need| !router.routable(need)) else {
+            return Ok(());
+        };
+        tokio::select! {
+            biased;
+            () = stop.wait() => return Err(Exit::StoppedByNode),
+            changed = tokio::time::timeout_at(deadline, changes.changed()) => {
+                if !matches!(changed, Ok(Ok(()))) {
+                    return Err(Exit::StartFailed(format!(
+                        "module `{missing}`, which it needs, was not reachable within the start deadline ({:?})",
+                        host.start_timeout()
+                    )));
+                }
+            }
+        }
+    }
 }

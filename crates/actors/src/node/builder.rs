@@ -50,6 +50,7 @@ pub struct NodeBuilder {
     pub(super) link: LinkConfig,
     pub(super) transports: Vec<Arc<dyn Transport>>,
     pub(super) joins: Vec<String>,
+    pub(super) listens: Vec<String>,
 }
 
 impl NodeBuilder {
@@ -106,6 +107,14 @@ impl NodeBuilder {
     /// How this node's links behave (frame limit, handshake timeout, queue).
     pub fn link_config(mut self, config: LinkConfig) -> Self {
         self.link = config;
+        self
+    }
+
+    /// Listens at `endpoint` once started, before the modules start, so
+    /// that the node is a hub that others can join from the first moment
+    /// (see [`Node::listen`]).
+    pub fn listen(mut self, endpoint: &str) -> Self {
+        self.listens.push(endpoint.to_owned());
         self
     }
 
@@ -194,8 +203,18 @@ impl NodeBuilder {
                 listeners: Mutex::default(),
             }),
         };
-        // Joined first, so that modules' `started` hooks can reach what is
-        // there (a first attempt that fails goes on in the background).
+        // Listening and joined first, so that modules' `started` hooks can
+        // reach what is there (a first join that fails goes on in the
+        // background).
+        for endpoint in &self.listens {
+            if let Err(error) = futures::executor::block_on(node.listen(endpoint)) {
+                node.shutdown_blocking();
+                return Err(NodeError::Listen {
+                    endpoint: endpoint.clone(),
+                    reason: error.to_string(),
+                });
+            }
+        }
         for endpoint in &self.joins {
             let joined = futures::executor::block_on(node.join_to(endpoint));
             if let Err(error) = joined {

@@ -94,6 +94,14 @@ pub enum NodeError {
     /// The node has shut down.
     #[error("the node has shut down")]
     Stopped,
+    /// An endpoint to listen at cannot be listened at.
+    #[error("cannot listen at `{endpoint}`: {reason}")]
+    Listen {
+        /// The endpoint.
+        endpoint: String,
+        /// Why.
+        reason: String,
+    },
     /// A node to join cannot be joined at all (a bad endpoint, a scheme
     /// with no transport): not a node that is merely not up yet.
     #[error("cannot join `{endpoint}`: {reason}")]
@@ -192,6 +200,7 @@ impl Node {
             link: LinkConfig::default(),
             transports: Vec::new(),
             joins: Vec::new(),
+            listens: Vec::new(),
         }
     }
 
@@ -294,6 +303,7 @@ impl Node {
             stop,
             ask_timeout: shared.ask_timeout,
             start_timeout: spec.options.start_timeout,
+            needs: spec.options.needs.clone(),
             startup,
             done: done_tx,
         };
@@ -325,6 +335,7 @@ impl Node {
             stop,
             stop_grace: spec.options.stop_grace,
             start_timeout: spec.options.start_timeout,
+            needs: spec.options.needs.clone(),
             startup,
             done: done_tx,
         };

@@ -46,6 +46,7 @@ pub struct ModuleOptions {
     pub(super) stop_grace: Duration,
     pub(super) start_timeout: Duration,
     pub(super) liveness: Option<Liveness>,
+    pub(super) needs: Vec<String>,
 }
 
 impl Default for ModuleOptions {
@@ -59,6 +60,7 @@ impl Default for ModuleOptions {
             stop_grace: Duration::from_secs(2),
             start_timeout: DEFAULT_START_TIMEOUT,
             liveness: None,
+            needs: Vec::new(),
         }
     }
 }
@@ -139,6 +141,17 @@ impl ModuleOptions {
     /// tell.
     pub fn liveness(mut self, liveness: Liveness) -> Self {
         self.liveness = Some(liveness);
+        self
+    }
+
+    /// Starts the module (and restarts it) only once `module` — `name` or
+    /// `node/name` — can be reached: on this node, in one of its children,
+    /// or at a node it is linked to or has joined. A controller that asks
+    /// a motor from its first message on, say, when the motor runs in a
+    /// process that joins later. Waiting counts against the start deadline
+    /// ([`ModuleOptions::start_timeout`]); past it, the start has failed.
+    pub fn needs(mut self, module: &str) -> Self {
+        self.needs.push(module.to_owned());
         self
     }
 

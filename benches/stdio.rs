@@ -9,84 +9,18 @@
 //! `ModuleOptions::in_child()`, the raw ones through `BOTBUS_BENCH_RAW`.
 //! Both kinds get the same enlarged (1 MiB) pipes.
 
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use botbus::{Context, Message, Module, ModuleError, ModuleOptions, Node};
+use botbus::{ModuleOptions, Node};
 use criterion::{Criterion, Throughput};
-use serde::{Deserialize, Serialize};
+
+#[path = "support/mod.rs"]
+mod support;
+use support::{botbus_round_trip, botbus_round_trips, botbus_tells, median_of, Echo, Sink, LARGE, SMALL};
 
 const RAW_ROLE_ENV: &str = "BOTBUS_BENCH_RAW";
-const SMALL: usize = 64;
-const LARGE: usize = 64 * 1024;
-
-/// A chunk of bytes; the sink answers with how many it has taken.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Chunk(#[serde(with = "serde_bytes_compat")] Vec<u8>);
-
-impl Message for Chunk {
-    const NAME: &'static str = "bench.Chunk";
-}
-
-/// `Vec<u8>` as one byte string: postcard then copies it whole instead of
-/// byte by byte (the wire bytes are the same).
-mod serde_bytes_compat {
-    use serde::{Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(bytes)
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
-        deserializer.deserialize_byte_buf(ByteBuf)
-    }
-
-    struct ByteBuf;
-
-    impl serde::de::Visitor<'_> for ByteBuf {
-        type Value = Vec<u8>;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("bytes")
-        }
-
-        fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
-            Ok(bytes.to_vec())
-        }
-
-        fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
-            Ok(bytes)
-        }
-    }
-}
-
-struct Echo;
-
-impl Module for Echo {
-    type Message = Chunk;
-    type Reply = Chunk;
-
-    async fn process(&mut self, chunk: Chunk, _ctx: &mut Context) -> Result<Chunk, ModuleError> {
-        Ok(chunk)
-    }
-}
-
-#[derive(Default)]
-struct Sink {
-    taken: u64,
-}
-
-impl Module for Sink {
-    type Message = Chunk;
-    type Reply = u64;
-
-    async fn process(&mut self, _chunk: Chunk, _ctx: &mut Context) -> Result<u64, ModuleError> {
-        self.taken += 1;
-        Ok(self.taken)
-    }
-}
-
 // ---- botbus ----------------------------------------------------------------
 
 fn botbus_node() -> Node {
@@ -97,49 +31,6 @@ fn botbus_node() -> Node {
         .module_with("spawnee", || Echo, child())
         .start()
         .expect("bench node with its children starts")
-}
-
-/// The p50 of `n` ask round trips, timed one by one.
-fn botbus_round_trip(node: &Node, n: usize) -> Duration {
-    let mut samples = botbus_round_trips(node, n);
-    median(&mut samples)
-}
-
-/// `n` ask round trips, each timed.
-fn botbus_round_trips(node: &Node, n: usize) -> Vec<Duration> {
-    let client = node.client("driver");
-    node.block_on(async move {
-        let mut samples = Vec::with_capacity(n);
-        for _ in 0..n {
-            let start = Instant::now();
-            let _: Chunk = client.ask("echo", Chunk(vec![7; SMALL])).await.expect("echo answers");
-            samples.push(start.elapsed());
-        }
-        samples
-    })
-    .expect("node up")
-}
-
-/// Time for `n` tells of `size` bytes, until the sink has taken them all.
-fn botbus_tells(node: &Node, n: u64, size: usize) -> Duration {
-    let client = node.client("driver");
-    node.block_on(async move {
-        let before: u64 = client.ask("sink", Chunk(Vec::new())).await.expect("sink answers");
-        let chunk = Chunk(vec![7; size]);
-        let start = Instant::now();
-        for _ in 0..n {
-            client.tell("sink", chunk.clone()).await.expect("tell accepted");
-        }
-        let after: u64 = client
-            .ask("sink", Chunk(Vec::new()))
-            .timeout(Duration::from_secs(120))
-            .await
-            .expect("sink answers");
-        let elapsed = start.elapsed();
-        assert_eq!(after, before + n + 1, "the sink took every tell");
-        elapsed
-    })
-    .expect("node up")
 }
 
 /// Stops and respawns a child module; the time until it is ready.
@@ -196,95 +87,30 @@ fn enlarge_pipe(fd: impl std::os::fd::AsFd) {
     let _ = rustix::pipe::fcntl_setpipe_size(fd, 1024 * 1024);
 }
 
-fn write_frame(to: &mut impl Write, body: &[u8]) {
-    to.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
-    to.write_all(body).unwrap();
-}
-
-fn read_frame(from: &mut impl Read, body: &mut Vec<u8>) -> bool {
-    let mut len = [0u8; 4];
-    if from.read_exact(&mut len).is_err() {
-        return false;
-    }
-    body.resize(u32::from_be_bytes(len) as usize, 0);
-    from.read_exact(body).is_ok()
-}
-
 /// The p50 of `n` blocking ping-pongs of 64 B, length-prefixed.
 fn raw_round_trip(echo: &mut RawChild, n: usize) -> Duration {
-    let mut samples = raw_round_trips(echo, n);
-    median(&mut samples)
+    support::raw_round_trip(&mut echo.to, &mut echo.from, n)
 }
 
 /// `n` blocking ping-pongs, each timed.
 fn raw_round_trips(echo: &mut RawChild, n: usize) -> Vec<Duration> {
-    let (ping, mut pong) = (vec![7u8; SMALL], Vec::new());
-    let mut samples = Vec::with_capacity(n);
-    for _ in 0..n {
-        let start = Instant::now();
-        write_frame(&mut echo.to, &ping);
-        echo.to.flush().unwrap();
-        assert!(read_frame(&mut echo.from, &mut pong));
-        samples.push(start.elapsed());
-    }
-    samples
+    support::raw_round_trips(&mut echo.to, &mut echo.from, n)
 }
 
 /// Time for `n` length-prefixed messages of `size` bytes, until the child
 /// has read them all.
 fn raw_stream(sink: &mut RawChild, n: u64, size: usize) -> Duration {
-    let body = vec![7u8; size];
-    let start = Instant::now();
-    sink.to.write_all(&n.to_be_bytes()).unwrap();
-    for _ in 0..n {
-        write_frame(&mut sink.to, &body);
-    }
-    sink.to.flush().unwrap();
-    let mut taken = [0u8; 8];
-    sink.from.read_exact(&mut taken).unwrap();
-    assert_eq!(u64::from_be_bytes(taken), n);
-    start.elapsed()
+    support::raw_stream(&mut sink.to, &mut sink.from, n, size)
 }
 
-/// The raw children: an echo, and a sink that reads a count then that many
-/// messages, and answers the count.
+/// The raw children, over their stdin and stdout.
 fn raw_child(role: &str) {
     let mut from = BufReader::with_capacity(256 * 1024, std::io::stdin().lock());
     let mut to = BufWriter::new(std::io::stdout().lock());
-    let mut body = Vec::new();
-    match role {
-        "echo" => {
-            while read_frame(&mut from, &mut body) {
-                write_frame(&mut to, &body);
-                to.flush().unwrap();
-            }
-        }
-        "sink" => {
-            let mut count = [0u8; 8];
-            while from.read_exact(&mut count).is_ok() {
-                let n = u64::from_be_bytes(count);
-                for _ in 0..n {
-                    assert!(read_frame(&mut from, &mut body));
-                }
-                to.write_all(&count).unwrap();
-                to.flush().unwrap();
-            }
-        }
-        other => panic!("unknown raw role {other}"),
-    }
+    support::raw_serve(role, &mut from, &mut to);
 }
 
 // ---- the run -------------------------------------------------------------------
-
-fn median(samples: &mut [Duration]) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-fn median_of(rounds: usize, mut run: impl FnMut() -> Duration) -> Duration {
-    let mut samples: Vec<Duration> = (0..rounds).map(|_| run()).collect();
-    median(&mut samples)
-}
 
 const TELLS_PER_SAMPLE: u64 = 20_000;
 

@@ -1,0 +1,214 @@
+//! What the benches share: the message and modules they measure with, the
+//! framing of the raw channels they compare against, and the statistics.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use botbus::{Context, Message, Module, ModuleError, Node};
+use serde::{Deserialize, Serialize};
+
+pub const SMALL: usize = 64;
+pub const LARGE: usize = 64 * 1024;
+
+/// A chunk of bytes; the sink answers with how many it has taken.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Chunk(#[serde(with = "serde_bytes_compat")] Vec<u8>);
+
+impl Message for Chunk {
+    const NAME: &'static str = "bench.Chunk";
+}
+
+/// `Vec<u8>` as one byte string: postcard then copies it whole instead of
+/// byte by byte (the wire bytes are the same).
+pub mod serde_bytes_compat {
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        deserializer.deserialize_byte_buf(ByteBuf)
+    }
+
+    struct ByteBuf;
+
+    impl serde::de::Visitor<'_> for ByteBuf {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("bytes")
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(bytes.to_vec())
+        }
+
+        fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(bytes)
+        }
+    }
+}
+
+pub struct Echo;
+
+impl Module for Echo {
+    type Message = Chunk;
+    type Reply = Chunk;
+
+    async fn process(&mut self, chunk: Chunk, _ctx: &mut Context) -> Result<Chunk, ModuleError> {
+        Ok(chunk)
+    }
+}
+
+#[derive(Default)]
+pub struct Sink {
+    taken: u64,
+}
+
+impl Module for Sink {
+    type Message = Chunk;
+    type Reply = u64;
+
+    async fn process(&mut self, _chunk: Chunk, _ctx: &mut Context) -> Result<u64, ModuleError> {
+        self.taken += 1;
+        Ok(self.taken)
+    }
+}
+
+// ---- botbus -----------------------------------------------------------------
+
+/// The p50 of `n` ask round trips, timed one by one.
+pub fn botbus_round_trip(node: &Node, n: usize) -> Duration {
+    let mut samples = botbus_round_trips(node, n);
+    median(&mut samples)
+}
+
+/// `n` ask round trips, each timed.
+pub fn botbus_round_trips(node: &Node, n: usize) -> Vec<Duration> {
+    let client = node.client("driver");
+    node.block_on(async move {
+        let mut samples = Vec::with_capacity(n);
+        for _ in 0..n {
+            let start = Instant::now();
+            let _: Chunk = client.ask("echo", Chunk(vec![7; SMALL])).await.expect("echo answers");
+            samples.push(start.elapsed());
+        }
+        samples
+    })
+    .expect("node up")
+}
+
+/// Time for `n` tells of `size` bytes, until the sink has taken them all.
+pub fn botbus_tells(node: &Node, n: u64, size: usize) -> Duration {
+    let client = node.client("driver");
+    node.block_on(async move {
+        let before: u64 = client.ask("sink", Chunk(Vec::new())).await.expect("sink answers");
+        let chunk = Chunk(vec![7; size]);
+        let start = Instant::now();
+        for _ in 0..n {
+            client.tell("sink", chunk.clone()).await.expect("tell accepted");
+        }
+        let after: u64 = client
+            .ask("sink", Chunk(Vec::new()))
+            .timeout(Duration::from_secs(120))
+            .await
+            .expect("sink answers");
+        let elapsed = start.elapsed();
+        assert_eq!(after, before + n + 1, "the sink took every tell");
+        elapsed
+    })
+    .expect("node up")
+}
+
+// ---- raw channels ------------------------------------------------------------
+
+pub fn write_frame(to: &mut impl Write, body: &[u8]) {
+    to.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
+    to.write_all(body).unwrap();
+}
+
+pub fn read_frame(from: &mut impl Read, body: &mut Vec<u8>) -> bool {
+    let mut len = [0u8; 4];
+    if from.read_exact(&mut len).is_err() {
+        return false;
+    }
+    body.resize(u32::from_be_bytes(len) as usize, 0);
+    from.read_exact(body).is_ok()
+}
+
+/// `n` blocking ping-pongs of 64 B over a raw channel, each timed.
+pub fn raw_round_trips(to: &mut impl Write, from: &mut impl Read, n: usize) -> Vec<Duration> {
+    let (ping, mut pong) = (vec![7u8; SMALL], Vec::new());
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        write_frame(to, &ping);
+        to.flush().unwrap();
+        assert!(read_frame(from, &mut pong));
+        samples.push(start.elapsed());
+    }
+    samples
+}
+
+/// The p50 of `n` raw ping-pongs.
+pub fn raw_round_trip(to: &mut impl Write, from: &mut impl Read, n: usize) -> Duration {
+    let mut samples = raw_round_trips(to, from, n);
+    median(&mut samples)
+}
+
+/// Time for `n` length-prefixed messages of `size` bytes over a raw
+/// channel, until the other side has read them all.
+pub fn raw_stream(to: &mut impl Write, from: &mut impl Read, n: u64, size: usize) -> Duration {
+    let body = vec![7u8; size];
+    let start = Instant::now();
+    to.write_all(&n.to_be_bytes()).unwrap();
+    for _ in 0..n {
+        write_frame(to, &body);
+    }
+    to.flush().unwrap();
+    let mut taken = [0u8; 8];
+    from.read_exact(&mut taken).unwrap();
+    assert_eq!(u64::from_be_bytes(taken), n);
+    start.elapsed()
+}
+
+/// The other end of a raw channel: an echo, or a sink that reads a count
+/// then that many messages, and answers the count.
+pub fn raw_serve(role: &str, from: &mut impl Read, to: &mut impl Write) {
+    let mut body = Vec::new();
+    match role {
+        "echo" => {
+            while read_frame(from, &mut body) {
+                write_frame(to, &body);
+                to.flush().unwrap();
+            }
+        }
+        "sink" => {
+            let mut count = [0u8; 8];
+            while from.read_exact(&mut count).is_ok() {
+                let n = u64::from_be_bytes(count);
+                for _ in 0..n {
+                    assert!(read_frame(from, &mut body));
+                }
+                to.write_all(&count).unwrap();
+                to.flush().unwrap();
+            }
+        }
+        other => panic!("unknown raw role {other}"),
+    }
+}
+
+// ---- statistics ----------------------------------------------------------------
+
+pub fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+pub fn median_of(rounds: usize, mut run: impl FnMut() -> Duration) -> Duration {
+    let mut samples: Vec<Duration> = (0..rounds).map(|_| run()).collect();
+    median(&mut samples)
+}

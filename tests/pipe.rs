@@ -218,9 +218,14 @@ async fn bad_input_over_a_real_socket_drops_that_peer_and_the_hub_serves_the_oth
     oversize.write_all(&Hello::new("oversize").to_line()).unwrap();
     oversize.write_all(&(1_000_000u32).to_be_bytes()).unwrap();
     oversize.write_all(&[0u8; 1024]).unwrap();
-    tokio::task::spawn_blocking(move || read_to_close(oversize))
+    let said = tokio::task::spawn_blocking(move || read_to_close(oversize))
         .await
         .unwrap();
+    // It hears why, in a goodbye, before the link closes.
+    assert!(
+        said.contains("oversize frame: 1000000 bytes, the limit is 65536"),
+        "{said:?}"
+    );
     joined.still_served().await;
 
     // A good hello, then a malformed frame.
@@ -232,9 +237,10 @@ async fn bad_input_over_a_real_socket_drops_that_peer_and_the_hub_serves_the_oth
         .unwrap();
     wire[4] = 0xff; // no such frame kind
     malformed.write_all(&wire).unwrap();
-    tokio::task::spawn_blocking(move || read_to_close(malformed))
+    let said = tokio::task::spawn_blocking(move || read_to_close(malformed))
         .await
         .unwrap();
+    assert!(said.contains("bad input from peer: malformed frame"), "{said:?}");
     joined.still_served().await;
 
     // The hub lost none of its good peers.

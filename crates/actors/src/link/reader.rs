@@ -64,7 +64,10 @@ pub(super) async fn read_loop(
             Some(Err(error)) => {
                 tracing::error!(node = router.node(), peer = %link.peer, via = %link.describe, %error, "bad input: closing the link");
                 link.broken.store(true, Ordering::Release);
-                break format!("bad input from peer: {error}");
+                let reason = format!("bad input from peer: {error}");
+                // The peer hears why, if it still reads.
+                link.send_control(&Frame::Bye { reason: reason.clone() });
+                break reason;
             }
             Some(Ok(Frame::Bye { reason })) => break format!("peer said goodbye: {reason}"),
             Some(Ok(frame)) => {

@@ -57,9 +57,12 @@ pub(super) async fn write_loop(
     let mut held: Vec<Outgoing> = Vec::new();
     let result: std::io::Result<()> = async {
         loop {
+            // What was queued goes out before the writer notices the link
+            // closed: a goodbye queued as the link breaks (naming why) too.
             let first = tokio::select! {
-                () = link.closed.cancelled() => return Ok(()),
+                biased;
                 next = queued.recv() => next,
+                () = link.closed.cancelled() => return Ok(()),
             };
             let mut closing = false;
             let mut next = first;

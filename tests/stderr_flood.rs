@@ -23,6 +23,8 @@ struct Counting;
 static LINES: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
 static CUT: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
 static DROPPED: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+/// The raw flood's lines (a few), to show when a check fails.
+static RAW_LINES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 impl Write for Counting {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
@@ -36,6 +38,10 @@ impl Write for Counting {
                 continue;
             };
             LINES[child].fetch_add(1, Ordering::Relaxed);
+            if child == 1 {
+                let shown: String = line.chars().filter(|c| *c != 'x').take(300).collect();
+                RAW_LINES.lock().unwrap().push(shown);
+            }
             CUT[child].fetch_add(line.matches("[line cut at 4096 bytes").count(), Ordering::Relaxed);
             DROPPED[child].fetch_add(line.matches("dropped stderr lines").count(), Ordering::Relaxed);
         }
@@ -63,7 +69,10 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
 }
 
 /// A child that writes `FLOOD_BYTES` to its stderr, and only then announces
-/// its module: its start ends when its flood has been read.
+/// its module: its start ends when its flood has been read. It then reads
+/// its stdin until the parent closes it, keeping its stdout — the link —
+/// open (`exec cat >/dev/null` would close it, and the parent would rightly
+/// see the child as lost and restart it, flood and all).
 fn flooding_child(node: &str, newlines: bool) -> ChildCommand {
     let flood = if newlines {
         format!("yes 'a log line that goes on for a while, as log lines do' | head -c {FLOOD_BYTES} >&2")
@@ -74,7 +83,7 @@ fn flooding_child(node: &str, newlines: bool) -> ChildCommand {
         r#"printf '%s\n' '{{"magic":"BBUS","version":1,"node":"{node}","codecs":["json"]}}'
 {flood}
 printf '%s\n' '{{"announce":{{"modules":["{node}"],"subscriptions":[]}}}}'
-exec cat > /dev/null"#
+while read -r _; do :; done"#
     );
     ChildCommand::new("sh").arg("-c").arg(script)
 }
@@ -170,7 +179,8 @@ async fn a_stderr_flood_leaves_the_neighbours_asks_fast_and_memory_flat() {
             assert_eq!(
                 CUT[child].load(Ordering::Relaxed),
                 1,
-                "the one long line was not cut and marked"
+                "the one long line was not cut and marked: {:#?}",
+                RAW_LINES.lock().unwrap()
             );
         }
     }

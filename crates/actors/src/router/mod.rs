@@ -307,10 +307,15 @@ impl Router {
     /// A link closed: everything waiting on it ends now, and whatever was
     /// reachable only through it is not any more.
     pub(crate) fn remove_link(&self, link: &Arc<LinkHandle>, reason: &str) {
-        self.links
-            .write()
-            .expect("router lock")
-            .retain(|l| !Arc::ptr_eq(l, link));
+        // The link leaves the list and its routes leave the table at once:
+        // nobody sees the one without the other (a node with no peers
+        // that still routes through the link it lost).
+        {
+            let mut clashes = self.clashes.lock().expect("router lock");
+            let mut links = self.links.write().expect("router lock");
+            links.retain(|l| !Arc::ptr_eq(l, link));
+            self.recompute(&links, &mut clashes);
+        }
         if let Some(child) = link.child_of() {
             // The child's process is lost: new messages wait for the next
             // one; then (unless this node is stopping it) its status says
@@ -354,8 +359,9 @@ impl Router {
     fn refresh_because(&self, why: &str) {
         {
             let mut clashes = self.clashes.lock().expect("router lock");
-            self.recompute(&mut clashes);
-            for link in self.links() {
+            let links = self.links();
+            self.recompute(&links, &mut clashes);
+            for link in links {
                 link.announce(self.announcement_for(&link));
             }
         }
@@ -363,10 +369,9 @@ impl Router {
         self.changed();
     }
 
-    /// Rebuilds the node table and the `via` routes from what each link
-    /// announced. `clashes` are those already logged.
-    fn recompute(&self, clashes: &mut BTreeSet<String>) {
-        let links = self.links();
+    /// Rebuilds the node table and the `via` routes from what each of
+    /// `links` announced. `clashes` are those already logged.
+    fn recompute(&self, links: &[Arc<LinkHandle>], clashes: &mut BTreeSet<String>) {
         let mut nodes: HashMap<String, NodeRoute> = HashMap::new();
         let mut offer =
             |link: &Arc<LinkHandle>, node: &str, path: Vec<String>, modules: &[String], subs: &[TopicPattern]| {
@@ -389,7 +394,7 @@ impl Router {
                     );
                 }
             };
-        for link in &links {
+        for link in links {
             let remote = link.remote();
             let own: Vec<String> = remote
                 .modules

@@ -20,7 +20,8 @@ use botbus::Node;
 #[path = "support/mod.rs"]
 mod support;
 use support::{
-    botbus_round_trip, botbus_tells, median_of, raw_round_trip, raw_serve, raw_stream, Echo, Sink, LARGE, SMALL,
+    botbus_round_trip, botbus_tells, median_of, raw_round_trip, raw_serve, raw_stream, switches_per_op, Echo, Sink,
+    LARGE, SMALL,
 };
 
 const ROLE: &str = "BOTBUS_BENCH_ROLE";
@@ -104,7 +105,7 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let (service_socket, hub_socket) = (dir.join("service.sock"), dir.join("hub.sock"));
     let _hub = Role::start("hub", &service_socket, &hub_socket);
-    let _service = Role::start("service", &service_socket, &hub_socket);
+    let service = Role::start("service", &service_socket, &hub_socket);
     // This process: one node linked straight to the service, one joined
     // to the hub only.
     let direct = Node::builder("direct")
@@ -118,9 +119,17 @@ fn main() {
             .unwrap()
             .expect("the service is reachable");
     }
-    let (_raw_echo, mut echo_to, mut echo_from) = raw_pair("raw-echo", &dir);
+    let (raw_echo, mut echo_to, mut echo_from) = raw_pair("raw-echo", &dir);
     let (_raw_sink, mut sink_to, mut sink_from) = raw_pair("raw-sink", &dir);
 
+    // Context switches per ask, in this process and the other one.
+    let me = std::process::id();
+    let cs_bb = switches_per_op(&[me, service.0.id()], 2_000, || {
+        botbus_round_trip(&direct, 2_000);
+    });
+    let cs_raw = switches_per_op(&[me, raw_echo.0.id()], 2_000, || {
+        raw_round_trip(&mut echo_to, &mut echo_from, 2_000);
+    });
     let rtt_bb = median_of(5, || botbus_round_trip(&direct, 2_000));
     let rtt_hub = median_of(5, || botbus_round_trip(&via_hub, 2_000));
     let rtt_raw = median_of(5, || raw_round_trip(&mut echo_to, &mut echo_from, 2_000));
@@ -156,6 +165,10 @@ fn main() {
         mib_s(large_n, large_bb),
         mib_s(large_n, large_raw),
         large_raw.as_secs_f64() / large_bb.as_secs_f64()
+    );
+    println!(
+        "{:<34} {:>8.1} + {:<3.1} {:>8.1} + {:<3.1}",
+        "context switches per ask (us+them)", cs_bb[0], cs_bb[1], cs_raw[0], cs_raw[1]
     );
     println!("\nask round trip 64 B, p50: through a hub (two hops, three processes) vs direct:");
     println!(

@@ -212,3 +212,33 @@ pub fn median_of(rounds: usize, mut run: impl FnMut() -> Duration) -> Duration {
     let mut samples: Vec<Duration> = (0..rounds).map(|_| run()).collect();
     median(&mut samples)
 }
+
+/// Context switches of every thread of process `pid` so far (voluntary and
+/// not), from `/proc/<pid>/task/*/status`; 0 where there is no such file.
+pub fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|line| line.contains("ctxt_switches:"))
+                .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+/// Runs `work` (`n` operations) and returns the context switches per
+/// operation it cost each of `pids`.
+pub fn switches_per_op(pids: &[u32], n: usize, work: impl FnOnce()) -> Vec<f64> {
+    let before: Vec<u64> = pids.iter().map(|&pid| context_switches(pid)).collect();
+    work();
+    pids.iter()
+        .zip(before)
+        .map(|(&pid, before)| (context_switches(pid) - before) as f64 / n as f64)
+        .collect()
+}

@@ -115,6 +115,7 @@ async fn valid_frames_from_a_raw_peer_are_served() {
         payload: botbus::crates::core::WirePayload {
             name: payload.name().to_owned(),
             body: payload.to_bytes().unwrap(),
+            json: false,
         },
     };
     writer.send(&frame).await.unwrap();

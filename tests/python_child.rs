@@ -173,16 +173,12 @@ async fn the_python_module_joins_a_hub_through_its_socket_and_talks_with_a_rust_
     let endpoint = format!("pipe://{}", socket.display());
     let _hub = support::hub_process(&socket);
     let (alerts, mut heard) = mpsc::unbounded_channel();
-    // The hub passes payloads on as they come and knows no message types:
-    // this node, which knows its own, speaks JSON to it, so that what it
-    // says reaches the JSON-only peer as JSON.
-    let json = botbus::LinkConfig {
-        codecs: vec![botbus::CodecKind::Json],
-        ..botbus::LinkConfig::default()
-    };
+    // This node speaks postcard to the hub, the Python module JSON, and the
+    // hub (another process) knows none of their types: JSON bodies cross
+    // the postcard link as they are, and this node, which knows its types,
+    // sends JSON to the node the hub announces as JSON-only.
     let node = Node::builder("robot")
         .module("listener", move || Listener { alerts: alerts.clone() })
-        .link_config(json)
         .join(&endpoint)
         .start()
         .unwrap();
@@ -204,6 +200,16 @@ async fn the_python_module_joins_a_hub_through_its_socket_and_talks_with_a_rust_
     let client = node.client("test");
     let fahrenheit: f64 = client.ask("thermo", ToFahrenheit(37.0)).await.unwrap();
     assert!((fahrenheit - 98.6).abs() < 1e-9, "{fahrenheit}");
+    // Progress, JSON from Python, through the hub to a postcard node.
+    let mut call = client.ask::<_, String>("thermo", Calibrate(2)).start().await.unwrap();
+    let mut steps = Vec::new();
+    while let Some(event) = call.next_event().await {
+        if let CallEvent::Progress(step) = event {
+            steps.push(step.decode::<u32>().unwrap());
+        }
+    }
+    assert_eq!(steps, vec![1, 2]);
+    assert_eq!(call.reply().await.unwrap(), "calibrated in 2 steps");
     node.wait_for_subscriber("robot/temp", DEADLINE).await.unwrap();
     client.publish("robot/temp", Reading { celsius: 95.0 }).await.unwrap();
     let (topic, alert) = tokio::time::timeout(DEADLINE, heard.recv()).await.unwrap().unwrap();

@@ -26,7 +26,7 @@ fn main() {
     })
     .to_bytes()
     .expect("encodes");
-    let all: Vec<Frame> = every_frame(postcard_body);
+    let all: Vec<Frame> = every_frame(postcard_body, false);
     let mut stream = BytesMut::new();
     for (i, frame) in all.iter().enumerate() {
         let mut one = BytesMut::new();
@@ -39,7 +39,7 @@ fn main() {
     let json_body =
         Bytes::from_static(br#"{"seq":7,"value":0.1,"small":0.8,"label":"front","raw":[1,2,3],"delta":-3}"#);
     let mut stream = BytesMut::new();
-    for (i, frame) in every_frame(json_body).iter().enumerate() {
+    for (i, frame) in every_frame(json_body, true).iter().enumerate() {
         let mut one = BytesMut::new();
         JsonLinesCodec::new().encode(frame, &mut one).expect("encodes");
         write(&root.join("json_lines"), &format!("kind-{i:02}"), &one);

@@ -36,10 +36,10 @@ pub fn decode_in_pieces<D: Decoder>(decoder: &mut D, splits: &[u8], data: &[u8])
 #[path = "../../crates/core/tests/support/frames.rs"]
 mod frames;
 
-/// Every frame kind, with `body` as each payload's body (the list the
-/// protocol tests use).
-pub fn every_frame(body: Bytes) -> Vec<Frame> {
-    frames::frames_with_body(body)
+/// Every frame kind, with `body` as each payload's body (`json`: it is
+/// JSON text; the list the protocol tests use).
+pub fn every_frame(body: Bytes, json: bool) -> Vec<Frame> {
+    frames::frames_with_body(body, json)
 }
 
 /// A recursive message: how deep it nests is up to the bytes.

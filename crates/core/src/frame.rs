@@ -130,19 +130,88 @@ pub struct Reach {
     pub modules: Vec<String>,
     /// The topic patterns its modules subscribe to.
     pub subscriptions: Vec<String>,
+    /// The node speaks only JSON: a node that sends it a message it knows
+    /// the type of encodes it as JSON, so the nodes between pass it on as
+    /// it is.
+    #[serde(default)]
+    pub json: bool,
 }
 
 /// A message as it crosses a link: its stable name and its encoded body.
 ///
-/// In postcard the body is the message's postcard bytes; in JSON it is the
-/// message's JSON value, inline (`{"name":"motor.SetSpeed","body":0.5}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// In JSON the body is the message's JSON value, inline
+/// (`{"name":"motor.SetSpeed","body":0.5}`). In postcard it is the
+/// message's postcard bytes — or, flagged with `json`, its JSON text: a
+/// payload that came from a JSON peer crosses postcard links as it came,
+/// so the nodes between never need to know its type, and only the node
+/// that takes it decodes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WirePayload {
     /// The message's [`Message::NAME`](crate::Message::NAME).
     pub name: String,
-    /// The encoded message, in the link's codec.
-    #[serde(with = "body")]
+    /// The encoded message.
     pub body: Bytes,
+    /// Whether `body` is JSON text (always, in a JSON frame).
+    pub json: bool,
+}
+
+/// A payload in a JSON frame: the body inline, JSON by definition.
+#[derive(Deserialize)]
+struct JsonPayload {
+    name: String,
+    #[serde(with = "body")]
+    body: Bytes,
+}
+
+/// A payload in a postcard frame: the body's bytes and what they are.
+#[derive(Deserialize)]
+struct BinaryPayload {
+    name: String,
+    body: Bytes,
+    json: bool,
+}
+
+impl Serialize for WirePayload {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        if serializer.is_human_readable() {
+            if !self.json {
+                return Err(serde::ser::Error::custom(format!(
+                    "the `{}` payload is postcard bytes; a JSON frame carries JSON bodies only",
+                    self.name
+                )));
+            }
+            /// The body inline, borrowed.
+            struct Inline<'a>(&'a Bytes);
+            impl Serialize for Inline<'_> {
+                fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                    body::serialize(self.0, serializer)
+                }
+            }
+            let mut form = serializer.serialize_struct("JsonPayload", 2)?;
+            form.serialize_field("name", &self.name)?;
+            form.serialize_field("body", &Inline(&self.body))?;
+            form.end()
+        } else {
+            let mut form = serializer.serialize_struct("BinaryPayload", 3)?;
+            form.serialize_field("name", &self.name)?;
+            form.serialize_field("body", &self.body)?;
+            form.serialize_field("json", &self.json)?;
+            form.end()
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for WirePayload {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            let JsonPayload { name, body } = JsonPayload::deserialize(deserializer)?;
+            Ok(WirePayload { name, body, json: true })
+        } else {
+            let BinaryPayload { name, body, json } = BinaryPayload::deserialize(deserializer)?;
+            Ok(WirePayload { name, body, json })
+        }
+    }
 }
 
 /// A payload body: bytes in postcard, an inline JSON value in JSON (the body

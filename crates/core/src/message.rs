@@ -236,6 +236,16 @@ impl Payload {
         &self.name
     }
 
+    /// The codec the payload's body is in: `None` for the in-process value
+    /// (not encoded yet).
+    pub fn encoding(&self) -> Option<CodecKind> {
+        match self.body {
+            Body::Local(_) => None,
+            Body::Encoded(_) => Some(CodecKind::Postcard),
+            Body::Json(_) => Some(CodecKind::Json),
+        }
+    }
+
     /// Whether this payload still holds the in-process value (never encoded).
     pub fn is_local(&self) -> bool {
         matches!(self.body, Body::Local(_))

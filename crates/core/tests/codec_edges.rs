@@ -39,6 +39,7 @@ fn a_pretty_printed_json_body_still_goes_out_as_one_line() {
         payload: WirePayload {
             name: "any".into(),
             body: Bytes::from(pretty.clone()),
+            json: true,
         },
     };
     let mut wire = BytesMut::new();

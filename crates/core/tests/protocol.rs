@@ -16,12 +16,12 @@ use frames::frames_with_body;
 use tokio_util::codec::{Decoder, Encoder};
 
 fn every_frame_kind() -> Vec<Frame> {
-    frames_with_body(Bytes::from_static(&[1, 2, 3]))
+    frames_with_body(Bytes::from_static(&[1, 2, 3]), false)
 }
 
 /// Every frame kind with JSON payload bodies, as a JSON-lines link carries them.
 fn json_frames() -> Vec<Frame> {
-    frames_with_body(Bytes::from_static(br#"{"x":[1,2.5,"three"]}"#))
+    frames_with_body(Bytes::from_static(br#"{"x":[1,2.5,"three"]}"#), true)
 }
 
 #[test]
@@ -152,6 +152,7 @@ fn json_payload_bodies_are_inline_values() {
         payload: WirePayload {
             name: payload.name().into(),
             body: payload.encoded(CodecKind::Json).unwrap(),
+            json: true,
         },
     };
     let mut wire = BytesMut::new();

@@ -39,6 +39,7 @@ impl LinkHandle {
             callee: to.to_owned(),
             next_call: AtomicU32::new(0),
             replied: false,
+            json: payload.json,
         };
         Envelope {
             from: from.into(),
@@ -148,10 +149,11 @@ impl LinkHandle {
         self: &Arc<Self>,
         module: String,
         envelope: Envelope,
+        json: bool,
     ) -> Result<Option<CancelHook>, TryDeliverError> {
         match self.permits.clone().try_acquire_owned() {
             Ok(permit) => self
-                .push_envelope(module, envelope, permit)
+                .push_envelope(module, envelope, permit, json)
                 .map_err(TryDeliverError::Failed),
             Err(TryAcquireError::NoPermits) => Err(TryDeliverError::Full(Box::new(envelope))),
             Err(TryAcquireError::Closed) => Err(TryDeliverError::Failed(SendError::Stopped(module))),
@@ -162,9 +164,10 @@ impl LinkHandle {
         self: &Arc<Self>,
         module: String,
         envelope: Envelope,
+        json: bool,
     ) -> Result<Option<CancelHook>, SendError> {
         let permit = self.permit().await?;
-        self.push_envelope(module, envelope, permit)
+        self.push_envelope(module, envelope, permit, json)
     }
 
     pub(super) fn push_envelope(
@@ -172,8 +175,9 @@ impl LinkHandle {
         module: String,
         envelope: Envelope,
         permit: OwnedSemaphorePermit,
+        json: bool,
     ) -> Result<Option<CancelHook>, SendError> {
-        let payload = match self.wire(&envelope.payload) {
+        let payload = match self.wire_as(&envelope.payload, json) {
             Ok(payload) => payload,
             Err(error) => {
                 // An ask passed on from elsewhere hears why, not just `Stopped`.
@@ -303,13 +307,21 @@ pub(super) struct LinkCaller {
     pub(super) callee: String,
     pub(super) next_call: AtomicU32,
     pub(super) replied: bool,
+    /// The ask came in JSON: what goes back to the asker (reply, progress,
+    /// caller messages) goes in JSON too, so that the nodes between pass it
+    /// on to a JSON-only asker without knowing its type.
+    pub(super) json: bool,
 }
 
 impl LinkCaller {
     pub(super) fn send_reply(&mut self, result: Result<Payload, AskError>) {
         self.replied = true;
         self.link.inbound.lock().expect("link lock").remove(&self.id);
-        let result = result.and_then(|p| self.link.wire(&p).map_err(|e| AskError::BadPayload(e.to_string())));
+        let result = result.and_then(|p| {
+            self.link
+                .wire_as(&p, self.json)
+                .map_err(|e| AskError::BadPayload(e.to_string()))
+        });
         let reply = Frame::Reply { id: self.id, result };
         match self.link.encode(&reply) {
             Ok(bytes) => self.link.send_bytes(bytes),
@@ -327,14 +339,14 @@ impl LinkCaller {
 
 impl CallerSink for LinkCaller {
     fn progress(&self, payload: Payload) {
-        match self.link.wire(&payload) {
+        match self.link.wire_as(&payload, self.json) {
             Ok(payload) => self.link.send_control(&Frame::Progress { id: self.id, payload }),
             Err(error) => tracing::warn!(%error, "dropping a progress update that cannot be encoded"),
         }
     }
 
     fn caller_ask(&self, payload: Payload) -> BoxFuture<'static, Result<Payload, AskError>> {
-        let payload = match self.link.wire(&payload) {
+        let payload = match self.link.wire_as(&payload, self.json) {
             Ok(payload) => payload,
             Err(error) => {
                 let error = AskError::BadPayload(error.to_string());

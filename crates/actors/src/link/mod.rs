@@ -152,6 +152,8 @@ pub(crate) struct RemoteReach {
     pub(crate) path: Vec<String>,
     pub(crate) modules: Vec<String>,
     pub(crate) subscriptions: Vec<TopicPattern>,
+    /// The node speaks only JSON.
+    pub(crate) json: bool,
 }
 
 /// The router's handle on one link.
@@ -191,21 +193,31 @@ pub(crate) struct LinkHandle {
 }
 
 impl LinkHandle {
-    /// A payload as it crosses this link, in its codec.
+    /// A payload as it crosses this link: in the link's codec, except that
+    /// a JSON body stays JSON (flagged) on a postcard link — it came from a
+    /// JSON peer, and only the node that takes it needs to know its type.
     pub(crate) fn wire(&self, payload: &Payload) -> Result<WirePayload, SendError> {
+        self.wire_as(payload, false)
+    }
+
+    /// [`LinkHandle::wire`], in JSON if `json`: the payload is for a node
+    /// that speaks only JSON, and this node, which knows its type, encodes
+    /// it so that the nodes between pass it on as it is.
+    pub(crate) fn wire_as(&self, payload: &Payload, json: bool) -> Result<WirePayload, SendError> {
+        let json = json || self.codec.kind() == CodecKind::Json || payload.encoding() == Some(CodecKind::Json);
+        let codec = if json { CodecKind::Json } else { CodecKind::Postcard };
         Ok(WirePayload {
             name: payload.name().to_owned(),
-            body: payload
-                .encoded(self.codec.kind())
-                .map_err(|e| SendError::Encode(e.to_string()))?,
+            body: payload.encoded(codec).map_err(|e| SendError::Encode(e.to_string()))?,
+            json,
         })
     }
 
-    /// A payload received on this link, in its codec.
+    /// A payload received on this link.
     pub(crate) fn unwire(&self, payload: WirePayload) -> Payload {
-        match self.codec.kind() {
-            CodecKind::Postcard => Payload::from_encoded(payload.name, payload.body),
-            CodecKind::Json => Payload::from_json(payload.name, payload.body),
+        match payload.json {
+            true => Payload::from_json(payload.name, payload.body),
+            false => Payload::from_encoded(payload.name, payload.body),
         }
     }
 
@@ -284,6 +296,7 @@ impl LinkHandle {
                 path: r.path,
                 modules: r.modules,
                 subscriptions: patterns(r.subscriptions),
+                json: r.json,
             })
             .collect();
         *self.remote.write().expect("link lock") = RemoteState {

@@ -96,16 +96,20 @@ struct NodeRoute {
     path: Vec<String>,
     modules: Vec<String>,
     subscriptions: Vec<TopicPattern>,
+    /// The node speaks only JSON (a JSON link to it, or announced so).
+    json: bool,
 }
 
-/// Copies of a publish by the link each leaves on, with the nodes it is for.
-pub(crate) type PublishCopies = Vec<(Arc<LinkHandle>, Vec<String>)>;
+/// Copies of a publish by the link each leaves on, with the nodes it is for
+/// and whether one of them speaks only JSON.
+pub(crate) type PublishCopies = Vec<(Arc<LinkHandle>, Vec<String>, bool)>;
 
 /// Where a send goes.
 enum Target {
     Local(LocalModule),
-    /// Over `link`, addressed to `to` there.
-    Link(Arc<LinkHandle>, String),
+    /// Over `link`, addressed to `to` there; `json` if it is for a node
+    /// that speaks only JSON.
+    Link(Arc<LinkHandle>, String, bool),
     /// A child module whose process is being (re)started.
     Restarting,
 }
@@ -373,27 +377,32 @@ impl Router {
     /// `links` announced. `clashes` are those already logged.
     fn recompute(&self, links: &[Arc<LinkHandle>], clashes: &mut BTreeSet<String>) {
         let mut nodes: HashMap<String, NodeRoute> = HashMap::new();
-        let mut offer =
-            |link: &Arc<LinkHandle>, node: &str, path: Vec<String>, modules: &[String], subs: &[TopicPattern]| {
-                if node == self.node || path.contains(&self.node) {
-                    return; // a loop back through this node
-                }
-                let better = match nodes.get(node) {
-                    None => true,
-                    Some(known) => (path.len(), link.peer()) < (known.path.len(), known.link.peer()),
-                };
-                if better {
-                    nodes.insert(
-                        node.to_owned(),
-                        NodeRoute {
-                            link: link.clone(),
-                            path,
-                            modules: modules.to_vec(),
-                            subscriptions: subs.to_vec(),
-                        },
-                    );
-                }
+        let mut offer = |link: &Arc<LinkHandle>,
+                         node: &str,
+                         path: Vec<String>,
+                         modules: &[String],
+                         subs: &[TopicPattern],
+                         json: bool| {
+            if node == self.node || path.contains(&self.node) {
+                return; // a loop back through this node
+            }
+            let better = match nodes.get(node) {
+                None => true,
+                Some(known) => (path.len(), link.peer()) < (known.path.len(), known.link.peer()),
             };
+            if better {
+                nodes.insert(
+                    node.to_owned(),
+                    NodeRoute {
+                        link: link.clone(),
+                        path,
+                        modules: modules.to_vec(),
+                        subscriptions: subs.to_vec(),
+                        json,
+                    },
+                );
+            }
+        };
         for link in links {
             let remote = link.remote();
             let own: Vec<String> = remote
@@ -402,18 +411,27 @@ impl Router {
                 .filter(|m| link.child_of() != Some(m.as_str())) // this node's own child module
                 .cloned()
                 .collect();
+            let json_link = link.codec() == botbus_core::CodecKind::Json;
             offer(
                 link,
                 link.peer(),
                 vec![link.peer().to_owned()],
                 &own,
                 &remote.subscriptions,
+                json_link,
             );
             for reach in &remote.reach {
                 let mut path = Vec::with_capacity(reach.path.len() + 1);
                 path.push(link.peer().to_owned());
                 path.extend(reach.path.iter().cloned());
-                offer(link, &reach.node, path, &reach.modules, &reach.subscriptions);
+                offer(
+                    link,
+                    &reach.node,
+                    path,
+                    &reach.modules,
+                    &reach.subscriptions,
+                    reach.json,
+                );
             }
         }
 
@@ -509,6 +527,7 @@ impl Router {
                     .cloned()
                     .collect(),
                 subscriptions: route.subscriptions.iter().map(|p| p.as_str().to_owned()).collect(),
+                json: route.json,
             })
             .collect();
         reach.sort_by(|a, b| a.node.cmp(&b.node));
@@ -533,12 +552,12 @@ impl Router {
                 let nodes = self.nodes.read().expect("router lock");
                 let route = nodes.get(node).ok_or_else(unknown)?;
                 let to = if route.path.len() == 1 { module } else { to };
-                return Ok(Target::Link(route.link.clone(), to.to_owned()));
+                return Ok(Target::Link(route.link.clone(), to.to_owned(), route.json));
             }
         };
         match self.routes.read().expect("router lock").get(module) {
             Some(Route::Local(local)) => Ok(Target::Local(local.clone())),
-            Some(Route::Child(Some(link))) => Ok(Target::Link(link.clone(), module.to_owned())),
+            Some(Route::Child(Some(link))) => Ok(Target::Link(link.clone(), module.to_owned(), false)),
             Some(Route::Child(None)) => Ok(Target::Restarting),
             Some(Route::Via { link, node, hops }) if here => {
                 // Named by the node it was found at unless that is the next
@@ -547,7 +566,13 @@ impl Router {
                     1 => module.to_owned(),
                     _ => format!("{node}/{module}"),
                 };
-                Ok(Target::Link(link.clone(), to))
+                let json = self
+                    .nodes
+                    .read()
+                    .expect("router lock")
+                    .get(&**node)
+                    .is_some_and(|r| r.json);
+                Ok(Target::Link(link.clone(), to, json))
             }
             _ => Err(unknown()),
         }
@@ -572,11 +597,11 @@ impl Router {
         }
         match self.target(to) {
             Ok(Target::Local(local)) => try_send_local(&local, to, envelope),
-            Ok(Target::Link(link, to)) => {
+            Ok(Target::Link(link, to, json)) => {
                 if from.is_some_and(|from| Arc::ptr_eq(from, &link)) {
                     return Err(TryDeliverError::Failed(back_where_it_came_from(&to)));
                 }
-                link.try_send_envelope(to, envelope)
+                link.try_send_envelope(to, envelope, json)
             }
             Ok(Target::Restarting) => Err(TryDeliverError::Full(Box::new(envelope))),
             Err(error) => Err(TryDeliverError::Failed(error)),
@@ -609,11 +634,11 @@ impl Router {
                         .map(|()| None)
                         .map_err(|_| SendError::Stopped(to.to_owned()))
                 }
-                Target::Link(link, to) => {
+                Target::Link(link, to, json) => {
                     if from.is_some_and(|from| Arc::ptr_eq(from, &link)) {
                         return Err(back_where_it_came_from(&to));
                     }
-                    return link.send_envelope(to, envelope).await;
+                    return link.send_envelope(to, envelope, json).await;
                 }
                 Target::Restarting => {
                     let waited = match deadline {
@@ -685,9 +710,12 @@ impl Router {
                 tracing::debug!(node = %self.node, to = node, "not sending a publish back where it came from");
                 return;
             }
-            match by_link.iter_mut().find(|(link, _)| Arc::ptr_eq(link, &route.link)) {
-                Some((_, nodes)) => nodes.push(node.to_owned()),
-                None => by_link.push((route.link.clone(), vec![node.to_owned()])),
+            match by_link.iter_mut().find(|(link, _, _)| Arc::ptr_eq(link, &route.link)) {
+                Some((_, nodes, json)) => {
+                    nodes.push(node.to_owned());
+                    *json |= route.json;
+                }
+                None => by_link.push((route.link.clone(), vec![node.to_owned()], route.json)),
             }
         };
         match only {
@@ -722,11 +750,11 @@ impl Router {
         targets: PublishCopies,
     ) -> Result<usize, SendError> {
         let mut sent = 0;
-        for (link, nodes) in targets {
+        for (link, nodes, json) in targets {
             let frame = Frame::Publish {
                 topic: topic.to_owned(),
                 from: from.to_owned(),
-                payload: link.wire(payload)?,
+                payload: link.wire_as(payload, json)?,
                 to: nodes,
             };
             if link.send_data(&frame).await.is_ok() {

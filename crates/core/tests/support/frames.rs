@@ -6,11 +6,13 @@
 use botbus_core::{AskError, DownReason, Frame, Reach, WirePayload};
 use bytes::Bytes;
 
-/// Every frame kind, with `body` as each payload's body.
-pub fn frames_with_body(body: Bytes) -> Vec<Frame> {
+/// Every frame kind, with `body` as each payload's body (`json`: it is
+/// JSON text).
+pub fn frames_with_body(body: Bytes, json: bool) -> Vec<Frame> {
     let payload = WirePayload {
         name: "t.Msg".into(),
         body,
+        json,
     };
     vec![
         Frame::Tell {
@@ -64,6 +66,7 @@ pub fn frames_with_body(body: Bytes) -> Vec<Frame> {
                 path: vec!["b".into(), "c".into()],
                 modules: vec!["n".into()],
                 subscriptions: vec!["a/**".into()],
+                json: false,
             }],
         },
         Frame::Down {

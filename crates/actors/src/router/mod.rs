@@ -254,6 +254,11 @@ impl Router {
     /// peers hear of it.
     pub(crate) fn module_down(&self, name: &str, reason: DownReason) {
         self.clear_instance(name);
+        // No announcement may go out between the route's removal and the
+        // `down`: a peer that heard the route withdrawn first would tell its
+        // monitors "unreachable" instead of why the module went down. So the
+        // refresh lock is held until the `down` is on its way.
+        let refreshing = self.clashes.lock().expect("router lock");
         let removed = {
             let mut routes = self.routes.write().expect("router lock");
             match routes.get(name) {
@@ -278,6 +283,7 @@ impl Router {
             },
             None,
         );
+        drop(refreshing);
         self.refresh();
     }
 

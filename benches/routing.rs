@@ -7,12 +7,17 @@
 //!
 //! The asks are timed inside the asking child, so the harness's own hop to
 //! start them is not counted. The children are this same binary
-//! (`ModuleOptions::in_child()`).
+//! (`ModuleOptions::in_child()`). Context switches per ask are counted in
+//! each of the three processes.
 
 use std::time::{Duration, Instant};
 
 use botbus::{Context, Message, Module, ModuleError, ModuleOptions, Node};
 use serde::{Deserialize, Serialize};
+
+#[path = "support/mod.rs"]
+mod support;
+use support::switches_per_op;
 
 /// 64 bytes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -90,6 +95,17 @@ fn main() {
     // Warm up both paths, then alternate rounds so both see the same machine.
     p50("parent_echo", 500);
     p50("sibling_echo", 500);
+    let pids = [
+        std::process::id(),
+        node.child_pid("asker").expect("the asker child runs"),
+        node.child_pid("sibling_echo").expect("the sibling child runs"),
+    ];
+    let cs_direct = switches_per_op(&pids, 2_000, || {
+        p50("parent_echo", 2_000);
+    });
+    let cs_hop = switches_per_op(&pids, 2_000, || {
+        p50("sibling_echo", 2_000);
+    });
     let (mut direct, mut hop) = (Vec::new(), Vec::new());
     for _ in 0..5 {
         direct.push(p50("parent_echo", 2_000));
@@ -110,5 +126,12 @@ fn main() {
         "sibling / parent",
         hop.as_secs_f64() / direct.as_secs_f64()
     );
+    println!("\ncontext switches per ask (parent + asking child + sibling child):");
+    for (path, cs) in [
+        ("child -> parent", &cs_direct),
+        ("child -> parent -> sibling child", &cs_hop),
+    ] {
+        println!("{:<44} {:>5.1} + {:.1} + {:.1}", path, cs[0], cs[1], cs[2]);
+    }
     node.shutdown_blocking();
 }

@@ -18,7 +18,9 @@ use criterion::{Criterion, Throughput};
 
 #[path = "support/mod.rs"]
 mod support;
-use support::{botbus_round_trip, botbus_round_trips, botbus_tells, median_of, Echo, Sink, LARGE, SMALL};
+use support::{
+    botbus_round_trip, botbus_round_trips, botbus_tells, median_of, switches_per_op, Echo, Sink, LARGE, SMALL,
+};
 
 const RAW_ROLE_ENV: &str = "BOTBUS_BENCH_RAW";
 // ---- botbus ----------------------------------------------------------------
@@ -140,6 +142,15 @@ fn benches(c: &mut Criterion, node: &Node) {
 fn summary(node: &Node) {
     let mut echo = RawChild::spawn("echo");
     let mut sink = RawChild::spawn("sink");
+    // Context switches per ask, in this process and the child.
+    let me = std::process::id();
+    let echo_child = node.child_pid("echo").expect("the echo child runs");
+    let cs_bb = switches_per_op(&[me, echo_child], 2_000, || {
+        botbus_round_trip(node, 2_000);
+    });
+    let cs_raw = switches_per_op(&[me, echo.child.id()], 2_000, || {
+        raw_round_trip(&mut echo, 2_000);
+    });
     let rtt_bb = median_of(5, || botbus_round_trip(node, 2_000));
     let rtt_raw = median_of(5, || raw_round_trip(&mut echo, 2_000));
     let small_n = 200_000;
@@ -174,6 +185,10 @@ fn summary(node: &Node) {
         mib_s(large_n, large_bb),
         mib_s(large_n, large_raw),
         large_raw.as_secs_f64() / large_bb.as_secs_f64()
+    );
+    println!(
+        "{:<30} {:>8.1} + {:<3.1} {:>8.1} + {:<3.1}",
+        "context switches per ask", cs_bb[0], cs_bb[1], cs_raw[0], cs_raw[1]
     );
     println!(
         "{:<30} {:>11.1} ms {:>14} {:>12}  <= 20 ms",

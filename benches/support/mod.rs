@@ -239,6 +239,6 @@ pub fn switches_per_op(pids: &[u32], n: usize, work: impl FnOnce()) -> Vec<f64> 
     work();
     pids.iter()
         .zip(before)
-        .map(|(&pid, before)| (context_switches(pid) - before) as f64 / n as f64)
+        .map(|(&pid, before)| context_switches(pid).saturating_sub(before) as f64 / n as f64)
         .collect()
 }

@@ -21,7 +21,7 @@ use botbus::Node;
 mod support;
 use support::{
     botbus_round_trip, botbus_tells, median_of, raw_round_trip, raw_serve, raw_stream, switches_per_op, Echo, Sink,
-    LARGE, SMALL,
+    Versus, LARGE, SMALL,
 };
 
 const ROLE: &str = "BOTBUS_BENCH_ROLE";
@@ -140,36 +140,17 @@ fn main() {
     let large_bb = median_of(5, || botbus_tells(&direct, large_n, LARGE));
     let large_raw = median_of(5, || raw_stream(&mut sink_to, &mut sink_from, large_n, LARGE));
 
+    Versus {
+        round_trip: (rtt_bb, rtt_raw),
+        small_tells: (small_n, small_bb, small_raw),
+        large_tells: (large_n, large_bb, large_raw),
+        switches: (cs_bb, cs_raw),
+    }
+    .print(
+        "botbus over a Unix socket (pipe://) vs a raw Unix socket, between two processes (switches: us + them)",
+        ["", "", ""],
+    );
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    let rate = |n: u64, d: Duration| n as f64 / d.as_secs_f64();
-    let mib_s = |n: u64, d: Duration| (n * LARGE as u64) as f64 / d.as_secs_f64() / (1024.0 * 1024.0);
-    println!("\nbotbus over a Unix socket (pipe://) vs a raw Unix socket, between two processes, this run:");
-    println!("{:<34} {:>14} {:>14} {:>12}", "", "botbus", "raw", "botbus/raw");
-    println!(
-        "{:<34} {:>11.1} us {:>11.1} us {:>12.2}",
-        "ask round trip 64 B, p50",
-        us(rtt_bb),
-        us(rtt_raw),
-        us(rtt_bb) / us(rtt_raw)
-    );
-    println!(
-        "{:<34} {:>10.2} M/s {:>10.2} M/s {:>12.2}",
-        "tells 64 B",
-        rate(small_n, small_bb) / 1e6,
-        rate(small_n, small_raw) / 1e6,
-        small_raw.as_secs_f64() / small_bb.as_secs_f64()
-    );
-    println!(
-        "{:<34} {:>8.0} MiB/s {:>8.0} MiB/s {:>12.2}",
-        "tells 64 KiB, bandwidth",
-        mib_s(large_n, large_bb),
-        mib_s(large_n, large_raw),
-        large_raw.as_secs_f64() / large_bb.as_secs_f64()
-    );
-    println!(
-        "{:<34} {:>8.1} + {:<3.1} {:>8.1} + {:<3.1}",
-        "context switches per ask (us+them)", cs_bb[0], cs_bb[1], cs_raw[0], cs_raw[1]
-    );
     println!("\nask round trip 64 B, p50: through a hub (two hops, three processes) vs direct:");
     println!(
         "{:<34} {:>11.1} us {:>11.1} us {:>12.2}",

@@ -19,7 +19,7 @@ use criterion::{Criterion, Throughput};
 #[path = "support/mod.rs"]
 mod support;
 use support::{
-    botbus_round_trip, botbus_round_trips, botbus_tells, median_of, switches_per_op, Echo, Sink, LARGE, SMALL,
+    botbus_round_trip, botbus_round_trips, botbus_tells, median_of, switches_per_op, Echo, Sink, Versus, LARGE, SMALL,
 };
 
 const RAW_ROLE_ENV: &str = "BOTBUS_BENCH_RAW";
@@ -161,37 +161,18 @@ fn summary(node: &Node) {
     let large_raw = median_of(7, || raw_stream(&mut sink, large_n, LARGE));
     let spawn = median_of(21, || botbus_spawn(node));
 
-    let rate = |n: u64, d: Duration| n as f64 / d.as_secs_f64();
-    let mib_s = |n: u64, d: Duration| (n * LARGE as u64) as f64 / d.as_secs_f64() / (1024.0 * 1024.0);
-    println!("\nbotbus over stdio vs raw pipes, parent <-> child, this run:");
-    println!("{:<30} {:>14} {:>14} {:>12}  target", "", "botbus", "raw", "botbus/raw");
-    println!(
-        "{:<30} {:>11.1} us {:>11.1} us {:>12.2}  <= 1.5",
-        "ask round trip 64 B, p50",
-        rtt_bb.as_secs_f64() * 1e6,
-        rtt_raw.as_secs_f64() * 1e6,
-        rtt_bb.as_secs_f64() / rtt_raw.as_secs_f64()
+    Versus {
+        round_trip: (rtt_bb, rtt_raw),
+        small_tells: (small_n, small_bb, small_raw),
+        large_tells: (large_n, large_bb, large_raw),
+        switches: (cs_bb, cs_raw),
+    }
+    .print(
+        "botbus over stdio vs raw pipes, parent <-> child (switches: parent + child)",
+        ["target <= 1.5", "target botbus >= 3 M/s", "target >= 0.6"],
     );
     println!(
-        "{:<30} {:>10.2} M/s {:>10.2} M/s {:>12.2}  botbus >= 3 M/s",
-        "tells 64 B",
-        rate(small_n, small_bb) / 1e6,
-        rate(small_n, small_raw) / 1e6,
-        small_raw.as_secs_f64() / small_bb.as_secs_f64()
-    );
-    println!(
-        "{:<30} {:>8.0} MiB/s {:>8.0} MiB/s {:>12.2}  >= 0.6",
-        "tells 64 KiB, bandwidth",
-        mib_s(large_n, large_bb),
-        mib_s(large_n, large_raw),
-        large_raw.as_secs_f64() / large_bb.as_secs_f64()
-    );
-    println!(
-        "{:<30} {:>8.1} + {:<3.1} {:>8.1} + {:<3.1}",
-        "context switches per ask", cs_bb[0], cs_bb[1], cs_raw[0], cs_raw[1]
-    );
-    println!(
-        "{:<30} {:>11.1} ms {:>14} {:>12}  <= 20 ms",
+        "{:<34} {:>11.1} ms {:>14} {:>12}  target <= 20 ms",
         "spawn -> ready, p50",
         spawn.as_secs_f64() * 1e3,
         "",

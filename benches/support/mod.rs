@@ -242,3 +242,64 @@ pub fn switches_per_op(pids: &[u32], n: usize, work: impl FnOnce()) -> Vec<f64> 
         .map(|(&pid, before)| context_switches(pid).saturating_sub(before) as f64 / n as f64)
         .collect()
 }
+
+/// One run of botbus against the raw channel under it, the same payloads in
+/// the same run: what the stdio and pipe benches measure, printed alike.
+pub struct Versus {
+    /// Ask round trip 64 B, p50: botbus, raw.
+    pub round_trip: (Duration, Duration),
+    /// `n` tells of 64 B: n, botbus, raw.
+    pub small_tells: (u64, Duration, Duration),
+    /// `n` tells of 64 KiB: n, botbus, raw.
+    pub large_tells: (u64, Duration, Duration),
+    /// Context switches per ask in each process: botbus, raw.
+    pub switches: (Vec<f64>, Vec<f64>),
+}
+
+impl Versus {
+    /// Prints the table under `title`; `targets` (round trip, small tells,
+    /// large tells), where not empty, end their rows.
+    pub fn print(&self, title: &str, targets: [&str; 3]) {
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let per_sec = |n: u64, d: Duration| n as f64 / d.as_secs_f64();
+        let mib = (1024 * 1024) as f64;
+        let (rtt_bb, rtt_raw) = self.round_trip;
+        let (small_n, small_bb, small_raw) = self.small_tells;
+        let (large_n, large_bb, large_raw) = self.large_tells;
+        let (cs_bb, cs_raw) = &self.switches;
+        let target = |t: &str| if t.is_empty() { String::new() } else { format!("  {t}") };
+        let joined = |cs: &[f64]| cs.iter().map(|c| format!("{c:.1}")).collect::<Vec<_>>().join(" + ");
+        println!("\n{title}, this run:");
+        println!("{:<34} {:>14} {:>14} {:>12}", "", "botbus", "raw", "botbus/raw");
+        println!(
+            "{:<34} {:>11.1} us {:>11.1} us {:>12.2}{}",
+            "ask round trip 64 B, p50",
+            us(rtt_bb),
+            us(rtt_raw),
+            us(rtt_bb) / us(rtt_raw),
+            target(targets[0])
+        );
+        println!(
+            "{:<34} {:>10.2} M/s {:>10.2} M/s {:>12.2}{}",
+            "tells 64 B",
+            per_sec(small_n, small_bb) / 1e6,
+            per_sec(small_n, small_raw) / 1e6,
+            small_raw.as_secs_f64() / small_bb.as_secs_f64(),
+            target(targets[1])
+        );
+        println!(
+            "{:<34} {:>8.0} MiB/s {:>8.0} MiB/s {:>12.2}{}",
+            "tells 64 KiB, bandwidth",
+            per_sec(large_n * LARGE as u64, large_bb) / mib,
+            per_sec(large_n * LARGE as u64, large_raw) / mib,
+            large_raw.as_secs_f64() / large_bb.as_secs_f64(),
+            target(targets[2])
+        );
+        println!(
+            "{:<34} {:>14} {:>14}",
+            "context switches per ask",
+            joined(cs_bb),
+            joined(cs_raw)
+        );
+    }
+}

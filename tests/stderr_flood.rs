@@ -140,7 +140,8 @@ async fn a_stderr_flood_leaves_the_neighbours_asks_fast_and_memory_flat() {
         let logged = LINES[child].load(Ordering::Relaxed);
         eprintln!(
             "flood of {} MB {}: {} asks during {flooding:.2?}: p50 {:?} p99 {:?} max {:?} (quiet: p50 {:?} p99 {:?}); \
-             RSS {before:.1} MiB before, {peak:.1} MiB peak, {after:.1} MiB after; {logged} lines logged",
+             RSS {before:.1} MiB before, {peak:.1} MiB peak, {after:.1} MiB after; {logged} lines logged, \
+             {} drop reports",
             FLOOD_BYTES / 1_000_000,
             if newlines { "in lines" } else { "without a newline" },
             during.len(),
@@ -149,6 +150,7 @@ async fn a_stderr_flood_leaves_the_neighbours_asks_fast_and_memory_flat() {
             during.last().unwrap(),
             percentile(&quiet, 0.5),
             percentile(&quiet, 0.99),
+            DROPPED[child].load(Ordering::Relaxed),
         );
         // Bounds for a loaded 2-core machine; the figures above are the
         // measurement (the quiet p50 is a fraction of a millisecond).
@@ -170,6 +172,13 @@ async fn a_stderr_flood_leaves_the_neighbours_asks_fast_and_memory_flat() {
         if newlines {
             assert!(DROPPED[child].load(Ordering::Relaxed) > 0, "no drop was reported");
             assert!(logged < 100_000, "{logged} lines logged: nothing was dropped");
+            // One report a second while the flood lasts, and one at its end:
+            // not one per line let through between drops.
+            let reports = DROPPED[child].load(Ordering::Relaxed);
+            assert!(
+                reports as f64 <= flooding.as_secs_f64() + 2.0,
+                "{reports} drop reports in a flood of {flooding:.2?}"
+            );
         } else {
             // The log thread writes the cut line; wait for it, bounded.
             let deadline = Instant::now() + support::DEADLINE;

@@ -195,10 +195,8 @@ impl Forwarder<'_> {
         if !self.limit.available(now) {
             self.dropped.lines += 1;
             self.dropped.bytes += text.len() as u64;
-            let since = *self.dropped.since.get_or_insert(now);
-            if now.duration_since(since) >= Duration::from_secs(1) {
-                self.report();
-            }
+            self.dropped.since.get_or_insert(now);
+            self.report_if_due(now);
             return;
         }
         let text = String::from_utf8_lossy(text);
@@ -208,7 +206,7 @@ impl Forwarder<'_> {
             return; // filtered out: costs no budget
         }
         self.limit.take(now);
-        self.report();
+        self.report_if_due(now);
         let text = without_module_field(text, module);
         match cut {
             false => log(level, module, pid, format_args!("{text}")),
@@ -226,6 +224,19 @@ impl Forwarder<'_> {
         if bytes > 0 {
             self.dropped.bytes += bytes as u64;
             self.dropped.since.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// Reports the drops once they have gone on for a second: one report a
+    /// second while a flood lasts, not one per line let through between
+    /// drops. The last count is reported when the stream ends.
+    fn report_if_due(&mut self, now: Instant) {
+        if self
+            .dropped
+            .since
+            .is_some_and(|since| now.duration_since(since) >= Duration::from_secs(1))
+        {
+            self.report();
         }
     }
 

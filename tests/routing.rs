@@ -105,10 +105,28 @@ async fn in_a_triangle_every_publish_reaches_each_subscriber_exactly_once_and_no
     let mut got: HashMap<(String, Tick), usize> = HashMap::new();
     let expected = 3 * 3 * N as usize;
     while got.values().sum::<usize>() < expected {
-        let (at, tick) = tokio::time::timeout(DEADLINE, heard.recv())
-            .await
-            .expect("every tick arrives")
-            .expect("channel open");
+        let Ok(Some((at, tick))) = tokio::time::timeout(DEADLINE, heard.recv()).await else {
+            // Say which subscriber missed whose ticks, and how many data
+            // frames crossed links: a lost route and a lost frame differ.
+            let mut heard_from: HashMap<(String, String), u32> = HashMap::new();
+            for (at, tick) in got.keys() {
+                *heard_from.entry((at.clone(), tick.from.clone())).or_default() += 1;
+            }
+            let mut short: Vec<String> = ["a", "b", "c"]
+                .iter()
+                .flat_map(|at| ["a", "b", "c"].map(|from| (at.to_string(), from.to_string())))
+                .filter_map(|pair| {
+                    let n = heard_from.get(&pair).copied().unwrap_or(0);
+                    (n < N).then(|| format!("{} heard {n}/{N} from {}", pair.0, pair.1))
+                })
+                .collect();
+            short.sort();
+            panic!(
+                "a tick never arrived: {}; {} data frames crossed links",
+                short.join(", "),
+                total_data_in(&[a, b, c]) - before
+            );
+        };
         *got.entry((at, tick)).or_default() += 1;
     }
     assert_eq!(got.len(), expected, "some subscriber missed a tick");

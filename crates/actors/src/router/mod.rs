@@ -411,6 +411,13 @@ impl Router {
         };
         for link in links {
             let remote = link.remote();
+            if !remote.announced {
+                // A link up but not yet announced knows nothing of what is
+                // behind it: as the shortest path it would replace a route
+                // through another link with an empty one (a subscriber's
+                // node would drop out of every publish until the announce).
+                continue;
+            }
             let own: Vec<String> = remote
                 .modules
                 .iter()

@@ -217,7 +217,8 @@ async fn bad_input_over_a_real_socket_drops_that_peer_and_the_hub_serves_the_oth
     let mut oversize = joined.raw();
     oversize.write_all(&Hello::new("oversize").to_line()).unwrap();
     oversize.write_all(&(1_000_000u32).to_be_bytes()).unwrap();
-    oversize.write_all(&[0u8; 1024]).unwrap();
+    // The hub may cut the link on the length alone, before this arrives.
+    let _ = oversize.write_all(&[0u8; 1024]);
     let said = tokio::task::spawn_blocking(move || read_to_close(oversize))
         .await
         .unwrap();

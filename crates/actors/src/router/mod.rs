@@ -136,10 +136,11 @@ pub(crate) struct Router {
     subscriptions: RwLock<Vec<Subscription>>,
     monitors: Mutex<Vec<Monitor>>,
     status: Mutex<HashMap<String, ModuleStatus>>,
-    /// The module name clashes last logged. Held while the routes are
-    /// recomputed and announced, so that two changes cannot interleave and
-    /// leave an older table in place.
-    clashes: Mutex<BTreeSet<String>>,
+    /// Serialises every reshaping of the route table: held while routes
+    /// are recomputed and announced (two changes cannot interleave and
+    /// leave an older table in place), and while a module's `down` goes
+    /// out. Holds the module name clashes last logged.
+    reshaping: Mutex<BTreeSet<String>>,
     /// Bumped on every change of modules, links, subscriptions or status, so
     /// callers can wait for a condition instead of sleeping.
     topology: watch::Sender<u64>,
@@ -156,7 +157,7 @@ impl Router {
             subscriptions: RwLock::default(),
             monitors: Mutex::default(),
             status: Mutex::default(),
-            clashes: Mutex::default(),
+            reshaping: Mutex::default(),
             topology: watch::Sender::new(0),
         })
     }
@@ -257,8 +258,8 @@ impl Router {
         // No announcement may go out between the route's removal and the
         // `down`: a peer that heard the route withdrawn first would tell its
         // monitors "unreachable" instead of why the module went down. So the
-        // refresh lock is held until the `down` is on its way.
-        let refreshing = self.clashes.lock().expect("router lock");
+        // reshaping lock is held until the `down` is on its way.
+        let reshaping = self.reshaping.lock().expect("router lock");
         let removed = {
             let mut routes = self.routes.write().expect("router lock");
             match routes.get(name) {
@@ -283,7 +284,7 @@ impl Router {
             },
             None,
         );
-        drop(refreshing);
+        drop(reshaping);
         self.refresh();
     }
 
@@ -321,7 +322,7 @@ impl Router {
         // nobody sees the one without the other (a node with no peers
         // that still routes through the link it lost).
         {
-            let mut clashes = self.clashes.lock().expect("router lock");
+            let mut clashes = self.reshaping.lock().expect("router lock");
             let mut links = self.links.write().expect("router lock");
             links.retain(|l| !Arc::ptr_eq(l, link));
             self.recompute(&links, &mut clashes);
@@ -368,7 +369,7 @@ impl Router {
 
     fn refresh_because(&self, why: &str) {
         {
-            let mut clashes = self.clashes.lock().expect("router lock");
+            let mut clashes = self.reshaping.lock().expect("router lock");
             let links = self.links();
             self.recompute(&links, &mut clashes);
             for link in links {

@@ -33,16 +33,17 @@
 //! ```
 
 pub use botbus_actors::{
-    LinkConfig, LinkError, LinkStats, MemTransport, ModuleOptions, ModuleStatus, Node, NodeBuilder, NodeError,
-    MEM_SCHEME,
+    env_token, read_token, LinkConfig, LinkError, LinkStats, MemTransport, ModuleOptions, ModuleStatus, Node,
+    NodeBuilder, NodeError, TokenSourceError, MEM_SCHEME,
 };
 pub use botbus_core::{
-    async_trait, register_message, Ask, AskError, Call, CallEvent, CallerRequest, Client, CodecKind, Context, Down,
-    DownReason, Endpoint, EndpointError, FromPayload, HandshakeError, Link, LinkReader, LinkWriter, Listener, Liveness,
-    Message, Module, ModuleError, NameError, Payload, PayloadError, RestartBudget, RestartPolicy, SendError,
-    TopicError, TopicPattern, Transport, TransportError, DEFAULT_ASK_TIMEOUT,
+    async_trait, register_message, Ask, AskError, AuthToken, Call, CallEvent, CallerRequest, Client, CodecKind,
+    Context, Down, DownReason, Endpoint, EndpointError, FromPayload, HandshakeError, Link, LinkReader, LinkWriter,
+    Listener, Liveness, Message, Module, ModuleError, NameError, Payload, PayloadError, RestartBudget, RestartPolicy,
+    SendError, TopicError, TopicPattern, Transport, TransportError, DEFAULT_ASK_TIMEOUT,
 };
 pub use botbus_transport_stdio::ChildCommand;
+pub use botbus_transport_tcp::{TlsConfig, TlsConfigError, TlsTransport};
 
 /// The crates behind the facade, for what it does not re-export.
 pub mod crates {

@@ -262,6 +262,8 @@ placements!(
     TwoNodesMem => two_nodes_mem,
     TwoNodesJson => two_nodes_json,
     TwoNodesPipe => two_nodes_pipe,
+    TwoNodesTcp => two_nodes_tcp,
+    TwoNodesTls => two_nodes_tls,
     JoinedThroughHub => joined_through_hub,
     Child => child,
     SiblingChildren => sibling_children,

@@ -5,6 +5,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod logs;
+pub mod secrets;
 pub mod services;
 
 use std::path::PathBuf;
@@ -37,6 +39,12 @@ pub enum Placement {
     TwoNodesJson,
     /// As `TwoNodesMem`, over a real Unix domain socket (`pipe://`).
     TwoNodesPipe,
+    /// As `TwoNodesMem`, over real TCP on loopback, both nodes proving a
+    /// token read from a file.
+    TwoNodesTcp,
+    /// As `TwoNodesMem`, over TLS on loopback with certificates made at
+    /// test time, each side checking the other's (mutual TLS).
+    TwoNodesTls,
     /// Client and watcher on node `a`; each service in a child process of
     /// `a` (the `child_services` example binary), linked over its
     /// stdin/stdout.
@@ -197,6 +205,8 @@ pub struct World {
     pub between: Vec<Node>,
     /// Processes the world runs (a hub), stopped with it.
     pub processes: Vec<Process>,
+    /// Files the world made (tokens, certificates), removed with it.
+    pub files: Vec<secrets::Scratch>,
     /// The test's client, on `a`.
     pub client: Client,
     events: mpsc::UnboundedReceiver<Event>,
@@ -218,6 +228,7 @@ impl World {
         let gate = Arc::new(Semaphore::new(0));
         let mut between = Vec::new();
         let mut processes = Vec::new();
+        let mut files = Vec::new();
         let (a, b) = match placement {
             Placement::OneNode => {
                 let node = with_watcher(services::with_services(with_probe(
@@ -229,10 +240,12 @@ impl World {
                 .expect("node starts");
                 (node.clone(), node)
             }
-            Placement::TwoNodesMem | Placement::TwoNodesJson | Placement::TwoNodesPipe => {
-                let b = services::with_services(with_probe(Node::builder("b"), &events, &gate))
-                    .start()
-                    .expect("node b starts");
+            Placement::TwoNodesMem
+            | Placement::TwoNodesJson
+            | Placement::TwoNodesPipe
+            | Placement::TwoNodesTcp
+            | Placement::TwoNodesTls => {
+                let mut b = services::with_services(with_probe(Node::builder("b"), &events, &gate));
                 let mut a = with_watcher(Node::builder("a"));
                 if let Placement::TwoNodesJson = placement {
                     a = a.link_config(LinkConfig {
@@ -240,15 +253,32 @@ impl World {
                         ..LinkConfig::default()
                     });
                 }
+                if let Placement::TwoNodesTcp = placement {
+                    let scratch = secrets::Scratch::new("token");
+                    let file = scratch.token_file("robot.token", "conformance token, long enough");
+                    let token = || LinkConfig {
+                        token: Some(botbus::read_token(&file).expect("token file reads")),
+                        ..LinkConfig::default()
+                    };
+                    (a, b) = (a.link_config(token()), b.link_config(token()));
+                    files.push(scratch);
+                }
+                if let Placement::TwoNodesTls = placement {
+                    let scratch = secrets::Scratch::new("tls");
+                    let tls = secrets::mutual_tls(&scratch);
+                    let transport = |config| Arc::new(botbus::TlsTransport::new(config).expect("TLS transport"));
+                    (a, b) = (a.transport(transport(tls.client)), b.transport(transport(tls.listener)));
+                    files.push(scratch);
+                }
+                let b = b.start().expect("node b starts");
                 let a = a.start().expect("node a starts");
-                let scheme = match placement {
-                    Placement::TwoNodesPipe => "pipe",
-                    _ => "mem",
+                let listen_at = match placement {
+                    Placement::TwoNodesPipe => format!("pipe://{}", unique("conformance")),
+                    Placement::TwoNodesTcp => "tcp://127.0.0.1:0".to_owned(),
+                    Placement::TwoNodesTls => "tls://localhost:0".to_owned(),
+                    _ => format!("mem://{}", unique("conformance")),
                 };
-                let endpoint = b
-                    .listen(&format!("{scheme}://{}", unique("conformance")))
-                    .await
-                    .expect("b listens");
+                let endpoint = b.listen(&listen_at).await.expect("b listens");
                 let peer = a.connect(&endpoint.to_string()).await.expect("a connects");
                 assert_eq!(peer, "b");
                 for module in SERVICES {
@@ -333,6 +363,7 @@ impl World {
             b,
             between,
             processes,
+            files,
             client,
             events: rx,
             gate,

@@ -32,7 +32,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::host::{Exit, Startup, StopSignal};
-use crate::link::{establish_link, LinkConfig, LinkHandle};
+use crate::link::{establish_link, LinkConfig, LinkHandle, Role};
 use crate::router::{ModuleStatus, Router};
 use crate::supervisor::{run_host, Ended, Host, Supervisor};
 
@@ -214,7 +214,18 @@ async fn start(
 ) -> Result<Arc<LinkHandle>, NotStarted> {
     let name = &hosted.name;
     let within = hosted.start_timeout;
-    let established = establish_link(hosted.router.clone(), link, &hosted.link, Some(name.clone()));
+    // The parent made this process and holds its pipes: no token to prove.
+    let config = LinkConfig {
+        token: None,
+        ..hosted.link.clone()
+    };
+    let established = establish_link(
+        hosted.router.clone(),
+        link,
+        &config,
+        Role::Connecting,
+        Some(name.clone()),
+    );
     let link = match tokio::time::timeout_at(deadline, established).await {
         Err(_) => {
             return Err(NotStarted::Failed(format!(

@@ -20,8 +20,10 @@ mod names;
 mod node;
 mod router;
 mod supervisor;
+mod token;
 
 pub use link::{LinkConfig, LinkError, LinkStats};
 pub use mem::{MemLink, MemListener, MemTransport, MEM_SCHEME};
 pub use node::{ModuleOptions, Node, NodeBuilder, NodeError};
 pub use router::ModuleStatus;
+pub use token::{env_token, read_token, TokenSourceError};

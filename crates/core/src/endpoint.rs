@@ -8,6 +8,7 @@
 //! | `pipe://name` | a named local endpoint (a socket in the runtime dir; a Windows named pipe) |
 //! | `pipe:///abs/path.sock` | a Unix domain socket at that absolute path |
 //! | `tcp://host:port` | TCP (IPv6 hosts in brackets: `tcp://[::1]:7000`) |
+//! | `tls://host:port` | TCP with TLS (rustls) |
 //!
 //! ```
 //! use botbus_core::Endpoint;
@@ -31,6 +32,8 @@ pub const STDIO_SCHEME: &str = "stdio";
 pub const PIPE_SCHEME: &str = "pipe";
 /// Scheme of TCP links.
 pub const TCP_SCHEME: &str = "tcp";
+/// Scheme of TCP links wrapped in TLS.
+pub const TLS_SCHEME: &str = "tls";
 
 /// Why an endpoint string could not be parsed. Always names the input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,16 +70,54 @@ pub enum Endpoint {
         /// Port; 0 asks the OS for one when listening.
         port: u16,
     },
+    /// `tls://host:port`: TCP carrying TLS.
+    Tls {
+        /// Host name or IP address (IPv6 without brackets); a connecting
+        /// side checks the listener's certificate against it.
+        host: String,
+        /// Port; 0 asks the OS for one when listening.
+        port: u16,
+    },
 }
 
 impl Endpoint {
-    /// The scheme: `mem`, `stdio`, `pipe` or `tcp`.
+    /// The scheme: `mem`, `stdio`, `pipe`, `tcp` or `tls`.
     pub fn scheme(&self) -> &'static str {
         match self {
             Endpoint::Mem(_) => MEM_SCHEME,
             Endpoint::Stdio => STDIO_SCHEME,
             Endpoint::Pipe(_) => PIPE_SCHEME,
             Endpoint::Tcp { .. } => TCP_SCHEME,
+            Endpoint::Tls { .. } => TLS_SCHEME,
+        }
+    }
+
+    /// Host and port of a `tcp` or `tls` endpoint.
+    pub fn host_port(&self) -> Option<(&str, u16)> {
+        match self {
+            Endpoint::Tcp { host, port } | Endpoint::Tls { host, port } => Some((host, *port)),
+            _ => None,
+        }
+    }
+
+    /// Whether the endpoint can only be reached from this machine: `mem`,
+    /// `stdio` and `pipe` always; `tcp` and `tls` when the host is
+    /// `localhost` or a loopback address. A node refuses to listen
+    /// unauthenticated anywhere else.
+    ///
+    /// ```
+    /// use botbus_core::Endpoint;
+    /// let local = |s: &str| s.parse::<Endpoint>().unwrap().is_local_only();
+    /// assert!(local("tcp://127.0.0.1:0") && local("tcp://[::1]:0") && local("tls://localhost:7000"));
+    /// assert!(!local("tcp://0.0.0.0:7000") && !local("tcp://robot.lan:7000"));
+    /// ```
+    pub fn is_local_only(&self) -> bool {
+        match self.host_port() {
+            None => true,
+            Some((host, _)) => {
+                host.eq_ignore_ascii_case("localhost")
+                    || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            }
         }
     }
 }
@@ -99,7 +140,7 @@ impl FromStr for Endpoint {
             return Ok(Endpoint::Stdio);
         }
         let Some((scheme, rest)) = input.split_once("://") else {
-            return Err(fail("expected `scheme://…` (mem, pipe, tcp) or `stdio:`"));
+            return Err(fail("expected `scheme://…` (mem, pipe, tcp, tls) or `stdio:`"));
         };
         match scheme {
             MEM_SCHEME if is_simple_name(rest) => Ok(Endpoint::Mem(rest.to_owned())),
@@ -115,7 +156,7 @@ impl FromStr for Endpoint {
             PIPE_SCHEME => Err(fail(
                 "expected `pipe://name` (letters, digits, `_`, `-`, `.`) or `pipe:///absolute/path.sock`",
             )),
-            TCP_SCHEME => {
+            TCP_SCHEME | TLS_SCHEME => {
                 let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
                     let (host, after) = bracketed
                         .split_once(']')
@@ -126,7 +167,7 @@ impl FromStr for Endpoint {
                     (host, port)
                 } else {
                     rest.rsplit_once(':')
-                        .ok_or_else(|| fail("expected `tcp://host:port`"))?
+                        .ok_or_else(|| fail(&format!("expected `{scheme}://host:port`")))?
                 };
                 if host.is_empty() || host.contains(['/', ' ']) || (!rest.starts_with('[') && host.contains(':')) {
                     return Err(fail("expected a host name or IP address before `:port`"));
@@ -134,13 +175,14 @@ impl FromStr for Endpoint {
                 let port = port
                     .parse::<u16>()
                     .map_err(|_| fail("the port must be a number from 0 to 65535"))?;
-                Ok(Endpoint::Tcp {
-                    host: host.to_owned(),
-                    port,
+                let host = host.to_owned();
+                Ok(match scheme {
+                    TCP_SCHEME => Endpoint::Tcp { host, port },
+                    _ => Endpoint::Tls { host, port },
                 })
             }
             other => Err(fail(&format!(
-                "unknown scheme `{other}` (expected mem, stdio, pipe or tcp)"
+                "unknown scheme `{other}` (expected mem, stdio, pipe, tcp or tls)"
             ))),
         }
     }
@@ -155,6 +197,8 @@ impl fmt::Display for Endpoint {
             Endpoint::Pipe(PipeAddr::Path(path)) => write!(f, "pipe://{}", path.display()),
             Endpoint::Tcp { host, port } if host.contains(':') => write!(f, "tcp://[{host}]:{port}"),
             Endpoint::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            Endpoint::Tls { host, port } if host.contains(':') => write!(f, "tls://[{host}]:{port}"),
+            Endpoint::Tls { host, port } => write!(f, "tls://{host}:{port}"),
         }
     }
 }

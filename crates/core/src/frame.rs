@@ -89,6 +89,14 @@ pub struct Hello {
     /// credits, and the peer sends as fast as the byte stream takes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<u32>,
+    /// The authentication mechanisms the sender holds a token for
+    /// (`hmac-sha256`; see [`crate::auth`]). Absent or empty: it holds none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auth: Vec<String>,
+    /// With `auth`: the sender's fresh random nonce for this link, 32 bytes
+    /// as 64 hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
 }
 
 impl Hello {
@@ -105,6 +113,8 @@ impl Hello {
             node: node.into(),
             codecs: codecs.to_vec(),
             window: None,
+            auth: Vec::new(),
+            nonce: None,
         }
     }
 

@@ -10,6 +10,7 @@
 //! [`Bus`], the one seam between a module's [`Context`] and the node.
 
 pub mod address;
+pub mod auth;
 pub mod bus;
 pub mod codec;
 pub mod context;
@@ -26,10 +27,11 @@ pub mod topic;
 pub mod transport;
 
 pub use address::{validate_name, Address, NameError};
+pub use auth::{AuthToken, Role, TokenError};
 pub use bus::{AskEnvelope, Bus, CallerSink, CancelHook, Envelope, EnvelopeKind, TryDeliverError};
 pub use codec::{FrameCodec, FrameError, JsonLinesCodec, WireCodec, DEFAULT_MAX_FRAME_LEN};
 pub use context::{Ask, Call, CallEvent, CallerRequest, Client, Context, DEFAULT_ASK_TIMEOUT};
-pub use endpoint::{Endpoint, EndpointError, PipeAddr, MEM_SCHEME, PIPE_SCHEME, STDIO_SCHEME, TCP_SCHEME};
+pub use endpoint::{Endpoint, EndpointError, PipeAddr, MEM_SCHEME, PIPE_SCHEME, STDIO_SCHEME, TCP_SCHEME, TLS_SCHEME};
 pub use error::{AskError, ModuleError, PayloadError, SendError};
 pub use frame::{CodecKind, Frame, Hello, Reach, WirePayload, MAGIC, PROTOCOL_VERSION};
 pub use handshake::HandshakeError;

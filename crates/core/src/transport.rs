@@ -49,9 +49,19 @@ pub enum TransportError {
 }
 
 /// One connection between two nodes, carrying bytes both ways.
+#[async_trait]
 pub trait Link: Send + fmt::Debug {
     /// A human-readable description of the peer (address, pid, name).
     fn peer(&self) -> String;
+
+    /// Finishes whatever the transport itself does before botbus bytes can
+    /// flow — TLS's own handshake, say; most links are open already. A node
+    /// calls it once, on its own task and within the link's handshake
+    /// deadline, never in a listener's accept loop, so a peer that stalls
+    /// here holds up nobody else.
+    async fn open(&mut self) -> Result<(), TransportError> {
+        Ok(())
+    }
 
     /// Splits into owned read and write halves.
     fn split(self: Box<Self>) -> (LinkReader, LinkWriter);
@@ -63,18 +73,27 @@ pub trait Listener: Send + fmt::Debug {
     /// The endpoint peers connect to (with the real port or path).
     fn endpoint(&self) -> Endpoint;
 
-    /// Waits for the next incoming link.
+    /// Waits for the next incoming link. Returns as soon as there is a
+    /// connection: anything the peer must do first waits for [`Link::open`].
     async fn accept(&mut self) -> Result<Box<dyn Link>, TransportError>;
 }
 
 /// Connects to and listens at endpoints of one scheme.
 #[async_trait]
 pub trait Transport: Send + Sync + fmt::Debug {
-    /// The scheme this transport serves (`mem`, `stdio`, `pipe`, `tcp`).
+    /// The scheme this transport serves (`mem`, `stdio`, `pipe`, `tcp`, `tls`).
     fn scheme(&self) -> &'static str;
 
-    /// Opens a link to a listener at `endpoint`.
+    /// Opens a link to a listener at `endpoint`. What the transport does
+    /// beyond connecting (a TLS handshake) may wait for [`Link::open`].
     async fn connect(&self, endpoint: &Endpoint) -> Result<Box<dyn Link>, TransportError>;
+
+    /// Whether the transport itself tells who may link (TLS requiring
+    /// client certificates), so that a listener open to other machines
+    /// needs no token.
+    fn authenticates_peers(&self) -> bool {
+        false
+    }
 
     /// Starts listening at `endpoint`.
     async fn listen(&self, endpoint: &Endpoint) -> Result<Box<dyn Listener>, TransportError>;

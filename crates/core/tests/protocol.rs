@@ -193,6 +193,8 @@ fn endpoints_parse_and_print_back() {
         "tcp://10.0.0.2:7000",
         "tcp://[::1]:7000",
         "tcp://robot.local:0",
+        "tls://robot.local:7443",
+        "tls://[fe80::1]:7443",
     ] {
         let endpoint: Endpoint = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
         assert_eq!(endpoint.to_string(), text);
@@ -216,6 +218,7 @@ fn bad_endpoints_name_the_input() {
         "",
         "tcp://host",
         "tcp://host:99999",
+        "tls://host",
         "tcp://:80",
         "udp://x:1",
         "mem://",

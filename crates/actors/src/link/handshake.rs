@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use botbus_core::handshake::{Agreed, Handshake};
-use botbus_core::{HandshakeError, Hello, LinkReader, LinkWriter};
+use botbus_core::{HandshakeError, LinkReader, LinkWriter};
 use bytes::BytesMut;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -37,27 +37,56 @@ impl Decoder for Driving {
     }
 }
 
-/// Runs the handshake introducing this side with `ours`; returns what was
-/// agreed and the reader, whose buffer holds what followed the handshake.
+/// Runs `handshake`, to be done by `deadline` (`timeout` after the link's
+/// start); returns what was agreed and the reader, whose buffer holds what
+/// followed the handshake.
 pub(super) async fn run(
     read: LinkReader,
     write: &mut LinkWriter,
-    ours: Hello,
+    handshake: Handshake,
+    deadline: tokio::time::Instant,
     timeout: Duration,
 ) -> Result<(Agreed, FramedRead<LinkReader, Driving>), HandshakeError> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut reader = FramedRead::new(read, Driving(Handshake::new(ours)));
-    loop {
-        while let Some(bytes) = reader.decoder_mut().0.poll_transmit() {
-            write.write_all(&bytes).await?;
-            write.flush().await?;
+    let mut reader = FramedRead::new(read, Driving(handshake));
+    let outcome = tokio::time::timeout_at(deadline, async {
+        loop {
+            send_queued(&mut reader, write).await?;
+            match reader.next().await {
+                None => return Err(HandshakeError::Closed),
+                Some(Err(error)) => return Err(error),
+                Some(Ok(Step::Send)) => {}
+                Some(Ok(Step::Agreed(agreed))) => {
+                    // The accepting side's proof goes out with the agreement.
+                    send_queued(&mut reader, write).await?;
+                    return Ok(agreed);
+                }
+            }
         }
-        match tokio::time::timeout_at(deadline, reader.next()).await {
-            Err(_) => return Err(HandshakeError::Timeout(timeout)),
-            Ok(None) => return Err(HandshakeError::Closed),
-            Ok(Some(Err(error))) => return Err(error),
-            Ok(Some(Ok(Step::Send))) => {}
-            Ok(Some(Ok(Step::Agreed(agreed)))) => return Ok((agreed, reader)),
+    })
+    .await;
+    match outcome {
+        Err(_) => Err(HandshakeError::Timeout(timeout)),
+        Ok(Ok(agreed)) => Ok((agreed, reader)),
+        Ok(Err(error)) => {
+            // What the state machine left to send says why (a refusal);
+            // the peer may be gone or not reading, so this is best effort.
+            let _ = tokio::time::timeout(Duration::from_millis(100), send_queued(&mut reader, write)).await;
+            Err(error)
         }
     }
+}
+
+async fn send_queued(
+    reader: &mut FramedRead<LinkReader, Driving>,
+    write: &mut LinkWriter,
+) -> Result<(), HandshakeError> {
+    let mut sent = false;
+    while let Some(bytes) = reader.decoder_mut().0.poll_transmit() {
+        write.write_all(&bytes).await?;
+        sent = true;
+    }
+    if sent {
+        write.flush().await?;
+    }
+    Ok(())
 }

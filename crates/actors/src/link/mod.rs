@@ -19,6 +19,7 @@
 //! they are bounded by the asks in flight, and a callee must never block on
 //! answering.
 
+mod admission;
 mod asks;
 mod flow;
 mod handshake;
@@ -30,8 +31,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use botbus_core::handshake::Handshake;
+pub(crate) use botbus_core::Role;
 use botbus_core::{
-    CodecKind, Frame, HandshakeError, Hello, Link, Liveness, Payload, SendError, TopicPattern, WireCodec, WirePayload,
+    AuthToken, CodecKind, Frame, HandshakeError, Hello, Link, Liveness, Payload, SendError, TopicPattern, WireCodec,
+    WirePayload,
 };
 use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore};
@@ -39,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::router::Router;
 
+pub(crate) use admission::Admission;
 use asks::{AnswerSender, InboundAsk, PendingAsk};
 use flow::Inflow;
 use writer::Outgoing;
@@ -86,8 +91,23 @@ pub struct LinkConfig {
     /// When a quiet peer is pinged, and when a silent one is declared down
     /// and its link closed (see [`Liveness`]).
     pub liveness: Liveness,
-    /// Connections a listener lets handshake at once; more are refused
-    /// until one finishes (each has `handshake_timeout` to do so).
+    /// The token this node and its peers prove they hold (see
+    /// [`botbus_core::auth`]). With one, a peer that cannot prove it holds
+    /// the same token is refused; without one, a peer that requires a token
+    /// refuses this node. Read it from a file ([`crate::read_token`]) or
+    /// the environment ([`crate::env_token`]), never from a command line.
+    /// Links to a node's own child processes never use it.
+    pub token: Option<AuthToken>,
+    /// Lets [`Node::listen`](crate::Node::listen) accept links on an
+    /// address other machines can reach (`tcp://0.0.0.0:7000`) with no
+    /// token. Without this, that is refused: anyone who can reach the port
+    /// could join the robot. (`tls://` with client certificates required
+    /// needs no token.)
+    pub insecure: bool,
+    /// Connections a listener lets handshake at once (each has
+    /// `handshake_timeout` to finish). One more makes room by dropping the
+    /// oldest still in its handshake — the likeliest never to finish — so a
+    /// flood of silent connections cannot lock a good peer out.
     pub max_handshakes: usize,
 }
 
@@ -100,6 +120,8 @@ impl Default for LinkConfig {
             codecs: CodecKind::PREFERENCE.to_vec(),
             liveness: Liveness::default(),
             max_handshakes: 64,
+            token: None,
+            insecure: false,
         }
     }
 }
@@ -130,6 +152,14 @@ pub enum LinkError {
     /// The node is shutting down.
     #[error("the node is shutting down")]
     NodeStopped,
+    /// Listening where other machines can reach, with nothing to tell who
+    /// may join (see [`LinkConfig::insecure`]).
+    #[error(
+        "refusing to listen at `{0}` without a token: other machines can reach it, and anyone who can \
+         would join. Give the node a token (a file or an environment variable), listen on loopback, \
+         or say it is meant to be insecure (`LinkConfig::insecure`, `--insecure`)"
+    )]
+    Insecure(String),
 }
 
 /// What the peer announced it can reach.
@@ -382,6 +412,13 @@ impl LinkHandle {
     }
 }
 
+/// 32 bytes from the system's random source, for one handshake.
+fn fresh_nonce() -> [u8; botbus_core::auth::NONCE_LEN] {
+    let mut nonce = [0; botbus_core::auth::NONCE_LEN];
+    getrandom::getrandom(&mut nonce).expect("the system's random source works");
+    nonce
+}
+
 /// Runs the handshake on a fresh link, registers it with the router and
 /// spawns its reader and writer on the current runtime. Returns the peer's
 /// node name once the link is up.
@@ -389,8 +426,9 @@ pub(crate) async fn establish(
     router: Arc<Router>,
     link: Box<dyn Link>,
     config: &LinkConfig,
+    role: Role,
 ) -> Result<String, LinkError> {
-    establish_link(router, link, config, None)
+    establish_link(router, link, config, role, None)
         .await
         .map(|link| link.peer().to_owned())
 }
@@ -401,21 +439,36 @@ pub(crate) async fn establish_link(
     router: Arc<Router>,
     link: Box<dyn Link>,
     config: &LinkConfig,
+    role: Role,
     child_of: Option<Arc<str>>,
 ) -> Result<Arc<LinkHandle>, LinkError> {
     let describe = link.peer();
+    let mut link = link;
+    // One deadline covers the transport's own handshake (TLS) and ours.
+    let deadline = tokio::time::Instant::now() + config.handshake_timeout;
+    let failed = |source| LinkError::Handshake {
+        peer: describe.clone(),
+        source,
+    };
+    match tokio::time::timeout_at(deadline, link.open()).await {
+        Err(_) => return Err(failed(HandshakeError::Timeout(config.handshake_timeout))),
+        Ok(Err(error)) => return Err(LinkError::Transport(error)),
+        Ok(Ok(())) => {}
+    }
     let (read, mut write) = link.split();
     let window = u32::try_from(config.queue_frames).unwrap_or(u32::MAX).max(1);
     let ours = Hello {
         window: Some(window),
         ..Hello::with_codecs(router.node(), &config.codecs)
     };
-    let (agreed, reader) = handshake::run(read, &mut write, ours, config.handshake_timeout)
+    let handshake = match &config.token {
+        None => Handshake::new(ours),
+        Some(token) => Handshake::authenticated(ours, role, token.clone(), fresh_nonce()),
+    };
+    let (agreed, reader) = handshake::run(read, &mut write, handshake, deadline, config.handshake_timeout)
         .await
-        .map_err(|source| LinkError::Handshake {
-            peer: describe.clone(),
-            source,
-        })?;
+        .map_err(failed)?;
+    let authenticated = agreed.authenticated;
     let theirs = agreed.peer;
     let codec = WireCodec::new(agreed.codec, config.max_frame_len);
     let reader = reader.map_decoder(|_| codec.clone());
@@ -454,7 +507,7 @@ pub(crate) async fn establish_link(
         counters: Counters::default(),
     });
     router.add_link(handle.clone()).map_err(LinkError::Duplicate)?;
-    tracing::info!(node = router.node(), peer = %handle.peer, via = %handle.describe, codec = %handle.codec(), "link up");
+    tracing::info!(node = router.node(), peer = %handle.peer, via = %handle.describe, codec = %handle.codec(), authenticated, "link up");
 
     tokio::spawn(writer::write_loop(write, queued, handle.clone()));
     tokio::spawn(flow::drainer(router.clone(), handle.clone(), started));

@@ -11,6 +11,7 @@ use actix_rt::{Arbiter, System};
 use botbus_core::{validate_name, Module, Transport};
 use botbus_transport_pipe::PipeTransport;
 use botbus_transport_stdio::{ChildCommand, StdioTransport};
+use botbus_transport_tcp::TcpTransport;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -128,7 +129,9 @@ impl NodeBuilder {
     }
 
     /// Adds a transport, so [`Node::listen`] and [`Node::connect`] serve its
-    /// scheme. `mem://` and `pipe://` are always there.
+    /// scheme — `tls://` with its certificates, say:
+    /// `.transport(Arc::new(TlsTransport::new(config)?))`. `mem://`,
+    /// `pipe://` and `tcp://` are always there.
     pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
         self.transports.push(transport);
         self
@@ -178,6 +181,7 @@ impl NodeBuilder {
         let mut transports: HashMap<&'static str, Arc<dyn Transport>> = HashMap::new();
         transports.insert(MemTransport.scheme(), Arc::new(MemTransport));
         transports.insert(PipeTransport.scheme(), Arc::new(PipeTransport));
+        transports.insert(TcpTransport.scheme(), Arc::new(TcpTransport));
         for transport in self.transports {
             transports.insert(transport.scheme(), transport);
         }

@@ -6,7 +6,7 @@ use botbus_transport_stdio::StdioTransport;
 use super::builder::NodeBuilder;
 use super::options::{Process, Thread};
 use super::FOREVER;
-use crate::link::{establish_link, LinkError};
+use crate::link::{establish_link, LinkConfig, LinkError, Role};
 use crate::router::ModuleStatus;
 
 impl NodeBuilder {
@@ -37,13 +37,17 @@ impl NodeBuilder {
         self.pool_threads = 0; // nothing runs on a pool here
         self.name = node_name.to_owned();
         let node = self.start_node().unwrap_or_else(|e| fail(1, e.to_string()));
-        // The link first, so the module's `started` hook can reach the parent.
         // The link first, and the parent's announcement, so that the
         // module's `started` hook can already reach the parent's modules.
-        let (router, config) = (node.shared.router.clone(), node.shared.link.clone());
+        // The parent made this process and holds its pipes: no token.
+        let router = node.shared.router.clone();
+        let config = LinkConfig {
+            token: None,
+            ..node.shared.link.clone()
+        };
         let linked = node.block_on(async move {
             let mut changes = router.watch_topology();
-            let link = establish_link(router.clone(), Box::new(link), &config, None).await?;
+            let link = establish_link(router.clone(), Box::new(link), &config, Role::Accepting, None).await?;
             let announced = async {
                 loop {
                     changes.borrow_and_update();

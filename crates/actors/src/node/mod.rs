@@ -52,7 +52,7 @@ use botbus_transport_stdio::ChildCommand;
 
 use crate::child::{host_child, ChildHosted};
 use crate::host::{Hosted, Startup, StopSignal};
-use crate::link::{establish, LinkConfig, LinkError, LinkStats};
+use crate::link::{establish, Admission, LinkConfig, LinkError, LinkStats, Role};
 use crate::router::{LocalModule, ModuleStatus, Router};
 use crate::supervisor::{Supervise, Supervisor};
 use builder::{launcher, ModuleSpec};
@@ -479,36 +479,46 @@ impl Node {
     pub async fn listen_with(&self, endpoint: &str, config: LinkConfig) -> Result<Endpoint, LinkError> {
         let endpoint: Endpoint = endpoint.parse()?;
         let transport = self.transport(&endpoint)?;
+        if config.token.is_none() && !config.insecure && !endpoint.is_local_only() && !transport.authenticates_peers() {
+            return Err(LinkError::Insecure(endpoint.to_string()));
+        }
         let router = self.shared.router.clone();
         let stopped = self.shared.stopped.clone();
         self.on_system(async move {
             let mut listener = transport.listen(&endpoint).await?;
-            let handshakes = Arc::new(tokio::sync::Semaphore::new(config.max_handshakes.max(1)));
+            let admission = Admission::new(config.max_handshakes);
             let bound = listener.endpoint();
             let (closed_tx, closed) = oneshot::channel::<()>();
+            let at = bound.clone();
             tokio::spawn(async move {
                 loop {
-                    // A bounded number of handshakes at once: while that many
-                    // are in progress the listener accepts nothing, and new
-                    // connections wait in the system's backlog. A flood of
-                    // connections that never finish their hello costs that
-                    // many, each for at most the handshake timeout.
-                    let permit = tokio::select! {
-                        () = stopped.cancelled() => break,
-                        permit = handshakes.clone().acquire_owned() => permit.expect("never closed"),
-                    };
+                    // Accepting never waits on a peer: the transport's own
+                    // handshake (TLS) and ours run on the connection's task,
+                    // within the handshake deadline, and at most
+                    // `max_handshakes` at once (see `Admission`).
                     let accepted = tokio::select! {
                         () = stopped.cancelled() => break,
                         accepted = listener.accept() => accepted,
                     };
                     match accepted {
                         Ok(link) => {
+                            let (admitted, evicted) = admission.admit();
+                            if evicted > 0 {
+                                tracing::warn!(listener = %at, "too many connections in their handshake: dropped the oldest");
+                            }
                             let (router, config) = (router.clone(), config.clone());
                             tokio::spawn(async move {
-                                if let Err(error) = establish(router, link, &config).await {
-                                    tracing::error!(%error, "refused an incoming link");
+                                let peer = link.peer();
+                                tokio::select! {
+                                    () = admitted.evicted() => {
+                                        tracing::warn!(%peer, "dropped a connection still in its handshake, to make room for a newer one");
+                                    }
+                                    established = establish(router.clone(), link, &config, Role::Accepting) => {
+                                        if let Err(error) = established {
+                                            tracing::error!(node = router.node(), %error, "refused an incoming link");
+                                        }
+                                    }
                                 }
-                                drop(permit);
                             });
                         }
                         Err(error) => {
@@ -545,7 +555,7 @@ impl Node {
         let router = self.shared.router.clone();
         self.on_system(async move {
             let link = transport.connect(&endpoint).await?;
-            establish(router, link, &config).await
+            establish(router, link, &config, Role::Connecting).await
         })
         .await
         .map_err(|_| LinkError::NodeStopped)?
@@ -753,7 +763,7 @@ async fn stay_joined(
     loop {
         let attempt = async {
             let link = transport.connect(&endpoint).await?;
-            crate::link::establish_link(router.clone(), link, &config, None).await
+            crate::link::establish_link(router.clone(), link, &config, Role::Connecting, None).await
         };
         let attempt = tokio::select! {
             () = stopped.cancelled() => return,

@@ -406,3 +406,106 @@ async fn tls_refuses_a_client_with_the_wrong_certificate_and_a_listener_it_does_
         node.shutdown().await;
     }
 }
+
+/// Hears of downs and passes them to the test; monitors whatever it is told.
+struct Watcher(tokio::sync::mpsc::UnboundedSender<botbus::Down>);
+
+impl Module for Watcher {
+    type Message = String;
+    type Reply = ();
+
+    async fn process(&mut self, target: String, ctx: &mut Context) -> Result<(), ModuleError> {
+        ctx.monitor(&target);
+        Ok(())
+    }
+
+    async fn down(&mut self, down: botbus::Down, _ctx: &mut Context) -> Result<(), ModuleError> {
+        let _ = self.0.send(down);
+        Ok(())
+    }
+}
+
+/// Answers `n` with `n`, after `n` seconds, unless the ask is cancelled
+/// (its asker is gone); says it started with a progress.
+struct Slow;
+
+impl Module for Slow {
+    type Message = u32;
+    type Reply = u32;
+
+    async fn process(&mut self, n: u32, ctx: &mut Context) -> Result<u32, ModuleError> {
+        ctx.progress(0u32);
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(u64::from(n))) => Ok(n),
+            () = ctx.cancelled() => Err(ModuleError::new("cancelled")),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_partition_ends_pending_asks_and_tells_monitors_and_once_healed_everything_holds_again() {
+    let scratch = Scratch::new("partition");
+    let config = LinkConfig {
+        liveness: botbus::Liveness::new(Duration::from_millis(200), Duration::from_millis(800)),
+        ..with_token(&scratch, TOKEN)
+    };
+    let far = Node::builder("far-t7")
+        .link_config(config.clone())
+        .module("slow", || Slow)
+        .start()
+        .unwrap();
+    let endpoint = far.listen("tcp://127.0.0.1:0").await.unwrap().to_string();
+    let proxy = support::proxy::Proxy::start(address(&endpoint).to_owned()).await;
+    let (downs_tx, mut downs) = tokio::sync::mpsc::unbounded_channel();
+    let near = Node::builder("near-t7")
+        .link_config(config)
+        .module("watcher", move || Watcher(downs_tx.clone()))
+        .join(&format!("tcp://{}", proxy.addr))
+        .start()
+        .unwrap();
+    near.wait_for_module("slow", DEADLINE).await.unwrap();
+    let client = near.client("test");
+    client.ask::<_, ()>("watcher", "slow".to_owned()).await.unwrap();
+    assert_eq!(client.ask::<_, u32>("slow", 0u32).await, Ok(0));
+
+    // The cable is pulled while an ask is in flight.
+    let mut pending = client
+        .ask::<_, u32>("slow", 30u32)
+        .timeout(DEADLINE * 6)
+        .start()
+        .await
+        .unwrap();
+    assert!(
+        matches!(pending.next_event().await, Some(botbus::CallEvent::Progress(_))),
+        "slow is on it"
+    );
+    proxy.pause();
+    let ended = tokio::time::timeout(DEADLINE, pending.reply())
+        .await
+        .expect("the pending ask ends");
+    assert!(
+        matches!(&ended, Err(AskError::Unreachable { module, .. }) if module == "slow"),
+        "{ended:?}"
+    );
+    let down = tokio::time::timeout(DEADLINE, downs.recv()).await.unwrap().unwrap();
+    assert_eq!(down.module, "slow");
+    assert!(matches!(down.reason, botbus::DownReason::Unreachable(_)), "{down:?}");
+    assert!(matches!(
+        client.ask::<_, u32>("slow", 0u32).await,
+        Err(AskError::Unreachable { .. } | AskError::UnknownModule(_))
+    ));
+
+    // The cable is back: the link comes back by itself, asks work again...
+    proxy.resume();
+    near.wait_for_module("slow", DEADLINE).await.unwrap();
+    assert_eq!(client.ask::<_, u32>("slow", 0u32).await, Ok(0));
+    // ...and the monitor set before the partition hears of a later stop.
+    far.stop_module("slow").await.unwrap();
+    let down = tokio::time::timeout(DEADLINE, downs.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        (down.module.as_str(), &down.reason),
+        ("slow", &botbus::DownReason::Stopped)
+    );
+    near.shutdown().await;
+    far.shutdown().await;
+}

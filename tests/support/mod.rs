@@ -6,6 +6,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod logs;
+pub mod proxy;
 pub mod secrets;
 pub mod services;
 

@@ -128,6 +128,12 @@ impl Context {
 
     /// Monitors module `target`: when it stops, fails for good or becomes
     /// unreachable, this module's [`Module::down`](crate::Module::down) runs.
+    ///
+    /// A stop or a failure ends the monitor. Unreachable does not: a link
+    /// that is lost and comes back (a partition, a peer that reconnects)
+    /// brings the monitor back with it, and a later stop or failure is told
+    /// as usual — monitor once, and hear of every stop however the network
+    /// behaves in between.
     pub fn monitor(&self, target: &str) {
         self.bus.monitor(&self.module, target);
     }

@@ -122,6 +122,10 @@ struct Subscription {
 struct Monitor {
     target: String,
     watcher: Arc<str>,
+    /// The target became unreachable and the watcher was told. The monitor
+    /// holds: once the target can be reached again (the link came back), it
+    /// is armed again, and a later stop or failure is told as usual.
+    lost: bool,
 }
 
 pub(crate) struct Router {
@@ -903,21 +907,36 @@ impl Router {
         }
     }
 
-    /// Monitors of modules that can no longer be reached are told so.
+    /// Monitors of modules that can no longer be reached are told so, and
+    /// kept: those whose module can be reached again are armed again.
     fn fire_unreachable_monitors(&self, why: &str) {
-        let lost: Vec<String> = {
-            let monitors = self.monitors.lock().expect("router lock");
-            monitors
-                .iter()
-                .filter(|m| !self.routable(&m.target))
-                .map(|m| m.target.clone())
-                .collect()
+        let lost: Vec<(String, Arc<str>)> = {
+            let mut monitors = self.monitors.lock().expect("router lock");
+            let mut lost = Vec::new();
+            for monitor in monitors.iter_mut() {
+                let reachable = self.routable(&monitor.target);
+                if monitor.lost && reachable {
+                    tracing::debug!(node = %self.node, target = %monitor.target, watcher = %monitor.watcher, "monitor armed again");
+                    monitor.lost = false;
+                } else if !monitor.lost && !reachable {
+                    monitor.lost = true;
+                    lost.push((monitor.target.clone(), monitor.watcher.clone()));
+                }
+            }
+            lost
         };
         if lost.is_empty() {
             return;
         }
-        let reason = DownReason::Unreachable(why.to_owned());
-        self.notify_monitors(|target| lost.iter().any(|l| l == target), &reason);
+        let routes = self.routes.read().expect("router lock");
+        for (target, watcher) in lost {
+            if let Some(Route::Local(watcher)) = routes.get(&watcher) {
+                let _ = watcher.control.send(Down {
+                    module: target,
+                    reason: DownReason::Unreachable(why.to_owned()),
+                });
+            }
+        }
     }
 }
 
@@ -988,6 +1007,7 @@ impl Bus for Router {
         self.monitors.lock().expect("router lock").push(Monitor {
             target: target.to_owned(),
             watcher: Arc::from(watcher),
+            lost: false,
         });
     }
 }

@@ -1,12 +1,16 @@
 //! `botbus`: the command line.
 //!
 //! ```text
-//! botbus hub --listen pipe://robot     # a node others join; Ctrl-C stops it
+//! botbus hub --listen pipe://robot                      # a node others join; Ctrl-C stops it
+//! botbus hub --listen tcp://0.0.0.0:7000 --token-file robot.token
+//! botbus worker --connect tcp://robot:7000 --name gpu --token-file robot.token
 //! ```
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use botbus::{Context, LinkConfig, Module, ModuleError, Node, NodeBuilder, TlsConfig, TlsTransport};
+use clap::{Args, Parser, Subcommand};
 
 /// botbus: an actor framework for robots.
 #[derive(Debug, Parser)]
@@ -22,14 +26,105 @@ enum Command {
     /// passes their messages between them. Logs who joins and leaves; stops
     /// cleanly on Ctrl-C (SIGINT) or SIGTERM, removing its socket file.
     Hub {
-        /// Where to listen, e.g. `pipe://robot` or `pipe:///run/robot.sock`
-        /// (repeat for more than one).
+        /// Where to listen, e.g. `pipe://robot`, `pipe:///run/robot.sock`,
+        /// `tcp://0.0.0.0:7000` or `tls://0.0.0.0:7443` (repeat for more
+        /// than one).
         #[arg(long, required = true, value_name = "ENDPOINT")]
         listen: Vec<String>,
         /// The hub's node name.
         #[arg(long, default_value = "hub")]
         name: String,
+        #[command(flatten)]
+        security: Security,
     },
+    /// Runs a worker: a node that joins a robot and starts the module types
+    /// compiled into this binary when the robot asks (this one has `echo`,
+    /// which answers a string with the same string). A robot binary can be
+    /// its own worker, with the types it registers. Reconnects with backoff
+    /// whenever the link is lost.
+    Worker {
+        /// The robot to join, e.g. `tcp://robot.local:7000`.
+        #[arg(long, value_name = "ENDPOINT")]
+        connect: String,
+        /// The worker's node name: modules are placed "on worker NAME".
+        #[arg(long, default_value = "worker")]
+        name: String,
+        #[command(flatten)]
+        security: Security,
+    },
+}
+
+/// Who may link, and how links are protected. A token is never given on the
+/// command line, where every user of the machine can read it.
+#[derive(Debug, Args)]
+struct Security {
+    /// A file holding the token every node of the robot proves it holds
+    /// (owner-only: `chmod 600`).
+    #[arg(long, value_name = "FILE", conflicts_with = "token_env")]
+    token_file: Option<std::path::PathBuf>,
+    /// An environment variable holding that token.
+    #[arg(long, value_name = "VAR")]
+    token_env: Option<String>,
+    /// Listen where other machines can reach without a token.
+    #[arg(long)]
+    insecure: bool,
+    /// PEM certificate chain this node presents over `tls://`.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// PEM certificates of the authorities trusted to sign the listener's
+    /// certificate, when connecting over `tls://`.
+    #[arg(long, value_name = "FILE")]
+    tls_trust: Option<std::path::PathBuf>,
+    /// When listening over `tls://`, accept only clients presenting a
+    /// certificate that an authority in this PEM file signed.
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<std::path::PathBuf>,
+}
+
+impl Security {
+    /// The node's link settings and, if any TLS file was given, its `tls`
+    /// transport.
+    fn apply(&self, builder: NodeBuilder) -> Result<NodeBuilder, Box<dyn std::error::Error>> {
+        let token = match (&self.token_file, &self.token_env) {
+            (Some(file), _) => Some(botbus::read_token(file)?),
+            (None, Some(var)) => Some(botbus::env_token(var)?),
+            (None, None) => None,
+        };
+        let mut builder = builder.link_config(LinkConfig {
+            token,
+            insecure: self.insecure,
+            ..LinkConfig::default()
+        });
+        if self.tls_cert.is_some() || self.tls_trust.is_some() || self.tls_client_ca.is_some() {
+            let mut tls = TlsConfig::default();
+            if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+                tls = tls.identity(cert, key)?;
+            }
+            if let Some(trust) = &self.tls_trust {
+                tls = tls.trust(trust)?;
+            }
+            if let Some(authorities) = &self.tls_client_ca {
+                tls = tls.require_client_certs(authorities)?;
+            }
+            builder = builder.transport(Arc::new(TlsTransport::new(tls)?));
+        }
+        Ok(builder)
+    }
+}
+
+/// The `echo` module type of `botbus worker`: answers a string with itself.
+struct Echo;
+
+impl Module for Echo {
+    type Message = String;
+    type Reply = String;
+
+    async fn process(&mut self, text: String, _ctx: &mut Context) -> Result<String, ModuleError> {
+        Ok(text)
+    }
 }
 
 fn main() -> ExitCode {
@@ -46,8 +141,8 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     match command {
-        Command::Hub { listen, name } => {
-            let node = botbus::Node::builder(&name).start()?;
+        Command::Hub { listen, name, security } => {
+            let node = security.apply(Node::builder(&name))?.start()?;
             for endpoint in &listen {
                 let node2 = node.clone();
                 let endpoint = endpoint.clone();
@@ -56,6 +151,21 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             }
             node.run_until_signal()?;
             tracing::info!(node = %name, "hub stopped");
+            Ok(())
+        }
+        Command::Worker {
+            connect,
+            name,
+            security,
+        } => {
+            let builder = Node::builder(&name)
+                .register("echo", |(): ()| Echo)
+                .worker()
+                .join(&connect);
+            let node = security.apply(builder)?.start()?;
+            tracing::info!(node = %name, robot = %connect, types = "echo", "worker running");
+            node.run_until_signal()?;
+            tracing::info!(node = %name, "worker stopped");
             Ok(())
         }
     }

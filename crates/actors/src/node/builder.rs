@@ -52,6 +52,12 @@ pub struct NodeBuilder {
     pub(super) transports: Vec<Arc<dyn Transport>>,
     pub(super) joins: Vec<String>,
     pub(super) listens: Vec<String>,
+    /// Module types this node can build from arguments.
+    pub(super) registry: super::worker::Registry,
+    /// Whether it starts them when a peer asks.
+    pub(super) worker: bool,
+    /// The first invalid setting, reported by `start`.
+    pub(super) invalid: Option<NodeError>,
 }
 
 impl NodeBuilder {
@@ -90,6 +96,89 @@ impl NodeBuilder {
             },
             launch: None,
         });
+        self
+    }
+
+    /// Registers module type `module_type`: `make` builds a module from its
+    /// arguments, which arrive as JSON (for `()`, `null`). A worker starts
+    /// registered types when a peer asks ([`NodeBuilder::worker`]).
+    ///
+    /// ```
+    /// use botbus_actors::Node;
+    /// use botbus_core::{Context, Module, ModuleError};
+    ///
+    /// struct Scale(f64);
+    /// impl Module for Scale {
+    ///     type Message = f64;
+    ///     type Reply = f64;
+    ///     async fn process(&mut self, x: f64, _ctx: &mut Context) -> Result<f64, ModuleError> {
+    ///         Ok(x * self.0)
+    ///     }
+    /// }
+    ///
+    /// let worker = Node::builder("gpu-box").register("scale", |factor: f64| Scale(factor)).worker().start().unwrap();
+    /// let robot = Node::builder("robot").start().unwrap();
+    /// # let at = format!("mem://doc-worker-{}", std::process::id());
+    /// # let (w, r, at2) = (worker.clone(), robot.clone(), at.clone());
+    /// # robot.block_on(async move { w.listen(&at2).await.unwrap(); r.connect(&at2).await.unwrap() }).unwrap();
+    /// let r = robot.clone();
+    /// let doubled = robot.block_on(async move {
+    ///     r.wait_for_module("gpu-box/botbus.worker", std::time::Duration::from_secs(5)).await.unwrap();
+    ///     r.spawn_on("gpu-box", "scale", "double", &2.0).await.unwrap();
+    ///     r.client("main").ask::<_, f64>("double", 21.0).await
+    /// });
+    /// assert_eq!(doubled.unwrap(), Ok(42.0));
+    /// # robot.shutdown_blocking();
+    /// # worker.shutdown_blocking();
+    /// ```
+    pub fn register<M, A>(mut self, module_type: &str, make: impl Fn(A) -> M + Send + Sync + 'static) -> Self
+    where
+        M: Module,
+        A: serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        self.registry
+            .insert(module_type.to_owned(), super::worker::maker(module_type, make));
+        self
+    }
+
+    /// Makes the node a worker: it runs the module
+    /// [`WORKER_MODULE`](super::WORKER_MODULE), which starts the registered
+    /// types when a linked peer asks ([`Node::spawn_on`]) and stops them
+    /// ([`Node::stop_on`]). Join the robot with a token
+    /// ([`LinkConfig::token`]): any peer that links may ask.
+    pub fn worker(mut self) -> Self {
+        self.worker = true;
+        self
+    }
+
+    /// Adds a module placed on the worker node `worker`: it is started there
+    /// as the registered type `module_type` built from `args`, and is this
+    /// node's own — addressed by `name`, supervised under `options`' restart
+    /// policy and budget like a child. When the worker is lost, asks to the
+    /// module end `Unreachable`, its status is `Restarting`, and it is
+    /// started again once the worker is back. Its first start waits for the
+    /// worker to link within `options`' start timeout.
+    pub fn worker_module(
+        mut self,
+        name: &str,
+        worker: &str,
+        module_type: &str,
+        args: &impl serde::Serialize,
+        options: ModuleOptions,
+    ) -> Self {
+        match super::worker::OnWorker::new(worker, module_type, name, args) {
+            Ok(on) => self.modules.push(ModuleSpec {
+                name: name.to_owned(),
+                options: ModuleOptions {
+                    process: Process::Worker(on),
+                    ..options
+                },
+                launch: None,
+            }),
+            Err(error) => {
+                self.invalid.get_or_insert(error);
+            }
+        }
         self
     }
 
@@ -154,8 +243,29 @@ impl NodeBuilder {
         self.start_node()
     }
 
-    pub(super) fn start_node(self) -> Result<Node, NodeError> {
+    pub(super) fn start_node(mut self) -> Result<Node, NodeError> {
         validate_name(&self.name)?;
+        if let Some(invalid) = self.invalid.take() {
+            return Err(invalid);
+        }
+        // The worker module reaches its node once there is one.
+        let worker_node = Arc::new(std::sync::OnceLock::<std::sync::Weak<Shared>>::new());
+        if self.worker {
+            let registry = Arc::new(std::mem::take(&mut self.registry));
+            let node = worker_node.clone();
+            self.modules.insert(
+                0,
+                ModuleSpec {
+                    name: super::WORKER_MODULE.to_owned(),
+                    options: ModuleOptions::default(),
+                    launch: Some(launcher(move || super::worker::Worker {
+                        node: node.get().cloned().unwrap_or_default(),
+                        registry: registry.clone(),
+                        started: HashMap::new(),
+                    })),
+                },
+            );
+        }
         let router = Router::new(&self.name);
         let (parts_tx, parts_rx) = std::sync::mpsc::channel();
         let pool_threads = self.pool_threads;
@@ -207,6 +317,7 @@ impl NodeBuilder {
                 listeners: Mutex::default(),
             }),
         };
+        let _ = worker_node.set(Arc::downgrade(&node.shared));
         // Listening and joined first, so that modules' `started` hooks can
         // reach what is there (a first join that fails goes on in the
         // background).

@@ -32,9 +32,11 @@ mod builder;
 mod child_entry;
 mod options;
 mod signals;
+mod worker;
 
 pub use builder::NodeBuilder;
 pub use options::ModuleOptions;
+pub use worker::{WorkerRequest, WORKER_MODULE};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -114,6 +116,14 @@ pub enum NodeError {
     /// A wait for a condition reached its deadline.
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, String),
+    /// A module could not be stopped (on a worker, say).
+    #[error("module `{module}` could not be stopped: {reason}")]
+    StopFailed {
+        /// The module.
+        module: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// The modules of a node, in start order (they stop in reverse), with their
@@ -201,6 +211,9 @@ impl Node {
             transports: Vec::new(),
             joins: Vec::new(),
             listens: Vec::new(),
+            registry: Default::default(),
+            worker: false,
+            invalid: None,
         }
     }
 
@@ -273,6 +286,10 @@ impl Node {
                 reason: format!("cannot find this binary to re-launch: {e}"),
             })?),
             Process::Command(command) => Some(command.clone()),
+            Process::Worker(on) => {
+                let on = on.clone();
+                return self.launch_worker_spec(spec, on, startup);
+            }
         };
         if let Some(command) = command {
             return self.launch_child_spec(spec, command, startup);
@@ -343,6 +360,56 @@ impl Node {
             return Err(NodeError::Stopped);
         }
         Ok(())
+    }
+
+    /// Registers a module placed on a worker and starts its host on the
+    /// system thread.
+    fn launch_worker_spec(&self, spec: ModuleSpec, on: worker::OnWorker, startup: Startup) -> Result<(), NodeError> {
+        let shared = &self.shared;
+        let name: Arc<str> = Arc::from(spec.name.as_str());
+        let (done_tx, done) = oneshot::channel();
+        let stop = Arc::new(StopSignal::default());
+        self.register(&name, &spec.options, stop.clone(), done)?;
+        shared.router.place_on_worker(&name, Some(&on.worker));
+        let hosted = worker::WorkerHosted {
+            name,
+            on,
+            router: shared.router.clone(),
+            supervisor: shared.supervisor.clone(),
+            stop,
+            start_timeout: spec.options.start_timeout,
+            needs: spec.options.needs.clone(),
+            startup,
+            done: done_tx,
+            ran: false,
+        };
+        if !shared.system_arbiter.spawn(worker::host_on_worker(hosted)) {
+            return Err(NodeError::Stopped);
+        }
+        Ok(())
+    }
+
+    /// Starts a module of type `module_type` (registered there) on the
+    /// worker node `worker`, as this node's own module supervised under
+    /// `options` (see [`NodeBuilder::worker_module`]); returns once it runs.
+    pub async fn spawn_on_worker(
+        &self,
+        name: &str,
+        worker: &str,
+        module_type: &str,
+        args: &impl serde::Serialize,
+        options: ModuleOptions,
+    ) -> Result<(), NodeError> {
+        let on = worker::OnWorker::new(worker, module_type, name, args)?;
+        self.spawn_spec(ModuleSpec {
+            name: name.to_owned(),
+            options: ModuleOptions {
+                process: Process::Worker(on),
+                ..options
+            },
+            launch: None,
+        })
+        .await
     }
 
     /// Adds a module to the node's list (for stopping in reverse order) and
@@ -625,8 +692,13 @@ impl Node {
     /// Waits until `module` (`name` or `node/name`) can be reached from here.
     pub async fn wait_for_module(&self, module: &str, timeout: Duration) -> Result<(), NodeError> {
         let what = format!("module `{module}` to be reachable");
-        self.wait_until(&what, timeout, |node| node.shared.router.routable(module))
-            .await
+        self.wait_until(&what, timeout, |node| node.reaches(module)).await
+    }
+
+    /// Whether `module` (`name` or `node/name`) can be reached from here
+    /// now: it runs here, or at a node this one has a route to.
+    pub fn reaches(&self, module: &str) -> bool {
+        self.shared.router.routable(module)
     }
 
     /// Waits until a publish on `topic` would reach at least one subscriber.

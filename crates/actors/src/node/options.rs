@@ -32,6 +32,8 @@ pub(super) enum Process {
     SameBinary,
     /// Another executable that speaks the protocol.
     Command(ChildCommand),
+    /// A worker node, which starts it on request.
+    Worker(super::worker::OnWorker),
 }
 
 /// How a module is hosted: its restart policy and budget, its mailbox size,

@@ -139,6 +139,8 @@ pub(crate) struct Router {
     links: RwLock<Vec<Arc<LinkHandle>>>,
     subscriptions: RwLock<Vec<Subscription>>,
     monitors: Mutex<Vec<Monitor>>,
+    /// This node's modules placed on workers: module → worker.
+    on_workers: RwLock<HashMap<String, String>>,
     status: Mutex<HashMap<String, ModuleStatus>>,
     /// Serialises every reshaping of the route table: held while routes
     /// are recomputed and announced (two changes cannot interleave and
@@ -160,6 +162,7 @@ impl Router {
             links: RwLock::default(),
             subscriptions: RwLock::default(),
             monitors: Mutex::default(),
+            on_workers: RwLock::default(),
             status: Mutex::default(),
             reshaping: Mutex::default(),
             topology: watch::Sender::new(0),
@@ -271,13 +274,23 @@ impl Router {
                 _ => false,
             }
         };
-        if !removed {
-            return; // already down (a child said so itself)
-        }
         let status = match &reason {
             DownReason::Failed(why) => ModuleStatus::Failed(why.clone()),
             _ => ModuleStatus::Stopped,
         };
+        if !removed {
+            // Already down (a child said so itself, and its status says
+            // why), or hosted elsewhere (on a worker, which tells its own
+            // monitors): only its status is this node's to set.
+            let mut statuses = self.status.lock().expect("router lock");
+            if !matches!(
+                statuses.get(name),
+                Some(ModuleStatus::Stopped | ModuleStatus::Failed(_))
+            ) {
+                statuses.insert(name.to_owned(), status);
+            }
+            return;
+        }
         self.status.lock().expect("router lock").insert(name.to_owned(), status);
         let qualified = format!("{}/{name}", self.node);
         self.notify_monitors(|target| target == name || target == qualified, &reason);
@@ -592,8 +605,24 @@ impl Router {
                     .is_some_and(|r| r.json);
                 Ok(Target::Link(link.clone(), to, json))
             }
+            _ if here => match self.on_workers.read().expect("router lock").get(module) {
+                // This node's module, on a worker that is away: it ends now,
+                // as an ask to a crashed child does.
+                // Reads "module `m` on worker `w` has stopped".
+                Some(worker) => Err(SendError::Stopped(format!("{module}` on worker `{worker}"))),
+                None => Err(unknown()),
+            },
             _ => Err(unknown()),
         }
+    }
+
+    /// Module `name` of this node runs on worker `worker` (`None`: no more).
+    pub(crate) fn place_on_worker(&self, name: &str, worker: Option<&str>) {
+        let mut on_workers = self.on_workers.write().expect("router lock");
+        match worker {
+            Some(worker) => on_workers.insert(name.to_owned(), worker.to_owned()),
+            None => on_workers.remove(name),
+        };
     }
 
     /// Hands `envelope` to `to` without waiting: a full mailbox or link
@@ -836,9 +865,18 @@ impl Router {
         nodes
     }
 
-    /// Whether `to` resolves to a module, here or at another node.
+    /// Whether `to` resolves to a module, here or at another node — for
+    /// `node/module`, one that node announced.
     pub(crate) fn routable(&self, to: &str) -> bool {
-        self.target(to).is_ok()
+        match address::split(to) {
+            (Some(node), module) if node != self.node => self
+                .nodes
+                .read()
+                .expect("router lock")
+                .get(node)
+                .is_some_and(|route| route.modules.iter().any(|m| m == module)),
+            _ => self.target(to).is_ok(),
+        }
     }
 
     // ---- downs and monitors --------------------------------------------

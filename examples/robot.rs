@@ -23,11 +23,20 @@
 //! cargo run --example robot -- --listen pipe://robot --joined motor
 //! cargo run --example robot -- --join pipe://robot --module motor
 //! ```
+//!
+//! Or on a remote worker — this same binary on another machine, started as
+//! a worker that hosts the robot's module types — over TCP, both proving the
+//! token in `ROBOT_TOKEN`:
+//!
+//! ```text
+//! ROBOT_TOKEN=... cargo run --example robot -- --listen tcp://0.0.0.0:7000 --on-worker planner
+//! ROBOT_TOKEN=... cargo run --example robot -- --worker --join tcp://robot.local:7000
+//! ```
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use botbus::{CallEvent, Context, Message, Module, ModuleError, ModuleOptions, Node, Payload};
+use botbus::{CallEvent, Context, LinkConfig, Message, Module, ModuleError, ModuleOptions, Node, Payload};
 use serde::{Deserialize, Serialize};
 
 /// A range reading from a distance sensor.
@@ -291,6 +300,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let children = listed("--child")?;
     let joined = listed("--joined")?;
     let only = listed("--module")?;
+    let on_worker = listed("--on-worker")?;
     let placed = |name: &str| match children.iter().any(|c| c == name) {
         true => ModuleOptions::new().in_child(),
         false => ModuleOptions::new(),
@@ -299,40 +309,83 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // process hosts only some modules (`--module`).
     let here = |name: &str| !joined.iter().any(|j| j == name) && (only.is_empty() || only.iter().any(|o| o == name));
 
-    let mut builder = Node::builder(&match only.is_empty() {
-        true => "robot".to_owned(),
-        false => format!("robot-{}", only.join("-")),
+    let worker = std::env::args().any(|a| a == "--worker");
+    let mut builder = Node::builder(&match (worker, only.is_empty()) {
+        (true, _) => WORKER.to_owned(),
+        (false, true) => "robot".to_owned(),
+        (false, false) => format!("robot-{}", only.join("-")),
     });
+    if let Ok(token) = botbus::env_token("ROBOT_TOKEN") {
+        builder = builder.link_config(LinkConfig {
+            token: Some(token),
+            ..LinkConfig::default()
+        });
+    }
     if let Some(endpoint) = flag("--listen") {
         builder = builder.listen(&endpoint);
     }
     if let Some(endpoint) = flag("--join") {
         builder = builder.join(&endpoint);
     }
-    if here("motor") {
-        builder = builder.module_with("motor", Motor::default, placed("motor"));
+    if worker {
+        // A worker hosts nothing of its own: it starts the robot's module
+        // types when the robot asks.
+        let node = builder
+            .register("motor", |(): ()| Motor::default())
+            .register("led", |(): ()| Led)
+            .register("planner", |(): ()| Planner)
+            .register("logger", |(): ()| Logger::default())
+            .register("controller", |(): ()| Controller::default())
+            .register("mission", |(): ()| Mission::default())
+            .register("sensor", |readings: Option<u64>| Sensor { seq: 0, readings })
+            .worker()
+            .start()?;
+        node.shutdown_on_signal()?;
+        tracing::info!(node = WORKER, "worker up; Ctrl-C stops it");
+        node.join();
+        return Ok(());
     }
-    if here("led") {
-        builder = builder.module_with("led", || Led, placed("led"));
-    }
-    if here("planner") {
-        builder = builder.module_with("planner", || Planner, placed("planner"));
-    }
-    if here("logger") {
-        builder = builder.module_with("logger", Logger::default, placed("logger"));
-    }
-    if here("controller") {
-        // It asks the motor and tells the LED from its first reading on:
-        // wherever they run, it starts once they can be reached.
-        let options = placed("controller").needs("motor").needs("led");
-        builder = builder.module_with("controller", Controller::default, options);
-    }
-    if here("mission") {
-        builder = builder.module_with("mission", Mission::default, placed("mission").needs("planner"));
-    }
-    if here("sensor") {
-        builder = builder.module_with("sensor", move || Sensor { seq: 0, readings }, placed("sensor"));
-    }
+    // Placed on the worker: started there once it joins, this node's own.
+    let remote = |builder: botbus::NodeBuilder, name: &str, options: ModuleOptions| {
+        let options = options.start_timeout(Duration::from_secs(30));
+        match name {
+            "sensor" => builder.worker_module(name, WORKER, name, &readings, options),
+            _ => builder.worker_module(name, WORKER, name, &(), options),
+        }
+    };
+    let add = |builder: botbus::NodeBuilder,
+               name: &str,
+               options: ModuleOptions,
+               local: &dyn Fn(botbus::NodeBuilder, ModuleOptions) -> botbus::NodeBuilder| {
+        match (here(name), on_worker.iter().any(|w| w == name)) {
+            (false, _) => builder,
+            (true, true) => remote(builder, name, options),
+            (true, false) => local(builder, options),
+        }
+    };
+    builder = add(builder, "motor", placed("motor"), &|b, o| {
+        b.module_with("motor", Motor::default, o)
+    });
+    builder = add(builder, "led", placed("led"), &|b, o| b.module_with("led", || Led, o));
+    builder = add(builder, "planner", placed("planner"), &|b, o| {
+        b.module_with("planner", || Planner, o)
+    });
+    builder = add(builder, "logger", placed("logger"), &|b, o| {
+        b.module_with("logger", Logger::default, o)
+    });
+    // The controller asks the motor and tells the LED from its first reading
+    // on: wherever they run, it starts once they can be reached.
+    let options = placed("controller").needs("motor").needs("led");
+    builder = add(builder, "controller", options, &|b, o| {
+        b.module_with("controller", Controller::default, o)
+    });
+    let options = placed("mission").needs("planner");
+    builder = add(builder, "mission", options, &|b, o| {
+        b.module_with("mission", Mission::default, o)
+    });
+    builder = add(builder, "sensor", placed("sensor"), &|b, o| {
+        b.module_with("sensor", move || Sensor { seq: 0, readings }, o)
+    });
     let node = builder.start()?;
     node.shutdown_on_signal()?;
     tracing::info!(modules = ?node.modules(), ?children, seconds, "robot up; Ctrl-C stops it");
@@ -340,6 +393,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!("robot stopped cleanly");
     Ok(())
 }
+
+/// The name a worker of this robot goes by.
+const WORKER: &str = "robot-worker";
 
 /// The value of `name VALUE`, if given.
 fn flag(name: &str) -> Option<String> {

@@ -232,3 +232,50 @@ fn the_robot_tells_the_same_story_with_modules_in_a_process_joined_through_a_pip
         logs.concat()
     );
 }
+
+#[test]
+fn the_robot_tells_the_same_story_with_the_planner_and_motor_on_a_remote_worker() {
+    // A free loopback port for the robot: the worker is started at once and
+    // joins with backoff until the robot listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let endpoint = format!("tcp://127.0.0.1:{port}");
+    let run = |args: &[&str]| {
+        Command::new(support::example_binary("robot"))
+            .args(["--seconds", "2.5", "--readings", "30"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("ROBOT_TOKEN", "the robot example's test token")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("robot starts")
+    };
+    let alone = run(&[]);
+    let worker = run(&["--worker", "--join", &endpoint]);
+    let robot = run(&["--listen", &endpoint, "--on-worker", "motor", "--on-worker", "planner"]);
+    let robot = robot.wait_with_output().expect("robot runs to the end");
+    let robot_log = String::from_utf8_lossy(&robot.stderr).into_owned();
+    assert!(robot.status.success(), "{}\n{robot_log}", robot.status);
+    // The worker runs until told to stop, as a worker does.
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(worker.id() as i32).expect("a pid"),
+        rustix::process::Signal::TERM,
+    )
+    .expect("the worker is signalled");
+    let worker = worker.wait_with_output().expect("the worker stops");
+    let worker_log = String::from_utf8_lossy(&worker.stderr).into_owned();
+    assert!(worker.status.success(), "{}\n{worker_log}", worker.status);
+    for module in ["motor", "planner"] {
+        assert!(
+            robot_log.contains(&format!("running on worker module={module} worker=robot-worker")),
+            "{robot_log}"
+        );
+        assert!(worker_log.contains(&format!("started on request module={module}")), "{worker_log}");
+    }
+    let alone = told(alone, "every module in one process");
+    let together = trace(&format!("{robot_log}{worker_log}"));
+    assert_eq!(together, alone, "motor and planner on a worker:\n{robot_log}\n{worker_log}");
+}

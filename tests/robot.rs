@@ -273,9 +273,15 @@ fn the_robot_tells_the_same_story_with_the_planner_and_motor_on_a_remote_worker(
             robot_log.contains(&format!("running on worker module={module} worker=robot-worker")),
             "{robot_log}"
         );
-        assert!(worker_log.contains(&format!("started on request module={module}")), "{worker_log}");
+        assert!(
+            worker_log.contains(&format!("started on request module={module}")),
+            "{worker_log}"
+        );
     }
     let alone = told(alone, "every module in one process");
     let together = trace(&format!("{robot_log}{worker_log}"));
-    assert_eq!(together, alone, "motor and planner on a worker:\n{robot_log}\n{worker_log}");
+    assert_eq!(
+        together, alone,
+        "motor and planner on a worker:\n{robot_log}\n{worker_log}"
+    );
 }

@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
+use botbus_core::auth::{self, AuthToken, Role};
 use botbus_core::{CodecKind, Frame, FrameCodec, Hello, JsonLinesCodec, Payload};
-use botbus_fuzz::{every_frame, Reading, Tree};
+use botbus_fuzz::{every_frame, Reading, Tree, HANDSHAKE_NONCE, HANDSHAKE_TOKEN};
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::Encoder;
 
@@ -48,6 +49,31 @@ fn main() {
     write(&root.join("json_lines"), "every-kind", &stream);
 
     write(&root.join("hello"), "hello", &Hello::new("robot").to_line());
+
+    // The handshake target: its first byte picks the role (bit 0: 1 =
+    // connecting) and whether it authenticates (bit 1: 0 = it does); four
+    // bytes of piece sizes follow. A connecting peer's honest exchange, to
+    // the accepting, authenticating side...
+    let token = AuthToken::new(HANDSHAKE_TOKEN.to_vec()).unwrap();
+    let peer_nonce = [2u8; 32];
+    let mut peer = Hello::new("peer");
+    peer.auth = vec![auth::HMAC_SHA256.to_owned()];
+    peer.nonce = Some(auth::to_hex(&peer_nonce));
+    let proof = auth::proof(&token, Role::Connecting, "peer", "fuzz", &peer_nonce, &HANDSHAKE_NONCE);
+    let mut honest = vec![0, 7, 64, 3, 200];
+    honest.extend_from_slice(&peer.to_line());
+    honest.extend_from_slice(format!("{{\"proof\":\"{}\"}}\n", auth::to_hex(&proof)).as_bytes());
+    honest.extend_from_slice(b"{\"ping\":{\"nonce\":1}}\n");
+    write(&root.join("handshake"), "honest-connecting-peer", &honest);
+    // ...an accepting peer's hello, then its refusal, to the connecting side...
+    let mut refused = vec![1, 255, 255, 255, 255];
+    refused.extend_from_slice(&peer.to_line());
+    refused.extend_from_slice(b"{\"refused\":\"authentication failed: wrong token\"}\n");
+    write(&root.join("handshake"), "refused", &refused);
+    // ...and a plain hello to a side without a token.
+    let mut plain = vec![2, 1, 1, 1, 1];
+    plain.extend_from_slice(&Hello::new("peer").to_line());
+    write(&root.join("handshake"), "plain", &plain);
     let windowed = Hello {
         window: Some(4096),
         ..Hello::with_codecs("arm", &[CodecKind::Json])

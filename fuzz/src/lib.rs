@@ -33,6 +33,13 @@ pub fn decode_in_pieces<D: Decoder>(decoder: &mut D, splits: &[u8], data: &[u8])
     items
 }
 
+/// The token of the handshake target's authenticating side.
+pub const HANDSHAKE_TOKEN: &[u8] = b"the fuzzing token, 16+ bytes";
+
+/// The nonce of the handshake target's side (fixed, so that seeds can hold
+/// a peer's correct proof).
+pub const HANDSHAKE_NONCE: [u8; 32] = [1; 32];
+
 #[path = "../../crates/core/tests/support/frames.rs"]
 mod frames;
 

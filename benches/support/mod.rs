@@ -260,6 +260,11 @@ impl Versus {
     /// Prints the table under `title`; `targets` (round trip, small tells,
     /// large tells), where not empty, end their rows.
     pub fn print(&self, title: &str, targets: [&str; 3]) {
+        self.print_as(title, ["botbus", "raw"], targets);
+    }
+
+    /// [`Versus::print`], naming the two columns (`tls` against `tcp`, say).
+    pub fn print_as(&self, title: &str, columns: [&str; 2], targets: [&str; 3]) {
         let us = |d: Duration| d.as_secs_f64() * 1e6;
         let per_sec = |n: u64, d: Duration| n as f64 / d.as_secs_f64();
         let mib = (1024 * 1024) as f64;
@@ -270,7 +275,8 @@ impl Versus {
         let target = |t: &str| if t.is_empty() { String::new() } else { format!("  {t}") };
         let joined = |cs: &[f64]| cs.iter().map(|c| format!("{c:.1}")).collect::<Vec<_>>().join(" + ");
         println!("\n{title}, this run:");
-        println!("{:<34} {:>14} {:>14} {:>12}", "", "botbus", "raw", "botbus/raw");
+        let ratio = format!("{}/{}", columns[0], columns[1]);
+        println!("{:<34} {:>14} {:>14} {:>12}", "", columns[0], columns[1], ratio);
         println!(
             "{:<34} {:>11.1} us {:>11.1} us {:>12.2}{}",
             "ask round trip 64 B, p50",

@@ -216,3 +216,53 @@ async fn the_python_module_joins_a_hub_through_its_socket_and_talks_with_a_rust_
     assert_eq!((topic.as_str(), alert.celsius), ("alerts/thermo", 95.0));
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_python_module_joins_over_tcp_proving_the_token_and_a_wrong_token_is_refused() {
+    let Some(python) = python3() else {
+        eprintln!("SKIPPED: python3 is not on PATH; the Python join test needs it");
+        return;
+    };
+    let scratch = support::secrets::Scratch::new("python-tcp");
+    let token = "python and rust share this token";
+    let file = scratch.token_file("robot.token", token);
+    let node = Node::builder("robot-py-tcp")
+        .link_config(botbus::LinkConfig {
+            token: Some(botbus::read_token(&file).unwrap()),
+            ..botbus::LinkConfig::default()
+        })
+        .start()
+        .unwrap();
+    let endpoint = node.listen("tcp://127.0.0.1:0").await.unwrap().to_string();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python_child/child.py");
+    let joining = |token: &str| {
+        std::process::Command::new(&python)
+            .args([script, "--join", &endpoint])
+            .env("BOTBUS_TOKEN", token)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs")
+    };
+
+    // A wrong token: the Python side hears why, and nothing links.
+    let refused = joining("not the token the robot holds").wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        said.contains("refused the link: authentication failed: wrong token"),
+        "{said}"
+    );
+    assert!(node.peers().is_empty());
+
+    // The right one: the module joins and answers over TCP.
+    let _python = support::Process {
+        child: joining(token),
+        socket: None,
+    };
+    node.wait_for_module("thermo", DEADLINE).await.unwrap();
+    let fahrenheit: f64 = node.client("test").ask("thermo", ToFahrenheit(100.0)).await.unwrap();
+    assert!((fahrenheit - 212.0).abs() < 1e-9, "{fahrenheit}");
+    node.shutdown().await;
+}

@@ -7,7 +7,10 @@ One file, two ways in (docs/PROTOCOL.md), both with the JSON-lines codec:
   stdin/stdout;
 * joined: `python3 child.py --join pipe://robot` (or `--join
   pipe:///path/to/hub.sock`) connects to a hub's Unix socket, as any
-  separately started module does, and stops when the hub goes away.
+  separately started module does, and stops when the hub goes away;
+  `--join tcp://host:port` connects over TCP. With a token in the
+  environment variable `BOTBUS_TOKEN`, it proves it holds the token
+  (docs/PROTOCOL.md, "Authentication"), as every botbus node does.
 
 The module, a thermometer watchdog, shows each part of the protocol a module
 needs:
@@ -24,9 +27,12 @@ Log lines go to stderr; the parent re-logs them under this module's name at
 the level each line starts with.
 """
 
+import hashlib
+import hmac
 import json
 import logging
 import os
+import secrets
 import socket
 import sys
 
@@ -59,16 +65,41 @@ def reply_err(ask_id, error):
     send({"reply": {"id": ask_id, "result": {"Err": error}}})
 
 
-def handshake():
-    send({"magic": "BBUS", "version": PROTOCOL_VERSION, "node": NODE, "codecs": ["json"]})
+def proof(token, role, prover, verifier, prover_nonce, verifier_nonce):
+    """HMAC-SHA256 over the transcript docs/PROTOCOL.md gives."""
+    transcript = b"\0".join([b"botbus-auth-v1", role, prover.encode(), verifier.encode(), b""])
+    return hmac.new(token, transcript + prover_nonce + verifier_nonce, hashlib.sha256).hexdigest()
+
+
+def handshake(token):
+    """Hellos, and with a token the proofs: this side connected, so it
+    proves first, then checks the other side's proof."""
+    ours = {"magic": "BBUS", "version": PROTOCOL_VERSION, "node": NODE, "codecs": ["json"]}
+    nonce = secrets.token_bytes(32)
+    if token:
+        ours.update(auth=["hmac-sha256"], nonce=nonce.hex())
+    send(ours)
     line = LINK_IN.readline()
     if not line:
-        sys.exit("parent closed stdin before its hello")
+        sys.exit("the other side closed the link before its hello")
     hello = json.loads(line)
     if hello.get("magic") != "BBUS" or hello.get("version") != PROTOCOL_VERSION:
-        sys.exit("parent is not a botbus v%d node: %r" % (PROTOCOL_VERSION, line[:80]))
+        sys.exit("the other side is not a botbus v%d node: %r" % (PROTOCOL_VERSION, line[:80]))
     if "json" not in hello.get("codecs", []):
-        sys.exit("parent does not speak JSON lines")
+        sys.exit("the other side does not speak JSON lines")
+    if token:
+        if "hmac-sha256" not in hello.get("auth", []):
+            sys.exit("%s offers no authentication, and this module has a token" % hello["node"])
+        theirs = bytes.fromhex(hello["nonce"])
+        send({"proof": proof(token, b"connecting", NODE, hello["node"], nonce, theirs)})
+        answer = json.loads(LINK_IN.readline() or "{}")
+        if "refused" in answer:
+            sys.exit("%s refused the link: %s" % (hello["node"], answer["refused"]))
+        expected = proof(token, b"accepting", hello["node"], NODE, theirs, nonce)
+        if not hmac.compare_digest(answer.get("proof", ""), expected):
+            sys.exit("%s failed to prove it holds the token" % hello["node"])
+    elif hello.get("auth"):
+        sys.exit("%s requires a token: set BOTBUS_TOKEN" % hello["node"])
     log.info("linked to %s", hello["node"])
     send({"announce": {"modules": [MODULE], "subscriptions": ["robot/temp"]}})
 
@@ -113,10 +144,15 @@ def socket_path(endpoint):
 
 
 def join(endpoint):
-    """Links over a hub's Unix socket instead of stdin/stdout."""
+    """Links over a hub's Unix socket, or TCP, instead of stdin/stdout."""
     global LINK_IN, LINK_OUT
-    link = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    link.connect(socket_path(endpoint))
+    if endpoint.startswith("tcp://"):
+        host, _, port = endpoint[len("tcp://"):].rpartition(":")
+        link = socket.create_connection((host.strip("[]"), int(port)))
+        link.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    else:
+        link = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        link.connect(socket_path(endpoint))
     LINK_IN = link.makefile("r", encoding="utf-8", newline="\n")
     LINK_OUT = link.makefile("w", encoding="utf-8", newline="\n")
     log.info("joined %s", endpoint)
@@ -125,7 +161,9 @@ def join(endpoint):
 def main():
     if "--join" in sys.argv:
         join(sys.argv[sys.argv.index("--join") + 1])
-    handshake()
+    # A child's link is its parent's pipes: no token there.
+    token = os.environ.get("BOTBUS_TOKEN", "").rstrip().encode() if "--join" in sys.argv else b""
+    handshake(token)
     for line in LINK_IN:
         if not line.strip():
             continue

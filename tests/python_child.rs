@@ -236,7 +236,7 @@ async fn the_python_module_joins_over_tcp_proving_the_token_and_a_wrong_token_is
     let endpoint = node.listen("tcp://127.0.0.1:0").await.unwrap().to_string();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python_child/child.py");
     let joining = |token: &str| {
-        std::process::Command::new(&python)
+        std::process::Command::new(python)
             .args([script, "--join", &endpoint])
             .env("BOTBUS_TOKEN", token)
             .stdin(std::process::Stdio::null())

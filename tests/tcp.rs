@@ -509,3 +509,164 @@ async fn a_partition_ends_pending_asks_and_tells_monitors_and_once_healed_everyt
     near.shutdown().await;
     far.shutdown().await;
 }
+
+/// Runs `ip` with `args`; whether it succeeded.
+fn ip(args: &[&str]) -> bool {
+    std::process::Command::new("ip")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A network namespace joined to this one by a veth pair, removed (with
+/// its end of the pair) when dropped.
+struct Namespace {
+    name: String,
+    near_veth: String,
+}
+
+impl Namespace {
+    /// `None` (and why) where namespaces cannot be made: not root, no `ip`.
+    fn new(tag: u32) -> Result<Namespace, String> {
+        if !rustix::process::getuid().is_root() {
+            return Err("the test does not run as root".to_owned());
+        }
+        let name = format!("bbtest{tag}");
+        let (near_veth, far_veth) = (format!("bbn{tag}"), format!("bbf{tag}"));
+        if !ip(&["netns", "add", &name]) {
+            return Err("`ip netns add` is not available here".to_owned());
+        }
+        let namespace = Namespace { name, near_veth };
+        let subnet = format!("10.{}.{}", 200 + tag % 50, tag % 250);
+        let ok = ip(&[
+            "link",
+            "add",
+            &namespace.near_veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &far_veth,
+        ]) && ip(&["link", "set", &far_veth, "netns", &namespace.name])
+            && ip(&["addr", "add", &format!("{subnet}.1/30"), "dev", &namespace.near_veth])
+            && ip(&["link", "set", &namespace.near_veth, "up"])
+            && ip(&[
+                "netns",
+                "exec",
+                &namespace.name,
+                "ip",
+                "addr",
+                "add",
+                &format!("{subnet}.2/30"),
+                "dev",
+                &far_veth,
+            ])
+            && ip(&["netns", "exec", &namespace.name, "ip", "link", "set", &far_veth, "up"])
+            && ip(&["netns", "exec", &namespace.name, "ip", "link", "set", "lo", "up"]);
+        match ok {
+            true => Ok(namespace),
+            false => Err("could not wire a veth pair into the namespace".to_owned()),
+        }
+    }
+
+    fn near_address(&self, tag: u32) -> String {
+        format!("10.{}.{}.1", 200 + tag % 50, tag % 250)
+    }
+
+    /// Cuts (`false`) or restores (`true`) the cable between the two.
+    fn cable(&self, up: bool) {
+        assert!(ip(&["link", "set", &self.near_veth, if up { "up" } else { "down" }]));
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        ip(&["link", "del", &self.near_veth]);
+        ip(&["netns", "del", &self.name]);
+    }
+}
+
+#[tokio::test]
+async fn a_partition_across_two_network_namespaces_heals_by_itself() {
+    let tag = std::process::id() % 10_000;
+    let namespace = match Namespace::new(tag) {
+        Ok(namespace) => namespace,
+        Err(why) => {
+            eprintln!("SKIPPED: the network-namespace partition test needs root and `ip netns`: {why}");
+            return;
+        }
+    };
+    let scratch = Scratch::new("netns");
+    // The robot listens on its end of the cable, where the other namespace
+    // — another machine, as far as the network goes — reaches it: a token
+    // is required there.
+    let (downs_tx, mut downs) = tokio::sync::mpsc::unbounded_channel();
+    let robot = Node::builder("robot-t8")
+        .link_config(LinkConfig {
+            liveness: botbus::Liveness::new(Duration::from_millis(200), Duration::from_millis(800)),
+            ..with_token(&scratch, TOKEN)
+        })
+        .module("watcher", move || Watcher(downs_tx.clone()))
+        .start()
+        .unwrap();
+    let at = format!("tcp://{}:0", namespace.near_address(tag));
+    let endpoint = robot.listen(&at).await.unwrap().to_string();
+    let worker = std::process::Command::new("ip")
+        .args(["netns", "exec", &namespace.name, env!("CARGO_BIN_EXE_botbus")])
+        .args([
+            "worker",
+            "--connect",
+            &endpoint,
+            "--name",
+            "far-t8",
+            "--token-env",
+            "ROBOT_TOKEN",
+        ])
+        .env("ROBOT_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the worker starts in the namespace");
+    let _worker = support::Process {
+        child: worker,
+        socket: None,
+    };
+    let options = botbus::ModuleOptions::new().start_timeout(DEADLINE);
+    robot
+        .spawn_on_worker("echo", "far-t8", "echo", &(), options)
+        .await
+        .unwrap();
+    let client = robot.client("test");
+    client.ask::<_, ()>("watcher", "echo".to_owned()).await.unwrap();
+    assert_eq!(
+        client.ask::<_, String>("echo", "before".to_owned()).await,
+        Ok("before".to_owned())
+    );
+
+    namespace.cable(false);
+    let down = tokio::time::timeout(DEADLINE, downs.recv()).await.unwrap().unwrap();
+    assert!(matches!(down.reason, botbus::DownReason::Unreachable(_)), "{down:?}");
+    assert!(client.ask::<_, String>("echo", "during".to_owned()).await.is_err());
+
+    namespace.cable(true);
+    robot
+        .wait_until("echo back on the worker", DEADLINE * 3, |robot| {
+            robot.status("echo") == Some(botbus::ModuleStatus::Running)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        client.ask::<_, String>("echo", "after".to_owned()).await,
+        Ok("after".to_owned())
+    );
+    robot.stop_module("echo").await.unwrap();
+    let down = tokio::time::timeout(DEADLINE, downs.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        down.reason,
+        botbus::DownReason::Stopped,
+        "the monitor held across the partition"
+    );
+    robot.shutdown().await;
+}

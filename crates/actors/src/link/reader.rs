@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use botbus_core::liveness::{LivenessAction, LivenessState};
-use botbus_core::{Frame, Liveness, WireCodec};
+use botbus_core::{Frame, FrameError, Liveness, WireCodec};
 use futures::StreamExt;
 use tokio_util::codec::FramedRead;
 
@@ -61,6 +61,12 @@ pub(super) async fn read_loop(
         link.counters.frames_in.fetch_add(1, Ordering::Relaxed);
         match next {
             None => break "peer closed the link".to_owned(),
+            // The connection itself failed (reset, say): the peer or the
+            // network went away; nothing it sent was wrong.
+            Some(Err(FrameError::Io(error))) => {
+                tracing::warn!(node = router.node(), peer = %link.peer, via = %link.describe, %error, "link lost");
+                break format!("link lost: {error}");
+            }
             Some(Err(error)) => {
                 tracing::error!(node = router.node(), peer = %link.peer, via = %link.describe, %error, "bad input: closing the link");
                 link.broken.store(true, Ordering::Release);

@@ -98,3 +98,42 @@ pub trait Transport: Send + Sync + fmt::Debug {
     /// Starts listening at `endpoint`.
     async fn listen(&self, endpoint: &Endpoint) -> Result<Box<dyn Listener>, TransportError>;
 }
+
+/// What an error from accepting a connection means for the listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptError {
+    /// It concerned that one connection (reset before it was taken,
+    /// interrupted): accept the next.
+    OneConnection,
+    /// The process or system is short of something that comes back (file
+    /// descriptors, buffers, memory): wait a little, then accept again.
+    Exhausted,
+    /// The listener itself is broken.
+    Fatal,
+}
+
+impl AcceptError {
+    /// Sorts an error from `accept`. A listener stops only on
+    /// [`AcceptError::Fatal`].
+    ///
+    /// ```
+    /// use botbus_core::transport::AcceptError;
+    /// use std::io::{Error, ErrorKind};
+    /// assert_eq!(AcceptError::of(&Error::from(ErrorKind::ConnectionAborted)), AcceptError::OneConnection);
+    /// assert_eq!(AcceptError::of(&Error::from(ErrorKind::PermissionDenied)), AcceptError::Fatal);
+    /// ```
+    pub fn of(error: &std::io::Error) -> AcceptError {
+        use std::io::ErrorKind;
+        // EMFILE, ENFILE, ENOBUFS, ENOMEM (Linux numbers; std has no stable
+        // kind for the first three).
+        const EXHAUSTED: [i32; 4] = [24, 23, 105, 12];
+        match error.kind() {
+            ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted => {
+                AcceptError::OneConnection
+            }
+            ErrorKind::OutOfMemory => AcceptError::Exhausted,
+            _ if error.raw_os_error().is_some_and(|code| EXHAUSTED.contains(&code)) => AcceptError::Exhausted,
+            _ => AcceptError::Fatal,
+        }
+    }
+}

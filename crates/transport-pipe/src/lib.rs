@@ -42,6 +42,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+#[cfg(unix)]
+use botbus_core::transport::AcceptError;
 use botbus_core::{Endpoint, Link, LinkReader, LinkWriter, Listener, PipeAddr, Transport, TransportError};
 
 /// The endpoint scheme this transport serves.
@@ -163,10 +165,26 @@ impl Listener for PipeListener {
 
     #[cfg(unix)]
     async fn accept(&mut self) -> Result<Box<dyn Link>, TransportError> {
-        let (stream, _) = self.listener.accept().await.map_err(|source| TransportError::Io {
-            endpoint: self.endpoint.to_string(),
-            source,
-        })?;
+        // Errors that concern one connection, or that pass (out of file
+        // descriptors), are waited out: they never stop the listener.
+        let stream = loop {
+            match self.listener.accept().await {
+                Ok((stream, _)) => break stream,
+                Err(error) => match AcceptError::of(&error) {
+                    AcceptError::OneConnection => {}
+                    AcceptError::Exhausted => {
+                        tracing::warn!(endpoint = %self.endpoint, %error, "cannot accept now; retrying in 100 ms");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    AcceptError::Fatal => {
+                        return Err(TransportError::Io {
+                            endpoint: self.endpoint.to_string(),
+                            source: error,
+                        })
+                    }
+                },
+            }
+        };
         let peer = match stream.peer_cred().ok().and_then(|cred| cred.pid()) {
             Some(pid) => format!("{} (pid {pid})", self.endpoint),
             None => self.endpoint.to_string(),

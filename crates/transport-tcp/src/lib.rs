@@ -51,6 +51,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use botbus_core::transport::AcceptError;
 use botbus_core::{Endpoint, Link, LinkReader, LinkWriter, Listener, Transport, TransportError};
 use tokio::net::TcpStream;
 
@@ -210,29 +211,18 @@ async fn accept(
     loop {
         match listener.accept().await {
             Ok(accepted) => return Ok(accepted),
-            Err(error) if is_per_connection(&error) => {
-                tracing::debug!(%endpoint, %error, "a connection failed before it was accepted");
-            }
-            Err(error) if is_resource_exhaustion(&error) => {
-                tracing::warn!(%endpoint, %error, "cannot accept now; retrying in 100 ms");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(source) => return Err(io_error(endpoint, source)),
+            Err(error) => match AcceptError::of(&error) {
+                AcceptError::OneConnection => {
+                    tracing::debug!(%endpoint, %error, "a connection failed before it was accepted");
+                }
+                AcceptError::Exhausted => {
+                    tracing::warn!(%endpoint, %error, "cannot accept now; retrying in 100 ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                AcceptError::Fatal => return Err(io_error(endpoint, error)),
+            },
         }
     }
-}
-
-fn is_per_connection(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
-    )
-}
-
-/// EMFILE, ENFILE, ENOBUFS, ENOMEM: the process or system is short of
-/// something that comes back.
-fn is_resource_exhaustion(error: &io::Error) -> bool {
-    matches!(error.raw_os_error(), Some(23 | 24 | 105 | 12)) || error.kind() == io::ErrorKind::OutOfMemory
 }
 
 /// `scheme://addr` of an accepted peer.

@@ -5,6 +5,10 @@
 //! It is also the smallest picture of a module binary: register modules,
 //! call `start()`. Started by a botbus parent, `start()` hosts the one
 //! module the parent asked for; started by hand, it is an ordinary node.
+//!
+//! With `--worker ENDPOINT` it is a worker named `services` instead, joined
+//! to the node at `ENDPOINT`, that starts the services' types (`service`,
+//! `recorder`, `bouncer`) when asked (`Placement::OnWorkerThroughHub`).
 
 #[path = "python_child/messages.rs"]
 mod messages;
@@ -15,6 +19,16 @@ mod thermostat;
 
 fn main() -> Result<(), botbus::NodeError> {
     botbus::init_tracing();
+    if let Some(endpoint) = std::env::args().skip_while(|a| a != "--worker").nth(1) {
+        let node = botbus::Node::builder("services")
+            .register("service", |(): ()| services::Service::new())
+            .register("recorder", |(): ()| services::Recorder)
+            .register("bouncer", |(): ()| services::Bouncer)
+            .worker()
+            .join(&endpoint)
+            .start()?;
+        return node.run_until_signal();
+    }
     let node = services::with_services(botbus::Node::builder("services"))
         .module("watcher", services::Service::quiet)
         .module("thermostat", thermostat::Thermostat::default)

@@ -265,6 +265,7 @@ placements!(
     TwoNodesTcp => two_nodes_tcp,
     TwoNodesTls => two_nodes_tls,
     JoinedThroughHub => joined_through_hub,
+    OnWorkerThroughHub => on_worker_through_hub,
     Child => child,
     SiblingChildren => sibling_children,
     ThreeNodeChain => three_node_chain,

@@ -62,6 +62,12 @@ pub enum Placement {
     /// the client's node and the services' node each joined to it over a
     /// Unix socket: every message goes through the hub's process.
     JoinedThroughHub,
+    /// Client and services in two processes joined through a hub in a
+    /// third: the client's node places every service on a worker process
+    /// (the `child_services` example, `--worker`), which starts them when
+    /// asked and hosts them under the client's node's options; that node
+    /// owns them — stops them, knows their status — as it would children.
+    OnWorkerThroughHub,
 }
 
 /// A process the test started, and the socket file it listens at; killed
@@ -324,6 +330,34 @@ impl World {
                     .await
                     .expect("watcher announced through the hub");
                 (a, b)
+            }
+            Placement::OnWorkerThroughHub => {
+                let socket = socket_path("worker-hub");
+                let endpoint = format!("pipe://{}", socket.display());
+                processes.push(hub_process(&socket));
+                let worker = std::process::Command::new(child_services_binary())
+                    .args(["--worker", &endpoint])
+                    .env("RUST_LOG", "warn")
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .expect("the services' worker starts");
+                processes.push(Process {
+                    child: worker,
+                    socket: None,
+                });
+                let mut builder = with_watcher(with_probe(Node::builder("client"), &events, &gate)).join(&endpoint);
+                for name in SERVICES.iter().copied().chain(["bouncer"]) {
+                    let module_type = match name {
+                        "recorder" | "bouncer" => name,
+                        _ => "service",
+                    };
+                    let options = service_options(name).start_timeout(DEADLINE);
+                    builder = builder.worker_module(name, "services", module_type, &(), options);
+                }
+                let node = builder
+                    .start()
+                    .expect("the client's node places the services on the worker");
+                (node.clone(), node)
             }
             Placement::ThreeNodeChain => {
                 let c = services::with_services(with_probe(Node::builder("c"), &events, &gate))

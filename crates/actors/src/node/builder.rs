@@ -166,7 +166,7 @@ impl NodeBuilder {
         args: &impl serde::Serialize,
         options: ModuleOptions,
     ) -> Self {
-        match super::worker::OnWorker::new(worker, module_type, name, args) {
+        match super::worker::OnWorker::new(worker, module_type, name, args, &options) {
             Ok(on) => self.modules.push(ModuleSpec {
                 name: name.to_owned(),
                 options: ModuleOptions {

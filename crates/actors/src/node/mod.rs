@@ -36,7 +36,7 @@ mod worker;
 
 pub use builder::NodeBuilder;
 pub use options::ModuleOptions;
-pub use worker::{WorkerRequest, WORKER_MODULE};
+pub use worker::{Hosting, WorkerRequest, WORKER_MODULE};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -400,7 +400,7 @@ impl Node {
         args: &impl serde::Serialize,
         options: ModuleOptions,
     ) -> Result<(), NodeError> {
-        let on = worker::OnWorker::new(worker, module_type, name, args)?;
+        let on = worker::OnWorker::new(worker, module_type, name, args, &options)?;
         self.spawn_spec(ModuleSpec {
             name: name.to_owned(),
             options: ModuleOptions {

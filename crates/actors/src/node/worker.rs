@@ -23,7 +23,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use actix::Addr;
-use botbus_core::{Context, Message, Module, ModuleError};
+use botbus_core::{Context, DownReason, Message, Module, ModuleError, RestartBudget, RestartPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -50,6 +50,9 @@ pub enum WorkerRequest {
         name: String,
         /// The type's arguments, as JSON text.
         args: String,
+        /// How the worker hosts it.
+        #[serde(default)]
+        hosting: Hosting,
     },
     /// Stop module `name`, started on request.
     Stop {
@@ -60,6 +63,43 @@ pub enum WorkerRequest {
 
 impl Message for WorkerRequest {
     const NAME: &'static str = "botbus.WorkerRequest";
+}
+
+/// How a worker hosts a module it starts: as the node that placed it
+/// there would have. A panic is restarted on the worker, under this
+/// policy and budget; once the budget is spent, the module has failed for
+/// good there and on the placing node alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hosting {
+    /// Its mailbox, in messages.
+    pub mailbox: usize,
+    /// When it is restarted.
+    pub restart: RestartPolicy,
+    /// How often it may be.
+    pub budget: RestartBudget,
+}
+
+impl Default for Hosting {
+    fn default() -> Self {
+        Hosting::of(&super::ModuleOptions::default())
+    }
+}
+
+impl Hosting {
+    fn of(options: &super::ModuleOptions) -> Self {
+        Self {
+            mailbox: options.mailbox,
+            restart: options.restart,
+            budget: options.budget,
+        }
+    }
+
+    fn options(self) -> super::ModuleOptions {
+        super::ModuleOptions::new()
+            .mailbox(self.mailbox)
+            .restart(self.restart)
+            .budget(self.budget.max_restarts, self.budget.within)
+    }
 }
 
 /// Builds a module's launch from JSON arguments.
@@ -108,6 +148,7 @@ impl Module for Worker {
                 module_type,
                 name,
                 args,
+                hosting,
             } => {
                 if self.started.get(&name) == Some(&module_type) && node.modules().contains(&name) {
                     tracing::info!(module = %name, %module_type, "asked again for a module that runs: taken over as it is");
@@ -129,7 +170,7 @@ impl Module for Worker {
                 let launch = maker(&args).map_err(ModuleError::new)?;
                 let spec = ModuleSpec {
                     name: name.clone(),
-                    options: super::ModuleOptions::default(),
+                    options: hosting.options(),
                     launch: Some(launch),
                 };
                 node.spawn_spec(spec)
@@ -170,7 +211,7 @@ impl Node {
         name: &str,
         args: &impl Serialize,
     ) -> Result<(), NodeError> {
-        let request = spawn_request(module_type, name, args)?;
+        let request = spawn_request(module_type, name, args, Hosting::default())?;
         let timeout = super::DEFAULT_START_TIMEOUT;
         let failed = |reason: String| NodeError::StartFailed {
             module: name.to_owned(),
@@ -202,7 +243,12 @@ impl Node {
     }
 }
 
-fn spawn_request(module_type: &str, name: &str, args: &impl Serialize) -> Result<WorkerRequest, NodeError> {
+fn spawn_request(
+    module_type: &str,
+    name: &str,
+    args: &impl Serialize,
+    hosting: Hosting,
+) -> Result<WorkerRequest, NodeError> {
     botbus_core::validate_name(name)?;
     let args = serde_json::to_string(args).map_err(|e| NodeError::StartFailed {
         module: name.to_owned(),
@@ -212,6 +258,7 @@ fn spawn_request(module_type: &str, name: &str, args: &impl Serialize) -> Result
         module_type: module_type.to_owned(),
         name: name.to_owned(),
         args,
+        hosting,
     })
 }
 
@@ -223,11 +270,17 @@ pub(super) struct OnWorker {
 }
 
 impl OnWorker {
-    pub(super) fn new(worker: &str, module_type: &str, name: &str, args: &impl Serialize) -> Result<Self, NodeError> {
+    pub(super) fn new(
+        worker: &str,
+        module_type: &str,
+        name: &str,
+        args: &impl Serialize,
+        options: &super::ModuleOptions,
+    ) -> Result<Self, NodeError> {
         botbus_core::validate_name(worker)?;
         Ok(Self {
             worker: worker.to_owned(),
-            request: spawn_request(module_type, name, args)?,
+            request: spawn_request(module_type, name, args, Hosting::of(options))?,
         })
     }
 }
@@ -280,7 +333,7 @@ impl Host for WorkerHosted {
     }
 
     async fn run_instance(&mut self) -> Ended {
-        Ended::Instance(run_on_worker(self).await)
+        run_on_worker(self).await
     }
 
     fn instance_ended(&mut self) {}
@@ -320,7 +373,7 @@ async fn wait_for(
     }
 }
 
-async fn run_on_worker(hosted: &mut WorkerHosted) -> Exit {
+async fn run_on_worker(hosted: &mut WorkerHosted) -> Ended {
     let (name, worker) = (hosted.name.clone(), hosted.on.worker.clone());
     let router = hosted.router.clone();
     let within = hosted.start_timeout;
@@ -339,31 +392,34 @@ async fn run_on_worker(hosted: &mut WorkerHosted) -> Exit {
     };
     match wait_for(&router, &hosted.stop, waiting, || router.routable(&spawner)).await {
         Ok(true) => {}
-        Ok(false) => return Exit::StoppedByNode,
+        Ok(false) => return Ended::Instance(Exit::StoppedByNode),
         Err(()) => {
-            return Exit::StartFailed(format!(
+            return Ended::Instance(Exit::StartFailed(format!(
                 "worker `{worker}` was not linked to this node within the start deadline ({within:?})"
-            ))
+            )))
         }
     }
     let deadline = Instant::now() + within;
+    router.take_worker_down(&name);
     let client = botbus_core::Client::new(router.clone(), "botbus");
     let asked = client.ask::<_, ()>(&spawner, hosted.on.request.clone()).timeout(within);
     let asked = tokio::select! {
         biased;
-        () = hosted.stop.wait() => return Exit::StoppedByNode,
+        () = hosted.stop.wait() => return Ended::Instance(Exit::StoppedByNode),
         asked = asked => asked,
     };
     if let Err(error) = asked {
-        return Exit::StartFailed(format!("worker `{worker}` did not start it: {error}"));
+        return Ended::Instance(Exit::StartFailed(format!(
+            "worker `{worker}` did not start it: {error}"
+        )));
     }
     match wait_for(&router, &hosted.stop, Some(deadline), || router.routable(&there)).await {
         Ok(true) => {}
-        Ok(false) => return Exit::StoppedByNode,
+        Ok(false) => return Ended::Instance(Exit::StoppedByNode),
         Err(()) => {
-            return Exit::StartFailed(format!(
+            return Ended::Instance(Exit::StartFailed(format!(
                 "worker `{worker}` started it but did not announce it within the start deadline ({within:?})"
-            ))
+            )))
         }
     }
     hosted.ran = true;
@@ -381,16 +437,23 @@ async fn run_on_worker(hosted: &mut WorkerHosted) -> Exit {
             if let Err(error) = stopped {
                 tracing::warn!(module = %name, %worker, %error, "could not stop it on the worker");
             }
-            Exit::StoppedByNode
+            Ended::Instance(Exit::StoppedByNode)
         }
         _ => {
+            // Gone from the worker while the worker is there: it ended
+            // there for good, its own restarts spent (the worker said why
+            // in a `down`). Gone with the worker: it comes back with it.
+            if router.routable(&spawner) {
+                let reason = router
+                    .take_worker_down(&name)
+                    .unwrap_or_else(|| DownReason::Failed(format!("it ended on worker `{worker}`")));
+                tracing::warn!(module = %name, %worker, %reason, "module ended on its worker");
+                return Ended::Final(reason);
+            }
             router.set_status(&name, ModuleStatus::Restarting);
-            let cause = match router.routable(&spawner) {
-                true => format!("it ended on worker `{worker}`"),
-                false => format!("worker `{worker}` was lost"),
-            };
+            let cause = format!("worker `{worker}` was lost");
             tracing::warn!(module = %name, %worker, %cause, "module on worker lost");
-            Exit::Failed(cause)
+            Ended::Instance(Exit::Failed(cause))
         }
     }
 }

@@ -141,6 +141,8 @@ pub(crate) struct Router {
     monitors: Mutex<Vec<Monitor>>,
     /// This node's modules placed on workers: module → worker.
     on_workers: RwLock<HashMap<String, String>>,
+    /// Why a module placed on a worker went down there, as the worker said.
+    worker_downs: Mutex<HashMap<String, DownReason>>,
     status: Mutex<HashMap<String, ModuleStatus>>,
     /// Serialises every reshaping of the route table: held while routes
     /// are recomputed and announced (two changes cannot interleave and
@@ -163,6 +165,7 @@ impl Router {
             subscriptions: RwLock::default(),
             monitors: Mutex::default(),
             on_workers: RwLock::default(),
+            worker_downs: Mutex::default(),
             status: Mutex::default(),
             reshaping: Mutex::default(),
             topology: watch::Sender::new(0),
@@ -590,7 +593,16 @@ impl Router {
             Some(Route::Local(local)) => Ok(Target::Local(local.clone())),
             Some(Route::Child(Some(link))) => Ok(Target::Link(link.clone(), module.to_owned(), false)),
             Some(Route::Child(None)) => Ok(Target::Restarting),
-            Some(Route::Via { link, node, hops }) if here => {
+            Some(Route::Via { link, node, hops })
+                if here
+                    || self
+                        .on_workers
+                        .read()
+                        .expect("router lock")
+                        .get(module)
+                        .map(String::as_str)
+                        == Some(&**node) =>
+            {
                 // Named by the node it was found at unless that is the next
                 // hop, so that the nodes between route it the same way.
                 let to = match hops {
@@ -614,6 +626,12 @@ impl Router {
             },
             _ => Err(unknown()),
         }
+    }
+
+    /// Why module `name`, placed on a worker, last went down there (taken:
+    /// asked again, it says nothing until the next down).
+    pub(crate) fn take_worker_down(&self, name: &str) -> Option<DownReason> {
+        self.worker_downs.lock().expect("router lock").remove(name)
     }
 
     /// Module `name` of this node runs on worker `worker` (`None`: no more).
@@ -905,6 +923,20 @@ impl Router {
             .is_some_and(|route| Arc::ptr_eq(&route.link, link));
         if !best {
             return; // a copy that came another way: the best way brings it too
+        }
+        if self.on_workers.read().expect("router lock").get(name) == Some(&node) {
+            // This node's own module, hosted on that worker, is gone for
+            // good there: its status says so before any monitor hears it,
+            // as for a child's module, and its host hears why.
+            let status = match &reason {
+                DownReason::Failed(why) => ModuleStatus::Failed(why.clone()),
+                _ => ModuleStatus::Stopped,
+            };
+            self.status.lock().expect("router lock").insert(name.to_owned(), status);
+            self.worker_downs
+                .lock()
+                .expect("router lock")
+                .insert(name.to_owned(), reason.clone());
         }
         let qualified = format!("{node}/{name}");
         let routed_there = matches!(

@@ -16,6 +16,13 @@ pub const LARGE: usize = 64 * 1024;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Chunk(#[serde(with = "serde_bytes_compat")] Vec<u8>);
 
+impl Chunk {
+    /// A chunk of `size` bytes.
+    pub fn of(size: usize) -> Chunk {
+        Chunk(vec![7; size])
+    }
+}
+
 impl Message for Chunk {
     const NAME: &'static str = "bench.Chunk";
 }

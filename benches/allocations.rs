@@ -1,0 +1,76 @@
+//! Heap allocations per message across a real link: 64 B tells from this
+//! process to a module in a child process (stdio), counted in each process
+//! by a counting allocator (dhat's, in testing mode). Prints allocations
+//! per message on the sending and on the receiving side.
+//!
+//! `cargo bench --bench allocations`
+//!
+//! Of what it counts, one allocation per message on each side is the
+//! message's own: the sender clones a `Vec<u8>` to send it, and the
+//! receiver decodes one into the module's message.
+
+use std::time::Duration;
+
+use botbus::{Context, Module, ModuleError, ModuleOptions, Node};
+
+#[path = "support/mod.rs"]
+mod support;
+use support::{Chunk, SMALL};
+
+#[global_allocator]
+static ALLOCATOR: dhat::Alloc = dhat::Alloc;
+
+/// Takes chunks; an empty one is answered with the allocations its
+/// process has made so far.
+struct CountingSink;
+
+impl Module for CountingSink {
+    type Message = Chunk;
+    type Reply = u64;
+
+    async fn process(&mut self, _chunk: Chunk, _ctx: &mut Context) -> Result<u64, ModuleError> {
+        Ok(dhat::HeapStats::get().total_blocks)
+    }
+}
+
+fn main() {
+    // Both processes count: this one, and the child it re-launches.
+    let _profiler = dhat::Profiler::builder().testing().build();
+    let node = Node::builder("bench")
+        .module_with("sink", || CountingSink, ModuleOptions::new().in_child())
+        .start()
+        .expect("the bench node and its child start");
+    let client = node.client("driver");
+    const N: u64 = 20_000;
+    let (sent, received) = node
+        .block_on(async move {
+            let chunk = Chunk::of(SMALL);
+            // Warm up: the link's buffers, the arena, the mailbox grow once.
+            for _ in 0..N {
+                client.tell("sink", chunk.clone()).await.expect("tell accepted");
+            }
+            let timeout = Duration::from_secs(60);
+            let theirs_before = client
+                .ask::<_, u64>("sink", Chunk::of(0))
+                .timeout(timeout)
+                .await
+                .expect("the sink answers");
+            let ours_before = dhat::HeapStats::get().total_blocks;
+            for _ in 0..N {
+                client.tell("sink", chunk.clone()).await.expect("tell accepted");
+            }
+            let ours_after = dhat::HeapStats::get().total_blocks;
+            let theirs_after = client
+                .ask::<_, u64>("sink", Chunk::of(0))
+                .timeout(timeout)
+                .await
+                .expect("the sink answers");
+            (ours_after - ours_before, theirs_after - theirs_before)
+        })
+        .expect("node up");
+    println!("\nheap allocations per 64 B tell over stdio, {N} tells, this run:");
+    println!("{:<34} {:>10.2}", "sender (this process)", sent as f64 / N as f64);
+    println!("{:<34} {:>10.2}", "receiver (the child)", received as f64 / N as f64);
+    println!("(one per message on each side is the message's own Vec<u8>)");
+    node.shutdown_blocking();
+}

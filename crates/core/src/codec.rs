@@ -35,7 +35,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::frame::{CodecKind, Frame};
+use crate::frame::{CodecKind, DataFrame, Frame};
 
 /// The default maximum frame body: 8 MiB, as tokio-util's
 /// `LengthDelimitedCodec`.
@@ -201,23 +201,28 @@ impl<T: Serialize> Encoder<&T> for FrameCodec<T> {
     type Error = FrameError;
 
     fn encode(&mut self, item: &T, dst: &mut BytesMut) -> Result<(), FrameError> {
-        let start = dst.len();
-        dst.put_u32(0);
-        if let Err(error) = postcard::to_io(item, dst.writer()) {
-            dst.truncate(start);
-            return Err(FrameError::Encode(error));
-        }
-        let len = dst.len() - start - LEN_PREFIX;
-        if len > self.max_frame_len {
-            dst.truncate(start);
-            return Err(FrameError::Oversize {
-                len,
-                max: self.max_frame_len,
-            });
-        }
-        dst[start..start + LEN_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
-        Ok(())
+        encode_postcard_frame(item, dst, self.max_frame_len)
     }
+}
+
+/// Appends `item` to `dst` as one length-prefixed postcard frame.
+fn encode_postcard_frame(item: &impl Serialize, dst: &mut BytesMut, max_frame_len: usize) -> Result<(), FrameError> {
+    let start = dst.len();
+    dst.put_u32(0);
+    if let Err(error) = postcard::to_io(item, dst.writer()) {
+        dst.truncate(start);
+        return Err(FrameError::Encode(error));
+    }
+    let len = dst.len() - start - LEN_PREFIX;
+    if len > max_frame_len {
+        dst.truncate(start);
+        return Err(FrameError::Oversize {
+            len,
+            max: max_frame_len,
+        });
+    }
+    dst[start..start + LEN_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
 }
 
 /// One JSON object per line: the codec for peers in any language.
@@ -296,22 +301,27 @@ impl Encoder<&Frame> for JsonLinesCodec {
     type Error = FrameError;
 
     fn encode(&mut self, item: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
-        let start = dst.len();
-        if let Err(error) = serde_json::to_writer(dst.writer(), item) {
-            dst.truncate(start);
-            return Err(FrameError::EncodeJson(error));
-        }
-        let len = dst.len() - start;
-        if len > self.max_frame_len {
-            dst.truncate(start);
-            return Err(FrameError::Oversize {
-                len,
-                max: self.max_frame_len,
-            });
-        }
-        dst.put_u8(b'\n');
-        Ok(())
+        encode_json_line(item, dst, self.max_frame_len)
     }
+}
+
+/// Appends `item` to `dst` as one JSON line.
+fn encode_json_line(item: &impl Serialize, dst: &mut BytesMut, max_frame_len: usize) -> Result<(), FrameError> {
+    let start = dst.len();
+    if let Err(error) = serde_json::to_writer(dst.writer(), item) {
+        dst.truncate(start);
+        return Err(FrameError::EncodeJson(error));
+    }
+    let len = dst.len() - start;
+    if len > max_frame_len {
+        dst.truncate(start);
+        return Err(FrameError::Oversize {
+            len,
+            max: max_frame_len,
+        });
+    }
+    dst.put_u8(b'\n');
+    Ok(())
 }
 
 /// The codec a link's handshake chose.
@@ -329,6 +339,15 @@ impl WireCodec {
         match kind {
             CodecKind::Postcard => WireCodec::Postcard(FrameCodec::with_max_frame_len(max_frame_len)),
             CodecKind::Json => WireCodec::Json(JsonLinesCodec::with_max_frame_len(max_frame_len)),
+        }
+    }
+
+    /// Appends a data frame that borrows what it carries: the same bytes
+    /// as encoding the matching [`Frame`], with nothing copied first.
+    pub fn encode_data(&self, frame: &DataFrame<'_>, dst: &mut BytesMut) -> Result<(), FrameError> {
+        match self {
+            WireCodec::Postcard(codec) => encode_postcard_frame(frame, dst, codec.max_frame_len),
+            WireCodec::Json(codec) => encode_json_line(frame, dst, codec.max_frame_len),
         }
     }
 

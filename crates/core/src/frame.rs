@@ -183,6 +183,29 @@ struct BinaryPayload {
 
 impl Serialize for WirePayload {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        PayloadRef {
+            name: &self.name,
+            body: &self.body,
+            json: self.json,
+        }
+        .serialize(serializer)
+    }
+}
+
+/// A payload to send, borrowing its name and body: it encodes exactly as a
+/// [`WirePayload`] with the same fields, without copying either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayloadRef<'a> {
+    /// The message's name.
+    pub name: &'a str,
+    /// The encoded message (JSON text if `json`).
+    pub body: &'a [u8],
+    /// Whether `body` is JSON text (it must be, in a JSON frame).
+    pub json: bool,
+}
+
+impl Serialize for PayloadRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         if serializer.is_human_readable() {
             if !self.json {
@@ -192,22 +215,117 @@ impl Serialize for WirePayload {
                 )));
             }
             /// The body inline, borrowed.
-            struct Inline<'a>(&'a Bytes);
+            struct Inline<'a>(&'a [u8]);
             impl Serialize for Inline<'_> {
                 fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                     body::serialize(self.0, serializer)
                 }
             }
             let mut form = serializer.serialize_struct("JsonPayload", 2)?;
-            form.serialize_field("name", &self.name)?;
-            form.serialize_field("body", &Inline(&self.body))?;
+            form.serialize_field("name", self.name)?;
+            form.serialize_field("body", &Inline(self.body))?;
             form.end()
         } else {
+            /// The body as bytes (as `Bytes` serializes), borrowed.
+            struct Raw<'a>(&'a [u8]);
+            impl Serialize for Raw<'_> {
+                fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                    serializer.serialize_bytes(self.0)
+                }
+            }
             let mut form = serializer.serialize_struct("BinaryPayload", 3)?;
-            form.serialize_field("name", &self.name)?;
-            form.serialize_field("body", &self.body)?;
+            form.serialize_field("name", self.name)?;
+            form.serialize_field("body", &Raw(self.body))?;
             form.serialize_field("json", &self.json)?;
             form.end()
+        }
+    }
+}
+
+/// A data frame to send — a tell, an ask or a publish — borrowing
+/// everything it carries. It encodes exactly as the [`Frame`] variant of the
+/// same name and fields, in either codec, so a sender builds no owned
+/// [`Frame`] (no copy of its names, target or body) on the hot path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataFrame<'a> {
+    /// As [`Frame::Tell`].
+    Tell {
+        /// Target module.
+        to: &'a str,
+        /// Sending module (`node/module`).
+        from: &'a str,
+        /// The message.
+        payload: PayloadRef<'a>,
+    },
+    /// As [`Frame::Ask`].
+    Ask {
+        /// The ask's id on this link.
+        id: u64,
+        /// Target module.
+        to: &'a str,
+        /// Asking module (`node/module`).
+        from: &'a str,
+        /// Milliseconds the asker will wait.
+        timeout_ms: u64,
+        /// The request.
+        payload: PayloadRef<'a>,
+    },
+    /// As [`Frame::Publish`].
+    Publish {
+        /// The topic.
+        topic: &'a str,
+        /// Publishing module (`node/module`).
+        from: &'a str,
+        /// The message.
+        payload: PayloadRef<'a>,
+        /// The nodes this copy is for.
+        to: &'a [String],
+    },
+}
+
+impl Serialize for DataFrame<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStructVariant;
+        // The indices and names of these variants in `Frame`.
+        const TELL: u32 = 0;
+        const ASK: u32 = 1;
+        const PUBLISH: u32 = 7;
+        match *self {
+            DataFrame::Tell { to, from, payload } => {
+                let mut form = serializer.serialize_struct_variant("Frame", TELL, "tell", 3)?;
+                form.serialize_field("to", to)?;
+                form.serialize_field("from", from)?;
+                form.serialize_field("payload", &payload)?;
+                form.end()
+            }
+            DataFrame::Ask {
+                id,
+                to,
+                from,
+                timeout_ms,
+                payload,
+            } => {
+                let mut form = serializer.serialize_struct_variant("Frame", ASK, "ask", 5)?;
+                form.serialize_field("id", &id)?;
+                form.serialize_field("to", to)?;
+                form.serialize_field("from", from)?;
+                form.serialize_field("timeout_ms", &timeout_ms)?;
+                form.serialize_field("payload", &payload)?;
+                form.end()
+            }
+            DataFrame::Publish {
+                topic,
+                from,
+                payload,
+                to,
+            } => {
+                let mut form = serializer.serialize_struct_variant("Frame", PUBLISH, "publish", 4)?;
+                form.serialize_field("topic", topic)?;
+                form.serialize_field("from", from)?;
+                form.serialize_field("payload", &payload)?;
+                form.serialize_field("to", to)?;
+                form.end()
+            }
         }
     }
 }
@@ -232,9 +350,9 @@ mod body {
     use serde::ser::Error as _;
     use serde_json::value::RawValue;
 
-    pub(super) fn serialize<S: Serializer>(body: &Bytes, serializer: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(body: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
         if !serializer.is_human_readable() {
-            return body.serialize(serializer);
+            return serializer.serialize_bytes(body);
         }
         let text = std::str::from_utf8(body).map_err(S::Error::custom)?;
         // A frame is one line. A line break in valid JSON text can only be

@@ -33,7 +33,7 @@ pub use codec::{FrameCodec, FrameError, JsonLinesCodec, WireCodec, DEFAULT_MAX_F
 pub use context::{Ask, Call, CallEvent, CallerRequest, Client, Context, DEFAULT_ASK_TIMEOUT};
 pub use endpoint::{Endpoint, EndpointError, PipeAddr, MEM_SCHEME, PIPE_SCHEME, STDIO_SCHEME, TCP_SCHEME, TLS_SCHEME};
 pub use error::{AskError, ModuleError, PayloadError, SendError};
-pub use frame::{CodecKind, Frame, Hello, Reach, WirePayload, MAGIC, PROTOCOL_VERSION};
+pub use frame::{CodecKind, DataFrame, Frame, Hello, PayloadRef, Reach, WirePayload, MAGIC, PROTOCOL_VERSION};
 pub use handshake::HandshakeError;
 pub use liveness::Liveness;
 pub use message::{register_message, FromPayload, Message, Payload};

@@ -281,6 +281,38 @@ impl Payload {
         self.encoded(CodecKind::Postcard)
     }
 
+    /// Calls `f` with the payload's body in `codec`, keeping no copy: an
+    /// encoded body is lent as it is, and an in-process value is encoded
+    /// into a buffer this thread reuses — what a link does to write a
+    /// message straight into its outgoing frame. (Transcoding between
+    /// codecs still makes the body anew.)
+    ///
+    /// ```
+    /// use botbus_core::{CodecKind, Payload};
+    /// let payload = Payload::new(7u32);
+    /// let len = payload.with_body(CodecKind::Postcard, |body| body.len()).unwrap();
+    /// assert_eq!(len, 1);
+    /// ```
+    pub fn with_body<R>(&self, codec: CodecKind, f: impl FnOnce(&[u8]) -> R) -> Result<R, PayloadError> {
+        match (&self.body, codec) {
+            (Body::Local(value), CodecKind::Postcard) => {
+                let mut scratch = SCRATCH.take();
+                scratch.clear();
+                let encoded = value.encode(scratch).map_err(|source| PayloadError::Encode {
+                    name: self.name.to_string(),
+                    source,
+                })?;
+                let result = f(&encoded);
+                if encoded.capacity() <= 1024 * 1024 {
+                    SCRATCH.set(encoded); // keep a moderate buffer for the next one
+                }
+                Ok(result)
+            }
+            (Body::Encoded(bytes), CodecKind::Postcard) | (Body::Json(bytes), CodecKind::Json) => Ok(f(bytes)),
+            _ => self.encoded(codec).map(|bytes| f(&bytes)),
+        }
+    }
+
     /// The payload's body in `codec`: encodes a local value, or hands back the
     /// bytes it was received with if they are in that codec already.
     pub fn encoded(&self, codec: CodecKind) -> Result<Bytes, PayloadError> {

@@ -390,3 +390,82 @@ fn the_handshake_state_machine_refuses_a_peer_by_what_is_wrong() {
         Err(HandshakeError::NoCommonCodec { .. })
     ));
 }
+
+#[test]
+fn a_borrowed_data_frame_encodes_exactly_as_the_owned_frame_in_both_codecs() {
+    use botbus_core::{DataFrame, PayloadRef, WireCodec, WirePayload};
+    use bytes::Bytes;
+    let postcard_body = postcard::to_allocvec(&(7u32, "seven")).unwrap();
+    let json_body = br#"{"speed": 0.5, "note":"a b"}"#.to_vec();
+    let cases: Vec<(Vec<u8>, bool)> = vec![(postcard_body, false), (json_body, true)];
+    let to_nodes = vec!["c".to_owned(), "d".to_owned()];
+    for (body, json) in cases {
+        let owned = WirePayload {
+            name: "robot.Speed".into(),
+            body: Bytes::from(body.clone()),
+            json,
+        };
+        let borrowed = PayloadRef {
+            name: "robot.Speed",
+            body: &body,
+            json,
+        };
+        let pairs = [
+            (
+                Frame::Tell {
+                    to: "motor".into(),
+                    from: "a/ctl".into(),
+                    payload: owned.clone(),
+                },
+                DataFrame::Tell {
+                    to: "motor",
+                    from: "a/ctl",
+                    payload: borrowed,
+                },
+            ),
+            (
+                Frame::Ask {
+                    id: 300,
+                    to: "b/motor".into(),
+                    from: "a/ctl".into(),
+                    timeout_ms: 5000,
+                    payload: owned.clone(),
+                },
+                DataFrame::Ask {
+                    id: 300,
+                    to: "b/motor",
+                    from: "a/ctl",
+                    timeout_ms: 5000,
+                    payload: borrowed,
+                },
+            ),
+            (
+                Frame::Publish {
+                    topic: "arm/joint".into(),
+                    from: "a/ctl".into(),
+                    payload: owned.clone(),
+                    to: to_nodes.clone(),
+                },
+                DataFrame::Publish {
+                    topic: "arm/joint",
+                    from: "a/ctl",
+                    payload: borrowed,
+                    to: &to_nodes,
+                },
+            ),
+        ];
+        for kind in [CodecKind::Postcard, CodecKind::Json] {
+            if kind == CodecKind::Json && !json {
+                continue; // a JSON frame carries JSON bodies only
+            }
+            let codec = WireCodec::new(kind, 1 << 20);
+            for (frame, data) in &pairs {
+                let (mut from_owned, mut from_borrowed) = (BytesMut::new(), BytesMut::new());
+                codec.clone().encode(frame, &mut from_owned).unwrap();
+                codec.encode_data(data, &mut from_borrowed).unwrap();
+                assert_eq!(from_borrowed, from_owned, "{kind} {data:?}");
+                assert_eq!(codec.clone().decode(&mut from_borrowed).unwrap().as_ref(), Some(frame));
+            }
+        }
+    }
+}

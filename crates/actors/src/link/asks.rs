@@ -12,6 +12,8 @@ use futures::future::BoxFuture;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, TryAcquireError};
 use tokio_util::sync::CancellationToken;
 
+use super::flow::DataHead;
+
 use super::LinkHandle;
 use crate::router::remaining_ms;
 
@@ -147,7 +149,7 @@ impl LinkHandle {
 
     pub(crate) fn try_send_envelope(
         self: &Arc<Self>,
-        module: String,
+        module: &str,
         envelope: Envelope,
         json: bool,
     ) -> Result<Option<CancelHook>, TryDeliverError> {
@@ -156,13 +158,13 @@ impl LinkHandle {
                 .push_envelope(module, envelope, permit, json)
                 .map_err(TryDeliverError::Failed),
             Err(TryAcquireError::NoPermits) => Err(TryDeliverError::Full(Box::new(envelope))),
-            Err(TryAcquireError::Closed) => Err(TryDeliverError::Failed(SendError::Stopped(module))),
+            Err(TryAcquireError::Closed) => Err(TryDeliverError::Failed(SendError::Stopped(module.to_owned()))),
         }
     }
 
     pub(crate) async fn send_envelope(
         self: &Arc<Self>,
-        module: String,
+        module: &str,
         envelope: Envelope,
         json: bool,
     ) -> Result<Option<CancelHook>, SendError> {
@@ -172,57 +174,39 @@ impl LinkHandle {
 
     pub(super) fn push_envelope(
         self: &Arc<Self>,
-        module: String,
+        module: &str,
         envelope: Envelope,
         permit: OwnedSemaphorePermit,
         json: bool,
     ) -> Result<Option<CancelHook>, SendError> {
-        let payload = match self.wire_as(&envelope.payload, json) {
-            Ok(payload) => payload,
-            Err(error) => {
-                // An ask passed on from elsewhere hears why, not just `Stopped`.
-                if let EnvelopeKind::Ask(ask) = envelope.kind {
-                    ask.caller.reply(Err(AskError::BadPayload(error.to_string())));
-                }
-                return Err(error);
-            }
-        };
-        let from = envelope.from.to_string();
-        match envelope.kind {
+        let json = self.sends_json(&envelope.payload, json);
+        let Envelope { from, payload, kind } = envelope;
+        match kind {
             EnvelopeKind::Tell => {
-                self.queue(
-                    &Frame::Tell {
-                        to: module,
-                        from,
-                        payload,
-                    },
-                    permit,
-                )?;
+                let tell = DataHead::Tell {
+                    to: module,
+                    from: &from,
+                };
+                self.queue_data(tell, &payload, json, permit)?;
                 Ok(None)
             }
             EnvelopeKind::Publish { topic } => {
                 // A publish handed to one module behind this link: for the
                 // peer itself (publishes to many go by `Router::publish`).
-                let frame = Frame::Publish {
-                    topic: topic.to_string(),
-                    from,
-                    payload,
-                    to: vec![self.peer.clone()],
+                let publish = DataHead::Publish {
+                    topic: &topic,
+                    from: &from,
+                    to: std::slice::from_ref(&self.peer),
                 };
-                self.queue(&frame, permit)?;
+                self.queue_data(publish, &payload, json, permit)?;
                 Ok(None)
             }
             EnvelopeKind::Ask(ask) => {
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                let frame = Frame::Ask {
-                    id,
-                    to: module.clone(),
-                    from,
-                    timeout_ms: remaining_ms(ask.deadline),
-                    payload,
-                };
+                let timeout_ms = remaining_ms(ask.deadline);
                 // Errors name the module, not the route it took.
-                let callee = botbus_core::address::split(&module).1.to_owned();
+                let callee = botbus_core::address::split(module).1.to_owned();
+                // Registered before it is sent: the reply may come at once.
                 self.pending.lock().expect("link lock").insert(
                     id,
                     PendingAsk {
@@ -230,7 +214,15 @@ impl LinkHandle {
                         callee,
                     },
                 );
-                if let Err(error) = self.queue(&frame, permit) {
+                let request = DataHead::Ask {
+                    id,
+                    to: module,
+                    from: &from,
+                    timeout_ms,
+                };
+                if let Err(error) = self.queue_data(request, &payload, json, permit) {
+                    // The asker hears why (an ask passed on from elsewhere
+                    // too), not just `Stopped`.
                     if let Some(pending) = self.pending.lock().expect("link lock").remove(&id) {
                         pending.caller.reply(Err(AskError::BadPayload(error.to_string())));
                     }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use botbus_core::{CancelHook, Envelope, Frame, SendError, TryDeliverError};
+use botbus_core::{CancelHook, CodecKind, DataFrame, Envelope, Frame, Payload, PayloadRef, SendError, TryDeliverError};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
@@ -68,6 +68,35 @@ impl LinkHandle {
             .map_err(|_| SendError::Stopped(format!("link to `{}`", self.peer)))
     }
 
+    /// Queues a data frame that borrows what it carries: `frame` gets the
+    /// payload's body lent (encoded into this thread's scratch buffer if it
+    /// is a value here), and the frame is encoded straight into this
+    /// thread's arena — no owned frame, name or body is made on the way.
+    pub(super) fn queue_data(
+        &self,
+        head: DataHead<'_>,
+        payload: &Payload,
+        json: bool,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<(), SendError> {
+        let codec = if json { CodecKind::Json } else { CodecKind::Postcard };
+        let bytes = payload
+            .with_body(codec, |body| {
+                let name = payload.name();
+                self.encode_data(&head.with(PayloadRef { name, body, json }))
+            })
+            .map_err(|e| SendError::Encode(e.to_string()))?
+            .map_err(|e| SendError::Encode(e.to_string()))?;
+        self.counters.frames_out.fetch_add(1, Ordering::Relaxed);
+        self.counters.data_out.fetch_add(1, Ordering::Relaxed);
+        self.out
+            .send(Outgoing::Frame {
+                bytes,
+                _permit: Some(permit),
+            })
+            .map_err(|_| SendError::Stopped(format!("link to `{}`", self.peer)))
+    }
+
     pub(super) async fn permit(&self) -> Result<OwnedSemaphorePermit, SendError> {
         self.permits
             .clone()
@@ -80,6 +109,56 @@ impl LinkHandle {
     pub(crate) async fn send_data(&self, frame: &Frame) -> Result<(), SendError> {
         let permit = self.permit().await?;
         self.queue(frame, permit)
+    }
+}
+
+/// A data frame without its payload: what it is, where it goes, from whom.
+#[derive(Clone, Copy)]
+pub(super) enum DataHead<'a> {
+    Tell {
+        to: &'a str,
+        from: &'a str,
+    },
+    Ask {
+        id: u64,
+        to: &'a str,
+        from: &'a str,
+        timeout_ms: u64,
+    },
+    Publish {
+        topic: &'a str,
+        from: &'a str,
+        to: &'a [String],
+    },
+}
+
+impl<'a> DataHead<'a> {
+    /// The whole frame, with `payload`.
+    fn with<'b>(self, payload: PayloadRef<'b>) -> DataFrame<'b>
+    where
+        'a: 'b,
+    {
+        match self {
+            DataHead::Tell { to, from } => DataFrame::Tell { to, from, payload },
+            DataHead::Ask {
+                id,
+                to,
+                from,
+                timeout_ms,
+            } => DataFrame::Ask {
+                id,
+                to,
+                from,
+                timeout_ms,
+                payload,
+            },
+            DataHead::Publish { topic, from, to } => DataFrame::Publish {
+                topic,
+                from,
+                payload,
+                to,
+            },
+        }
     }
 }
 

@@ -230,11 +230,18 @@ impl LinkHandle {
         self.wire_as(payload, false)
     }
 
+    /// Whether a payload goes over this link as JSON: on a JSON link; when
+    /// it came from a JSON peer (it stays JSON, flagged); or when `json`
+    /// says it is for a node that speaks only JSON.
+    pub(crate) fn sends_json(&self, payload: &Payload, json: bool) -> bool {
+        json || self.codec.kind() == CodecKind::Json || payload.encoding() == Some(CodecKind::Json)
+    }
+
     /// [`LinkHandle::wire`], in JSON if `json`: the payload is for a node
     /// that speaks only JSON, and this node, which knows its type, encodes
     /// it so that the nodes between pass it on as it is.
     pub(crate) fn wire_as(&self, payload: &Payload, json: bool) -> Result<WirePayload, SendError> {
-        let json = json || self.codec.kind() == CodecKind::Json || payload.encoding() == Some(CodecKind::Json);
+        let json = self.sends_json(payload, json);
         let codec = if json { CodecKind::Json } else { CodecKind::Postcard };
         Ok(WirePayload {
             name: payload.name().to_owned(),

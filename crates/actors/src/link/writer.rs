@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use botbus_core::{Frame, FrameError, LinkWriter};
+use botbus_core::{DataFrame, Frame, FrameError, LinkWriter};
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
@@ -38,15 +38,28 @@ impl LinkHandle {
     /// bytes: small frames share one allocation per 64 KiB instead of one
     /// each, and no lock is taken (every link on a thread shares its arena).
     pub(super) fn encode(&self, frame: &Frame) -> Result<Bytes, FrameError> {
-        ARENA.with_borrow_mut(|arena| {
-            if arena.capacity() - arena.len() < 4096 {
-                arena.reserve(ARENA_BYTES);
-            }
-            self.codec.clone().encode(frame, arena)?;
-            Ok(arena.split().freeze())
-        })
+        in_arena(|arena| self.codec.clone().encode(frame, arena))
+    }
+
+    /// [`LinkHandle::encode`] for a data frame that borrows what it carries.
+    pub(super) fn encode_data(&self, frame: &DataFrame<'_>) -> Result<Bytes, FrameError> {
+        in_arena(|arena| self.codec.encode_data(frame, arena))
     }
 }
+
+/// Runs `encode` on this thread's arena; the bytes it appended, as their own
+/// `Bytes` (a slice of the arena's block).
+fn in_arena(encode: impl FnOnce(&mut BytesMut) -> Result<(), FrameError>) -> Result<Bytes, FrameError> {
+    ARENA.with_borrow_mut(|arena| {
+        if arena.capacity() - arena.len() < 4096 {
+            arena.reserve(ARENA_BYTES);
+        }
+        encode(arena)?;
+        Ok(arena.split().freeze())
+    })
+}
+
+impl LinkHandle {}
 
 pub(super) async fn write_loop(
     mut write: LinkWriter,

@@ -34,6 +34,7 @@
 
 mod inbound;
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -104,12 +105,13 @@ struct NodeRoute {
 /// and whether one of them speaks only JSON.
 pub(crate) type PublishCopies = Vec<(Arc<LinkHandle>, Vec<String>, bool)>;
 
-/// Where a send goes.
-enum Target {
+/// Where a send to `to` goes.
+enum Target<'to> {
     Local(LocalModule),
-    /// Over `link`, addressed to `to` there; `json` if it is for a node
+    /// Over `link`, addressed to `to` there (borrowed from the address sent
+    /// to, unless the route names the node); `json` if it is for a node
     /// that speaks only JSON.
-    Link(Arc<LinkHandle>, String, bool),
+    Link(Arc<LinkHandle>, Cow<'to, str>, bool),
     /// A child module whose process is being (re)started.
     Restarting,
 }
@@ -573,7 +575,7 @@ impl Router {
     }
 
     /// Where a send to `to` goes from here.
-    fn target(&self, to: &str) -> Result<Target, SendError> {
+    fn target<'to>(&self, to: &'to str) -> Result<Target<'to>, SendError> {
         let unknown = || SendError::UnknownModule(to.to_owned());
         let (node, module) = address::split(to);
         let here = match node {
@@ -586,12 +588,12 @@ impl Router {
                 let nodes = self.nodes.read().expect("router lock");
                 let route = nodes.get(node).ok_or_else(unknown)?;
                 let to = if route.path.len() == 1 { module } else { to };
-                return Ok(Target::Link(route.link.clone(), to.to_owned(), route.json));
+                return Ok(Target::Link(route.link.clone(), Cow::Borrowed(to), route.json));
             }
         };
         match self.routes.read().expect("router lock").get(module) {
             Some(Route::Local(local)) => Ok(Target::Local(local.clone())),
-            Some(Route::Child(Some(link))) => Ok(Target::Link(link.clone(), module.to_owned(), false)),
+            Some(Route::Child(Some(link))) => Ok(Target::Link(link.clone(), Cow::Borrowed(module), false)),
             Some(Route::Child(None)) => Ok(Target::Restarting),
             Some(Route::Via { link, node, hops })
                 if here
@@ -606,8 +608,8 @@ impl Router {
                 // Named by the node it was found at unless that is the next
                 // hop, so that the nodes between route it the same way.
                 let to = match hops {
-                    1 => module.to_owned(),
-                    _ => format!("{node}/{module}"),
+                    1 => Cow::Borrowed(module),
+                    _ => Cow::Owned(format!("{node}/{module}")),
                 };
                 let json = self
                     .nodes
@@ -666,7 +668,7 @@ impl Router {
                 if from.is_some_and(|from| Arc::ptr_eq(from, &link)) {
                     return Err(TryDeliverError::Failed(back_where_it_came_from(&to)));
                 }
-                link.try_send_envelope(to, envelope, json)
+                link.try_send_envelope(&to, envelope, json)
             }
             Ok(Target::Restarting) => Err(TryDeliverError::Full(Box::new(envelope))),
             Err(error) => Err(TryDeliverError::Failed(error)),
@@ -703,7 +705,7 @@ impl Router {
                     if from.is_some_and(|from| Arc::ptr_eq(from, &link)) {
                         return Err(back_where_it_came_from(&to));
                     }
-                    return link.send_envelope(to, envelope, json).await;
+                    return link.send_envelope(&to, envelope, json).await;
                 }
                 Target::Restarting => {
                     let waited = match deadline {

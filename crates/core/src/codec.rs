@@ -170,6 +170,22 @@ impl<T: DeserializeOwned> Decoder for FrameCodec<T> {
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<T>, FrameError> {
+        let Some(body) = self.next_body(src)? else {
+            return Ok(None);
+        };
+        let len = body.len();
+        let (item, rest) = postcard::take_from_bytes(&body).map_err(|source| FrameError::Malformed { len, source })?;
+        if !rest.is_empty() {
+            return Err(FrameError::TrailingBytes(rest.len()));
+        }
+        Ok(Some(item))
+    }
+}
+
+impl<T> FrameCodec<T> {
+    /// The next whole frame's body, split off `src`; its length is checked
+    /// against the maximum before anything of it is buffered.
+    fn next_body(&self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
         let Some(prefix) = src.get(..LEN_PREFIX) else {
             return Ok(None);
         };
@@ -188,12 +204,7 @@ impl<T: DeserializeOwned> Decoder for FrameCodec<T> {
             return Ok(None);
         }
         src.advance(LEN_PREFIX);
-        let body = src.split_to(len);
-        let (item, rest) = postcard::take_from_bytes(&body).map_err(|source| FrameError::Malformed { len, source })?;
-        if !rest.is_empty() {
-            return Err(FrameError::TrailingBytes(rest.len()));
-        }
-        Ok(Some(item))
+        Ok(Some(src.split_to(len)))
     }
 }
 
@@ -368,6 +379,35 @@ impl Decoder for WireCodec {
         match self {
             WireCodec::Postcard(codec) => codec.decode(src),
             WireCodec::Json(codec) => codec.decode(src),
+        }
+    }
+}
+
+/// A frame as a link reads it: a postcard frame's body, to be read with
+/// [`FrameIn::read`](crate::frame::FrameIn::read) — a tell or an ask
+/// borrowed from these bytes, any other frame owned — or a JSON frame,
+/// decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    /// A postcard frame's body (its length already checked).
+    Postcard(bytes::Bytes),
+    /// A JSON-lines frame.
+    Json(Frame),
+}
+
+/// [`WireCodec`] as a link reads with it: postcard frames come out as their
+/// bytes ([`Incoming::Postcard`]) so that the reader can borrow from them.
+#[derive(Debug, Clone)]
+pub struct IncomingCodec(pub WireCodec);
+
+impl Decoder for IncomingCodec {
+    type Item = Incoming;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Incoming>, FrameError> {
+        match &mut self.0 {
+            WireCodec::Postcard(codec) => Ok(codec.next_body(src)?.map(|body| Incoming::Postcard(body.freeze()))),
+            WireCodec::Json(codec) => Ok(codec.decode(src)?.map(Incoming::Json)),
         }
     }
 }

@@ -512,3 +512,139 @@ pub enum Frame {
         reason: String,
     },
 }
+
+/// A payload as read from a postcard frame, borrowing from the frame's
+/// bytes (see [`Incoming`](crate::codec::Incoming)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct PayloadIn<'a> {
+    /// The message's name.
+    pub name: &'a str,
+    /// The encoded message, inside the frame's bytes.
+    pub body: &'a [u8],
+    /// Whether `body` is JSON text.
+    pub json: bool,
+}
+
+/// A tell or an ask as read from a postcard frame, borrowing every name and
+/// the body from the frame's bytes: what a link takes on its hot path, with
+/// nothing copied or allocated to read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataIn<'a> {
+    /// As [`Frame::Tell`].
+    Tell {
+        /// Target module.
+        to: &'a str,
+        /// Sending module (`node/module`).
+        from: &'a str,
+        /// The message.
+        payload: PayloadIn<'a>,
+    },
+    /// As [`Frame::Ask`].
+    Ask {
+        /// The ask's id on this link.
+        id: u64,
+        /// Target module.
+        to: &'a str,
+        /// Asking module (`node/module`).
+        from: &'a str,
+        /// Milliseconds the asker will wait.
+        timeout_ms: u64,
+        /// The request.
+        payload: PayloadIn<'a>,
+    },
+}
+
+impl<'a> DataIn<'a> {
+    /// Who sent it (`node/module`).
+    pub fn from(&self) -> &'a str {
+        match *self {
+            DataIn::Tell { from, .. } | DataIn::Ask { from, .. } => from,
+        }
+    }
+}
+
+/// A postcard frame body, read: a tell or an ask borrowed from the bytes,
+/// or any other frame, owned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FrameIn<'a> {
+    /// A tell or an ask.
+    Data(DataIn<'a>),
+    /// Any other frame.
+    Frame(Frame),
+}
+
+impl<'a> FrameIn<'a> {
+    /// Reads one postcard frame body (without its length prefix), checked
+    /// as the frame codec checks it: malformed or with bytes left over, it
+    /// is an error naming what was wrong.
+    ///
+    /// ```
+    /// use botbus_core::frame::{DataIn, FrameIn};
+    /// use botbus_core::{Frame, WirePayload};
+    ///
+    /// let tell = Frame::Tell {
+    ///     to: "motor".into(),
+    ///     from: "a/ctl".into(),
+    ///     payload: WirePayload { name: "u32".into(), body: vec![7].into(), json: false },
+    /// };
+    /// let bytes = postcard::to_allocvec(&tell).unwrap();
+    /// match FrameIn::read(&bytes).unwrap() {
+    ///     FrameIn::Data(DataIn::Tell { to, payload, .. }) => assert_eq!((to, payload.body), ("motor", &[7][..])),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// let ping = postcard::to_allocvec(&Frame::Ping { nonce: 1 }).unwrap();
+    /// assert_eq!(FrameIn::read(&ping).unwrap(), FrameIn::Frame(Frame::Ping { nonce: 1 }));
+    /// assert!(FrameIn::read(&[0, 200]).is_err());
+    /// ```
+    pub fn read(body: &'a [u8]) -> Result<FrameIn<'a>, crate::codec::FrameError> {
+        #[derive(Deserialize)]
+        struct TellIn<'a> {
+            to: &'a str,
+            from: &'a str,
+            #[serde(borrow)]
+            payload: PayloadIn<'a>,
+        }
+        #[derive(Deserialize)]
+        struct AskIn<'a> {
+            id: u64,
+            to: &'a str,
+            from: &'a str,
+            timeout_ms: u64,
+            #[serde(borrow)]
+            payload: PayloadIn<'a>,
+        }
+        fn whole<'a, T: Deserialize<'a>>(bytes: &'a [u8], len: usize) -> Result<T, crate::codec::FrameError> {
+            let (item, rest) = postcard::take_from_bytes(bytes)
+                .map_err(|source| crate::codec::FrameError::Malformed { len, source })?;
+            if !rest.is_empty() {
+                return Err(crate::codec::FrameError::TrailingBytes(rest.len()));
+            }
+            Ok(item)
+        }
+        // A variant index below 128 is its own one-byte varint: 0 is a
+        // tell, 1 an ask (the order of `Frame`'s variants).
+        match body.split_first() {
+            Some((0, rest)) => {
+                let TellIn { to, from, payload } = whole(rest, body.len())?;
+                Ok(FrameIn::Data(DataIn::Tell { to, from, payload }))
+            }
+            Some((1, rest)) => {
+                let AskIn {
+                    id,
+                    to,
+                    from,
+                    timeout_ms,
+                    payload,
+                } = whole(rest, body.len())?;
+                Ok(FrameIn::Data(DataIn::Ask {
+                    id,
+                    to,
+                    from,
+                    timeout_ms,
+                    payload,
+                }))
+            }
+            _ => whole(body, body.len()).map(FrameIn::Frame),
+        }
+    }
+}

@@ -29,11 +29,14 @@ pub mod transport;
 pub use address::{validate_name, Address, NameError};
 pub use auth::{AuthToken, Role, TokenError};
 pub use bus::{AskEnvelope, Bus, CallerSink, CancelHook, Envelope, EnvelopeKind, TryDeliverError};
-pub use codec::{FrameCodec, FrameError, JsonLinesCodec, WireCodec, DEFAULT_MAX_FRAME_LEN};
+pub use codec::{FrameCodec, FrameError, Incoming, IncomingCodec, JsonLinesCodec, WireCodec, DEFAULT_MAX_FRAME_LEN};
 pub use context::{Ask, Call, CallEvent, CallerRequest, Client, Context, DEFAULT_ASK_TIMEOUT};
 pub use endpoint::{Endpoint, EndpointError, PipeAddr, MEM_SCHEME, PIPE_SCHEME, STDIO_SCHEME, TCP_SCHEME, TLS_SCHEME};
 pub use error::{AskError, ModuleError, PayloadError, SendError};
-pub use frame::{CodecKind, DataFrame, Frame, Hello, PayloadRef, Reach, WirePayload, MAGIC, PROTOCOL_VERSION};
+pub use frame::{
+    CodecKind, DataFrame, DataIn, Frame, FrameIn, Hello, PayloadIn, PayloadRef, Reach, WirePayload, MAGIC,
+    PROTOCOL_VERSION,
+};
 pub use handshake::HandshakeError;
 pub use liveness::Liveness;
 pub use message::{register_message, FromPayload, Message, Payload};

@@ -159,6 +159,16 @@ pub fn register_message<M: Message>() {
         .or_insert(transcoder);
 }
 
+/// The `'static` name of a message type known to this process, if `name`
+/// is one: a payload read off a link names its type without allocating.
+pub fn static_name(name: &str) -> Option<&'static str> {
+    KNOWN
+        .read()
+        .expect("message registry")
+        .get_key_value(name)
+        .map(|(name, _)| *name)
+}
+
 fn known(name: &str) -> Option<Transcoder> {
     KNOWN.read().expect("message registry").get(name).copied()
 }

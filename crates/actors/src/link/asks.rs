@@ -25,9 +25,9 @@ impl LinkHandle {
         self: &Arc<Self>,
         id: u64,
         to: &str,
-        from: String,
+        from: Arc<str>,
         timeout_ms: u64,
-        payload: botbus_core::WirePayload,
+        payload: Payload,
     ) -> Envelope {
         let cancel = CancellationToken::new();
         let inbound = InboundAsk {
@@ -41,11 +41,11 @@ impl LinkHandle {
             callee: to.to_owned(),
             next_call: AtomicU32::new(0),
             replied: false,
-            json: payload.json,
+            json: payload.encoding() == Some(botbus_core::CodecKind::Json),
         };
         Envelope {
-            from: from.into(),
-            payload: self.unwire(payload),
+            from,
+            payload,
             kind: EnvelopeKind::Ask(botbus_core::AskEnvelope {
                 caller: Box::new(caller),
                 cancel,

@@ -186,7 +186,7 @@ impl LinkHandle {
     pub(crate) async fn take_data(
         self: &Arc<Self>,
         router: &Arc<Router>,
-        to: String,
+        to: &str,
         envelope: Envelope,
         ask: Option<u64>,
     ) {
@@ -200,7 +200,7 @@ impl LinkHandle {
             credit: false,
             ask: None,
         };
-        park_or_deliver(router, self, module, envelope, owed).await;
+        park_or_deliver(router, self, &module, envelope, owed).await;
     }
 
     /// One data frame was taken off the link.
@@ -239,7 +239,7 @@ pub(super) fn handed_on(link: &LinkHandle, owed: Owed, outcome: Result<Option<Ca
 pub(super) async fn park_or_deliver(
     router: &Arc<Router>,
     link: &Arc<LinkHandle>,
-    to: String,
+    to: &str,
     envelope: Envelope,
     owed: Owed,
 ) {
@@ -250,7 +250,7 @@ pub(super) async fn park_or_deliver(
         let room = inflow.room.notified();
         {
             let mut waiting = inflow.parked.lock().expect("link lock");
-            let Some(queue) = waiting.get_mut(&to) else {
+            let Some(queue) = waiting.get_mut(to) else {
                 break; // nothing waits for this target: try to hand it on now
             };
             if inflow.parked_total.load(Ordering::Acquire) < inflow.window as usize {
@@ -264,21 +264,21 @@ pub(super) async fn park_or_deliver(
         room.await;
     }
     let envelope = envelope.expect("not parked yet");
-    let envelope = match router.try_route(&to, envelope, Some(link)) {
+    let envelope = match router.try_route(to, envelope, Some(link)) {
         Ok(hook) => return handed_on(link, owed, Ok(hook)),
         Err(TryDeliverError::Failed(error)) => return handed_on(link, owed, Err(error)),
         Err(TryDeliverError::Full(envelope)) => *envelope,
     };
     if inflow.parked_total.load(Ordering::Acquire) >= inflow.window as usize {
         // The peer sends past its window: hold the whole link until there is room.
-        let outcome = router.route(&to, envelope, Some(link)).await;
+        let outcome = router.route(to, envelope, Some(link)).await;
         return handed_on(link, owed, outcome);
     }
     // A queue exists exactly while the drainer drains it: hand it over.
     let first = {
         let mut waiting = inflow.parked.lock().expect("link lock");
         inflow.parked_total.fetch_add(1, Ordering::AcqRel);
-        match waiting.entry(to.clone()) {
+        match waiting.entry(to.to_owned()) {
             std::collections::hash_map::Entry::Occupied(mut queue) => {
                 queue.get_mut().push_back(Parked { envelope, owed });
                 false
@@ -290,7 +290,7 @@ pub(super) async fn park_or_deliver(
         }
     };
     if first {
-        let _ = link.inflow.drains.send(to);
+        let _ = link.inflow.drains.send(to.to_owned());
     }
 }
 

@@ -34,8 +34,8 @@ use std::time::Duration;
 use botbus_core::handshake::Handshake;
 pub(crate) use botbus_core::Role;
 use botbus_core::{
-    AuthToken, CodecKind, Frame, HandshakeError, Hello, Link, Liveness, Payload, SendError, TopicPattern, WireCodec,
-    WirePayload,
+    AuthToken, CodecKind, Frame, HandshakeError, Hello, IncomingCodec, Link, Liveness, Payload, SendError,
+    TopicPattern, WireCodec, WirePayload,
 };
 use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore};
@@ -255,6 +255,21 @@ impl LinkHandle {
         match payload.json {
             true => Payload::from_json(payload.name, payload.body),
             false => Payload::from_encoded(payload.name, payload.body),
+        }
+    }
+
+    /// A payload read borrowed from `bytes` (a postcard frame's body): its
+    /// body becomes a slice of `bytes`, and a known message type's name its
+    /// `'static` name — nothing is copied or allocated.
+    pub(crate) fn unwire_in(&self, bytes: &Bytes, payload: botbus_core::PayloadIn<'_>) -> Payload {
+        let name: std::borrow::Cow<'static, str> = match botbus_core::message::static_name(payload.name) {
+            Some(name) => name.into(),
+            None => payload.name.to_owned().into(),
+        };
+        let body = bytes.slice_ref(payload.body);
+        match payload.json {
+            true => Payload::from_json(name, body),
+            false => Payload::from_encoded(name, body),
         }
     }
 
@@ -478,7 +493,7 @@ pub(crate) async fn establish_link(
     let authenticated = agreed.authenticated;
     let theirs = agreed.peer;
     let codec = WireCodec::new(agreed.codec, config.max_frame_len);
-    let reader = reader.map_decoder(|_| codec.clone());
+    let reader = reader.map_decoder(|_| IncomingCodec(codec.clone()));
 
     let (out, queued) = mpsc::unbounded_channel();
     let (drains, started) = mpsc::unbounded_channel();

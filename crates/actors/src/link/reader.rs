@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use botbus_core::liveness::{LivenessAction, LivenessState};
-use botbus_core::{Frame, FrameError, Liveness, WireCodec};
+use botbus_core::{Frame, FrameError, FrameIn, Incoming, IncomingCodec, Liveness};
 use futures::StreamExt;
 use tokio_util::codec::FramedRead;
 
@@ -16,9 +16,10 @@ use crate::router::Router;
 pub(super) async fn read_loop(
     router: Arc<Router>,
     link: Arc<LinkHandle>,
-    mut reader: FramedRead<botbus_core::LinkReader, WireCodec>,
+    mut reader: FramedRead<botbus_core::LinkReader, IncomingCodec>,
     liveness: Liveness,
 ) {
+    let mut senders = Senders::default();
     let mut alive = LivenessState::new(liveness, std::time::Instant::now());
     // Frames are counted, not timed: the timer looks at the count when it
     // fires, so a busy link pays one increment per frame for its liveness.
@@ -59,15 +60,31 @@ pub(super) async fn read_loop(
         };
         frames += 1;
         link.counters.frames_in.fetch_add(1, Ordering::Relaxed);
-        match next {
+        // A postcard frame is read borrowed from its bytes: a tell or an ask
+        // is taken with nothing copied; anything else is decoded whole.
+        let read = match next {
             None => break "peer closed the link".to_owned(),
+            Some(Ok(Incoming::Postcard(bytes))) => match FrameIn::read(&bytes) {
+                Ok(FrameIn::Data(data)) => {
+                    link.counters.data_in.fetch_add(1, Ordering::Relaxed);
+                    let from = senders.intern(data.from());
+                    router.inbound_data(&link, &bytes, data, from).await;
+                    continue;
+                }
+                Ok(FrameIn::Frame(frame)) => Ok(frame),
+                Err(error) => Err(error),
+            },
+            Some(Ok(Incoming::Json(frame))) => Ok(frame),
+            Some(Err(error)) => Err(error),
+        };
+        match read {
             // The connection itself failed (reset, say): the peer or the
             // network went away; nothing it sent was wrong.
-            Some(Err(FrameError::Io(error))) => {
+            Err(FrameError::Io(error)) => {
                 tracing::warn!(node = router.node(), peer = %link.peer, via = %link.describe, %error, "link lost");
                 break format!("link lost: {error}");
             }
-            Some(Err(error)) => {
+            Err(error) => {
                 tracing::error!(node = router.node(), peer = %link.peer, via = %link.describe, %error, "bad input: closing the link");
                 link.broken.store(true, Ordering::Release);
                 let reason = format!("bad input from peer: {error}");
@@ -75,8 +92,8 @@ pub(super) async fn read_loop(
                 link.send_control(&Frame::Bye { reason: reason.clone() });
                 break reason;
             }
-            Some(Ok(Frame::Bye { reason })) => break format!("peer said goodbye: {reason}"),
-            Some(Ok(frame)) => {
+            Ok(Frame::Bye { reason }) => break format!("peer said goodbye: {reason}"),
+            Ok(frame) => {
                 if let Frame::Tell { .. } | Frame::Ask { .. } | Frame::Publish { .. } = frame {
                     link.counters.data_in.fetch_add(1, Ordering::Relaxed);
                 }
@@ -86,4 +103,32 @@ pub(super) async fn read_loop(
     };
     tracing::info!(node = router.node(), peer = %link.peer, %reason, "link down");
     router.remove_link(&link, &reason);
+}
+
+/// The senders a link hears from most, each as one shared `Arc<str>`: a
+/// tell from a sender heard from recently costs no allocation for its name.
+#[derive(Default)]
+struct Senders {
+    recent: Vec<Arc<str>>,
+}
+
+impl Senders {
+    /// How many senders are kept.
+    const KEPT: usize = 16;
+
+    fn intern(&mut self, from: &str) -> Arc<str> {
+        if let Some(at) = self.recent.iter().position(|s| &**s == from) {
+            let sender = self.recent[at].clone();
+            if at > 0 {
+                self.recent.swap(at, at - 1); // the busiest drift to the front
+            }
+            return sender;
+        }
+        let sender: Arc<str> = Arc::from(from);
+        if self.recent.len() == Self::KEPT {
+            self.recent.pop();
+        }
+        self.recent.push(sender.clone());
+        sender
+    }
 }

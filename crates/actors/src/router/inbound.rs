@@ -1,4 +1,6 @@
-//! The one way in: every frame a link reads comes to [`Router::inbound`].
+//! The one way in: every frame a link reads comes to [`Router::inbound`] —
+//! or, for a tell or an ask read borrowed from a postcard frame's bytes, to
+//! [`Router::inbound_data`], which takes it with nothing copied.
 //!
 //! Frames about where things are and where messages go — tells, asks,
 //! publishes, announcements, subscriptions, downs — are the router's to
@@ -8,12 +10,50 @@
 
 use std::sync::Arc;
 
-use botbus_core::{AskError, Envelope, EnvelopeKind, Frame};
+use botbus_core::{AskError, DataIn, Envelope, EnvelopeKind, Frame};
+use bytes::Bytes;
 
 use super::Router;
 use crate::link::LinkHandle;
 
 impl Router {
+    /// A tell or an ask arrived on `link`, read borrowed from `bytes` (the
+    /// frame's body); `from` is its sender, as the link's reader interned
+    /// it. Its payload is a slice of `bytes`: nothing is copied.
+    pub(crate) async fn inbound_data(
+        self: &Arc<Self>,
+        link: &Arc<LinkHandle>,
+        bytes: &Bytes,
+        data: DataIn<'_>,
+        from: Arc<str>,
+    ) {
+        match data {
+            DataIn::Tell { to, payload, .. } => {
+                let envelope = Envelope {
+                    from,
+                    payload: link.unwire_in(bytes, payload),
+                    kind: EnvelopeKind::Tell,
+                };
+                link.take_data(self, to, envelope, None).await;
+            }
+            DataIn::Ask {
+                id,
+                to,
+                timeout_ms,
+                payload,
+                ..
+            } => {
+                if !self.routable(to) {
+                    link.refuse_ask(id, AskError::UnknownModule(to.to_owned()));
+                    link.credit_one();
+                    return;
+                }
+                let envelope = link.accept_ask(id, to, from, timeout_ms, link.unwire_in(bytes, payload));
+                link.take_data(self, to, envelope, Some(id)).await;
+            }
+        }
+    }
+
     /// A frame arrived on `link`.
     pub(crate) async fn inbound(self: &Arc<Self>, link: &Arc<LinkHandle>, frame: Frame) {
         match frame {
@@ -23,7 +63,7 @@ impl Router {
                     payload: link.unwire(payload),
                     kind: EnvelopeKind::Tell,
                 };
-                link.take_data(self, to, envelope, None).await;
+                link.take_data(self, &to, envelope, None).await;
             }
             Frame::Ask {
                 id,
@@ -37,8 +77,8 @@ impl Router {
                     link.credit_one();
                     return;
                 }
-                let envelope = link.accept_ask(id, &to, from, timeout_ms, payload);
-                link.take_data(self, to, envelope, Some(id)).await;
+                let envelope = link.accept_ask(id, &to, from.into(), timeout_ms, link.unwire(payload));
+                link.take_data(self, &to, envelope, Some(id)).await;
             }
             Frame::Publish {
                 topic,

@@ -48,6 +48,32 @@ use asks::{AnswerSender, InboundAsk, PendingAsk};
 use flow::Inflow;
 use writer::Outgoing;
 
+/// Bodies shorter than this share a block of the body arena; longer ones
+/// get an allocation of their own (see [`LinkHandle::unwire_in`]).
+const ARENA_BODIES_BELOW: usize = 4 * 1024;
+
+/// The size of a body arena block.
+const BODY_ARENA_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    /// Where this thread's link readers copy small bodies.
+    static BODY_ARENA: std::cell::RefCell<bytes::BytesMut> = std::cell::RefCell::new(bytes::BytesMut::new());
+}
+
+/// `body`, copied into this thread's body arena if it is small.
+fn copy_body(body: &[u8]) -> Bytes {
+    if body.len() >= ARENA_BODIES_BELOW {
+        return Bytes::copy_from_slice(body);
+    }
+    BODY_ARENA.with_borrow_mut(|arena| {
+        if arena.capacity() - arena.len() < body.len() {
+            *arena = bytes::BytesMut::with_capacity(BODY_ARENA_BYTES);
+        }
+        arena.extend_from_slice(body);
+        arena.split().freeze()
+    })
+}
+
 /// What crossed one link so far: frames of every kind, and of those the
 /// data frames (tells, asks, publishes), each way.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -258,15 +284,23 @@ impl LinkHandle {
         }
     }
 
-    /// A payload read borrowed from `bytes` (a postcard frame's body): its
-    /// body becomes a slice of `bytes`, and a known message type's name its
-    /// `'static` name — nothing is copied or allocated.
-    pub(crate) fn unwire_in(&self, bytes: &Bytes, payload: botbus_core::PayloadIn<'_>) -> Payload {
+    /// A payload read borrowed from a postcard frame's body: a known
+    /// message type's name becomes its `'static` name, and the body is
+    /// copied into this thread's body arena — one allocation per 64 KiB of
+    /// small bodies, not one per message (a large body gets its own).
+    ///
+    /// The body is not left as a slice of the read buffer, though that
+    /// would spare the copy: a slice keeps its whole read buffer alive (and
+    /// shared, so the reader cannot reuse it) until the module is done with
+    /// the message. Thousands of small messages parked behind a busy module
+    /// would then hold thousands of read buffers — up to 64 KiB each for a
+    /// 64-byte message — where the arena holds their bytes and little more.
+    pub(crate) fn unwire_in(&self, payload: botbus_core::PayloadIn<'_>) -> Payload {
         let name: std::borrow::Cow<'static, str> = match botbus_core::message::static_name(payload.name) {
             Some(name) => name.into(),
             None => payload.name.to_owned().into(),
         };
-        let body = bytes.slice_ref(payload.body);
+        let body = copy_body(payload.body);
         match payload.json {
             true => Payload::from_json(name, body),
             false => Payload::from_encoded(name, body),

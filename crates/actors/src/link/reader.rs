@@ -68,7 +68,7 @@ pub(super) async fn read_loop(
                 Ok(FrameIn::Data(data)) => {
                     link.counters.data_in.fetch_add(1, Ordering::Relaxed);
                     let from = senders.intern(data.from());
-                    router.inbound_data(&link, &bytes, data, from).await;
+                    router.inbound_data(&link, data, from).await;
                     continue;
                 }
                 Ok(FrameIn::Frame(frame)) => Ok(frame),

@@ -1,6 +1,6 @@
 //! The one way in: every frame a link reads comes to [`Router::inbound`] —
 //! or, for a tell or an ask read borrowed from a postcard frame's bytes, to
-//! [`Router::inbound_data`], which takes it with nothing copied.
+//! [`Router::inbound_data`], which takes it with no allocation of its own.
 //!
 //! Frames about where things are and where messages go — tells, asks,
 //! publishes, announcements, subscriptions, downs — are the router's to
@@ -11,27 +11,19 @@
 use std::sync::Arc;
 
 use botbus_core::{AskError, DataIn, Envelope, EnvelopeKind, Frame};
-use bytes::Bytes;
 
 use super::Router;
 use crate::link::LinkHandle;
 
 impl Router {
-    /// A tell or an ask arrived on `link`, read borrowed from `bytes` (the
-    /// frame's body); `from` is its sender, as the link's reader interned
-    /// it. Its payload is a slice of `bytes`: nothing is copied.
-    pub(crate) async fn inbound_data(
-        self: &Arc<Self>,
-        link: &Arc<LinkHandle>,
-        bytes: &Bytes,
-        data: DataIn<'_>,
-        from: Arc<str>,
-    ) {
+    /// A tell or an ask arrived on `link`, read borrowed from the frame's
+    /// bytes; `from` is its sender, as the link's reader interned it.
+    pub(crate) async fn inbound_data(self: &Arc<Self>, link: &Arc<LinkHandle>, data: DataIn<'_>, from: Arc<str>) {
         match data {
             DataIn::Tell { to, payload, .. } => {
                 let envelope = Envelope {
                     from,
-                    payload: link.unwire_in(bytes, payload),
+                    payload: link.unwire_in(payload),
                     kind: EnvelopeKind::Tell,
                 };
                 link.take_data(self, to, envelope, None).await;
@@ -48,7 +40,7 @@ impl Router {
                     link.credit_one();
                     return;
                 }
-                let envelope = link.accept_ask(id, to, from, timeout_ms, link.unwire_in(bytes, payload));
+                let envelope = link.accept_ask(id, to, from, timeout_ms, link.unwire_in(payload));
                 link.take_data(self, to, envelope, Some(id)).await;
             }
         }

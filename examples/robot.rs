@@ -32,6 +32,12 @@
 //! ROBOT_TOKEN=... cargo run --example robot -- --listen tcp://0.0.0.0:7000 --on-worker planner
 //! ROBOT_TOKEN=... cargo run --example robot -- --worker --join tcp://robot.local:7000
 //! ```
+//!
+//! Or as a launch file says — where each module runs, and the node's links,
+//! in TOML (`examples/launch/`): `cargo run --example robot -- --launch
+//! examples/launch/threads.toml`; a process for a module placed
+//! `pipe:<endpoint>` runs the same file with `--role module:<name>`, and a
+//! worker with `--role worker:<name>`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -297,6 +303,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .map(|s| s.parse::<u64>())
         .transpose()?;
+    if let Some(file) = flag("--launch") {
+        return launched(&file, seconds);
+    }
     let children = listed("--child")?;
     let joined = listed("--joined")?;
     let only = listed("--module")?;
@@ -330,16 +339,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if worker {
         // A worker hosts nothing of its own: it starts the robot's module
         // types when the robot asks.
-        let node = builder
-            .register("motor", |(): ()| Motor::default())
-            .register("led", |(): ()| Led)
-            .register("planner", |(): ()| Planner)
-            .register("logger", |(): ()| Logger::default())
-            .register("controller", |(): ()| Controller::default())
-            .register("mission", |(): ()| Mission::default())
-            .register("sensor", |readings: Option<u64>| Sensor { seq: 0, readings })
-            .worker()
-            .start()?;
+        let node = register(builder).worker().start()?;
         node.shutdown_on_signal()?;
         tracing::info!(node = WORKER, "worker up; Ctrl-C stops it");
         node.join();
@@ -390,6 +390,44 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     node.shutdown_on_signal()?;
     tracing::info!(modules = ?node.modules(), ?children, seconds, "robot up; Ctrl-C stops it");
     node.run_for(Duration::from_secs_f64(seconds))?;
+    tracing::info!("robot stopped cleanly");
+    Ok(())
+}
+
+/// The robot's module types, for a worker or a launch file to build from.
+/// The sensor's argument is how many readings it takes (none: no end).
+fn register(builder: botbus::NodeBuilder) -> botbus::NodeBuilder {
+    builder
+        .register("motor", |(): ()| Motor::default())
+        .register("led", |(): ()| Led)
+        .register("planner", |(): ()| Planner)
+        .register("logger", |(): ()| Logger::default())
+        .register("controller", |(): ()| Controller::default())
+        .register("mission", |(): ()| Mission::default())
+        .register("sensor", |readings: Option<u64>| Sensor { seq: 0, readings })
+}
+
+/// The robot as the launch file `file` describes it, in the role `--role`
+/// names: `robot` (the default), `module:<name>` for a module placed
+/// `pipe:<endpoint>`, or `worker:<name>`.
+fn launched(file: &str, seconds: f64) -> Result<(), Box<dyn std::error::Error>> {
+    use botbus::launch::{Launch, Role};
+    let role = match flag("--role").as_deref() {
+        None | Some("robot") => Role::Robot,
+        Some(role) => match role.split_once(':') {
+            Some(("module", name)) => Role::Module(name.to_owned()),
+            Some(("worker", name)) => Role::Worker(name.to_owned()),
+            _ => return Err(format!("--role {role}: expected `robot`, `module:<name>` or `worker:<name>`").into()),
+        },
+    };
+    let node = Launch::read(file)?.builder(&role, register)?.start()?;
+    node.shutdown_on_signal()?;
+    tracing::info!(modules = ?node.modules(), ?role, launch = file, seconds, "robot up; Ctrl-C stops it");
+    match role {
+        // A worker serves until it is stopped.
+        Role::Worker(_) => node.join(),
+        _ => node.run_for(Duration::from_secs_f64(seconds))?,
+    }
     tracing::info!("robot stopped cleanly");
     Ok(())
 }

@@ -45,6 +45,9 @@ pub use botbus_core::{
 pub use botbus_transport_stdio::ChildCommand;
 pub use botbus_transport_tcp::{TlsConfig, TlsConfigError, TlsTransport};
 
+pub mod launch;
+pub use launch::{Launch, LaunchError};
+
 /// The crates behind the facade, for what it does not re-export.
 pub mod crates {
     pub use botbus_actors as actors;

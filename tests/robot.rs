@@ -285,3 +285,93 @@ fn the_robot_tells_the_same_story_with_the_planner_and_motor_on_a_remote_worker(
         "motor and planner on a worker:\n{robot_log}\n{worker_log}"
     );
 }
+
+/// `examples/launch/<name>.toml`, made this test's own in `scratch`: the
+/// sensor stops after 30 readings, the pipe is a socket of the test's, and
+/// the TCP port a free one.
+fn launch_file(scratch: &support::secrets::Scratch, name: &str, socket: &std::path::Path, port: u16) -> String {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/launch/");
+    let text = std::fs::read_to_string(format!("{example}{name}.toml")).expect("the example launch file");
+    let text = text
+        .replace("type = \"sensor\"\n", "type = \"sensor\"\nargs = 30\n")
+        .replace("pipe://robot", &format!("pipe://{}", socket.display()))
+        .replace("127.0.0.1:7000", &format!("127.0.0.1:{port}"));
+    let path = scratch.path().join(format!("{name}.toml"));
+    std::fs::write(&path, text).expect("launch file written");
+    path.display().to_string()
+}
+
+/// The robot example under a launch file, in a role, for `seconds`.
+fn launched(file: &str, role: &str, seconds: &str) -> std::process::Child {
+    Command::new(support::example_binary("robot"))
+        .args(["--launch", file, "--role", role, "--seconds", seconds])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("robot starts")
+}
+
+/// The stderr of a finished run, which must have succeeded.
+fn log_of(run: std::process::Child, what: &str) -> String {
+    let output = run.wait_with_output().expect("the process ends");
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{what}: {}\n{log}", output.status);
+    log
+}
+
+#[test]
+fn four_launch_files_that_differ_only_in_placements_tell_the_same_story() {
+    let scratch = support::secrets::Scratch::new("launch");
+    let socket = support::socket_path("launch");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let file = |name| launch_file(&scratch, name, &socket, port);
+
+    // Every module a thread of one process, and every module a child.
+    let threads = launched(&file("threads"), "robot", "2.5");
+    let children = launched(&file("children"), "robot", "2.5");
+    let alone = trace(&log_of(threads, "all threads"));
+    assert_eq!(alone.cancelled_at, ["6"], "{alone:?}");
+    assert_eq!(
+        trace(&log_of(children, "all children")),
+        alone,
+        "every module in a child"
+    );
+
+    // The motor and the planner in processes of their own, joined through
+    // a pipe the robot listens at; they outlive the robot's story.
+    let pipe = file("pipe");
+    let robot = launched(&pipe, "robot", "2.5");
+    let motor = launched(&pipe, "module:motor", "6");
+    let planner = launched(&pipe, "module:planner", "6");
+    let logs = [
+        log_of(robot, "robot"),
+        log_of(motor, "motor"),
+        log_of(planner, "planner"),
+    ]
+    .concat();
+    assert!(logs.contains("link up node=\"robot-motor\""), "{logs}");
+    assert_eq!(trace(&logs), alone, "motor and planner joined through a pipe:\n{logs}");
+    let _ = std::fs::remove_file(&socket);
+
+    // The planner and the motor on a worker over TCP, started as the robot
+    // asks; the worker runs until it is told to stop.
+    let worker_file = file("worker");
+    let worker = launched(&worker_file, "worker:gpu", "0");
+    let robot = log_of(launched(&worker_file, "robot", "2.5"), "robot");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(worker.id() as i32).expect("a pid"),
+        rustix::process::Signal::TERM,
+    )
+    .expect("the worker is signalled");
+    let worker = log_of(worker, "worker");
+    assert!(robot.contains("running on worker module=planner worker=gpu"), "{robot}");
+    assert_eq!(
+        trace(&format!("{robot}{worker}")),
+        alone,
+        "planner and motor on a worker:\n{robot}\n{worker}"
+    );
+}

@@ -60,6 +60,22 @@ pub struct NodeBuilder {
     pub(super) invalid: Option<NodeError>,
 }
 
+impl std::fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeBuilder")
+            .field("name", &self.name)
+            .field(
+                "modules",
+                &self.modules.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            )
+            .field("types", &self.types())
+            .field("listens", &self.listens)
+            .field("joins", &self.joins)
+            .field("worker", &self.worker)
+            .finish_non_exhaustive()
+    }
+}
+
 impl NodeBuilder {
     /// Adds a module with default [`ModuleOptions`]. `factory` builds a fresh
     /// instance at start and after each restart.
@@ -139,6 +155,47 @@ impl NodeBuilder {
         self.registry
             .insert(module_type.to_owned(), super::worker::maker(module_type, make));
         self
+    }
+
+    /// Whether module type `module_type` is registered on this builder.
+    pub fn has_type(&self, module_type: &str) -> bool {
+        self.registry.contains_key(module_type)
+    }
+
+    /// The module types registered on this builder, sorted.
+    pub fn types(&self) -> Vec<String> {
+        let mut types: Vec<String> = self.registry.keys().cloned().collect();
+        types.sort_unstable();
+        types
+    }
+
+    /// Adds module `name` of the registered type `module_type`, built from
+    /// `args` (JSON text) — in this process or in a child, as `options`
+    /// say. What a launch file does for each module it places here.
+    pub fn module_of_type(
+        mut self,
+        name: &str,
+        module_type: &str,
+        args: &str,
+        options: ModuleOptions,
+    ) -> Result<Self, NodeError> {
+        let failed = |reason: String| NodeError::StartFailed {
+            module: name.to_owned(),
+            reason,
+        };
+        let maker = self.registry.get(module_type).ok_or_else(|| {
+            failed(format!(
+                "no module type `{module_type}` is registered (there are: {})",
+                self.types().join(", ")
+            ))
+        })?;
+        let launch = maker(args).map_err(failed)?;
+        self.modules.push(ModuleSpec {
+            name: name.to_owned(),
+            options,
+            launch: Some(launch),
+        });
+        Ok(self)
     }
 
     /// Makes the node a worker: it runs the module

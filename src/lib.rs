@@ -33,8 +33,8 @@
 //! ```
 
 pub use botbus_actors::{
-    env_token, read_token, LinkConfig, LinkError, LinkStats, MemTransport, ModuleOptions, ModuleStatus, Node,
-    NodeBuilder, NodeError, TokenSourceError, MEM_SCHEME,
+    env_token, read_token, Hosting, LinkConfig, LinkError, LinkStats, MemTransport, ModuleOptions, ModuleStatus, Node,
+    NodeBuilder, NodeError, TokenSourceError, WorkerRequest, MEM_SCHEME, WORKER_MODULE,
 };
 pub use botbus_core::{
     async_trait, register_message, Ask, AskError, AuthToken, Call, CallEvent, CallerRequest, Client, CodecKind,

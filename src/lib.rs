@@ -33,8 +33,9 @@
 //! ```
 
 pub use botbus_actors::{
-    env_token, read_token, Hosting, LinkConfig, LinkError, LinkStats, MemTransport, ModuleOptions, ModuleStatus, Node,
-    NodeBuilder, NodeError, TokenSourceError, WorkerRequest, MEM_SCHEME, WORKER_MODULE,
+    env_token, read_token, Hosting, Introspect, LinkConfig, LinkError, LinkStats, MemTransport, ModuleInfo,
+    ModuleOptions, ModuleStatus, Node, NodeBuilder, NodeError, NodeInfo, SubscriptionInfo, TokenSourceError,
+    WorkerRequest, MEM_SCHEME, NODE_MODULE, WORKER_MODULE,
 };
 pub use botbus_core::{
     async_trait, register_message, Ask, AskError, AuthToken, Call, CallEvent, CallerRequest, Client, CodecKind,

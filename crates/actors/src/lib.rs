@@ -24,6 +24,9 @@ mod token;
 
 pub use link::{LinkConfig, LinkError, LinkStats};
 pub use mem::{MemLink, MemListener, MemTransport, MEM_SCHEME};
-pub use node::{Hosting, ModuleOptions, Node, NodeBuilder, NodeError, WorkerRequest, WORKER_MODULE};
+pub use node::{
+    Hosting, Introspect, ModuleInfo, ModuleOptions, Node, NodeBuilder, NodeError, NodeInfo, SubscriptionInfo,
+    WorkerRequest, NODE_MODULE, WORKER_MODULE,
+};
 pub use router::ModuleStatus;
 pub use token::{env_token, read_token, TokenSourceError};

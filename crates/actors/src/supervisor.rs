@@ -196,7 +196,10 @@ pub(crate) async fn run_host<H: Host>(mut host: H) {
             Ended::Instance(exit) => decide(host.supervisor(), host.name(), exit).await,
         };
         match decision {
-            Decision::Restart => continue,
+            Decision::Restart => {
+                host.router().count_restart(host.name());
+                continue;
+            }
             Decision::Finish(reason) => break reason,
         }
     };

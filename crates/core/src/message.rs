@@ -78,6 +78,13 @@ pub trait FromPayload: Sized + Send + 'static {
     /// Makes the type known to this process (see [`register_message`]); a
     /// node does this for each module's message type.
     fn register() {}
+
+    /// The wire name of the messages it takes, if it takes one type (a
+    /// module taking any [`Payload`] has none): what a node tells a tool
+    /// that asks what its modules take.
+    fn type_name() -> Option<&'static str> {
+        None
+    }
 }
 
 impl<M: Message> FromPayload for M {
@@ -87,6 +94,10 @@ impl<M: Message> FromPayload for M {
 
     fn register() {
         register_message::<M>();
+    }
+
+    fn type_name() -> Option<&'static str> {
+        Some(M::NAME)
     }
 }
 

@@ -23,7 +23,14 @@ use crate::mem::MemTransport;
 use crate::router::Router;
 use crate::supervisor::Supervisor;
 
-pub(super) type Launch = Arc<dyn Fn(Hosted) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+/// How to host a module in this process, and what it takes and answers.
+#[derive(Clone)]
+pub(super) struct Launch {
+    pub(super) run: Arc<dyn Fn(Hosted) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>,
+    /// The wire names of its message type (none if it takes any payload)
+    /// and its reply type.
+    pub(super) types: (Option<&'static str>, &'static str),
+}
 
 pub(super) struct ModuleSpec {
     pub(super) name: String,
@@ -39,7 +46,13 @@ pub(super) fn launcher<M: Module>(factory: impl Fn() -> M + Send + Sync + 'stati
     <M::Message as botbus_core::FromPayload>::register();
     botbus_core::register_message::<M::Reply>();
     let factory: Arc<dyn Fn() -> M + Send + Sync> = Arc::new(factory);
-    Arc::new(move |hosted| Box::pin(host(factory.clone(), hosted)))
+    Launch {
+        run: Arc::new(move |hosted| Box::pin(host(factory.clone(), hosted))),
+        types: (
+            <M::Message as botbus_core::FromPayload>::type_name(),
+            <M::Reply as botbus_core::Message>::NAME,
+        ),
+    }
 }
 
 /// Sets up a [`Node`]: its name, modules and settings.
@@ -58,6 +71,9 @@ pub struct NodeBuilder {
     pub(super) worker: bool,
     /// The first invalid setting, reported by `start`.
     pub(super) invalid: Option<NodeError>,
+    /// Whether the node describes itself (`botbus.node`); a child process
+    /// does not: its parent describes the module it hosts.
+    pub(super) describes: bool,
 }
 
 impl std::fmt::Debug for NodeBuilder {
@@ -305,8 +321,21 @@ impl NodeBuilder {
         if let Some(invalid) = self.invalid.take() {
             return Err(invalid);
         }
-        // The worker module reaches its node once there is one.
+        // The framework's own modules reach their node once there is one.
         let worker_node = Arc::new(std::sync::OnceLock::<std::sync::Weak<Shared>>::new());
+        if self.describes {
+            let node = worker_node.clone();
+            self.modules.insert(
+                0,
+                ModuleSpec {
+                    name: super::NODE_MODULE.to_owned(),
+                    options: ModuleOptions::default().thread_system(),
+                    launch: Some(launcher(move || super::introspect::Describer {
+                        node: node.get().cloned().unwrap_or_default(),
+                    })),
+                },
+            );
+        }
         if self.worker {
             let registry = Arc::new(std::mem::take(&mut self.registry));
             let node = worker_node.clone();

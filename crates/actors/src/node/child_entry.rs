@@ -19,6 +19,7 @@ impl NodeBuilder {
         // First of all: make the protocol stream private.
         let link =
             StdioTransport::link_to_parent().unwrap_or_else(|e| fail(1, format!("cannot take stdin/stdout: {e}")));
+        self.describes = false; // the parent describes the module
         let names: Vec<String> = self.modules.iter().map(|m| m.name.clone()).collect();
         let Some(mut spec) = std::mem::take(&mut self.modules).into_iter().find(|m| m.name == module) else {
             fail(

@@ -30,11 +30,13 @@
 
 mod builder;
 mod child_entry;
+mod introspect;
 mod options;
 mod signals;
 mod worker;
 
 pub use builder::NodeBuilder;
+pub use introspect::{Introspect, ModuleInfo, NodeInfo, SubscriptionInfo, NODE_MODULE};
 pub use options::ModuleOptions;
 pub use worker::{Hosting, WorkerRequest, WORKER_MODULE};
 
@@ -214,6 +216,7 @@ impl Node {
             registry: Default::default(),
             worker: false,
             invalid: None,
+            describes: true,
         }
     }
 
@@ -325,7 +328,8 @@ impl Node {
             done: done_tx,
         };
         let arbiter = self.arbiter_for(&spec.options.thread).await?;
-        if !arbiter.spawn(launch(hosted)) {
+        shared.router.set_types(&spec.name, launch.types);
+        if !arbiter.spawn((launch.run)(hosted)) {
             return Err(NodeError::Stopped);
         }
         Ok(())
@@ -516,9 +520,12 @@ impl Node {
         self.shared.router.child_pid(name)
     }
 
-    /// The modules running on this node.
+    /// The modules running on this node (not the framework's own, named
+    /// `botbus.…`).
     pub fn modules(&self) -> Vec<String> {
-        self.shared.router.local_names()
+        let mut names = self.shared.router.local_names();
+        names.retain(|name| !name.starts_with(crate::router::FRAMEWORK_PREFIX));
+        names
     }
 
     /// What crossed each of this node's links so far, by peer.
@@ -728,6 +735,9 @@ impl Node {
             module.stop.stop();
             if let Some(done) = module.done.take() {
                 match tokio::time::timeout(STOP_GRACE, done).await {
+                    Ok(_) if module.name.starts_with(crate::router::FRAMEWORK_PREFIX) => {
+                        tracing::debug!(module = %module.name, "stopped")
+                    }
                     Ok(_) => tracing::info!(module = %module.name, "stopped"),
                     Err(_) => tracing::warn!(module = %module.name, "did not stop within {STOP_GRACE:?}"),
                 }

@@ -105,6 +105,12 @@ impl ModuleOptions {
         self
     }
 
+    /// On the node's system thread (the framework's own modules).
+    pub(super) fn thread_system(mut self) -> Self {
+        self.thread = Thread::System;
+        self
+    }
+
     /// Runs the module in a child process: a copy of this very binary,
     /// started with the same arguments, in which [`NodeBuilder::start`]
     /// hosts only this module (the other options still apply there). The

@@ -105,6 +105,11 @@ struct NodeRoute {
 /// and whether one of them speaks only JSON.
 pub(crate) type PublishCopies = Vec<(Arc<LinkHandle>, Vec<String>, bool)>;
 
+/// The names of the framework's own modules begin so (`botbus.node`,
+/// `botbus.worker`): every node may have one, so they are addressed with
+/// their node (`robot/botbus.node`) and never listed as a node's modules.
+pub(crate) const FRAMEWORK_PREFIX: &str = "botbus.";
+
 /// Where a send to `to` goes.
 enum Target<'to> {
     Local(LocalModule),
@@ -145,6 +150,10 @@ pub(crate) struct Router {
     on_workers: RwLock<HashMap<String, String>>,
     /// Why a module placed on a worker went down there, as the worker said.
     worker_downs: Mutex<HashMap<String, DownReason>>,
+    /// What each in-process module takes and answers (wire names).
+    module_types: Mutex<HashMap<String, (Option<&'static str>, &'static str)>>,
+    /// How often each module was restarted.
+    restarts: Mutex<HashMap<String, u32>>,
     status: Mutex<HashMap<String, ModuleStatus>>,
     /// Serialises every reshaping of the route table: held while routes
     /// are recomputed and announced (two changes cannot interleave and
@@ -168,6 +177,8 @@ impl Router {
             monitors: Mutex::default(),
             on_workers: RwLock::default(),
             worker_downs: Mutex::default(),
+            module_types: Mutex::default(),
+            restarts: Mutex::default(),
             status: Mutex::default(),
             reshaping: Mutex::default(),
             topology: watch::Sender::new(0),
@@ -475,7 +486,10 @@ impl Router {
         let mut best: HashMap<&str, (&str, &NodeRoute)> = HashMap::new();
         let mut seen_at: HashMap<&str, Vec<&str>> = HashMap::new();
         for (node, route) in &nodes {
-            for module in &route.modules {
+            // The framework's own modules (`botbus.…`) run on every node
+            // that has them and are named with their node: no route by
+            // their bare name, and no clash.
+            for module in route.modules.iter().filter(|m| !m.starts_with(FRAMEWORK_PREFIX)) {
                 seen_at.entry(module).or_default().push(node);
                 let better = match best.get(module.as_str()) {
                     None => true,
@@ -628,6 +642,89 @@ impl Router {
             },
             _ => Err(unknown()),
         }
+    }
+
+    /// Every subscription here: (pattern, module), sorted.
+    pub(crate) fn subscription_list(&self) -> Vec<(String, String)> {
+        let mut list: Vec<(String, String)> = self
+            .subscriptions
+            .read()
+            .expect("router lock")
+            .iter()
+            .map(|s| (s.pattern.as_str().to_owned(), s.module.to_string()))
+            .collect();
+        list.sort();
+        list
+    }
+
+    /// In-process module `name` takes `types.0` and answers `types.1`.
+    pub(crate) fn set_types(&self, name: &str, types: (Option<&'static str>, &'static str)) {
+        self.module_types
+            .lock()
+            .expect("router lock")
+            .insert(name.to_owned(), types);
+    }
+
+    /// Module `name` is being restarted once more.
+    pub(crate) fn count_restart(&self, name: &str) {
+        *self
+            .restarts
+            .lock()
+            .expect("router lock")
+            .entry(name.to_owned())
+            .or_default() += 1;
+    }
+
+    /// What this node hosts and places, module by module, as a tool that
+    /// asks is told (see `NodeInfo`).
+    pub(crate) fn module_infos(&self) -> Vec<crate::node::ModuleInfo> {
+        let routes = self.routes.read().expect("router lock");
+        let statuses = self.status.lock().expect("router lock").clone();
+        let restarts = self.restarts.lock().expect("router lock").clone();
+        let types = self.module_types.lock().expect("router lock").clone();
+        let pids = self.child_pids.lock().expect("router lock").clone();
+        let on_workers = self.on_workers.read().expect("router lock").clone();
+        let mut names: BTreeSet<String> = routes
+            .iter()
+            .filter(|(_, route)| matches!(route, Route::Local(_) | Route::Child(_)))
+            .map(|(name, _)| name.to_string())
+            .collect();
+        names.extend(on_workers.keys().cloned());
+        names
+            .into_iter()
+            .filter(|name| !name.starts_with(FRAMEWORK_PREFIX))
+            .map(|name| {
+                let (placement, mailbox) = match routes.get(name.as_str()) {
+                    Some(Route::Local(local)) => (
+                        "thread".to_owned(),
+                        Some(local.mailbox.max_capacity() - local.mailbox.capacity()),
+                    ),
+                    Some(Route::Child(_)) => ("child".to_owned(), None),
+                    _ => match on_workers.get(&name) {
+                        Some(worker) => (format!("worker:{worker}"), None),
+                        None => ("thread".to_owned(), None),
+                    },
+                };
+                let state = match statuses.get(&name) {
+                    None | Some(ModuleStatus::Starting) => "starting".to_owned(),
+                    Some(ModuleStatus::Running) => "running".to_owned(),
+                    Some(ModuleStatus::Restarting) => "restarting".to_owned(),
+                    Some(ModuleStatus::Stopped) => "stopped".to_owned(),
+                    Some(ModuleStatus::Failed(why)) => format!("failed: {why}"),
+                };
+                let (takes, answers) = types.get(&name).copied().unwrap_or((None, ""));
+                crate::node::ModuleInfo {
+                    pid: pids.get(&name).copied(),
+                    restarts: restarts.get(&name).copied().unwrap_or(0),
+                    mailbox,
+                    takes: takes.map(str::to_owned),
+                    answers: (!answers.is_empty()).then(|| answers.to_owned()),
+                    placement,
+                    state,
+                    name,
+                }
+            })
+            .collect()
     }
 
     /// Why module `name`, placed on a worker, last went down there (taken:

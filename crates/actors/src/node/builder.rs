@@ -23,10 +23,13 @@ use crate::mem::MemTransport;
 use crate::router::Router;
 use crate::supervisor::Supervisor;
 
+/// Hosts one module in this process until it is gone for good.
+pub(super) type Run = Arc<dyn Fn(Hosted) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
 /// How to host a module in this process, and what it takes and answers.
 #[derive(Clone)]
 pub(super) struct Launch {
-    pub(super) run: Arc<dyn Fn(Hosted) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>,
+    pub(super) run: Run,
     /// The wire names of its message type (none if it takes any payload)
     /// and its reply type.
     pub(super) types: (Option<&'static str>, &'static str),

@@ -4,7 +4,11 @@
 //! botbus hub --listen pipe://robot                      # a node others join; Ctrl-C stops it
 //! botbus hub --listen tcp://0.0.0.0:7000 --token-file robot.token
 //! botbus worker --connect tcp://robot:7000 --name gpu --token-file robot.token
+//! botbus modules --connect pipe://robot                 # what runs where
+//! botbus call --connect pipe://robot motor '0.5'         # an ask from the command line
 //! ```
+
+mod inspect;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -52,6 +56,64 @@ enum Command {
         #[command(flatten)]
         security: Security,
     },
+    /// Lists the robot's nodes: process, number of modules, links.
+    Nodes {
+        #[command(flatten)]
+        robot: Robot,
+    },
+    /// Lists every module of the robot: its node, where it runs (thread,
+    /// child, worker), its child's pid, state, restarts, mailbox depth and
+    /// the message type it takes.
+    Modules {
+        #[command(flatten)]
+        robot: Robot,
+    },
+    /// Lists the topic patterns the robot's modules subscribe to, and who.
+    Topics {
+        #[command(flatten)]
+        robot: Robot,
+    },
+    /// Asks a module, with a message written as JSON; shows progress as it
+    /// arrives (a bar where an update carries a `fraction`, or `done` and
+    /// `total`) and the reply. Ctrl-C cancels the ask and says so.
+    Call {
+        /// The module: `name`, or `node/name`.
+        module: String,
+        /// The message, as JSON: `0.5`, `{"steps": 20}`.
+        message: String,
+        /// The message's type (its wire name), if the module does not say.
+        #[arg(long = "type", value_name = "NAME")]
+        message_type: Option<String>,
+        /// How long to wait for the reply.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        #[command(flatten)]
+        robot: Robot,
+    },
+}
+
+/// Where the robot is, how to prove who this tool is, and how to print.
+#[derive(Debug, Args)]
+struct Robot {
+    /// The robot: the endpoint of a node that listens (a hub, or the
+    /// robot's node), e.g. `pipe://robot`, `tcp://robot.local:7000`.
+    #[arg(long, value_name = "ENDPOINT")]
+    connect: String,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    security: Security,
+}
+
+impl Robot {
+    /// This tool's node, joined to the robot, and every node's description.
+    fn join(&self) -> Result<(botbus::Node, Vec<botbus::NodeInfo>), Box<dyn std::error::Error>> {
+        let name = format!("botbus-cli-{}", std::process::id());
+        let node = inspect::join(&self.connect, self.security.apply(Node::builder(&name))?)?;
+        let infos = inspect::describe_all(&node)?;
+        Ok((node, infos))
+    }
 }
 
 /// Who may link, and how links are protected. A token is never given on the
@@ -128,8 +190,17 @@ impl Module for Echo {
 }
 
 fn main() -> ExitCode {
-    botbus::init_tracing();
     let cli = Cli::parse();
+    // The introspection commands print for a person or a script: only
+    // warnings and errors go to stderr unless RUST_LOG says otherwise.
+    if matches!(
+        cli.command,
+        Command::Nodes { .. } | Command::Modules { .. } | Command::Topics { .. } | Command::Call { .. }
+    ) && std::env::var_os("RUST_LOG").is_none()
+    {
+        std::env::set_var("RUST_LOG", "warn");
+    }
+    botbus::init_tracing();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -167,6 +238,36 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             node.run_until_signal()?;
             tracing::info!(node = %name, "worker stopped");
             Ok(())
+        }
+        Command::Nodes { robot } => {
+            let (node, infos) = robot.join()?;
+            inspect::nodes(&infos, robot.json);
+            node.shutdown_blocking();
+            Ok(())
+        }
+        Command::Modules { robot } => {
+            let (node, infos) = robot.join()?;
+            inspect::modules(&infos, robot.json);
+            node.shutdown_blocking();
+            Ok(())
+        }
+        Command::Topics { robot } => {
+            let (node, infos) = robot.join()?;
+            inspect::topics(&infos, robot.json);
+            node.shutdown_blocking();
+            Ok(())
+        }
+        Command::Call {
+            module,
+            message,
+            message_type,
+            timeout,
+            robot,
+        } => {
+            let (node, infos) = robot.join()?;
+            let called = inspect::call(&node, &infos, &module, &message, message_type, timeout, robot.json);
+            node.shutdown_blocking();
+            called
         }
     }
 }

@@ -455,9 +455,15 @@ async fn a_node_never_announces_a_peers_own_modules_back_to_it() {
     // What it did announce of others: b, one hop past a, with b's module.
     let (_, _, reach) = announced.last().unwrap();
     assert_eq!(reach.len(), 1);
+    let modules: Vec<&str> = reach[0]
+        .modules
+        .iter()
+        .map(String::as_str)
+        .filter(|m| !m.starts_with("botbus."))
+        .collect();
     assert_eq!(
-        (reach[0].node.as_str(), &reach[0].path[..], &reach[0].modules[..]),
-        ("b", &["b".to_owned()][..], &["n".to_owned()][..])
+        (reach[0].node.as_str(), &reach[0].path[..], modules),
+        ("b", &["b".to_owned()][..], vec!["n"])
     );
     a.shutdown().await;
     b.shutdown().await;

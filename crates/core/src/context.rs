@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::{AskEnvelope, Bus, CallerSink, CancelHook, Envelope, EnvelopeKind, TryDeliverError};
 use crate::error::{AskError, PayloadError, SendError};
-use crate::message::{Message, Payload};
+use crate::message::{FromPayload, Message, Payload};
 use crate::topic::{validate_topic, TopicError, TopicPattern};
 
 /// How long an ask waits for its reply unless told otherwise.
@@ -93,10 +93,18 @@ impl Context {
     /// let speed: f32 = ctx.ask("motor", MotorCmd::Stop).timeout(Duration::from_millis(200)).await?;
     /// ```
     pub fn ask<M: Message, R: Message>(&self, to: &str, message: M) -> Ask<'_, R> {
+        self.ask_payload(to, Payload::new(message))
+    }
+
+    /// Asks with a payload as it is — say, JSON text a tool was given for a
+    /// type it does not know ([`Payload::from_json`]); the node that takes
+    /// it decodes it. `R` may be [`Payload`] too, for a reply left
+    /// undecoded.
+    pub fn ask_payload<R: FromPayload>(&self, to: &str, payload: Payload) -> Ask<'_, R> {
         Ask {
             ctx: self,
             to: Arc::from(to),
-            payload: Payload::new(message),
+            payload,
             timeout: self.ask_timeout,
             wait_for_room: true,
             _reply: PhantomData,
@@ -305,7 +313,7 @@ pub struct Ask<'a, R> {
     _reply: PhantomData<fn() -> R>,
 }
 
-impl<'a, R: Message> Ask<'a, R> {
+impl<'a, R: FromPayload> Ask<'a, R> {
     /// How long to wait for the reply (default [`DEFAULT_ASK_TIMEOUT`]). The
     /// callee sees the same deadline and the ask is cancelled when it passes.
     pub fn timeout(mut self, timeout: Duration) -> Self {
@@ -384,7 +392,7 @@ impl<'a, R: Message> Ask<'a, R> {
     }
 }
 
-impl<'a, R: Message> IntoFuture for Ask<'a, R> {
+impl<'a, R: FromPayload> IntoFuture for Ask<'a, R> {
     type Output = Result<R, AskError>;
     type IntoFuture = BoxFuture<'a, Result<R, AskError>>;
 
@@ -452,7 +460,7 @@ pub struct Call<R> {
     _reply: PhantomData<fn() -> R>,
 }
 
-impl<R: Message> Call<R> {
+impl<R: FromPayload> Call<R> {
     /// The next progress update or caller message, in the order the callee
     /// sent them; `None` once the ask has ended (then [`Call::reply`] returns
     /// at once).
@@ -519,7 +527,7 @@ impl<R: Message> Call<R> {
             }
         }
         let outcome = self.outcome.take().expect("an ended call has an outcome");
-        outcome?.decode().map_err(|e| AskError::BadPayload(e.to_string()))
+        R::from_payload(outcome?).map_err(|e| AskError::BadPayload(e.to_string()))
     }
 
     /// Cancels the ask: the callee sees [`Context::is_cancelled`]. The asker
@@ -618,6 +626,11 @@ impl Client {
     /// See [`Context::ask`].
     pub fn ask<M: Message, R: Message>(&self, to: &str, message: M) -> Ask<'_, R> {
         self.ctx.ask(to, message)
+    }
+
+    /// See [`Context::ask_payload`].
+    pub fn ask_payload<R: FromPayload>(&self, to: &str, payload: Payload) -> Ask<'_, R> {
+        self.ctx.ask_payload(to, payload)
     }
 
     /// See [`Context::publish`].

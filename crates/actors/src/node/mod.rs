@@ -535,6 +535,12 @@ impl Node {
         stats
     }
 
+    /// Every other node this node can reach — linked to it, or through the
+    /// nodes it is linked to — sorted.
+    pub fn reachable_nodes(&self) -> Vec<String> {
+        self.shared.router.node_names()
+    }
+
     /// The nodes this node has a link to.
     pub fn peers(&self) -> Vec<String> {
         self.shared.router.links().iter().map(|l| l.peer().to_owned()).collect()

@@ -569,11 +569,12 @@ impl Router {
             .map(|(node, route)| Reach {
                 node: node.clone(),
                 path: route.path.clone(),
-                // A child's module is announced as this node's own.
+                // A child's module is announced as this node's own; the
+                // framework's own modules are every node's.
                 modules: route
                     .modules
                     .iter()
-                    .filter(|m| !own.contains(m.as_str()))
+                    .filter(|m| m.starts_with(FRAMEWORK_PREFIX) || !own.contains(m.as_str()))
                     .cloned()
                     .collect(),
                 subscriptions: route.subscriptions.iter().map(|p| p.as_str().to_owned()).collect(),
@@ -642,6 +643,13 @@ impl Router {
             },
             _ => Err(unknown()),
         }
+    }
+
+    /// The other nodes this one has a route to, sorted.
+    pub(crate) fn node_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.nodes.read().expect("router lock").keys().cloned().collect();
+        names.sort();
+        names
     }
 
     /// Every subscription here: (pattern, module), sorted.

@@ -1,0 +1,319 @@
+//! The introspection commands (`botbus nodes`, `modules`, `topics`,
+//! `call`) as a person or a script runs them: the real `botbus` binary
+//! against a robot listening on a real socket — its output for a person
+//! and as JSON lines, progress, a cancel by SIGINT, and each error as one
+//! line and a non-zero exit.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use botbus::{Context, LinkConfig, Message, Module, ModuleError, Node};
+use serde::{Deserialize, Serialize};
+use support::secrets::Scratch;
+use support::DEADLINE;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Plan {
+    steps: u32,
+}
+
+impl Message for Plan {
+    const NAME: &'static str = "cli.Plan";
+}
+
+/// Works a step at a time, saying how far it got; stops when cancelled.
+struct Planner;
+
+impl Module for Planner {
+    type Message = Plan;
+    type Reply = u32;
+
+    async fn process(&mut self, plan: Plan, ctx: &mut Context) -> Result<u32, ModuleError> {
+        for step in 1..=plan.steps {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                () = ctx.cancelled() => return Err(ModuleError::new("cancelled")),
+            }
+            ctx.progress(Progress {
+                done: step,
+                total: plan.steps,
+            });
+        }
+        Ok(plan.steps)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Progress {
+    done: u32,
+    total: u32,
+}
+
+impl Message for Progress {
+    const NAME: &'static str = "cli.Progress";
+}
+
+/// Answers a speed with the same speed.
+struct Motor;
+
+impl Module for Motor {
+    type Message = f32;
+    type Reply = f32;
+
+    async fn started(&mut self, ctx: &mut Context) -> Result<(), ModuleError> {
+        ctx.subscribe("robot/speed/*")
+            .map_err(|e| ModuleError::new(e.to_string()))
+    }
+
+    async fn process(&mut self, speed: f32, _ctx: &mut Context) -> Result<f32, ModuleError> {
+        Ok(speed)
+    }
+}
+
+/// A robot of two nodes listening at a socket of the test's own: `robot`
+/// (the planner) and `arm` (the motor) linked to it.
+struct Robot {
+    robot: Node,
+    arm: Node,
+    endpoint: String,
+    socket: std::path::PathBuf,
+}
+
+impl Robot {
+    async fn start(config: LinkConfig) -> Robot {
+        let socket = support::socket_path("cli");
+        let robot = Node::builder("robot")
+            .link_config(config.clone())
+            .module("planner", || Planner)
+            .start()
+            .unwrap();
+        let arm = Node::builder("arm")
+            .link_config(config)
+            .module("motor", || Motor)
+            .start()
+            .unwrap();
+        let endpoint = format!("pipe://{}", socket.display());
+        robot.listen(&endpoint).await.unwrap();
+        let at = robot
+            .listen(&format!("mem://{}", support::unique("cli-arm")))
+            .await
+            .unwrap();
+        arm.connect(&at.to_string()).await.unwrap();
+        robot.wait_for_module("motor", DEADLINE).await.unwrap();
+        Robot {
+            robot,
+            arm,
+            endpoint,
+            socket,
+        }
+    }
+
+    async fn stop(self) {
+        self.arm.shutdown().await;
+        self.robot.shutdown().await;
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+fn botbus(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_botbus"));
+    command.args(args).stdin(Stdio::null());
+    command
+}
+
+/// Runs `botbus` to the end, on a blocking thread.
+async fn run(args: &[&str]) -> Output {
+    let mut command = botbus(args);
+    tokio::task::spawn_blocking(move || command.output().expect("botbus runs"))
+        .await
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn nodes_modules_and_topics_say_what_runs_where_for_a_person_and_as_json() {
+    let robot = Robot::start(LinkConfig::default()).await;
+    let at = robot.endpoint.as_str();
+
+    let nodes = run(&["nodes", "--connect", at]).await;
+    assert!(nodes.status.success(), "{}", text(&nodes.stderr));
+    let out = text(&nodes.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("NODE") && lines[0].contains("PID") && lines[0].contains("PEERS"),
+        "{out}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("arm ") && l.contains(" 1 ")),
+        "{out}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("robot ") && l.contains("arm")),
+        "{out}"
+    );
+
+    let modules = run(&["modules", "--connect", at, "--json"]).await;
+    assert!(modules.status.success(), "{}", text(&modules.stderr));
+    let rows: Vec<serde_json::Value> = text(&modules.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let motor = rows.iter().find(|r| r["name"] == "motor").expect("the motor is listed");
+    assert_eq!(motor["node"], "arm");
+    assert_eq!(motor["placement"], "thread");
+    assert_eq!(motor["state"], "running");
+    assert_eq!(motor["restarts"], 0);
+    assert_eq!(motor["takes"], "f32");
+    let planner = rows.iter().find(|r| r["name"] == "planner").unwrap();
+    assert_eq!(
+        (planner["node"].as_str(), planner["takes"].as_str()),
+        (Some("robot"), Some("cli.Plan"))
+    );
+
+    let human = text(&run(&["modules", "--connect", at]).await.stdout);
+    let header: Vec<&str> = human.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NODE",
+            "MODULE",
+            "PLACEMENT",
+            "PID",
+            "STATE",
+            "RESTARTS",
+            "MAILBOX",
+            "TAKES"
+        ]
+    );
+    assert!(
+        human
+            .lines()
+            .any(|l| l.starts_with("arm") && l.contains("motor") && l.contains("running")),
+        "{human}"
+    );
+
+    let topics = run(&["topics", "--connect", at, "--json"]).await;
+    assert_eq!(
+        text(&topics.stdout).trim(),
+        r#"{"pattern":"robot/speed/*","node":"arm","module":"motor"}"#
+    );
+    robot.stop().await;
+}
+
+#[tokio::test]
+async fn call_asks_shows_progress_and_the_reply_and_sigint_cancels_it() {
+    let robot = Robot::start(LinkConfig::default()).await;
+    let at = robot.endpoint.as_str();
+
+    let speed = run(&["call", "--connect", at, "motor", "0.25"]).await;
+    assert!(speed.status.success(), "{}", text(&speed.stderr));
+    assert_eq!(text(&speed.stdout).trim(), "0.25");
+
+    let planned = run(&["call", "--connect", at, "planner", r#"{"steps": 3}"#, "--json"]).await;
+    assert!(planned.status.success(), "{}", text(&planned.stderr));
+    assert_eq!(
+        text(&planned.stdout).lines().collect::<Vec<_>>(),
+        [
+            r#"{"progress":{"done":1,"total":3}}"#,
+            r#"{"progress":{"done":2,"total":3}}"#,
+            r#"{"progress":{"done":3,"total":3}}"#,
+            r#"{"reply":3}"#,
+        ]
+    );
+    // For a person, progress with `done` and `total` is a bar, on stderr.
+    let human = run(&["call", "--connect", at, "planner", r#"{"steps": 2}"#]).await;
+    assert_eq!(text(&human.stdout).trim(), "2");
+    assert!(text(&human.stderr).contains("] 100%"), "{}", text(&human.stderr));
+
+    // A long plan, cancelled by SIGINT once it is under way.
+    let mut long = botbus(&["call", "--connect", at, "planner", r#"{"steps": 400}"#, "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = long.id();
+    let stdout = long.stdout.take().unwrap();
+    let (first, output) = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().expect("a first progress").unwrap();
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid as i32).unwrap(),
+            rustix::process::Signal::INT,
+        )
+        .unwrap();
+        let rest: Vec<String> = lines.map(Result::unwrap).collect();
+        (first, (rest, long.wait_with_output().unwrap()))
+    })
+    .await
+    .unwrap();
+    let (rest, ended) = output;
+    assert_eq!(first, r#"{"progress":{"done":1,"total":400}}"#);
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some(r#"{"cancelled":"planner"}"#),
+        "{rest:?}"
+    );
+    assert!(!ended.status.success());
+    assert!(text(&ended.stderr).contains("interrupted: the ask to `planner` was cancelled"));
+    robot.stop().await;
+}
+
+/// A run that must fail with exactly one line on stderr holding `said`.
+async fn fails_saying(args: &[&str], said: &str) {
+    let output = run(args).await;
+    assert!(!output.status.success(), "{args:?} succeeded");
+    let stderr = text(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{args:?}: {stderr}");
+    assert!(
+        lines[0].starts_with("botbus: ") && lines[0].contains(said),
+        "{args:?}: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn each_error_is_one_clear_line_and_a_non_zero_exit() {
+    let scratch = Scratch::new("cli");
+    let token = scratch.token_file("robot.token", "the robot's token, 16+ bytes");
+    let wrong = scratch.token_file("wrong.token", "some other token, 16+ bytes");
+    let config = LinkConfig {
+        token: Some(botbus::read_token(&token).unwrap()),
+        ..LinkConfig::default()
+    };
+    let robot = Robot::start(config).await;
+    let at = robot.endpoint.as_str();
+    let token = token.display().to_string();
+    let wrong = wrong.display().to_string();
+
+    let nowhere = format!("pipe://{}", support::socket_path("nobody").display());
+    fails_saying(&["nodes", "--connect", &nowhere], &format!("no robot at `{nowhere}`")).await;
+    fails_saying(&["modules", "--connect", at, "--token-file", &wrong], "wrong token").await;
+    fails_saying(&["modules", "--connect", at], "requires a token").await;
+    let with_token = ["--connect", at, "--token-file", token.as_str()];
+    fails_saying(
+        &[&["call"][..], &with_token, &["nosuch", "1"]].concat(),
+        "unknown module `nosuch`",
+    )
+    .await;
+    fails_saying(
+        &[&["call"][..], &with_token, &["motor", "{not json"]].concat(),
+        "bad JSON `{not json`",
+    )
+    .await;
+    fails_saying(
+        &[&["call"][..], &with_token, &["planner", r#""fast""#]].concat(),
+        "malformed `cli.Plan` message",
+    )
+    .await;
+    // And the right token works.
+    let ok = run(&[&["call"][..], &with_token, &["motor", "1.5"]].concat()).await;
+    assert_eq!(text(&ok.stdout).trim(), "1.5", "{}", text(&ok.stderr));
+    robot.stop().await;
+}

@@ -1,5 +1,5 @@
-//! The introspection commands: `botbus nodes`, `modules`, `topics` and
-//! `call`, against a running robot. Each joins the robot at an endpoint as a
+//! The introspection commands: `botbus nodes`, `modules`, `topics`,
+//! `call`, `echo`, `hz` and `pub`, against a running robot. Each joins the robot at an endpoint as a
 //! node of its own (`botbus-cli-<pid>`), asks every node it can reach to
 //! describe itself (`node/botbus.node`), and prints what it heard — for a
 //! person by default, one JSON object per line with `--json`.
@@ -300,5 +300,184 @@ pub(crate) fn call(
         }
         Err(error) => return Err(error.to_string().into()),
     }
+    Ok(())
+}
+
+/// A message heard on a topic: the topic, who published it, and it.
+pub(crate) type Heard = (String, String, Payload);
+
+/// Subscribes this tool's node to `pattern`, passing what it hears on.
+pub(crate) struct Listener {
+    pub(crate) pattern: String,
+    pub(crate) heard: tokio::sync::mpsc::UnboundedSender<Heard>,
+}
+
+impl botbus::Module for Listener {
+    type Message = Payload;
+    type Reply = ();
+
+    async fn started(&mut self, ctx: &mut botbus::Context) -> Result<(), botbus::ModuleError> {
+        ctx.subscribe(&self.pattern)
+            .map_err(|error| botbus::ModuleError::new(error.to_string()))
+    }
+
+    async fn process(&mut self, payload: Payload, ctx: &mut botbus::Context) -> Result<(), botbus::ModuleError> {
+        let topic = ctx.topic().unwrap_or_default().to_owned();
+        let from = ctx.sender().unwrap_or_default().to_owned();
+        let _ = self.heard.send((topic, from, payload));
+        Ok(())
+    }
+}
+
+/// `botbus echo <pattern>`: every message published on a matching topic,
+/// as JSON, until Ctrl-C (or `count` messages).
+pub(crate) fn echo(
+    node: &Node,
+    mut heard: tokio::sync::mpsc::UnboundedReceiver<Heard>,
+    count: Option<u64>,
+    json: bool,
+) -> Result<(), Failure> {
+    node.block_on(async move {
+        let mut seen = 0;
+        while count.is_none_or(|count| seen < count) {
+            let (topic, from, payload) = tokio::select! {
+                heard = heard.recv() => match heard {
+                    Some(heard) => heard,
+                    None => break,
+                },
+                _ = tokio::signal::ctrl_c() => break,
+            };
+            let body = shown(&payload);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "topic": topic, "from": from, "name": payload.name(), "body": body })
+                );
+            } else {
+                println!("{topic}  {}  {body}", payload.name());
+            }
+            seen += 1;
+        }
+    })?;
+    Ok(())
+}
+
+/// `botbus hz <topic>`: the rate of messages on a topic, and the spread of
+/// the intervals between them, over each window, until Ctrl-C (or
+/// `windows` windows).
+pub(crate) fn hz(
+    node: &Node,
+    mut heard: tokio::sync::mpsc::UnboundedReceiver<Heard>,
+    window: Duration,
+    windows: Option<u64>,
+    json: bool,
+) -> Result<(), Failure> {
+    node.block_on(async move {
+        let mut done = 0;
+        let mut last: Option<std::time::Instant> = None;
+        while windows.is_none_or(|windows| done < windows) {
+            let mut intervals: Vec<f64> = Vec::new();
+            let mut messages = 0u64;
+            let end = tokio::time::Instant::now() + window;
+            loop {
+                tokio::select! {
+                    heard = heard.recv() => {
+                        if heard.is_none() { return; }
+                        let now = std::time::Instant::now();
+                        if let Some(last) = last {
+                            intervals.push(now.duration_since(last).as_secs_f64());
+                        }
+                        last = Some(now);
+                        messages += 1;
+                    }
+                    () = tokio::time::sleep_until(end) => break,
+                    _ = tokio::signal::ctrl_c() => return,
+                }
+            }
+            let rate = messages as f64 / window.as_secs_f64();
+            let (min, max, std) = spread(&intervals);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "rate_hz": rate, "messages": messages, "min_s": min, "max_s": max, "std_s": std })
+                );
+            } else {
+                match messages {
+                    0 => println!("no messages in {window:?}"),
+                    _ => println!(
+                        "average rate: {rate:.3} Hz  min: {:.4}s  max: {:.4}s  std dev: {:.5}s  window: {messages}",
+                        min.unwrap_or(0.0),
+                        max.unwrap_or(0.0),
+                        std.unwrap_or(0.0)
+                    ),
+                }
+            }
+            done += 1;
+        }
+    })?;
+    Ok(())
+}
+
+/// The least, greatest and standard deviation of `intervals`, if any.
+fn spread(intervals: &[f64]) -> (Option<f64>, Option<f64>, Option<f64>) {
+    if intervals.is_empty() {
+        return (None, None, None);
+    }
+    let n = intervals.len() as f64;
+    let mean = intervals.iter().sum::<f64>() / n;
+    let variance = intervals.iter().map(|i| (i - mean).powi(2)).sum::<f64>() / n;
+    let min = intervals.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = intervals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (Some(min), Some(max), Some(variance.sqrt()))
+}
+
+/// `botbus pub <topic> <json>`: publishes the message once, or `count`
+/// times at `rate` per second; its type is `message_type`, or what every
+/// subscriber of the topic takes.
+pub(crate) fn publish(
+    node: &Node,
+    infos: &[NodeInfo],
+    topic: &str,
+    json_text: &str,
+    message_type: Option<String>,
+    rate: Option<f64>,
+    count: u64,
+) -> Result<(), Failure> {
+    let _: serde_json::Value =
+        serde_json::from_str(json_text).map_err(|error| format!("bad JSON `{json_text}`: {error}"))?;
+    let message_type = match message_type {
+        Some(given) => given,
+        None => {
+            let mut takes: Vec<&str> = infos
+                .iter()
+                .flat_map(|i| {
+                    i.subscriptions
+                        .iter()
+                        .filter(|s| botbus::TopicPattern::parse(&s.pattern).is_ok_and(|p| p.matches(topic)))
+                        .filter_map(move |s| i.modules.iter().find(|m| m.name == s.module)?.takes.as_deref())
+                })
+                .collect();
+            takes.sort_unstable();
+            takes.dedup();
+            match takes[..] {
+                [one] => one.to_owned(),
+                [] => return Err(format!("no subscriber of `{topic}` says what it takes: give --type").into()),
+                _ => return Err(format!("subscribers of `{topic}` take {}: give --type", takes.join(", ")).into()),
+            }
+        }
+    };
+    let payload = Payload::from_json(message_type, bytes::Bytes::copy_from_slice(json_text.as_bytes()));
+    let (publisher, topic) = (node.clone(), topic.to_owned());
+    node.block_on(async move {
+        let client = publisher.client("cli");
+        let period = rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
+        for sent in 0..count {
+            if let (Some(period), true) = (period, sent > 0) {
+                tokio::time::sleep(period).await;
+            }
+            client.publish_payload(&topic, payload.clone()).await?;
+        }
+        Ok::<(), botbus::SendError>(())
+    })??;
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! botbus worker --connect tcp://robot:7000 --name gpu --token-file robot.token
 //! botbus modules --connect pipe://robot                 # what runs where
 //! botbus call --connect pipe://robot motor '0.5'         # an ask from the command line
+//! botbus echo --connect pipe://robot 'sensors/**'        # what is published, as JSON
 //! ```
 
 mod inspect;
@@ -90,6 +91,52 @@ enum Command {
         #[command(flatten)]
         robot: Robot,
     },
+    /// Prints every message published on topics matching PATTERN (`*` one
+    /// level, `**` any depth), as JSON where the robot knows its type,
+    /// until Ctrl-C.
+    Echo {
+        /// The topic pattern.
+        pattern: String,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+        #[command(flatten)]
+        robot: Robot,
+    },
+    /// Measures how often messages arrive on a topic (pattern): the rate
+    /// and the least, greatest and spread of the intervals, per window.
+    Hz {
+        /// The topic pattern.
+        pattern: String,
+        /// How long each window is.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        window: std::time::Duration,
+        /// Stop after this many windows.
+        #[arg(long)]
+        windows: Option<u64>,
+        #[command(flatten)]
+        robot: Robot,
+    },
+    /// Publishes a message, written as JSON, on a topic: once, or `--count`
+    /// times at `--rate` per second.
+    Pub {
+        /// The topic.
+        topic: String,
+        /// The message, as JSON.
+        message: String,
+        /// The message's type (its wire name), if the topic's subscribers
+        /// do not all say the same.
+        #[arg(long = "type", value_name = "NAME")]
+        message_type: Option<String>,
+        /// Messages per second, with `--count`.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// How many to publish.
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        #[command(flatten)]
+        robot: Robot,
+    },
 }
 
 /// Where the robot is, how to prove who this tool is, and how to print.
@@ -109,10 +156,36 @@ struct Robot {
 impl Robot {
     /// This tool's node, joined to the robot, and every node's description.
     fn join(&self) -> Result<(botbus::Node, Vec<botbus::NodeInfo>), Box<dyn std::error::Error>> {
-        let name = format!("botbus-cli-{}", std::process::id());
-        let node = inspect::join(&self.connect, self.security.apply(Node::builder(&name))?)?;
+        let node = inspect::join(&self.connect, self.builder()?)?;
         let infos = inspect::describe_all(&node)?;
         Ok((node, infos))
+    }
+
+    fn builder(&self) -> Result<NodeBuilder, Box<dyn std::error::Error>> {
+        let name = format!("botbus-cli-{}", std::process::id());
+        self.security.apply(Node::builder(&name))
+    }
+
+    /// This tool's node subscribed to `pattern`, joined to the robot with
+    /// the JSON codec, so that the robot sends JSON for the types it knows;
+    /// what it hears comes out of the receiver.
+    fn listen(
+        &self,
+        pattern: &str,
+    ) -> Result<(botbus::Node, tokio::sync::mpsc::UnboundedReceiver<inspect::Heard>), Box<dyn std::error::Error>> {
+        botbus::TopicPattern::parse(pattern)?;
+        let (heard, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let pattern = pattern.to_owned();
+        let builder = self.builder()?.module("listener", move || inspect::Listener {
+            pattern: pattern.clone(),
+            heard: heard.clone(),
+        });
+        let builder = builder.link_config(LinkConfig {
+            codecs: vec![botbus::CodecKind::Json],
+            ..self.security.link_config()?
+        });
+        let node = inspect::join(&self.connect, builder)?;
+        Ok((node, receiver))
     }
 }
 
@@ -147,19 +220,25 @@ struct Security {
 }
 
 impl Security {
-    /// The node's link settings and, if any TLS file was given, its `tls`
-    /// transport.
-    fn apply(&self, builder: NodeBuilder) -> Result<NodeBuilder, Box<dyn std::error::Error>> {
+    /// The node's link settings: its token, and whether it may listen
+    /// insecurely.
+    fn link_config(&self) -> Result<LinkConfig, Box<dyn std::error::Error>> {
         let token = match (&self.token_file, &self.token_env) {
             (Some(file), _) => Some(botbus::read_token(file)?),
             (None, Some(var)) => Some(botbus::env_token(var)?),
             (None, None) => None,
         };
-        let mut builder = builder.link_config(LinkConfig {
+        Ok(LinkConfig {
             token,
             insecure: self.insecure,
             ..LinkConfig::default()
-        });
+        })
+    }
+
+    /// The node's link settings and, if any TLS file was given, its `tls`
+    /// transport.
+    fn apply(&self, builder: NodeBuilder) -> Result<NodeBuilder, Box<dyn std::error::Error>> {
+        let mut builder = builder.link_config(self.link_config()?);
         if self.tls_cert.is_some() || self.tls_trust.is_some() || self.tls_client_ca.is_some() {
             let mut tls = TlsConfig::default();
             if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
@@ -195,7 +274,13 @@ fn main() -> ExitCode {
     // warnings and errors go to stderr unless RUST_LOG says otherwise.
     if matches!(
         cli.command,
-        Command::Nodes { .. } | Command::Modules { .. } | Command::Topics { .. } | Command::Call { .. }
+        Command::Nodes { .. }
+            | Command::Modules { .. }
+            | Command::Topics { .. }
+            | Command::Call { .. }
+            | Command::Echo { .. }
+            | Command::Hz { .. }
+            | Command::Pub { .. }
     ) && std::env::var_os("RUST_LOG").is_none()
     {
         std::env::set_var("RUST_LOG", "warn");
@@ -268,6 +353,36 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             let called = inspect::call(&node, &infos, &module, &message, message_type, timeout, robot.json);
             node.shutdown_blocking();
             called
+        }
+        Command::Echo { pattern, count, robot } => {
+            let (node, heard) = robot.listen(&pattern)?;
+            let echoed = inspect::echo(&node, heard, count, robot.json);
+            node.shutdown_blocking();
+            echoed
+        }
+        Command::Hz {
+            pattern,
+            window,
+            windows,
+            robot,
+        } => {
+            let (node, heard) = robot.listen(&pattern)?;
+            let measured = inspect::hz(&node, heard, window, windows, robot.json);
+            node.shutdown_blocking();
+            measured
+        }
+        Command::Pub {
+            topic,
+            message,
+            message_type,
+            rate,
+            count,
+            robot,
+        } => {
+            let (node, infos) = robot.join()?;
+            let published = inspect::publish(&node, &infos, &topic, &message, message_type, rate, count);
+            node.shutdown_blocking();
+            published
         }
     }
 }

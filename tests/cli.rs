@@ -1,5 +1,5 @@
 //! The introspection commands (`botbus nodes`, `modules`, `topics`,
-//! `call`) as a person or a script runs them: the real `botbus` binary
+//! `call`, `echo`, `hz`, `pub`) as a person or a script runs them: the real `botbus` binary
 //! against a robot listening on a real socket — its output for a person
 //! and as JSON lines, progress, a cancel by SIGINT, and each error as one
 //! line and a non-zero exit.
@@ -73,8 +73,34 @@ impl Module for Motor {
     }
 }
 
+/// Publishes a tick on `robot/tick` every 20 ms.
+struct Ticker(u32);
+
+impl Module for Ticker {
+    type Message = ();
+    type Reply = ();
+
+    async fn started(&mut self, ctx: &mut Context) -> Result<(), ModuleError> {
+        ctx.tick_every(Duration::from_millis(20));
+        Ok(())
+    }
+
+    async fn process(&mut self, (): (), _ctx: &mut Context) -> Result<(), ModuleError> {
+        Ok(())
+    }
+
+    async fn tick(&mut self, ctx: &mut Context) -> Result<(), ModuleError> {
+        self.0 += 1;
+        let tick = Progress { done: self.0, total: 0 };
+        ctx.publish("robot/tick", tick)
+            .await
+            .map(drop)
+            .map_err(|e| ModuleError::new(e.to_string()))
+    }
+}
+
 /// A robot of two nodes listening at a socket of the test's own: `robot`
-/// (the planner) and `arm` (the motor) linked to it.
+/// (the planner, and a ticker) and `arm` (the motor) linked to it.
 struct Robot {
     robot: Node,
     arm: Node,
@@ -88,6 +114,7 @@ impl Robot {
         let robot = Node::builder("robot")
             .link_config(config.clone())
             .module("planner", || Planner)
+            .module("ticker", || Ticker(0))
             .start()
             .unwrap();
         let arm = Node::builder("arm")
@@ -164,7 +191,7 @@ async fn nodes_modules_and_topics_say_what_runs_where_for_a_person_and_as_json()
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
         .collect();
-    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows.len(), 3, "{rows:?}");
     let motor = rows.iter().find(|r| r["name"] == "motor").expect("the motor is listed");
     assert_eq!(motor["node"], "arm");
     assert_eq!(motor["placement"], "thread");
@@ -315,5 +342,86 @@ async fn each_error_is_one_clear_line_and_a_non_zero_exit() {
     // And the right token works.
     let ok = run(&[&["call"][..], &with_token, &["motor", "1.5"]].concat()).await;
     assert_eq!(text(&ok.stdout).trim(), "1.5", "{}", text(&ok.stderr));
+    robot.stop().await;
+}
+
+#[tokio::test]
+async fn echo_hz_and_pub_follow_and_feed_topics() {
+    let robot = Robot::start(LinkConfig::default()).await;
+    let at = robot.endpoint.as_str();
+
+    let echoed = run(&["echo", "--connect", at, "robot/**", "--count", "3", "--json"]).await;
+    assert!(echoed.status.success(), "{}", text(&echoed.stderr));
+    let lines: Vec<serde_json::Value> = text(&echoed.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for line in &lines {
+        assert_eq!(
+            (line["topic"].as_str(), line["name"].as_str()),
+            (Some("robot/tick"), Some("cli.Progress"))
+        );
+        assert_eq!(line["from"], "robot/ticker");
+        assert!(line["body"]["done"].as_u64().is_some(), "{line}");
+    }
+
+    let measured = run(&[
+        "hz",
+        "--connect",
+        at,
+        "robot/tick",
+        "--window",
+        "300ms",
+        "--windows",
+        "2",
+        "--json",
+    ])
+    .await;
+    assert!(measured.status.success(), "{}", text(&measured.stderr));
+    let windows: Vec<serde_json::Value> = text(&measured.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(windows.len(), 2);
+    let last = &windows[1];
+    assert!(last["messages"].as_u64().unwrap() > 1, "{last}");
+    assert!(last["rate_hz"].as_f64().unwrap() > 0.0, "{last}");
+    assert!(
+        last["min_s"].as_f64().unwrap() <= last["max_s"].as_f64().unwrap(),
+        "{last}"
+    );
+
+    // A listener on the motor's topics, then a message published there:
+    // its type is what the motor, the topic's subscriber, takes.
+    let listener = botbus(&["echo", "--connect", at, "robot/speed/*", "--count", "1", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let listening = format!("botbus-cli-{}", listener.id());
+    robot
+        .robot
+        .wait_until("the listener subscribed", DEADLINE, |node| {
+            node.subscriber_nodes("robot/speed/left").contains(&listening)
+        })
+        .await
+        .unwrap();
+    let published = run(&["pub", "--connect", at, "robot/speed/left", "0.75"]).await;
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    let heard = tokio::task::spawn_blocking(move || listener.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let line: serde_json::Value = serde_json::from_str(text(&heard.stdout).trim()).unwrap();
+    assert_eq!(
+        (line["topic"].as_str(), line["name"].as_str()),
+        (Some("robot/speed/left"), Some("f32"))
+    );
+    assert_eq!(line["body"], 0.75);
+    fails_saying(
+        &["pub", "--connect", at, "nobody/listens", "1"],
+        "no subscriber of `nobody/listens` says what it takes: give --type",
+    )
+    .await;
     robot.stop().await;
 }

@@ -115,10 +115,14 @@ impl Context {
     /// waiting for room in their mailboxes. Returns how many subscribers (and
     /// links) it went to; publishing with no subscribers is not an error.
     pub async fn publish<M: Message>(&self, topic: &str, message: M) -> Result<usize, SendError> {
+        self.publish_payload(topic, Payload::new(message)).await
+    }
+
+    /// Publishes a payload as it is — JSON text a tool was given, say
+    /// ([`Payload::from_json`]); each subscriber's node decodes it.
+    pub async fn publish_payload(&self, topic: &str, payload: Payload) -> Result<usize, SendError> {
         validate_topic(topic).map_err(|e| SendError::InvalidName(e.to_string()))?;
-        self.bus
-            .publish(self.address.clone(), Arc::from(topic), Payload::new(message))
-            .await
+        self.bus.publish(self.address.clone(), Arc::from(topic), payload).await
     }
 
     /// Subscribes this module to a topic pattern (`*` one level, `**` any
@@ -636,6 +640,11 @@ impl Client {
     /// See [`Context::publish`].
     pub async fn publish<M: Message>(&self, topic: &str, message: M) -> Result<usize, SendError> {
         self.ctx.publish(topic, message).await
+    }
+
+    /// See [`Context::publish_payload`].
+    pub async fn publish_payload(&self, topic: &str, payload: Payload) -> Result<usize, SendError> {
+        self.ctx.publish_payload(topic, payload).await
     }
 
     /// The address this client sends as, `node/name`.

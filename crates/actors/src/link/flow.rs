@@ -58,6 +58,11 @@ impl LinkHandle {
 
     pub(super) fn queue(&self, frame: &Frame, permit: OwnedSemaphorePermit) -> Result<(), SendError> {
         let bytes = self.encode(frame).map_err(|e| SendError::Encode(e.to_string()))?;
+        self.push_data(bytes, permit)
+    }
+
+    /// Queues an encoded data frame, holding its permit until it is written.
+    fn push_data(&self, bytes: bytes::Bytes, permit: OwnedSemaphorePermit) -> Result<(), SendError> {
         self.counters.frames_out.fetch_add(1, Ordering::Relaxed);
         self.counters.data_out.fetch_add(1, Ordering::Relaxed);
         self.out
@@ -87,14 +92,7 @@ impl LinkHandle {
             })
             .map_err(|e| SendError::Encode(e.to_string()))?
             .map_err(|e| SendError::Encode(e.to_string()))?;
-        self.counters.frames_out.fetch_add(1, Ordering::Relaxed);
-        self.counters.data_out.fetch_add(1, Ordering::Relaxed);
-        self.out
-            .send(Outgoing::Frame {
-                bytes,
-                _permit: Some(permit),
-            })
-            .map_err(|_| SendError::Stopped(format!("link to `{}`", self.peer)))
+        self.push_data(bytes, permit)
     }
 
     pub(super) async fn permit(&self) -> Result<OwnedSemaphorePermit, SendError> {

@@ -60,6 +60,32 @@ thread_local! {
     static BODY_ARENA: std::cell::RefCell<bytes::BytesMut> = std::cell::RefCell::new(bytes::BytesMut::new());
 }
 
+thread_local! {
+    /// The message names this thread's link readers met last, as their
+    /// `'static` names: most frames find theirs here, without the lock of
+    /// the process-wide message registry.
+    static RECENT_NAMES: std::cell::RefCell<Vec<&'static str>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// How many names [`RECENT_NAMES`] keeps.
+const RECENT_NAMES_KEPT: usize = 16;
+
+/// The `'static` name of a message type this process knows, if `name` is
+/// one — from the recent names first, the registry after.
+fn known_name(name: &str) -> Option<&'static str> {
+    RECENT_NAMES.with_borrow_mut(|recent| {
+        if let Some(found) = recent.iter().copied().find(|known| *known == name) {
+            return Some(found);
+        }
+        let found = botbus_core::message::static_name(name)?;
+        if recent.len() == RECENT_NAMES_KEPT {
+            recent.remove(0);
+        }
+        recent.push(found);
+        Some(found)
+    })
+}
+
 /// `body`, copied into this thread's body arena if it is small.
 fn copy_body(body: &[u8]) -> Bytes {
     if body.len() >= ARENA_BODIES_BELOW {
@@ -296,7 +322,7 @@ impl LinkHandle {
     /// would then hold thousands of read buffers — up to 64 KiB each for a
     /// 64-byte message — where the arena holds their bytes and little more.
     pub(crate) fn unwire_in(&self, payload: botbus_core::PayloadIn<'_>) -> Payload {
-        let name: std::borrow::Cow<'static, str> = match botbus_core::message::static_name(payload.name) {
+        let name: std::borrow::Cow<'static, str> = match known_name(payload.name) {
             Some(name) => name.into(),
             None => payload.name.to_owned().into(),
         };

@@ -101,6 +101,7 @@ pub(crate) fn nodes(infos: &[NodeInfo], json: bool) {
         pid: u32,
         modules: usize,
         peers: &'a [String],
+        links: &'a [botbus::LinkInfo],
     }
     let rows: Vec<Row<'_>> = infos
         .iter()
@@ -109,32 +110,71 @@ pub(crate) fn nodes(infos: &[NodeInfo], json: bool) {
             pid: i.pid,
             modules: i.modules.len(),
             peers: &i.peers,
+            links: &i.links,
         })
         .collect();
-    print_rows(&rows, json, &["NODE", "PID", "MODULES", "PEERS"], |r| {
+    print_rows(&rows, json, &["NODE", "PID", "MODULES", "LINKS"], |r| {
+        let links: Vec<String> = r
+            .links
+            .iter()
+            .map(|l| format!("{} ({} {})", l.peer, l.kind, l.via))
+            .collect();
         vec![
             r.node.to_owned(),
             r.pid.to_string(),
             r.modules.to_string(),
-            r.peers.join(", "),
+            links.join(", "),
         ]
     });
 }
 
-/// `botbus modules`.
-pub(crate) fn modules(infos: &[NodeInfo], json: bool) {
+/// Where a module runs, as seen from the robot the tool joined: a module
+/// a worker started for another node is `worker:<node>`; a module in a
+/// process that joined another node (a link it made, as a module started
+/// separately joins a hub) is `joined:<endpoint>`; otherwise the node's own
+/// word (`thread`, `child`, `worker:<name>` on the node that placed it).
+fn placement(info: &NodeInfo, module: &botbus::ModuleInfo, joined_at: &str) -> String {
+    if module.placement != "thread" || info.node == joined_at {
+        return module.placement.clone();
+    }
+    if let Some(by) = &module.placed_by {
+        return format!("worker:{} for {by}", info.node);
+    }
+    match info.links.iter().find(|l| l.kind == "connected") {
+        Some(link) => format!("joined:{}", link.via),
+        None => module.placement.clone(),
+    }
+}
+
+/// `botbus modules`; `joined_at` is the node the tool joined.
+pub(crate) fn modules(infos: &[NodeInfo], joined_at: &str, json: bool) {
     #[derive(Serialize)]
     struct Row<'a> {
         node: &'a str,
         #[serde(flatten)]
-        module: &'a botbus::ModuleInfo,
+        module: botbus::ModuleInfo,
     }
     let rows: Vec<Row<'_>> = infos
         .iter()
         .flat_map(|i| {
-            i.modules.iter().map(move |m| Row {
-                node: &i.node,
-                module: m,
+            i.modules.iter().map(move |m| {
+                // A module placed on a worker: its process and types are
+                // what the worker's node says of it.
+                let on_worker = m
+                    .placement
+                    .strip_prefix("worker:")
+                    .and_then(|worker| infos.iter().find(|w| w.node == worker))
+                    .and_then(|worker| worker.modules.iter().find(|w| w.name == m.name));
+                Row {
+                    node: &i.node,
+                    module: botbus::ModuleInfo {
+                        placement: placement(i, m, joined_at),
+                        pid: m.pid.or(on_worker.and_then(|w| w.pid)),
+                        takes: m.takes.clone().or(on_worker.and_then(|w| w.takes.clone())),
+                        answers: m.answers.clone().or(on_worker.and_then(|w| w.answers.clone())),
+                        ..m.clone()
+                    },
+                }
             })
         })
         .collect();
@@ -153,7 +193,7 @@ pub(crate) fn modules(infos: &[NodeInfo], json: bool) {
             "TAKES",
         ],
         |r| {
-            let m = r.module;
+            let m = &r.module;
             vec![
                 r.node.to_owned(),
                 m.name.clone(),
@@ -168,41 +208,123 @@ pub(crate) fn modules(infos: &[NodeInfo], json: bool) {
     );
 }
 
-/// `botbus topics`: who subscribes to what.
-pub(crate) fn topics(infos: &[NodeInfo], json: bool) {
-    #[derive(Serialize)]
-    struct Row<'a> {
-        pattern: &'a str,
-        node: &'a str,
-        module: &'a str,
-    }
-    let mut rows: Vec<Row<'_>> = infos
-        .iter()
-        .flat_map(|i| {
-            i.subscriptions.iter().map(move |s| Row {
-                pattern: &s.pattern,
-                node: &i.node,
-                module: &s.module,
+/// One line of `botbus topics`: a topic published on, or a pattern
+/// subscribed to that nothing published on yet.
+#[derive(Debug, Serialize)]
+struct TopicRow {
+    topic: String,
+    /// `node/module` of each publisher.
+    publishers: Vec<String>,
+    /// `node/module` of each subscriber whose pattern matches.
+    subscribers: Vec<String>,
+    /// Messages published there since the publishers' nodes started.
+    messages: u64,
+    /// Messages a second, over the window.
+    rate_hz: f64,
+}
+
+/// `botbus topics`: every topic published on, with its publishers, its
+/// subscribers and its rate — the change in the publishers' counts between
+/// `before` and `after`, `window` apart — then every pattern subscribed to
+/// that no topic published on matches.
+pub(crate) fn topics(before: &[NodeInfo], after: &[NodeInfo], window: Duration, json: bool) {
+    use std::collections::BTreeMap;
+    let subscribers = |topic: &str| -> Vec<String> {
+        let mut names: Vec<String> = after
+            .iter()
+            .flat_map(|i| {
+                i.subscriptions
+                    .iter()
+                    .filter(|s| botbus::TopicPattern::parse(&s.pattern).is_ok_and(|p| p.matches(topic)))
+                    .map(move |s| format!("{}/{}", i.node, s.module))
             })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    };
+    let counts = |infos: &[NodeInfo]| -> BTreeMap<(String, String), u64> {
+        infos
+            .iter()
+            .flat_map(|i| &i.publications)
+            .map(|p| ((p.topic.clone(), p.module.clone()), p.messages))
+            .collect()
+    };
+    let (was, now) = (counts(before), counts(after));
+    let mut by_topic: BTreeMap<String, TopicRow> = BTreeMap::new();
+    for ((topic, publisher), messages) in &now {
+        let row = by_topic.entry(topic.clone()).or_insert_with(|| TopicRow {
+            topic: topic.clone(),
+            publishers: Vec::new(),
+            subscribers: subscribers(topic),
+            messages: 0,
+            rate_hz: 0.0,
+        });
+        let earlier = was.get(&(topic.clone(), publisher.clone())).copied().unwrap_or(0);
+        row.publishers.push(publisher.clone());
+        row.messages += messages;
+        row.rate_hz += messages.saturating_sub(earlier) as f64 / window.as_secs_f64();
+    }
+    let mut rows: Vec<TopicRow> = by_topic.into_values().collect();
+    let mut patterns: Vec<&str> = after
+        .iter()
+        .flat_map(|i| i.subscriptions.iter().map(|s| s.pattern.as_str()))
+        .filter(|pattern| {
+            let pattern = botbus::TopicPattern::parse(pattern);
+            !rows
+                .iter()
+                .any(|row| pattern.as_ref().is_ok_and(|p| p.matches(&row.topic)))
         })
         .collect();
-    rows.sort_by(|a, b| (a.pattern, a.node, a.module).cmp(&(b.pattern, b.node, b.module)));
-    print_rows(&rows, json, &["PATTERN", "NODE", "MODULE"], |r| {
-        vec![r.pattern.to_owned(), r.node.to_owned(), r.module.to_owned()]
+    patterns.sort_unstable();
+    patterns.dedup();
+    rows.extend(patterns.into_iter().map(|pattern| TopicRow {
+        topic: pattern.to_owned(),
+        publishers: Vec::new(),
+        subscribers: {
+            let mut names: Vec<String> = after
+                .iter()
+                .flat_map(|i| {
+                    i.subscriptions
+                        .iter()
+                        .filter(|s| s.pattern == pattern)
+                        .map(move |s| format!("{}/{}", i.node, s.module))
+                })
+                .collect();
+            names.sort();
+            names
+        },
+        messages: 0,
+        rate_hz: 0.0,
+    }));
+    let listed = |names: &[String]| match names {
+        [] => "-".to_owned(),
+        names => names.join(", "),
+    };
+    print_rows(&rows, json, &["TOPIC", "RATE", "PUBLISHERS", "SUBSCRIBERS"], |r| {
+        vec![
+            r.topic.clone(),
+            match r.publishers.is_empty() {
+                true => "-".to_owned(),
+                false => format!("{:.1} Hz", r.rate_hz),
+            },
+            listed(&r.publishers),
+            listed(&r.subscribers),
+        ]
     });
 }
 
-/// A payload as JSON text: JSON as it came, or `{"name":…,"hex":…}` for a
-/// body this tool cannot read.
+/// A payload as JSON: JSON as it came, or `{"hex":…}` for postcard bytes
+/// of a type the robot did not know (so could not send as JSON).
 fn shown(payload: &Payload) -> serde_json::Value {
     match payload.encoded(CodecKind::Json) {
         Ok(json) => serde_json::from_slice(&json).unwrap_or(serde_json::Value::Null),
         Err(_) => {
-            let hex: String = payload
+            let hex = payload
                 .encoded(CodecKind::Postcard)
-                .map(|bytes| bytes.iter().map(|b| format!("{b:02x}")).collect())
+                .map(|bytes| botbus::crates::core::auth::to_hex(&bytes))
                 .unwrap_or_default();
-            serde_json::json!({ "name": payload.name(), "hex": hex })
+            serde_json::json!({ "hex": hex })
         }
     }
 }
@@ -234,10 +356,15 @@ pub(crate) fn call(
         Some((at, name)) => (Some(at), name),
         None => (None, module),
     };
-    let described = infos
+    // The node that placed a module on a worker does not know its types;
+    // the worker's node does.
+    let mut described: Vec<&botbus::ModuleInfo> = infos
         .iter()
         .filter(|i| at.is_none_or(|at| i.node == at))
-        .find_map(|i| i.modules.iter().find(|m| m.name == name));
+        .filter_map(|i| i.modules.iter().find(|m| m.name == name))
+        .collect();
+    described.sort_by_key(|m| m.takes.is_none());
+    let described = described.first().copied();
     let message_type = match (message_type, described) {
         (Some(given), _) => given,
         (None, Some(m)) => m.takes.clone().ok_or_else(|| {

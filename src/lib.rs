@@ -33,9 +33,9 @@
 //! ```
 
 pub use botbus_actors::{
-    env_token, read_token, Hosting, Introspect, LinkConfig, LinkError, LinkStats, MemTransport, ModuleInfo,
-    ModuleOptions, ModuleStatus, Node, NodeBuilder, NodeError, NodeInfo, SubscriptionInfo, TokenSourceError,
-    WorkerRequest, MEM_SCHEME, NODE_MODULE, WORKER_MODULE,
+    env_token, read_token, Hosting, Introspect, LinkConfig, LinkError, LinkInfo, LinkStats, MemTransport, ModuleInfo,
+    ModuleOptions, ModuleStatus, Node, NodeBuilder, NodeError, NodeInfo, PublicationInfo, SubscriptionInfo,
+    TokenSourceError, WorkerRequest, MEM_SCHEME, NODE_MODULE, WORKER_MODULE,
 };
 pub use botbus_core::{
     async_trait, register_message, Ask, AskError, AuthToken, Call, CallEvent, CallerRequest, Client, CodecKind,

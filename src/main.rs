@@ -57,22 +57,29 @@ enum Command {
         #[command(flatten)]
         security: Security,
     },
-    /// Lists the robot's nodes: process, number of modules, links.
+    /// Lists the robot's nodes: process, number of modules, and each link:
+    /// the peer, which side connected, and over what.
     Nodes {
         #[command(flatten)]
         robot: Robot,
     },
     /// Lists every module of the robot: its node, where it runs (thread,
-    /// child, worker), its child's pid, state, restarts, mailbox depth and
-    /// the message type it takes.
+    /// child, worker:<name>, or joined:<endpoint> for a process started
+    /// separately), its process id, state, restarts, mailbox depth and the
+    /// message type it takes.
     Modules {
         #[command(flatten)]
         robot: Robot,
     },
-    /// Lists the topic patterns the robot's modules subscribe to, and who.
+    /// Lists the topics the robot's modules publish on, with their rate
+    /// over a window, publishers and subscribers; then the patterns
+    /// subscribed to that nothing has published on.
     Topics {
         #[command(flatten)]
         robot: Robot,
+        /// How long to count messages for the rates.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        window: std::time::Duration,
     },
     /// Asks a module, with a message written as JSON; shows progress as it
     /// arrives (a bar where an update carries a `fraction`, or `done` and
@@ -332,13 +339,17 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Modules { robot } => {
             let (node, infos) = robot.join()?;
-            inspect::modules(&infos, robot.json);
+            let joined_at = node.peers().into_iter().next().unwrap_or_default();
+            inspect::modules(&infos, &joined_at, robot.json);
             node.shutdown_blocking();
             Ok(())
         }
-        Command::Topics { robot } => {
-            let (node, infos) = robot.join()?;
-            inspect::topics(&infos, robot.json);
+        Command::Topics { robot, window } => {
+            let (node, before) = robot.join()?;
+            let started = std::time::Instant::now();
+            std::thread::sleep(window);
+            let after = inspect::describe_all(&node)?;
+            inspect::topics(&before, &after, started.elapsed(), robot.json);
             node.shutdown_blocking();
             Ok(())
         }

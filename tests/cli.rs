@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use botbus::{Context, LinkConfig, Message, Module, ModuleError, Node};
+use botbus::{Context, LinkConfig, Message, Module, ModuleError, Node, Payload};
 use serde::{Deserialize, Serialize};
 use support::secrets::Scratch;
 use support::DEADLINE;
@@ -73,7 +73,8 @@ impl Module for Motor {
     }
 }
 
-/// Publishes a tick on `robot/tick` every 20 ms.
+/// Publishes a tick on `robot/tick` every 20 ms, and beside it on
+/// `robot/opaque` postcard bytes of a type no process here knows.
 struct Ticker(u32);
 
 impl Module for Ticker {
@@ -93,6 +94,10 @@ impl Module for Ticker {
         self.0 += 1;
         let tick = Progress { done: self.0, total: 0 };
         ctx.publish("robot/tick", tick)
+            .await
+            .map_err(|e| ModuleError::new(e.to_string()))?;
+        let opaque = Payload::from_encoded("cli.Opaque", vec![0xca, 0xfe].into());
+        ctx.publish_payload("robot/opaque", opaque)
             .await
             .map(drop)
             .map_err(|e| ModuleError::new(e.to_string()))
@@ -173,17 +178,35 @@ async fn nodes_modules_and_topics_say_what_runs_where_for_a_person_and_as_json()
     let out = text(&nodes.stdout);
     let lines: Vec<&str> = out.lines().collect();
     assert!(
-        lines[0].starts_with("NODE") && lines[0].contains("PID") && lines[0].contains("PEERS"),
+        lines[0].starts_with("NODE") && lines[0].contains("PID") && lines[0].contains("LINKS"),
         "{out}"
     );
     assert!(
-        lines.iter().any(|l| l.starts_with("arm ") && l.contains(" 1 ")),
+        lines
+            .iter()
+            .any(|l| l.starts_with("arm ") && l.contains(" 1 ") && l.contains("robot (connected mem://cli-arm")),
         "{out}"
     );
     assert!(
-        lines.iter().any(|l| l.starts_with("robot ") && l.contains("arm")),
+        lines
+            .iter()
+            .any(|l| l.starts_with("robot ") && l.contains("arm (accepted mem://cli-arm")),
         "{out}"
     );
+    let nodes = run(&["nodes", "--connect", at, "--json"]).await;
+    let robot_row: serde_json::Value = text(&nodes.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["node"] == "robot")
+        .expect("the robot is listed");
+    assert_eq!(robot_row["pid"], std::process::id());
+    let arm_link = robot_row["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["peer"] == "arm")
+        .expect("the robot lists its link to the arm");
+    assert_eq!(arm_link["kind"], "accepted");
 
     let modules = run(&["modules", "--connect", at, "--json"]).await;
     assert!(modules.status.success(), "{}", text(&modules.stderr));
@@ -194,7 +217,12 @@ async fn nodes_modules_and_topics_say_what_runs_where_for_a_person_and_as_json()
     assert_eq!(rows.len(), 3, "{rows:?}");
     let motor = rows.iter().find(|r| r["name"] == "motor").expect("the motor is listed");
     assert_eq!(motor["node"], "arm");
-    assert_eq!(motor["placement"], "thread");
+    // The arm joined the robot (it connected); the tool says where.
+    assert!(
+        motor["placement"].as_str().unwrap().starts_with("joined:mem://cli-arm"),
+        "{motor}"
+    );
+    assert_eq!(motor["pid"], std::process::id());
     assert_eq!(motor["state"], "running");
     assert_eq!(motor["restarts"], 0);
     assert_eq!(motor["takes"], "f32");
@@ -203,6 +231,7 @@ async fn nodes_modules_and_topics_say_what_runs_where_for_a_person_and_as_json()
         (planner["node"].as_str(), planner["takes"].as_str()),
         (Some("robot"), Some("cli.Plan"))
     );
+    assert_eq!(planner["placement"], "thread");
 
     let human = text(&run(&["modules", "--connect", at]).await.stdout);
     let header: Vec<&str> = human.lines().next().unwrap().split_whitespace().collect();
@@ -226,10 +255,47 @@ async fn nodes_modules_and_topics_say_what_runs_where_for_a_person_and_as_json()
         "{human}"
     );
 
-    let topics = run(&["topics", "--connect", at, "--json"]).await;
+    // The ticker publishes every 20 ms: over a 500 ms window, a rate well
+    // above none; the motor's pattern has subscribers and no publisher.
+    let topics = run(&["topics", "--connect", at, "--json", "--window", "500ms"]).await;
+    assert!(topics.status.success(), "{}", text(&topics.stderr));
+    let rows: Vec<serde_json::Value> = text(&topics.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let topics: Vec<&str> = rows.iter().map(|r| r["topic"].as_str().unwrap()).collect();
+    assert_eq!(topics, ["robot/opaque", "robot/tick", "robot/speed/*"], "{rows:?}");
+    let tick = &rows[1];
+    assert_eq!(tick["publishers"], serde_json::json!(["robot/ticker"]));
+    assert_eq!(tick["subscribers"], serde_json::json!([]));
+    assert!(tick["messages"].as_u64().unwrap() > 0, "{tick}");
+    assert!(tick["rate_hz"].as_f64().unwrap() > 1.0, "{tick}");
     assert_eq!(
-        text(&topics.stdout).trim(),
-        r#"{"pattern":"robot/speed/*","node":"arm","module":"motor"}"#
+        (&rows[2]["publishers"], &rows[2]["subscribers"], &rows[2]["rate_hz"]),
+        (
+            &serde_json::json!([]),
+            &serde_json::json!(["arm/motor"]),
+            &serde_json::json!(0.0)
+        )
+    );
+    let human = text(&run(&["topics", "--connect", at, "--window", "200ms"]).await.stdout);
+    let header: Vec<&str> = human.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["TOPIC", "RATE", "PUBLISHERS", "SUBSCRIBERS"]);
+    let cells = |topic: &str| -> Vec<String> {
+        let line = human.lines().find(|l| l.starts_with(topic)).unwrap_or_default();
+        line.split_whitespace().map(str::to_owned).collect()
+    };
+    let tick = cells("robot/tick ");
+    assert_eq!(
+        (tick.len(), &tick[2][..], &tick[3][..], &tick[4][..]),
+        (5, "Hz", "robot/ticker", "-"),
+        "{human}"
+    );
+    assert!(tick[1].parse::<f64>().is_ok_and(|hz| hz > 1.0), "{human}");
+    assert_eq!(
+        cells("robot/speed/*"),
+        ["robot/speed/*", "-", "-", "arm/motor"],
+        "{human}"
     );
     robot.stop().await;
 }
@@ -350,21 +416,42 @@ async fn echo_hz_and_pub_follow_and_feed_topics() {
     let robot = Robot::start(LinkConfig::default()).await;
     let at = robot.endpoint.as_str();
 
-    let echoed = run(&["echo", "--connect", at, "robot/**", "--count", "3", "--json"]).await;
+    // Each tick is published, then the opaque bytes: four messages hold
+    // at least one of each, in that order per tick.
+    let echoed = run(&["echo", "--connect", at, "robot/**", "--count", "4", "--json"]).await;
     assert!(echoed.status.success(), "{}", text(&echoed.stderr));
     let lines: Vec<serde_json::Value> = text(&echoed.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 3);
+    assert_eq!(lines.len(), 4);
     for line in &lines {
-        assert_eq!(
-            (line["topic"].as_str(), line["name"].as_str()),
-            (Some("robot/tick"), Some("cli.Progress"))
-        );
         assert_eq!(line["from"], "robot/ticker");
-        assert!(line["body"]["done"].as_u64().is_some(), "{line}");
+        match line["topic"].as_str() {
+            Some("robot/tick") => {
+                assert_eq!(line["name"], "cli.Progress");
+                assert!(line["body"]["done"].as_u64().is_some(), "{line}");
+            }
+            _ => assert_eq!(
+                (&line["topic"], &line["name"]),
+                (&serde_json::json!("robot/opaque"), &serde_json::json!("cli.Opaque"))
+            ),
+        }
     }
+    let ticks = lines.iter().filter(|l| l["topic"] == "robot/tick").count();
+    assert!((1..=3).contains(&ticks), "{lines:?}");
+
+    // A type the robot does not know cannot be JSON: its bytes come as hex.
+    let opaque = run(&["echo", "--connect", at, "robot/opaque", "--count", "1", "--json"]).await;
+    assert!(opaque.status.success(), "{}", text(&opaque.stderr));
+    let line: serde_json::Value = serde_json::from_str(text(&opaque.stdout).trim()).unwrap();
+    assert_eq!(line["name"], "cli.Opaque");
+    assert_eq!(line["body"], serde_json::json!({ "hex": "cafe" }));
+    let opaque = run(&["echo", "--connect", at, "robot/opaque", "--count", "1"]).await;
+    assert_eq!(
+        text(&opaque.stdout).trim(),
+        r#"robot/opaque  cli.Opaque  {"hex":"cafe"}"#
+    );
 
     let measured = run(&[
         "hz",

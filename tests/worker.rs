@@ -63,6 +63,14 @@ async fn a_worker_starts_answers_and_stops_modules_on_request_and_names_an_unkno
     assert_eq!(heard, "over the network");
     let heard: String = client.ask("w1/echo1", "by its full name".to_owned()).await.unwrap();
     assert_eq!(heard, "by its full name");
+    // The worker says whose module it runs.
+    let described: botbus::NodeInfo = client.ask("w1/botbus.node", botbus::Introspect::Node).await.unwrap();
+    let echo1 = described.modules.iter().find(|m| m.name == "echo1").unwrap();
+    assert_eq!(
+        (echo1.placed_by.as_deref(), echo1.pid),
+        (Some("robot-w1"), Some(described.pid))
+    );
+    assert_eq!(described.links[0].kind, "connected", "{:?}", described.links);
 
     let error = robot.spawn_on("w1", "planner", "plan", &()).await.unwrap_err();
     assert!(

@@ -106,7 +106,9 @@ def handshake(token):
 
 def on_ask(ask):
     ask_id, message = ask["id"], ask["payload"]
-    name, body = message["name"], message["body"]
+    # A body botbus could not give as JSON (a type the robot does not know)
+    # comes as `hex` instead; no message this module takes is one of those.
+    name, body = message["name"], message.get("body")
     if name == "thermo.ToFahrenheit":
         reply_ok(ask_id, "f64", body * 9 / 5 + 32)
     elif name == "thermo.Calibrate":

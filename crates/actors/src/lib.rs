@@ -25,8 +25,8 @@ mod token;
 pub use link::{LinkConfig, LinkError, LinkStats};
 pub use mem::{MemLink, MemListener, MemTransport, MEM_SCHEME};
 pub use node::{
-    Hosting, Introspect, ModuleInfo, ModuleOptions, Node, NodeBuilder, NodeError, NodeInfo, SubscriptionInfo,
-    WorkerRequest, NODE_MODULE, WORKER_MODULE,
+    Hosting, Introspect, LinkInfo, ModuleInfo, ModuleOptions, Node, NodeBuilder, NodeError, NodeInfo, PublicationInfo,
+    SubscriptionInfo, WorkerRequest, NODE_MODULE, WORKER_MODULE,
 };
 pub use router::ModuleStatus;
 pub use token::{env_token, read_token, TokenSourceError};

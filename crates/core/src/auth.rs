@@ -172,16 +172,21 @@ pub fn to_hex(bytes: &[u8]) -> String {
 
 /// Exactly `N` bytes from hex (either case), or `None`.
 pub fn from_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    bytes_from_hex(text)?.try_into().ok()
+}
+
+/// Bytes from hex (either case, two digits a byte), or `None` if `text` is
+/// not that.
+pub fn bytes_from_hex(text: &str) -> Option<Vec<u8>> {
     let digits = text.as_bytes();
-    if digits.len() != N * 2 {
+    if digits.len() % 2 != 0 {
         return None;
     }
     let value = |d: u8| char::from(d).to_digit(16).and_then(|v| u8::try_from(v).ok());
-    let mut bytes = [0; N];
-    for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
-        *byte = value(pair[0])? << 4 | value(pair[1])?;
-    }
-    Some(bytes)
+    digits
+        .chunks_exact(2)
+        .map(|pair| Some(value(pair[0])? << 4 | value(pair[1])?))
+        .collect()
 }
 
 #[cfg(test)]
@@ -221,6 +226,10 @@ mod tests {
         assert_eq!(from_hex::<4>("007FA5ff"), Some(bytes));
         assert_eq!(from_hex::<4>("007fa5f"), None);
         assert_eq!(from_hex::<4>("007fa5fg"), None);
+        assert_eq!(bytes_from_hex("00ff"), Some(vec![0, 255]));
+        assert_eq!(bytes_from_hex(""), Some(vec![]));
+        assert_eq!(bytes_from_hex("0"), None);
+        assert_eq!(bytes_from_hex("+1"), None);
         assert_eq!(from_hex::<2>("+1+1"), None);
     }
 }

@@ -150,7 +150,9 @@ pub struct Reach {
 /// A message as it crosses a link: its stable name and its encoded body.
 ///
 /// In JSON the body is the message's JSON value, inline
-/// (`{"name":"motor.SetSpeed","body":0.5}`). In postcard it is the
+/// (`{"name":"motor.SetSpeed","body":0.5}`), or for postcard bytes (a type
+/// the sending node does not know, so cannot write as JSON) the bytes as
+/// hex (`{"name":"cam.Frame","hex":"0a0b"}`). In postcard it is the
 /// message's postcard bytes — or, flagged with `json`, its JSON text: a
 /// payload that came from a JSON peer crosses postcard links as it came,
 /// so the nodes between never need to know its type, and only the node
@@ -165,12 +167,16 @@ pub struct WirePayload {
     pub json: bool,
 }
 
-/// A payload in a JSON frame: the body inline, JSON by definition.
+/// A payload in a JSON frame: the body inline as JSON, or — a postcard body
+/// the sending node cannot turn into JSON, because it does not know the
+/// type — its bytes as hex.
 #[derive(Deserialize)]
 struct JsonPayload {
     name: String,
-    #[serde(with = "body")]
-    body: Bytes,
+    #[serde(default, deserialize_with = "body::present")]
+    body: Option<Bytes>,
+    #[serde(default)]
+    hex: Option<String>,
 }
 
 /// A payload in a postcard frame: the body's bytes and what they are.
@@ -209,10 +215,10 @@ impl Serialize for PayloadRef<'_> {
         use serde::ser::SerializeStruct;
         if serializer.is_human_readable() {
             if !self.json {
-                return Err(serde::ser::Error::custom(format!(
-                    "the `{}` payload is postcard bytes; a JSON frame carries JSON bodies only",
-                    self.name
-                )));
+                let mut form = serializer.serialize_struct("JsonPayload", 2)?;
+                form.serialize_field("name", self.name)?;
+                form.serialize_field("hex", &crate::auth::to_hex(self.body))?;
+                return form.end();
             }
             /// The body inline, borrowed.
             struct Inline<'a>(&'a [u8]);
@@ -333,8 +339,25 @@ impl Serialize for DataFrame<'_> {
 impl<'de> Deserialize<'de> for WirePayload {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         if deserializer.is_human_readable() {
-            let JsonPayload { name, body } = JsonPayload::deserialize(deserializer)?;
-            Ok(WirePayload { name, body, json: true })
+            use serde::de::Error as _;
+            let JsonPayload { name, body, hex } = JsonPayload::deserialize(deserializer)?;
+            match (body, hex) {
+                (Some(body), None) => Ok(WirePayload { name, body, json: true }),
+                (None, Some(hex)) => match crate::auth::bytes_from_hex(&hex) {
+                    Some(bytes) => Ok(WirePayload {
+                        name,
+                        body: bytes.into(),
+                        json: false,
+                    }),
+                    None => Err(D::Error::custom(format!(
+                        "payload `{name}`: `hex` must be pairs of hex digits"
+                    ))),
+                },
+                (Some(_), Some(_)) => Err(D::Error::custom(format!(
+                    "payload `{name}` has both `body` and `hex`; it takes one"
+                ))),
+                (None, None) => Err(D::Error::custom(format!("payload `{name}` has no `body`"))),
+            }
         } else {
             let BinaryPayload { name, body, json } = BinaryPayload::deserialize(deserializer)?;
             Ok(WirePayload { name, body, json })
@@ -364,6 +387,12 @@ mod body {
         };
         let raw: &RawValue = serde_json::from_str(&text).map_err(S::Error::custom)?;
         raw.serialize(serializer)
+    }
+
+    /// [`deserialize`], for a field that may be missing: present, even as
+    /// `null` (the unit value's body), it is `Some`.
+    pub(super) fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Bytes>, D::Error> {
+        deserialize(deserializer).map(Some)
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Bytes, D::Error> {

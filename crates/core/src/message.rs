@@ -272,6 +272,25 @@ impl Payload {
         matches!(self.body, Body::Local(_))
     }
 
+    /// Whether the body can be had in `codec` here: an in-process value
+    /// encodes to either; an encoded body is in its own codec already, and
+    /// goes to the other only if this process knows its type (see
+    /// [`register_message`]).
+    ///
+    /// ```
+    /// use botbus_core::{CodecKind, Payload};
+    /// let unknown = Payload::from_encoded("cam.Frame", vec![1, 2].into());
+    /// assert!(unknown.converts_to(CodecKind::Postcard));
+    /// assert!(!unknown.converts_to(CodecKind::Json));
+    /// assert!(Payload::new(7u32).converts_to(CodecKind::Json));
+    /// ```
+    pub fn converts_to(&self, codec: CodecKind) -> bool {
+        match (&self.body, codec) {
+            (Body::Local(_), _) | (Body::Encoded(_), CodecKind::Postcard) | (Body::Json(_), CodecKind::Json) => true,
+            _ => known(&self.name).is_some(),
+        }
+    }
+
     /// Decodes the payload as `M`, checking the name first.
     pub fn decode<M: Message>(self) -> Result<M, PayloadError> {
         // In process the name is the very `&'static str` of the type: compare

@@ -256,6 +256,8 @@ pub(crate) struct LinkHandle {
     closed: CancellationToken,
     /// Set when this is the link to a child process hosting that module.
     child_of: Option<Arc<str>>,
+    /// The peer connected to this node (not this node to the peer).
+    accepted: bool,
     /// Whether the peer credits data frames back (its hello granted a
     /// window): then a data frame's permit comes back with the credit, not
     /// when it is written.
@@ -284,9 +286,12 @@ impl LinkHandle {
 
     /// Whether a payload goes over this link as JSON: on a JSON link; when
     /// it came from a JSON peer (it stays JSON, flagged); or when `json`
-    /// says it is for a node that speaks only JSON.
+    /// says it is for a node that speaks only JSON — unless it is postcard
+    /// bytes of a type this process does not know, which go as they are
+    /// (as hex, in a JSON frame) for whoever knows the type.
     pub(crate) fn sends_json(&self, payload: &Payload, json: bool) -> bool {
-        json || self.codec.kind() == CodecKind::Json || payload.encoding() == Some(CodecKind::Json)
+        let wanted = json || self.codec.kind() == CodecKind::Json || payload.encoding() == Some(CodecKind::Json);
+        wanted && payload.converts_to(CodecKind::Json)
     }
 
     /// [`LinkHandle::wire`], in JSON if `json`: the payload is for a node
@@ -365,6 +370,18 @@ impl LinkHandle {
 
     pub(crate) fn peer(&self) -> &str {
         &self.peer
+    }
+
+    /// What the link runs over, as its transport says (an endpoint, a
+    /// child's pid…).
+    pub(crate) fn via(&self) -> &str {
+        &self.describe
+    }
+
+    /// Whether the peer connected to this node (rather than this node to
+    /// the peer).
+    pub(crate) fn accepted(&self) -> bool {
+        self.accepted
     }
 
     /// Whether the peer announced `module` as its own.
@@ -573,6 +590,7 @@ pub(crate) async fn establish_link(
         remote: RwLock::default(),
         closed: CancellationToken::new(),
         child_of,
+        accepted: role == Role::Accepting,
         peer_credits: theirs.window.is_some(),
         inflow: Inflow {
             window,

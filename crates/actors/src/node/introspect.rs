@@ -36,8 +36,12 @@ pub struct ModuleInfo {
     pub name: String,
     /// Where it runs: `thread`, `child` or `worker:<name>`.
     pub placement: String,
-    /// Its child process, if it runs in one that is up.
+    /// The process it runs in: this node's for a thread, the child's while
+    /// it is up; none for a module on a worker (the worker's node says).
     pub pid: Option<u32>,
+    /// The node that had this node, a worker, start it (see
+    /// [`Node::spawn_on`]).
+    pub placed_by: Option<String>,
     /// `starting`, `running`, `restarting`, `stopped` or `failed: <why>`.
     pub state: String,
     /// How often it was restarted.
@@ -60,6 +64,33 @@ pub struct SubscriptionInfo {
     pub module: String,
 }
 
+/// What one of the node's modules published on one topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicationInfo {
+    /// The topic.
+    pub topic: String,
+    /// The publisher (`node/module`).
+    pub module: String,
+    /// How many messages it published there since the node started; a
+    /// tool that asks twice has the rate.
+    pub messages: u64,
+}
+
+/// One of the node's links.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkInfo {
+    /// The node at the other end.
+    pub peer: String,
+    /// What it runs over, as the transport says: the endpoint this node
+    /// connected to, the listener's endpoint and the peer's pid or address
+    /// for a link it accepted, or the child process.
+    pub via: String,
+    /// `connected` (this node connected to the peer), `accepted` (the peer
+    /// connected here), or `child` (the link to a child process of this
+    /// node's).
+    pub kind: String,
+}
+
 /// What a node says about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
@@ -73,6 +104,10 @@ pub struct NodeInfo {
     pub subscriptions: Vec<SubscriptionInfo>,
     /// The nodes it has links to.
     pub peers: Vec<String>,
+    /// Its links, by peer.
+    pub links: Vec<LinkInfo>,
+    /// What its modules published, by topic.
+    pub publications: Vec<PublicationInfo>,
 }
 
 impl Message for NodeInfo {
@@ -115,6 +150,8 @@ impl Node {
                 .map(|(pattern, module)| SubscriptionInfo { pattern, module })
                 .collect(),
             peers,
+            links: router.link_infos(),
+            publications: router.publications(),
         }
     }
 }

@@ -36,7 +36,7 @@ mod signals;
 mod worker;
 
 pub use builder::NodeBuilder;
-pub use introspect::{Introspect, ModuleInfo, NodeInfo, SubscriptionInfo, NODE_MODULE};
+pub use introspect::{Introspect, LinkInfo, ModuleInfo, NodeInfo, PublicationInfo, SubscriptionInfo, NODE_MODULE};
 pub use options::ModuleOptions;
 pub use worker::{Hosting, WorkerRequest, WORKER_MODULE};
 

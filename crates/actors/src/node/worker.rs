@@ -136,7 +136,7 @@ impl Module for Worker {
     type Message = WorkerRequest;
     type Reply = ();
 
-    async fn process(&mut self, request: WorkerRequest, _ctx: &mut Context) -> Result<(), ModuleError> {
+    async fn process(&mut self, request: WorkerRequest, ctx: &mut Context) -> Result<(), ModuleError> {
         let node = Node {
             shared: self
                 .node
@@ -177,6 +177,8 @@ impl Module for Worker {
                     .await
                     .map_err(|e| ModuleError::new(e.to_string()))?;
                 tracing::info!(module = %name, %module_type, "started on request");
+                let asker = ctx.sender().and_then(|from| from.split_once('/')).map(|(node, _)| node);
+                node.shared.router.set_placed_by(&name, asker);
                 self.started.insert(name, module_type);
                 Ok(())
             }
@@ -190,6 +192,7 @@ impl Module for Worker {
                 node.stop_module(&name)
                     .await
                     .map_err(|e| ModuleError::new(e.to_string()))?;
+                node.shared.router.set_placed_by(&name, None);
                 tracing::info!(module = %name, "stopped on request");
                 Ok(())
             }

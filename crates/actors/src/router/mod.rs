@@ -135,6 +135,9 @@ struct Monitor {
     lost: bool,
 }
 
+/// Messages published on one topic, by publisher (`node/module`).
+type PublishCounts = HashMap<Arc<str>, u64>;
+
 pub(crate) struct Router {
     node: String,
     /// The one table: every module name this node can reach.
@@ -155,6 +158,11 @@ pub(crate) struct Router {
     /// How often each module was restarted.
     restarts: Mutex<HashMap<String, u32>>,
     status: Mutex<HashMap<String, ModuleStatus>>,
+    /// Modules a worker here started on another node's request: module →
+    /// that node.
+    placed_by: Mutex<HashMap<String, String>>,
+    /// Messages this node's modules published: topic → publisher → count.
+    published: Mutex<HashMap<Arc<str>, PublishCounts>>,
     /// Serialises every reshaping of the route table: held while routes
     /// are recomputed and announced (two changes cannot interleave and
     /// leave an older table in place), and while a module's `down` goes
@@ -180,6 +188,8 @@ impl Router {
             module_types: Mutex::default(),
             restarts: Mutex::default(),
             status: Mutex::default(),
+            placed_by: Mutex::default(),
+            published: Mutex::default(),
             reshaping: Mutex::default(),
             topology: watch::Sender::new(0),
         })
@@ -692,6 +702,7 @@ impl Router {
         let types = self.module_types.lock().expect("router lock").clone();
         let pids = self.child_pids.lock().expect("router lock").clone();
         let on_workers = self.on_workers.read().expect("router lock").clone();
+        let placed_by = self.placed_by.lock().expect("router lock").clone();
         let mut names: BTreeSet<String> = routes
             .iter()
             .filter(|(_, route)| matches!(route, Route::Local(_) | Route::Child(_)))
@@ -702,15 +713,16 @@ impl Router {
             .into_iter()
             .filter(|name| !name.starts_with(FRAMEWORK_PREFIX))
             .map(|name| {
-                let (placement, mailbox) = match routes.get(name.as_str()) {
+                let (placement, mailbox, pid) = match routes.get(name.as_str()) {
                     Some(Route::Local(local)) => (
                         "thread".to_owned(),
                         Some(local.mailbox.max_capacity() - local.mailbox.capacity()),
+                        Some(std::process::id()),
                     ),
-                    Some(Route::Child(_)) => ("child".to_owned(), None),
+                    Some(Route::Child(_)) => ("child".to_owned(), None, pids.get(&name).copied()),
                     _ => match on_workers.get(&name) {
-                        Some(worker) => (format!("worker:{worker}"), None),
-                        None => ("thread".to_owned(), None),
+                        Some(worker) => (format!("worker:{worker}"), None, None),
+                        None => ("thread".to_owned(), None, None),
                     },
                 };
                 let state = match statuses.get(&name) {
@@ -722,7 +734,8 @@ impl Router {
                 };
                 let (takes, answers) = types.get(&name).copied().unwrap_or((None, ""));
                 crate::node::ModuleInfo {
-                    pid: pids.get(&name).copied(),
+                    pid,
+                    placed_by: placed_by.get(&name).cloned(),
                     restarts: restarts.get(&name).copied().unwrap_or(0),
                     mailbox,
                     takes: takes.map(str::to_owned),
@@ -733,6 +746,70 @@ impl Router {
                 }
             })
             .collect()
+    }
+
+    /// This node's links, by peer.
+    pub(crate) fn link_infos(&self) -> Vec<crate::node::LinkInfo> {
+        let mut infos: Vec<crate::node::LinkInfo> = self
+            .links()
+            .iter()
+            .map(|link| crate::node::LinkInfo {
+                peer: link.peer().to_owned(),
+                via: link.via().to_owned(),
+                kind: match (link.child_of(), link.accepted()) {
+                    (Some(_), _) => "child",
+                    (None, true) => "accepted",
+                    (None, false) => "connected",
+                }
+                .to_owned(),
+            })
+            .collect();
+        infos.sort_by(|a, b| a.peer.cmp(&b.peer));
+        infos
+    }
+
+    /// Module `name` publishes on `topic` once more.
+    fn count_publish(&self, from: &Arc<str>, topic: &Arc<str>) {
+        let mut published = self.published.lock().expect("router lock");
+        let by_publisher = match published.get_mut(&**topic) {
+            Some(by_publisher) => by_publisher,
+            None => published.entry(topic.clone()).or_default(),
+        };
+        match by_publisher.get_mut(&**from) {
+            Some(count) => *count += 1,
+            None => {
+                by_publisher.insert(from.clone(), 1);
+            }
+        }
+    }
+
+    /// What this node's modules published, as (topic, publisher, count),
+    /// sorted.
+    pub(crate) fn publications(&self) -> Vec<crate::node::PublicationInfo> {
+        let published = self.published.lock().expect("router lock");
+        let mut list: Vec<crate::node::PublicationInfo> = published
+            .iter()
+            .flat_map(|(topic, by_publisher)| {
+                by_publisher
+                    .iter()
+                    .map(|(module, messages)| crate::node::PublicationInfo {
+                        topic: topic.to_string(),
+                        module: module.to_string(),
+                        messages: *messages,
+                    })
+            })
+            .collect();
+        list.sort_by(|a, b| (&a.topic, &a.module).cmp(&(&b.topic, &b.module)));
+        list
+    }
+
+    /// Module `name` was started here on `node`'s request (`None`: no more).
+    pub(crate) fn set_placed_by(&self, name: &str, node: Option<&str>) {
+        let mut placed_by = self.placed_by.lock().expect("router lock");
+        match node {
+            Some(node) => placed_by.insert(name.to_owned(), node.to_owned()),
+            None => placed_by.remove(name),
+        };
     }
 
     /// Why module `name`, placed on a worker, last went down there (taken:
@@ -1137,6 +1214,7 @@ impl Bus for Router {
     }
 
     fn publish(&self, from: Arc<str>, topic: Arc<str>, payload: Payload) -> BoxFuture<'_, Result<usize, SendError>> {
+        self.count_publish(&from, &topic);
         Box::pin(async move {
             let local = self.publish_local(&from, &topic, &payload).await;
             let targets = self.remote_subscribers(&topic, None, None);

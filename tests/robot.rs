@@ -321,7 +321,7 @@ fn log_of(run: std::process::Child, what: &str) -> String {
 }
 
 #[test]
-fn four_launch_files_that_differ_only_in_placements_tell_the_same_story() {
+fn launch_files_that_differ_only_in_placements_tell_the_same_story() {
     let scratch = support::secrets::Scratch::new("launch");
     let socket = support::socket_path("launch");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -374,4 +374,26 @@ fn four_launch_files_that_differ_only_in_placements_tell_the_same_story() {
         alone,
         "planner and motor on a worker:\n{robot}\n{worker}"
     );
+
+    // And in combination (the README's walk-through): the led in a child,
+    // the motor joined through the pipe, the planner on the worker.
+    let mixed = file("mixed");
+    let worker = launched(&mixed, "worker:gpu", "0");
+    let robot = launched(&mixed, "robot", "2.5");
+    let motor = launched(&mixed, "module:motor", "6");
+    let (robot, motor) = (log_of(robot, "robot"), log_of(motor, "motor"));
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(worker.id() as i32).expect("a pid"),
+        rustix::process::Signal::TERM,
+    )
+    .expect("the worker is signalled");
+    let worker = log_of(worker, "worker");
+    assert!(robot.contains("running on worker module=planner worker=gpu"), "{robot}");
+    assert!(motor.contains("link up node=\"robot-motor\""), "{motor}");
+    assert_eq!(
+        trace(&format!("{robot}{motor}{worker}")),
+        alone,
+        "every placement at once:\n{robot}\n{motor}\n{worker}"
+    );
+    let _ = std::fs::remove_file(&socket);
 }

@@ -36,6 +36,12 @@ impl NodeBuilder {
         spec.options.process = Process::This;
         spec.options.thread = Thread::System;
         self.pool_threads = 0; // nothing runs on a pool here
+                               // The child's one link is to its parent: the endpoints the parent
+                               // listens on and joins are the parent's (a child that listened too
+                               // would find them taken), and so are its remote workers.
+        self.listens.clear();
+        self.joins.clear();
+        self.worker = false;
         self.name = node_name.to_owned();
         let node = self.start_node().unwrap_or_else(|e| fail(1, e.to_string()));
         // The link first, and the parent's announcement, so that the

@@ -11,113 +11,25 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, Handler, ResponseFuture};
 use actix_rt::{Arbiter, System};
-use botbus::{Context, Message, Module, ModuleError, ModuleOptions, Node};
+use botbus::bench::{drive as run_botbus, driver_node, Drive, Sample};
+use botbus::Node;
 use criterion::{Criterion, Throughput};
-use serde::{Deserialize, Serialize};
-
-/// The payload: 64 bytes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Sample {
-    seq: u64,
-    data: [u64; 7],
-}
-
-impl Sample {
-    fn new(seq: u64) -> Self {
-        Self { seq, data: [seq; 7] }
-    }
-}
-
-impl Message for Sample {
-    const NAME: &'static str = "bench.Sample";
-}
-
-impl actix::Message for Sample {
-    type Result = u64;
-}
-
-/// What the driver does, `n` times; it answers with the nanoseconds taken.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-enum Drive {
-    Tells(u64),
-    Asks(u64),
-}
-
-impl Message for Drive {
-    const NAME: &'static str = "bench.Drive";
-}
-
-impl actix::Message for Drive {
-    type Result = u64;
-}
-
-// ---- botbus --------------------------------------------------------------
-
-struct Sink;
-
-impl Module for Sink {
-    type Message = Sample;
-    type Reply = u64;
-
-    async fn process(&mut self, sample: Sample, _ctx: &mut Context) -> Result<u64, ModuleError> {
-        Ok(sample.seq)
-    }
-}
-
-struct Driver;
-
-impl Module for Driver {
-    type Message = Drive;
-    type Reply = u64;
-
-    async fn process(&mut self, drive: Drive, ctx: &mut Context) -> Result<u64, ModuleError> {
-        let start = Instant::now();
-        match drive {
-            Drive::Tells(n) => {
-                for i in 0..n {
-                    ctx.tell("sink", Sample::new(i)).await?;
-                }
-                // The sink answers after every tell before it: all were handled.
-                let _: u64 = ctx.ask("sink", Sample::new(n)).await?;
-            }
-            Drive::Asks(n) => {
-                for i in 0..n {
-                    let _: u64 = ctx.ask("sink", Sample::new(i)).await?;
-                }
-            }
-        }
-        Ok(start.elapsed().as_nanos() as u64)
-    }
-}
-
-fn botbus_node(name: &str, same_thread: bool) -> Node {
-    let (driver, sink) = if same_thread {
-        (ModuleOptions::new().thread("one"), ModuleOptions::new().thread("one"))
-    } else {
-        (ModuleOptions::new().thread("one"), ModuleOptions::new().thread("two"))
-    };
-    Node::builder(name)
-        .module_with("sink", || Sink, sink)
-        .module_with("driver", || Driver, driver)
-        .start()
-        .expect("bench node starts")
-}
-
-fn run_botbus(node: &Node, drive: Drive) -> Duration {
-    let client = node.client("bench");
-    let nanos = node
-        .block_on(async move {
-            client
-                .ask::<_, u64>("driver", drive)
-                .timeout(Duration::from_secs(120))
-                .await
-        })
-        .expect("node running")
-        .expect("drive succeeds");
-    Duration::from_nanos(nanos)
-}
 
 // ---- raw actix -----------------------------------------------------------
+
+/// The same 64-byte sample as botbus's modules take, as an actix message.
+struct RawSample(Sample);
+
+impl actix::Message for RawSample {
+    type Result = u64;
+}
+
+/// The same driving orders, as an actix message.
+struct RawDrive(Drive);
+
+impl actix::Message for RawDrive {
+    type Result = u64;
+}
 
 struct RawSink;
 
@@ -125,10 +37,10 @@ impl Actor for RawSink {
     type Context = actix::Context<Self>;
 }
 
-impl Handler<Sample> for RawSink {
+impl Handler<RawSample> for RawSink {
     type Result = u64;
 
-    fn handle(&mut self, sample: Sample, _: &mut Self::Context) -> u64 {
+    fn handle(&mut self, RawSample(sample): RawSample, _: &mut Self::Context) -> u64 {
         sample.seq
     }
 }
@@ -141,23 +53,23 @@ impl Actor for RawDriver {
     type Context = actix::Context<Self>;
 }
 
-impl Handler<Drive> for RawDriver {
+impl Handler<RawDrive> for RawDriver {
     type Result = ResponseFuture<u64>;
 
-    fn handle(&mut self, drive: Drive, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, RawDrive(drive): RawDrive, _: &mut Self::Context) -> Self::Result {
         let sink = self.sink.clone();
         Box::pin(async move {
             let start = Instant::now();
             match drive {
                 Drive::Tells(n) => {
                     for i in 0..n {
-                        sink.do_send(Sample::new(i));
+                        sink.do_send(RawSample(Sample::new(i)));
                     }
-                    sink.send(Sample::new(n)).await.expect("sink alive");
+                    sink.send(RawSample(Sample::new(n))).await.expect("sink alive");
                 }
                 Drive::Asks(n) => {
                     for i in 0..n {
-                        sink.send(Sample::new(i)).await.expect("sink alive");
+                        sink.send(RawSample(Sample::new(i))).await.expect("sink alive");
                     }
                 }
             }
@@ -190,7 +102,11 @@ fn raw_actix(same_thread: bool) -> RawActix {
 }
 
 fn run_raw(raw: &RawActix, drive: Drive) -> Duration {
-    Duration::from_nanos(raw.system.block_on(raw.driver.send(drive)).expect("driver alive"))
+    Duration::from_nanos(
+        raw.system
+            .block_on(raw.driver.send(RawDrive(drive)))
+            .expect("driver alive"),
+    )
 }
 
 // ---- the run -------------------------------------------------------------
@@ -207,12 +123,12 @@ fn setups() -> Vec<Setup> {
     vec![
         Setup {
             label: "same arbiter",
-            node: botbus_node("bench-same", true),
+            node: driver_node("bench-same", true),
             raw: raw_actix(true),
         },
         Setup {
             label: "two arbiters",
-            node: botbus_node("bench-two", false),
+            node: driver_node("bench-two", false),
             raw: raw_actix(false),
         },
     ]

@@ -46,6 +46,7 @@ pub use botbus_core::{
 pub use botbus_transport_stdio::ChildCommand;
 pub use botbus_transport_tcp::{TlsConfig, TlsConfigError, TlsTransport};
 
+pub mod bench;
 pub mod launch;
 pub use launch::{Launch, LaunchError};
 

@@ -144,6 +144,33 @@ enum Command {
         #[command(flatten)]
         robot: Robot,
     },
+    /// Measures what botbus costs on this machine: each placement next to
+    /// the raw channel under it, the same payloads in the same run, as
+    /// ratios — ask round trip, 64 B tells, 64 KiB bandwidth, and context
+    /// switches per ask. Run it again under `taskset -c 0` for every
+    /// process on one CPU.
+    Bench {
+        /// The placements to measure.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "in-process,stdio,pipe,tcp")]
+        only: Vec<BenchPlacement>,
+        /// Measure as long as `cargo bench` does, for steadier figures
+        /// (default: a quicker look).
+        #[arg(long)]
+        full: bool,
+    },
+}
+
+/// A placement `botbus bench` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchPlacement {
+    /// Two modules on one thread, against a tokio channel and a oneshot.
+    InProcess,
+    /// A child module over stdio, against a raw stream over pipes.
+    Stdio,
+    /// A process over a Unix socket (`pipe://`), against a raw Unix socket.
+    Pipe,
+    /// A process over TCP on loopback, against raw TCP.
+    Tcp,
 }
 
 /// Where the robot is, how to prove who this tool is, and how to print.
@@ -288,6 +315,7 @@ fn main() -> ExitCode {
             | Command::Echo { .. }
             | Command::Hz { .. }
             | Command::Pub { .. }
+            | Command::Bench { .. }
     ) && std::env::var_os("RUST_LOG").is_none()
     {
         std::env::set_var("RUST_LOG", "warn");
@@ -304,6 +332,10 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     match command {
+        Command::Bench { only, full } => {
+            bench(&only, full);
+            Ok(())
+        }
         Command::Hub { listen, name, security } => {
             let node = security.apply(Node::builder(&name))?.start()?;
             for endpoint in &listen {
@@ -396,4 +428,56 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             published
         }
     }
+}
+
+/// `botbus bench`: each placement in `only`, botbus next to the raw channel.
+fn bench(only: &[BenchPlacement], full: bool) {
+    use botbus::bench;
+    // The processes on the other end are this binary again, with these
+    // same arguments: they serve here and never return.
+    bench::serve_if_asked();
+    let sizes = if full { bench::Sizes::FULL } else { bench::Sizes::QUICK };
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    println!(
+        "botbus {} on {cpus} CPU(s){}: each placement next to the raw channel under it, the same payloads in this run",
+        env!("CARGO_PKG_VERSION"),
+        if full {
+            ""
+        } else {
+            " (a quick look; --full for steadier figures)"
+        },
+    );
+    for placement in only {
+        match placement {
+            BenchPlacement::InProcess => bench::in_process(sizes).print(
+                "in one process: two modules on one thread vs a tokio channel and a oneshot on one thread",
+                ["", "", ""],
+            ),
+            BenchPlacement::Stdio => {
+                let node = bench::stdio_node();
+                bench::over_stdio(&node, sizes).print(
+                    "a child process over stdio vs raw pipes to a child (switches: parent + child)",
+                    ["", "", ""],
+                );
+                let spawn = bench::median_of(sizes.rounds * 3, || bench::spawn_to_ready(&node));
+                println!("{:<34} {:>11.1} ms", "spawn -> ready, p50", spawn.as_secs_f64() * 1e3);
+                node.shutdown_blocking();
+            }
+            #[cfg(unix)]
+            BenchPlacement::Pipe => bench::over_pipe(sizes).print(
+                "a process over a Unix socket (pipe://) vs a raw Unix socket (switches: us + them)",
+                ["", "", ""],
+            ),
+            #[cfg(not(unix))]
+            BenchPlacement::Pipe => println!("\npipe: measured on Unix only"),
+            BenchPlacement::Tcp => bench::over_tcp(sizes).print(
+                "a process over TCP on loopback vs raw TCP (switches: us + them)",
+                ["", "", ""],
+            ),
+        }
+    }
+    println!(
+        "\nUnpinned, the round trips are mostly threads waking on another core; \
+         `taskset -c 0 botbus bench` shows botbus's own work."
+    );
 }

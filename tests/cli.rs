@@ -512,3 +512,50 @@ async fn echo_hz_and_pub_follow_and_feed_topics() {
     .await;
     robot.stop().await;
 }
+
+#[tokio::test]
+async fn bench_measures_every_placement_next_to_its_raw_channel() {
+    let child = botbus(&["bench"])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let out = text(&output.stdout);
+    assert!(output.status.success(), "{out}\n{}", text(&output.stderr));
+    // Four tables, each with its figures and a botbus/raw ratio that is a
+    // positive number (what the figures are depends on the machine).
+    let tables: Vec<&str> = out.split("\n\n").skip(1).collect();
+    let titles = [
+        "in one process",
+        "a child process over stdio",
+        "over a Unix socket",
+        "over TCP",
+    ];
+    for title in titles {
+        let table = tables
+            .iter()
+            .find(|t| t.contains(title))
+            .unwrap_or_else(|| panic!("no `{title}` table in:\n{out}"));
+        let ratio = |row: &str| -> f64 {
+            let line = table
+                .lines()
+                .find(|l| l.starts_with(row))
+                .unwrap_or_else(|| panic!("no `{row}` row in:\n{table}"));
+            line.split_whitespace().last().unwrap().parse().unwrap()
+        };
+        assert!(ratio("ask round trip 64 B, p50") > 0.0, "{table}");
+        assert!(ratio("tells 64 B") > 0.0, "{table}");
+        if title != "in one process" {
+            assert!(ratio("tells 64 KiB, bandwidth") > 0.0, "{table}");
+            assert!(table.contains("context switches per ask"), "{table}");
+        }
+    }
+    assert!(out.contains("spawn -> ready, p50"), "{out}");
+    // Its processes and socket files are gone with it.
+    assert!(!std::env::temp_dir().join(format!("botbus-bench-pipe-{pid}")).exists());
+}

@@ -7,11 +7,12 @@
 //! node. Module authors never touch these directly.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use tokio::sync::Notify;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::error::{AskError, SendError};
 use crate::message::Payload;
@@ -37,10 +38,86 @@ pub trait CallerSink: Send + Sync {
 pub struct AskEnvelope {
     /// Where the reply, progress and caller messages go.
     pub caller: Box<dyn CallerSink>,
-    /// Cancelled when the asker gives up.
-    pub cancel: CancellationToken,
+    /// Raised when the asker gives up.
+    pub cancel: CancelFlag,
     /// When the asker stops waiting.
     pub deadline: Instant,
+}
+
+/// Whether an ask was given up on: shared by the asker, which raises it,
+/// and whoever works on the ask, which looks at it or waits for it.
+///
+/// Lighter than a general cancellation token — one allocation, and a
+/// clone, a drop or a look is one atomic operation, with no lock and no
+/// tree of children — because every ask makes one.
+///
+/// ```
+/// # tokio_test_block_on(async {
+/// use botbus_core::bus::CancelFlag;
+/// let flag = CancelFlag::new();
+/// let seen = flag.clone();
+/// assert!(!seen.is_cancelled());
+/// flag.cancel();
+/// seen.cancelled().await; // at once: it is raised
+/// assert!(seen.is_cancelled());
+/// # });
+/// # fn tokio_test_block_on(f: impl std::future::Future<Output = ()>) {
+/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+/// # }
+/// ```
+#[derive(Clone, Default)]
+pub struct CancelFlag(Arc<CancelState>);
+
+#[derive(Default)]
+struct CancelState {
+    raised: AtomicBool,
+    waiters: Notify,
+}
+
+impl CancelFlag {
+    /// A flag not raised.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Raises the flag, waking whoever waits for it; raising it again does
+    /// nothing.
+    pub fn cancel(&self) {
+        if !self.0.raised.swap(true, Ordering::AcqRel) {
+            self.0.waiters.notify_waiters();
+        }
+    }
+
+    /// Whether the flag is raised.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.raised.load(Ordering::Acquire)
+    }
+
+    /// Completes once the flag is raised (at once if it is).
+    pub async fn cancelled(&self) {
+        loop {
+            let notified = self.0.waiters.notified();
+            tokio::pin!(notified);
+            // Registered before the look, so a raise between the two is
+            // not missed.
+            notified.as_mut().enable();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// [`CancelFlag::cancelled`], owning its flag (for a `'static` future).
+    pub async fn cancelled_owned(self) {
+        self.cancelled().await;
+    }
+}
+
+impl fmt::Debug for CancelFlag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("CancelFlag").field(&self.is_cancelled()).finish()
+    }
 }
 
 /// What kind of delivery an [`Envelope`] is.
@@ -119,4 +196,30 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Tells `watcher` (hosted here) when `target` goes down.
     fn monitor(&self, watcher: &str, target: &str);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CancelFlag;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_raised_flag_wakes_every_waiter_and_stays_raised() {
+        let flag = CancelFlag::new();
+        let waiters: Vec<_> = (0..3).map(|_| tokio::spawn(flag.clone().cancelled_owned())).collect();
+        tokio::task::yield_now().await; // let them wait first
+        assert!(!flag.is_cancelled());
+        flag.cancel();
+        flag.cancel(); // again: nothing more
+        for waiter in waiters {
+            tokio::time::timeout(Duration::from_secs(5), waiter)
+                .await
+                .expect("woken")
+                .unwrap();
+        }
+        // A late waiter does not wait.
+        tokio::time::timeout(Duration::from_secs(5), flag.cancelled())
+            .await
+            .expect("at once");
+    }
 }

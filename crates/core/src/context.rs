@@ -15,9 +15,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-use crate::bus::{AskEnvelope, Bus, CallerSink, CancelHook, Envelope, EnvelopeKind, TryDeliverError};
+use crate::bus::{AskEnvelope, Bus, CallerSink, CancelFlag, CancelHook, Envelope, EnvelopeKind, TryDeliverError};
 use crate::error::{AskError, PayloadError, SendError};
 use crate::message::{FromPayload, Message, Payload};
 use crate::topic::{validate_topic, TopicError, TopicPattern};
@@ -338,6 +337,17 @@ impl<'a, R: FromPayload> Ask<'a, R> {
     }
 
     async fn launch(self, listen: bool) -> Result<Call<R>, AskError> {
+        match self.try_launch(listen) {
+            Launched::Sent(call) => Ok(call),
+            Launched::Failed(error) => Err(error),
+            Launched::Full(call, envelope) => call.wait_for_room(*envelope).await,
+        }
+    }
+
+    /// Sends the ask if its target takes it now: the call, an error, or —
+    /// its mailbox or link queue full — the call not sent yet and its
+    /// envelope back, to wait for room with.
+    fn try_launch(self, listen: bool) -> Launched<'a, R> {
         let deadline = Instant::now() + self.timeout;
         let (reply_tx, reply_rx) = oneshot::channel();
         let (events_tx, events_rx) = if listen {
@@ -346,7 +356,7 @@ impl<'a, R: FromPayload> Ask<'a, R> {
         } else {
             (None, None)
         };
-        let cancel = CancellationToken::new();
+        let cancel = CancelFlag::new();
         let caller = LocalCaller {
             reply: reply_tx,
             events: events_tx,
@@ -360,48 +370,148 @@ impl<'a, R: FromPayload> Ask<'a, R> {
                 deadline,
             }),
         );
-        let bus = &self.ctx.bus;
-        let hook = match bus.try_deliver(&self.to, envelope) {
-            Ok(hook) => hook,
-            Err(TryDeliverError::Failed(error)) => return Err(AskError::from_send(error)),
-            Err(TryDeliverError::Full(_)) if !self.wait_for_room => {
-                return Err(AskError::MailboxFull(self.to.to_string()))
-            }
-            Err(TryDeliverError::Full(envelope)) => {
-                match tokio::time::timeout_at(deadline, bus.deliver(&self.to, *envelope)).await {
-                    Ok(Ok(hook)) => hook,
-                    Ok(Err(error)) => return Err(AskError::from_send(error)),
-                    Err(_) => {
-                        return Err(AskError::Timeout {
-                            module: self.to.to_string(),
-                            after: self.timeout,
-                        })
-                    }
-                }
-            }
-        };
-        Ok(Call {
+        let mut call = Call {
             callee: self.to,
             timeout: self.timeout,
             deadline,
             reply: reply_rx,
             events: events_rx,
             cancel,
-            hook,
+            hook: None,
             outcome: None,
             sleep: None,
             finished: false,
             _reply: PhantomData,
-        })
+        };
+        match self.ctx.bus.try_deliver(&call.callee, envelope) {
+            Ok(hook) => {
+                call.hook = hook;
+                Launched::Sent(call)
+            }
+            Err(TryDeliverError::Failed(error)) => {
+                call.finished = true; // nothing was sent: nothing to cancel
+                Launched::Failed(AskError::from_send(error))
+            }
+            Err(TryDeliverError::Full(_)) if !self.wait_for_room => {
+                call.finished = true;
+                Launched::Failed(AskError::MailboxFull(call.callee.to_string()))
+            }
+            Err(TryDeliverError::Full(envelope)) => Launched::Full(
+                Pending {
+                    call,
+                    bus: &self.ctx.bus,
+                },
+                envelope,
+            ),
+        }
+    }
+}
+
+/// What [`Ask::try_launch`] did.
+enum Launched<'a, R> {
+    Sent(Call<R>),
+    Failed(AskError),
+    Full(Pending<'a, R>, Box<Envelope>),
+}
+
+/// An ask not sent yet: its target had no room.
+struct Pending<'a, R> {
+    call: Call<R>,
+    bus: &'a Arc<dyn Bus>,
+}
+
+impl<'a, R> Pending<'a, R> {
+    /// Sends the ask once its target has room, or fails at its deadline.
+    async fn wait_for_room(mut self, envelope: Envelope) -> Result<Call<R>, AskError> {
+        let call = &mut self.call;
+        let delivered = tokio::time::timeout_at(call.deadline, self.bus.deliver(&call.callee, envelope)).await;
+        match delivered {
+            Ok(Ok(hook)) => {
+                call.hook = hook;
+                Ok(self.call)
+            }
+            Ok(Err(error)) => {
+                call.finished = true;
+                Err(AskError::from_send(error))
+            }
+            Err(_) => {
+                call.finished = true;
+                Err(AskError::Timeout {
+                    module: call.callee.to_string(),
+                    after: call.timeout,
+                })
+            }
+        }
     }
 }
 
 impl<'a, R: FromPayload> IntoFuture for Ask<'a, R> {
     type Output = Result<R, AskError>;
-    type IntoFuture = BoxFuture<'a, Result<R, AskError>>;
+    type IntoFuture = AskFuture<'a, R>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move { self.launch(false).await?.reply().await })
+        AskFuture {
+            state: AskState::Start(Some(self)),
+        }
+    }
+}
+
+/// An [`Ask`] being awaited: sent on its first poll (waiting for room in a
+/// full mailbox only then, in a boxed future), then its reply or its
+/// deadline — no boxed future on the way of an ask that is taken at once.
+#[must_use = "futures do nothing unless polled"]
+pub struct AskFuture<'a, R> {
+    state: AskState<'a, R>,
+}
+
+enum AskState<'a, R> {
+    Start(Option<Ask<'a, R>>),
+    WaitingForRoom(BoxFuture<'a, Result<Call<R>, AskError>>),
+    Sent(Call<R>),
+    Done,
+}
+
+impl<R> Unpin for AskFuture<'_, R> {}
+
+impl<R: FromPayload> Future for AskFuture<'_, R> {
+    type Output = Result<R, AskError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        loop {
+            match &mut self.state {
+                AskState::Start(ask) => {
+                    let ask = ask.take().expect("an ask starts once");
+                    self.state = match ask.try_launch(false) {
+                        Launched::Sent(call) => AskState::Sent(call),
+                        Launched::Failed(error) => {
+                            self.state = AskState::Done;
+                            return Poll::Ready(Err(error));
+                        }
+                        Launched::Full(pending, envelope) => {
+                            AskState::WaitingForRoom(Box::pin(pending.wait_for_room(*envelope)))
+                        }
+                    };
+                }
+                AskState::WaitingForRoom(delivering) => match delivering.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(call)) => self.state = AskState::Sent(call),
+                    Poll::Ready(Err(error)) => {
+                        self.state = AskState::Done;
+                        return Poll::Ready(Err(error));
+                    }
+                },
+                AskState::Sent(call) => {
+                    let outcome = std::task::ready!(call.poll_outcome(cx));
+                    self.state = AskState::Done;
+                    return Poll::Ready(
+                        outcome
+                            .and_then(|reply| R::from_payload(reply).map_err(|e| AskError::BadPayload(e.to_string()))),
+                    );
+                }
+                AskState::Done => panic!("an ask polled after it ended"),
+            }
+        }
     }
 }
 
@@ -456,7 +566,7 @@ pub struct Call<R> {
     deadline: Instant,
     reply: oneshot::Receiver<Result<Payload, AskError>>,
     events: Option<mpsc::UnboundedReceiver<CallEvent>>,
-    cancel: CancellationToken,
+    cancel: CancelFlag,
     hook: Option<CancelHook>,
     outcome: Option<Result<Payload, AskError>>,
     sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
@@ -492,6 +602,29 @@ impl<R: FromPayload> Call<R> {
             }),
         };
         self.end(outcome)
+    }
+
+    /// The reply, or the deadline's passing, for a call that does not
+    /// listen for events (an awaited [`Ask`]); its deadline's timer is made
+    /// only if the reply is not there at the first look.
+    fn poll_outcome(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<Payload, AskError>> {
+        use std::task::Poll;
+        let outcome = match std::pin::Pin::new(&mut self.reply).poll(cx) {
+            Poll::Ready(outcome) => outcome.unwrap_or_else(|_| Err(AskError::Stopped(self.callee.to_string()))),
+            Poll::Pending => {
+                let deadline = self.deadline;
+                let sleep = self
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                std::task::ready!(sleep.as_mut().poll(cx));
+                Err(AskError::Timeout {
+                    module: self.callee.to_string(),
+                    after: self.timeout,
+                })
+            }
+        };
+        self.end(outcome);
+        Poll::Ready(self.outcome.take().expect("an ended call has an outcome"))
     }
 
     /// What is already there, without waiting: `Some(Some(event))`, or

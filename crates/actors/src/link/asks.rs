@@ -10,7 +10,6 @@ use botbus_core::{
 };
 use futures::future::BoxFuture;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, TryAcquireError};
-use tokio_util::sync::CancellationToken;
 
 use super::flow::DataHead;
 
@@ -29,7 +28,7 @@ impl LinkHandle {
         timeout_ms: u64,
         payload: Payload,
     ) -> Envelope {
-        let cancel = CancellationToken::new();
+        let cancel = botbus_core::bus::CancelFlag::new();
         let inbound = InboundAsk {
             cancel: cancel.clone(),
             forwarded: None,
@@ -129,7 +128,7 @@ pub(super) struct PendingAsk {
 /// An ask received over the link and still being handled here (or passed
 /// on: then the hook cancels it where it went).
 pub(super) struct InboundAsk {
-    pub(super) cancel: CancellationToken,
+    pub(super) cancel: botbus_core::bus::CancelFlag,
     pub(super) forwarded: Option<CancelHook>,
 }
 

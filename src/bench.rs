@@ -518,6 +518,18 @@ struct Raw<W: Write, R: Read> {
     from: BufReader<R>,
 }
 
+impl<W: Write, R: Read> Raw<W, R> {
+    /// Writing to `to` and reading from `from`, both buffered as the botbus
+    /// links are.
+    fn new(peer: Peer, to: W, from: R) -> Self {
+        Raw {
+            peer,
+            to: BufWriter::with_capacity(256 * 1024, to),
+            from: BufReader::with_capacity(256 * 1024, from),
+        }
+    }
+}
+
 /// The node whose child modules `echo` and `sink` the stdio measurement
 /// asks (and `spawnee`, which [`spawn_to_ready`] restarts); in such a
 /// child, it hosts that module and never returns.
@@ -593,11 +605,7 @@ pub fn over_stdio(node: &Node, sizes: Sizes) -> Versus {
         );
         enlarge_pipe(&stdin);
         enlarge_pipe(&stdout);
-        Raw {
-            peer,
-            to: BufWriter::with_capacity(256 * 1024, stdin),
-            from: BufReader::with_capacity(256 * 1024, stdout),
-        }
+        Raw::new(peer, stdin, stdout)
     };
     let (mut echo, mut sink) = (raw("raw-echo"), raw("raw-sink"));
     let service = node.child_pid("echo").expect("the echo child runs");
@@ -656,19 +664,21 @@ pub fn over_pipe(sizes: Sizes) -> Versus {
     let scratch = Scratch::new("pipe");
     let socket = scratch.path().join("service.sock");
     let endpoint = format!("pipe://{}", socket.display());
-    let service = Peer::service(&endpoint, None);
-    let node = linked(&format!("bench-{}", std::process::id()), &endpoint);
     let raw = |role: &str| -> Raw<UnixStream, UnixStream> {
         let path = scratch.path().join(format!("{role}.sock"));
         let listener = UnixListener::bind(&path).expect("a raw socket");
         let peer = Peer::start(role, &format!("unix:{}", path.display()), None, false);
         let (stream, _) = listener.accept().expect("the raw peer connects");
-        Raw {
-            peer,
-            to: BufWriter::with_capacity(256 * 1024, stream.try_clone().expect("a socket")),
-            from: BufReader::with_capacity(256 * 1024, stream),
-        }
+        Raw::new(peer, stream.try_clone().expect("a socket"), stream)
     };
+    against_service(&endpoint, raw, sizes)
+}
+
+/// Measures a botbus node of this process linked to a [`Peer::service`]
+/// listening at `endpoint`, against raw peers that `raw` starts by role.
+fn against_service<S: Read + Write>(endpoint: &str, raw: impl Fn(&str) -> Raw<S, S>, sizes: Sizes) -> Versus {
+    let service = Peer::service(endpoint, None);
+    let node = linked(&format!("bench-{}", std::process::id()), endpoint);
     let (mut echo, mut sink) = (raw("raw-echo"), raw("raw-sink"));
     let figures = measure(&node, service.id(), &mut echo, &mut sink, sizes);
     node.shutdown_blocking();
@@ -684,24 +694,15 @@ pub fn over_tcp(sizes: Sizes) -> Versus {
         .expect("a free port")
         .port();
     let endpoint = format!("tcp://127.0.0.1:{port}");
-    let service = Peer::service(&endpoint, None);
-    let node = linked(&format!("bench-{}", std::process::id()), &endpoint);
     let raw = |role: &str| -> Raw<TcpStream, TcpStream> {
         let listener = TcpListener::bind("127.0.0.1:0").expect("a raw listener");
         let port = listener.local_addr().expect("its port").port();
         let peer = Peer::start(role, &format!("tcp:{port}"), None, false);
         let (stream, _) = listener.accept().expect("the raw peer connects");
         stream.set_nodelay(true).expect("TCP_NODELAY");
-        Raw {
-            peer,
-            to: BufWriter::with_capacity(256 * 1024, stream.try_clone().expect("a socket")),
-            from: BufReader::with_capacity(256 * 1024, stream),
-        }
+        Raw::new(peer, stream.try_clone().expect("a socket"), stream)
     };
-    let (mut echo, mut sink) = (raw("raw-echo"), raw("raw-sink"));
-    let figures = measure(&node, service.id(), &mut echo, &mut sink, sizes);
-    node.shutdown_blocking();
-    figures
+    against_service(&endpoint, raw, sizes)
 }
 
 // ---- in one process --------------------------------------------------------------

@@ -320,6 +320,16 @@ fn log_of(run: std::process::Child, what: &str) -> String {
     log
 }
 
+/// Stops a worker (which serves until told) with SIGTERM; its log.
+fn stop_worker(worker: std::process::Child) -> String {
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(worker.id() as i32).expect("a pid"),
+        rustix::process::Signal::TERM,
+    )
+    .expect("the worker is signalled");
+    log_of(worker, "worker")
+}
+
 #[test]
 fn launch_files_that_differ_only_in_placements_tell_the_same_story() {
     let scratch = support::secrets::Scratch::new("launch");
@@ -362,12 +372,7 @@ fn launch_files_that_differ_only_in_placements_tell_the_same_story() {
     let worker_file = file("worker");
     let worker = launched(&worker_file, "worker:gpu", "0");
     let robot = log_of(launched(&worker_file, "robot", "2.5"), "robot");
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(worker.id() as i32).expect("a pid"),
-        rustix::process::Signal::TERM,
-    )
-    .expect("the worker is signalled");
-    let worker = log_of(worker, "worker");
+    let worker = stop_worker(worker);
     assert!(robot.contains("running on worker module=planner worker=gpu"), "{robot}");
     assert_eq!(
         trace(&format!("{robot}{worker}")),
@@ -382,12 +387,7 @@ fn launch_files_that_differ_only_in_placements_tell_the_same_story() {
     let robot = launched(&mixed, "robot", "2.5");
     let motor = launched(&mixed, "module:motor", "6");
     let (robot, motor) = (log_of(robot, "robot"), log_of(motor, "motor"));
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(worker.id() as i32).expect("a pid"),
-        rustix::process::Signal::TERM,
-    )
-    .expect("the worker is signalled");
-    let worker = log_of(worker, "worker");
+    let worker = stop_worker(worker);
     assert!(robot.contains("running on worker module=planner worker=gpu"), "{robot}");
     assert!(motor.contains("link up node=\"robot-motor\""), "{motor}");
     assert_eq!(

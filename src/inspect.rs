@@ -229,19 +229,25 @@ struct TopicRow {
 /// that no topic published on matches.
 pub(crate) fn topics(before: &[NodeInfo], after: &[NodeInfo], window: Duration, json: bool) {
     use std::collections::BTreeMap;
-    let subscribers = |topic: &str| -> Vec<String> {
+    // `node/module` of every subscription `takes` accepts.
+    let subscribers = |takes: &dyn Fn(&botbus::SubscriptionInfo) -> bool| -> Vec<String> {
         let mut names: Vec<String> = after
             .iter()
             .flat_map(|i| {
                 i.subscriptions
                     .iter()
-                    .filter(|s| botbus::TopicPattern::parse(&s.pattern).is_ok_and(|p| p.matches(topic)))
+                    .filter(|s| takes(s))
                     .map(move |s| format!("{}/{}", i.node, s.module))
             })
             .collect();
         names.sort();
         names.dedup();
         names
+    };
+    let matching = |topic: &str| {
+        subscribers(&|s: &botbus::SubscriptionInfo| {
+            botbus::TopicPattern::parse(&s.pattern).is_ok_and(|p| p.matches(topic))
+        })
     };
     let counts = |infos: &[NodeInfo]| -> BTreeMap<(String, String), u64> {
         infos
@@ -256,7 +262,7 @@ pub(crate) fn topics(before: &[NodeInfo], after: &[NodeInfo], window: Duration, 
         let row = by_topic.entry(topic.clone()).or_insert_with(|| TopicRow {
             topic: topic.clone(),
             publishers: Vec::new(),
-            subscribers: subscribers(topic),
+            subscribers: matching(topic),
             messages: 0,
             rate_hz: 0.0,
         });
@@ -281,19 +287,7 @@ pub(crate) fn topics(before: &[NodeInfo], after: &[NodeInfo], window: Duration, 
     rows.extend(patterns.into_iter().map(|pattern| TopicRow {
         topic: pattern.to_owned(),
         publishers: Vec::new(),
-        subscribers: {
-            let mut names: Vec<String> = after
-                .iter()
-                .flat_map(|i| {
-                    i.subscriptions
-                        .iter()
-                        .filter(|s| s.pattern == pattern)
-                        .map(move |s| format!("{}/{}", i.node, s.module))
-                })
-                .collect();
-            names.sort();
-            names
-        },
+        subscribers: subscribers(&|s: &botbus::SubscriptionInfo| s.pattern == pattern),
         messages: 0,
         rate_hz: 0.0,
     }));

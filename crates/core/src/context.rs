@@ -471,8 +471,6 @@ enum AskState<'a, R> {
     Done,
 }
 
-impl<R> Unpin for AskFuture<'_, R> {}
-
 impl<R: FromPayload> Future for AskFuture<'_, R> {
     type Output = Result<R, AskError>;
 

@@ -47,6 +47,10 @@ const LEN_PREFIX: usize = 4;
 /// much as tokio-util's `FramedRead` starts with).
 const READ_CHUNK: usize = 8 * 1024;
 
+/// How much a link's reader reads at once, at most: the room
+/// [`IncomingCodec`] keeps free in its buffer between frames.
+const READ_AHEAD: usize = 64 * 1024;
+
 /// Where the next line in `src` ends, searching from `*scanned` (the bytes
 /// before it were searched already). A line's length is its content's,
 /// without the `\n` or `\r\n` that ends it, and the limit holds however the
@@ -183,9 +187,11 @@ impl<T: DeserializeOwned> Decoder for FrameCodec<T> {
 }
 
 impl<T> FrameCodec<T> {
-    /// The next whole frame's body, split off `src`; its length is checked
-    /// against the maximum before anything of it is buffered.
-    fn next_body(&self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
+    /// The length, prefix included, of the frame at the start of `src` if
+    /// all of it has arrived. Its declared length is checked against the
+    /// maximum before anything of it is buffered; a partial frame makes room
+    /// for more of itself.
+    fn first_frame(&self, src: &mut BytesMut) -> Result<Option<usize>, FrameError> {
         let Some(prefix) = src.get(..LEN_PREFIX) else {
             return Ok(None);
         };
@@ -203,9 +209,55 @@ impl<T> FrameCodec<T> {
             src.reserve(missing.min(src.len().max(READ_CHUNK)));
             return Ok(None);
         }
-        src.advance(LEN_PREFIX);
-        Ok(Some(src.split_to(len)))
+        Ok(Some(LEN_PREFIX + len))
     }
+
+    /// The next whole frame's body, split off `src`.
+    fn next_body(&self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
+        let Some(whole) = self.first_frame(src)? else {
+            return Ok(None);
+        };
+        src.advance(LEN_PREFIX);
+        Ok(Some(src.split_to(whole - LEN_PREFIX)))
+    }
+
+    /// Every whole frame buffered in `src`, split off as one run (prefixes
+    /// included; read it with [`frame_bodies`]), each length checked against
+    /// the maximum. A frame too long ends the run before it, and is refused
+    /// on the next call, once the frames before it were taken.
+    fn next_run(&self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
+        let Some(mut end) = self.first_frame(src)? else {
+            return Ok(None);
+        };
+        while let Some(prefix) = src.get(end..end + LEN_PREFIX) {
+            let len = u32::from_be_bytes(prefix.try_into().expect("4-byte prefix")) as usize;
+            if len > self.max_frame_len || src.len() < end + LEN_PREFIX + len {
+                break;
+            }
+            end += LEN_PREFIX + len;
+        }
+        Ok(Some(src.split_to(end)))
+    }
+}
+
+/// The bodies of a run of whole postcard frames (each a 4-byte big-endian
+/// length and that many bytes), as [`IncomingCodec`] reads them; a
+/// truncated frame at the end is not one.
+///
+/// ```
+/// let run = [0, 0, 0, 2, b'h', b'i', 0, 0, 0, 0];
+/// let bodies: Vec<&[u8]> = botbus_core::codec::frame_bodies(&run).collect();
+/// assert_eq!(bodies, [&b"hi"[..], &b""[..]]);
+/// ```
+pub fn frame_bodies(run: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = run;
+    std::iter::from_fn(move || {
+        let (prefix, after) = rest.split_first_chunk::<LEN_PREFIX>()?;
+        let len = u32::from_be_bytes(*prefix) as usize;
+        let body = after.get(..len)?;
+        rest = &after[len..];
+        Some(body)
+    })
 }
 
 impl<T: Serialize> Encoder<&T> for FrameCodec<T> {
@@ -383,20 +435,23 @@ impl Decoder for WireCodec {
     }
 }
 
-/// A frame as a link reads it: a postcard frame's body, to be read with
-/// [`FrameIn::read`](crate::frame::FrameIn::read) — a tell or an ask
-/// borrowed from these bytes, any other frame owned — or a JSON frame,
-/// decoded.
+/// What a link reads at once: the postcard frames that had arrived, each
+/// body to be read with [`FrameIn::read`](crate::frame::FrameIn::read) — a
+/// tell or an ask borrowed from these bytes, any other frame owned — or one
+/// JSON frame, decoded.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Incoming {
-    /// A postcard frame's body (its length already checked).
+    /// A run of whole postcard frames, prefixes included, every length
+    /// already checked: its bodies are [`frame_bodies`]. One run per read
+    /// costs one split of the read buffer, not one per frame.
     Postcard(bytes::Bytes),
     /// A JSON-lines frame.
     Json(Frame),
 }
 
 /// [`WireCodec`] as a link reads with it: postcard frames come out as their
-/// bytes ([`Incoming::Postcard`]) so that the reader can borrow from them.
+/// bytes, all that had arrived at once ([`Incoming::Postcard`]), so that
+/// the reader can borrow from them.
 #[derive(Debug, Clone)]
 pub struct IncomingCodec(pub WireCodec);
 
@@ -405,10 +460,16 @@ impl Decoder for IncomingCodec {
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Incoming>, FrameError> {
-        match &mut self.0 {
-            WireCodec::Postcard(codec) => Ok(codec.next_body(src)?.map(|body| Incoming::Postcard(body.freeze()))),
-            WireCodec::Json(codec) => Ok(codec.decode(src)?.map(Incoming::Json)),
+        let next = match &mut self.0 {
+            WireCodec::Postcard(codec) => codec.next_run(src)?.map(|run| Incoming::Postcard(run.freeze())),
+            WireCodec::Json(codec) => codec.decode(src)?.map(Incoming::Json),
+        };
+        if next.is_none() && src.capacity() - src.len() < READ_AHEAD / 2 {
+            // The next read takes whatever has arrived, up to `READ_AHEAD`:
+            // a busy link reads many frames per system call.
+            src.reserve(READ_AHEAD);
         }
+        Ok(next)
     }
 }
 

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use botbus_core::handshake::{check_hello, read_hello, HandshakeError, HelloCodec};
 use botbus_core::supervision::RestartTracker;
 use botbus_core::{
-    CodecKind, Endpoint, Frame, FrameCodec, FrameError, Hello, JsonLinesCodec, Payload, PayloadError, PipeAddr,
-    RestartBudget, TopicPattern, WirePayload,
+    CodecKind, Endpoint, Frame, FrameCodec, FrameError, Hello, Incoming, IncomingCodec, JsonLinesCodec, Payload,
+    PayloadError, PipeAddr, RestartBudget, TopicPattern, WireCodec, WirePayload,
 };
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -60,6 +60,51 @@ fn oversize_length_is_refused_before_the_body_arrives() {
         Err(FrameError::Oversize { len: 1025, max: 1024 }) => {}
         other => panic!("expected an oversize error, got {other:?}"),
     }
+}
+
+#[test]
+fn a_link_reads_every_whole_frame_at_once_and_an_oversize_one_after_them() {
+    let mut codec = IncomingCodec(WireCodec::Postcard(FrameCodec::with_max_frame_len(1024)));
+    let frames = [
+        Frame::Ping { nonce: 1 },
+        Frame::Pong { nonce: 2 },
+        Frame::Credit { frames: 3 },
+    ];
+    let mut wire = BytesMut::new();
+    for frame in &frames {
+        FrameCodec::<Frame>::new().encode(frame, &mut wire).unwrap();
+    }
+    wire.put_u32(1025); // too long: refused, but only after the frames before it
+    wire.put_slice(&[0; 8]);
+    let Ok(Some(Incoming::Postcard(run))) = codec.decode(&mut wire) else {
+        panic!("the whole frames come first")
+    };
+    let read: Vec<Frame> = botbus_core::codec::frame_bodies(&run)
+        .map(|body| postcard::from_bytes(body).unwrap())
+        .collect();
+    assert_eq!(read, frames);
+    assert!(matches!(
+        codec.decode(&mut wire),
+        Err(FrameError::Oversize { len: 1025, max: 1024 })
+    ));
+
+    // A frame not yet whole stays buffered until it is.
+    let mut wire = BytesMut::new();
+    FrameCodec::<Frame>::new().encode(&frames[0], &mut wire).unwrap();
+    let whole = wire.len();
+    FrameCodec::<Frame>::new().encode(&frames[1], &mut wire).unwrap();
+    let mut partial = wire.split_to(whole + 5);
+    let Ok(Some(Incoming::Postcard(run))) = codec.decode(&mut partial) else {
+        panic!("the first frame is whole")
+    };
+    assert_eq!(botbus_core::codec::frame_bodies(&run).count(), 1);
+    assert!(matches!(codec.decode(&mut partial), Ok(None)));
+    partial.unsplit(wire);
+    let Ok(Some(Incoming::Postcard(run))) = codec.decode(&mut partial) else {
+        panic!("the second frame is whole now")
+    };
+    let second: Frame = postcard::from_bytes(botbus_core::codec::frame_bodies(&run).next().unwrap()).unwrap();
+    assert_eq!(second, frames[1]);
 }
 
 #[test]

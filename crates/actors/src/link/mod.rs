@@ -52,6 +52,10 @@ use writer::Outgoing;
 /// get an allocation of their own (see [`LinkHandle::unwire_in`]).
 const ARENA_BODIES_BELOW: usize = 4 * 1024;
 
+/// Bodies this long or longer are handed on as slices of the bytes they
+/// were read in (see [`LinkHandle::unwire_in`]).
+const SLICE_BODIES_FROM: usize = 16 * 1024;
+
 /// The size of a body arena block.
 const BODY_ARENA_BYTES: usize = 64 * 1024;
 
@@ -315,23 +319,28 @@ impl LinkHandle {
         }
     }
 
-    /// A payload read borrowed from a postcard frame's body: a known
-    /// message type's name becomes its `'static` name, and the body is
-    /// copied into this thread's body arena — one allocation per 64 KiB of
-    /// small bodies, not one per message (a large body gets its own).
+    /// A payload read borrowed from a postcard frame's body in `run`: a
+    /// known message type's name becomes its `'static` name. A small body
+    /// is copied into this thread's body arena — one allocation per 64 KiB
+    /// of small bodies, not one per message; a large one is handed on as a
+    /// slice of `run`, not copied at all.
     ///
-    /// The body is not left as a slice of the read buffer, though that
-    /// would spare the copy: a slice keeps its whole read buffer alive (and
-    /// shared, so the reader cannot reuse it) until the module is done with
-    /// the message. Thousands of small messages parked behind a busy module
-    /// would then hold thousands of read buffers — up to 64 KiB each for a
-    /// 64-byte message — where the arena holds their bytes and little more.
-    pub(crate) fn unwire_in(&self, payload: botbus_core::PayloadIn<'_>) -> Payload {
+    /// A small body is not left as a slice, though that would spare the
+    /// copy: a slice keeps its whole read buffer alive (and shared, so the
+    /// reader cannot reuse it) until the module is done with the message.
+    /// Thousands of small messages parked behind a busy module would then
+    /// hold thousands of read buffers — up to 64 KiB each for a 64-byte
+    /// message — where the arena holds their bytes and little more. A body
+    /// of [`SLICE_BODIES_FROM`] or more is most of what it keeps alive.
+    pub(crate) fn unwire_in(&self, payload: botbus_core::PayloadIn<'_>, run: &Bytes) -> Payload {
         let name: std::borrow::Cow<'static, str> = match known_name(payload.name) {
             Some(name) => name.into(),
             None => payload.name.to_owned().into(),
         };
-        let body = copy_body(payload.body);
+        let body = match payload.body.len() {
+            len if len >= SLICE_BODIES_FROM => run.slice_ref(payload.body),
+            _ => copy_body(payload.body),
+        };
         match payload.json {
             true => Payload::from_json(name, body),
             false => Payload::from_encoded(name, body),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use botbus_core::liveness::{LivenessAction, LivenessState};
 use botbus_core::{Frame, FrameError, FrameIn, Incoming, IncomingCodec, Liveness};
+use bytes::Bytes;
 use futures::StreamExt;
 use tokio_util::codec::FramedRead;
 
@@ -21,8 +22,8 @@ pub(super) async fn read_loop(
 ) {
     let mut senders = Senders::default();
     let mut alive = LivenessState::new(liveness, std::time::Instant::now());
-    // Frames are counted, not timed: the timer looks at the count when it
-    // fires, so a busy link pays one increment per frame for its liveness.
+    // Reads are counted, not timed: the timer looks at the count when it
+    // fires, so a busy link pays one increment per read for its liveness.
     let (mut frames, mut frames_checked) = (0u64, 0u64);
     let check = tokio::time::sleep(liveness.ping_after);
     tokio::pin!(check);
@@ -59,50 +60,99 @@ pub(super) async fn read_loop(
             }
         };
         frames += 1;
-        link.counters.frames_in.fetch_add(1, Ordering::Relaxed);
-        // A postcard frame is read borrowed from its bytes: a tell or an ask
-        // is taken with nothing copied; anything else is decoded whole.
-        let read = match next {
-            None => break "peer closed the link".to_owned(),
-            Some(Ok(Incoming::Postcard(bytes))) => match FrameIn::read(&bytes) {
-                Ok(FrameIn::Data(data)) => {
+        let taken = match next {
+            None => Err("peer closed the link".to_owned()),
+            Some(Ok(Incoming::Postcard(run))) => take_run(&router, &link, &mut senders, &run).await,
+            Some(Ok(Incoming::Json(frame))) => {
+                link.counters.frames_in.fetch_add(1, Ordering::Relaxed);
+                if is_data(&frame) {
                     link.counters.data_in.fetch_add(1, Ordering::Relaxed);
-                    let from = senders.intern(data.from());
-                    router.inbound_data(&link, data, from).await;
-                    continue;
                 }
-                Ok(FrameIn::Frame(frame)) => Ok(frame),
-                Err(error) => Err(error),
-            },
-            Some(Ok(Incoming::Json(frame))) => Ok(frame),
-            Some(Err(error)) => Err(error),
+                take_frame(&router, &link, Ok(frame)).await
+            }
+            Some(Err(error)) => take_frame(&router, &link, Err(error)).await,
         };
-        match read {
-            // The connection itself failed (reset, say): the peer or the
-            // network went away; nothing it sent was wrong.
-            Err(FrameError::Io(error)) => {
-                tracing::warn!(node = router.node(), peer = %link.peer, via = %link.describe, %error, "link lost");
-                break format!("link lost: {error}");
-            }
-            Err(error) => {
-                tracing::error!(node = router.node(), peer = %link.peer, via = %link.describe, %error, "bad input: closing the link");
-                link.broken.store(true, Ordering::Release);
-                let reason = format!("bad input from peer: {error}");
-                // The peer hears why, if it still reads.
-                link.send_control(&Frame::Bye { reason: reason.clone() });
-                break reason;
-            }
-            Ok(Frame::Bye { reason }) => break format!("peer said goodbye: {reason}"),
-            Ok(frame) => {
-                if let Frame::Tell { .. } | Frame::Ask { .. } | Frame::Publish { .. } = frame {
-                    link.counters.data_in.fetch_add(1, Ordering::Relaxed);
-                }
-                router.inbound(&link, frame).await
-            }
+        if let Err(reason) = taken {
+            break reason;
         }
     };
     tracing::info!(node = router.node(), peer = %link.peer, %reason, "link down");
     router.remove_link(&link, &reason);
+}
+
+/// Takes a run of postcard frames, in order. A tell or an ask is read
+/// borrowed from the run and handed on with nothing copied but its body;
+/// anything else is decoded whole. The error is why the link must close.
+async fn take_run(
+    router: &Arc<Router>,
+    link: &Arc<LinkHandle>,
+    senders: &mut Senders,
+    run: &Bytes,
+) -> Result<(), String> {
+    let (mut frames, mut data) = (0u64, 0u64);
+    let mut taken = Ok(());
+    for body in botbus_core::codec::frame_bodies(run) {
+        frames += 1;
+        let read = match FrameIn::read(body) {
+            Ok(FrameIn::Data(tell_or_ask)) => {
+                data += 1;
+                let from = senders.intern(tell_or_ask.from());
+                router.inbound_data(link, tell_or_ask, from, run).await;
+                // A reader with frames buffered never waits, so it gives
+                // way here now and then: modules on its thread drain their
+                // mailboxes instead of the reader parking what they miss.
+                tokio::task::consume_budget().await;
+                continue;
+            }
+            Ok(FrameIn::Frame(frame)) => Ok(frame),
+            Err(error) => Err(error),
+        };
+        if read.as_ref().is_ok_and(is_data) {
+            data += 1;
+        }
+        taken = take_frame(router, link, read).await;
+        if taken.is_err() {
+            break;
+        }
+    }
+    link.counters.frames_in.fetch_add(frames, Ordering::Relaxed);
+    link.counters.data_in.fetch_add(data, Ordering::Relaxed);
+    taken
+}
+
+/// Whether `frame` is a tell, an ask or a publish.
+fn is_data(frame: &Frame) -> bool {
+    matches!(frame, Frame::Tell { .. } | Frame::Ask { .. } | Frame::Publish { .. })
+}
+
+/// Takes one decoded frame (or what was wrong with it). The error is why
+/// the link must close.
+async fn take_frame(
+    router: &Arc<Router>,
+    link: &Arc<LinkHandle>,
+    read: Result<Frame, FrameError>,
+) -> Result<(), String> {
+    match read {
+        // The connection itself failed (reset, say): the peer or the
+        // network went away; nothing it sent was wrong.
+        Err(FrameError::Io(error)) => {
+            tracing::warn!(node = router.node(), peer = %link.peer, via = %link.describe, %error, "link lost");
+            Err(format!("link lost: {error}"))
+        }
+        Err(error) => {
+            tracing::error!(node = router.node(), peer = %link.peer, via = %link.describe, %error, "bad input: closing the link");
+            link.broken.store(true, Ordering::Release);
+            let reason = format!("bad input from peer: {error}");
+            // The peer hears why, if it still reads.
+            link.send_control(&Frame::Bye { reason: reason.clone() });
+            Err(reason)
+        }
+        Ok(Frame::Bye { reason }) => Err(format!("peer said goodbye: {reason}")),
+        Ok(frame) => {
+            router.inbound(link, frame).await;
+            Ok(())
+        }
+    }
 }
 
 /// The senders a link hears from most, each as one shared `Arc<str>`: a

@@ -11,19 +11,27 @@
 use std::sync::Arc;
 
 use botbus_core::{AskError, DataIn, Envelope, EnvelopeKind, Frame};
+use bytes::Bytes;
 
 use super::Router;
 use crate::link::LinkHandle;
 
 impl Router {
-    /// A tell or an ask arrived on `link`, read borrowed from the frame's
-    /// bytes; `from` is its sender, as the link's reader interned it.
-    pub(crate) async fn inbound_data(self: &Arc<Self>, link: &Arc<LinkHandle>, data: DataIn<'_>, from: Arc<str>) {
+    /// A tell or an ask arrived on `link`, read borrowed from `run`, the
+    /// frames read with it; `from` is its sender, as the link's reader
+    /// interned it.
+    pub(crate) async fn inbound_data(
+        self: &Arc<Self>,
+        link: &Arc<LinkHandle>,
+        data: DataIn<'_>,
+        from: Arc<str>,
+        run: &Bytes,
+    ) {
         match data {
             DataIn::Tell { to, payload, .. } => {
                 let envelope = Envelope {
                     from,
-                    payload: link.unwire_in(payload),
+                    payload: link.unwire_in(payload, run),
                     kind: EnvelopeKind::Tell,
                 };
                 link.take_data(self, to, envelope, None).await;
@@ -40,7 +48,7 @@ impl Router {
                     link.credit_one();
                     return;
                 }
-                let envelope = link.accept_ask(id, to, from, timeout_ms, link.unwire_in(payload));
+                let envelope = link.accept_ask(id, to, from, timeout_ms, link.unwire_in(payload, run));
                 link.take_data(self, to, envelope, Some(id)).await;
             }
         }

@@ -836,12 +836,21 @@ impl Router {
         envelope: Envelope,
         from: Option<&Arc<LinkHandle>>,
     ) -> Result<Option<CancelHook>, TryDeliverError> {
-        // The hot path: a module here, sent to under the read lock, with no
-        // clone of its route.
+        // The hot paths, with one look at the table: a module here, sent to
+        // under the read lock with no clone of its route; a child's module,
+        // handed to its link once the lock is let go.
         let (node, module) = address::split(to);
         if node.is_none_or(|n| n == self.node) {
-            if let Some(Route::Local(local)) = self.routes.read().expect("router lock").get(module) {
-                return try_send_local(local, module, envelope);
+            let child = match self.routes.read().expect("router lock").get(module) {
+                Some(Route::Local(local)) => return try_send_local(local, module, envelope),
+                Some(Route::Child(Some(link))) => Some(link.clone()),
+                _ => None,
+            };
+            if let Some(link) = child {
+                if from.is_some_and(|from| Arc::ptr_eq(from, &link)) {
+                    return Err(TryDeliverError::Failed(back_where_it_came_from(module)));
+                }
+                return link.try_send_envelope(module, envelope, false);
             }
         }
         match self.target(to) {

@@ -37,7 +37,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use botbus_actors::{ModuleOptions, Node};
-use botbus_core::{Context, Message, Module, ModuleError};
+use botbus_core::{Blob, Context, Message, Module, ModuleError};
 use serde::{Deserialize, Serialize};
 
 /// The small payload: 64 bytes.
@@ -45,51 +45,21 @@ pub const SMALL: usize = 64;
 /// The large payload: 64 KiB.
 pub const LARGE: usize = 64 * 1024;
 
-/// A chunk of bytes; the [`Sink`] answers with how many it has taken.
+/// A chunk of bytes; the [`Sink`] answers with how many it has taken. A
+/// [`Blob`]: sending a clone copies nothing, and a large one received is a
+/// slice of what the link read.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Chunk(#[serde(with = "byte_string")] pub Vec<u8>);
+pub struct Chunk(pub Blob);
 
 impl Chunk {
     /// A chunk of `size` bytes.
     pub fn of(size: usize) -> Chunk {
-        Chunk(vec![7; size])
+        Chunk(Blob::from(vec![7; size]))
     }
 }
 
 impl Message for Chunk {
     const NAME: &'static str = "bench.Chunk";
-}
-
-/// `Vec<u8>` as one byte string: postcard then copies it whole instead of
-/// byte by byte (the wire bytes are the same).
-mod byte_string {
-    use serde::{Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(bytes)
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
-        deserializer.deserialize_byte_buf(ByteBuf)
-    }
-
-    struct ByteBuf;
-
-    impl serde::de::Visitor<'_> for ByteBuf {
-        type Value = Vec<u8>;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("bytes")
-        }
-
-        fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
-            Ok(bytes.to_vec())
-        }
-
-        fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
-            Ok(bytes)
-        }
-    }
 }
 
 /// Answers a chunk with the same chunk.
@@ -180,14 +150,14 @@ pub fn botbus_round_trips(node: &Node, n: usize) -> Vec<Duration> {
 pub fn botbus_tells(node: &Node, n: u64, size: usize) -> Duration {
     let client = node.client("driver");
     node.block_on(async move {
-        let before: u64 = client.ask("sink", Chunk(Vec::new())).await.expect("sink answers");
+        let before: u64 = client.ask("sink", Chunk::of(0)).await.expect("sink answers");
         let chunk = Chunk::of(size);
         let start = Instant::now();
         for _ in 0..n {
             client.tell("sink", chunk.clone()).await.expect("tell accepted");
         }
         let after: u64 = client
-            .ask("sink", Chunk(Vec::new()))
+            .ask("sink", Chunk::of(0))
             .timeout(Duration::from_secs(120))
             .await
             .expect("sink answers");
@@ -645,6 +615,7 @@ impl Drop for Scratch {
 /// A node of this process, `name`, linked to `endpoint` once it reaches
 /// `echo`.
 pub fn linked(name: &str, endpoint: &str) -> Node {
+    wait_listening(endpoint);
     let node = Node::builder(name)
         .join(endpoint)
         .start()
@@ -654,6 +625,21 @@ pub fn linked(name: &str, endpoint: &str) -> Node {
         .expect("the node runs")
         .expect("the service is reachable");
     node
+}
+
+/// Waits (up to 30 s) until something listens at `endpoint` (a `pipe://`
+/// socket file exists; a `tcp://` port takes a connection), so that joining
+/// it succeeds the first time instead of warning and backing off.
+fn wait_listening(endpoint: &str) {
+    let listening = || match (endpoint.strip_prefix("pipe://"), endpoint.strip_prefix("tcp://")) {
+        (Some(path), _) => Path::new(path).exists(),
+        (_, Some(address)) => std::net::TcpStream::connect(address).is_ok(),
+        _ => true,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !listening() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// botbus over a Unix socket (`pipe://`) to a process of this binary

@@ -38,7 +38,7 @@ pub use botbus_actors::{
     TokenSourceError, WorkerRequest, MEM_SCHEME, NODE_MODULE, WORKER_MODULE,
 };
 pub use botbus_core::{
-    async_trait, register_message, Ask, AskError, AuthToken, Call, CallEvent, CallerRequest, Client, CodecKind,
+    async_trait, register_message, Ask, AskError, AuthToken, Blob, Call, CallEvent, CallerRequest, Client, CodecKind,
     Context, Down, DownReason, Endpoint, EndpointError, FromPayload, HandshakeError, Link, LinkReader, LinkWriter,
     Listener, Liveness, Message, Module, ModuleError, NameError, Payload, PayloadError, RestartBudget, RestartPolicy,
     SendError, TopicError, TopicPattern, Transport, TransportError, DEFAULT_ASK_TIMEOUT,

@@ -542,6 +542,27 @@ pub enum Frame {
     },
 }
 
+impl Frame {
+    /// The length of the message body the frame carries (0 if none): most
+    /// of what it takes to encode it.
+    pub fn body_len(&self) -> usize {
+        match self {
+            Frame::Tell { payload, .. }
+            | Frame::Ask { payload, .. }
+            | Frame::Progress { payload, .. }
+            | Frame::CallerAsk { payload, .. }
+            | Frame::Publish { payload, .. }
+            | Frame::Reply {
+                result: Ok(payload), ..
+            }
+            | Frame::CallerReply {
+                result: Ok(payload), ..
+            } => payload.body.len(),
+            _ => 0,
+        }
+    }
+}
+
 /// A payload as read from a postcard frame, borrowing from the frame's
 /// bytes (see [`Incoming`](crate::codec::Incoming)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -11,6 +11,7 @@
 
 pub mod address;
 pub mod auth;
+pub mod blob;
 pub mod bus;
 pub mod codec;
 pub mod context;
@@ -28,6 +29,7 @@ pub mod transport;
 
 pub use address::{validate_name, Address, NameError};
 pub use auth::{AuthToken, Role, TokenError};
+pub use blob::Blob;
 pub use bus::{AskEnvelope, Bus, CallerSink, CancelFlag, CancelHook, Envelope, EnvelopeKind, TryDeliverError};
 pub use codec::{FrameCodec, FrameError, Incoming, IncomingCodec, JsonLinesCodec, WireCodec, DEFAULT_MAX_FRAME_LEN};
 pub use context::{Ask, Call, CallEvent, CallerRequest, Client, Context, DEFAULT_ASK_TIMEOUT};

@@ -310,7 +310,7 @@ impl Payload {
                     found: format!("{} (a different Rust type under the same name)", self.name),
                 }),
             },
-            Body::Encoded(bytes) => decode_postcard(&bytes),
+            Body::Encoded(bytes) => crate::blob::lending(&bytes, decode_postcard),
             Body::Json(json) => decode_json(&json),
         }
     }

@@ -152,6 +152,9 @@ impl LinkHandle {
         envelope: Envelope,
         json: bool,
     ) -> Result<Option<CancelHook>, TryDeliverError> {
+        if !self.backlog.has_room() {
+            return Err(TryDeliverError::Full(Box::new(envelope)));
+        }
         match self.permits.clone().try_acquire_owned() {
             Ok(permit) => self
                 .push_envelope(module, envelope, permit, json)

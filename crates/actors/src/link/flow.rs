@@ -12,7 +12,6 @@ use botbus_core::{CancelHook, CodecKind, DataFrame, Envelope, Frame, Payload, Pa
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
-use super::writer::Outgoing;
 use super::LinkHandle;
 use crate::router::Router;
 
@@ -61,18 +60,6 @@ impl LinkHandle {
         self.push_data(bytes, permit)
     }
 
-    /// Queues an encoded data frame, holding its permit until it is written.
-    fn push_data(&self, bytes: bytes::Bytes, permit: OwnedSemaphorePermit) -> Result<(), SendError> {
-        self.counters.frames_out.fetch_add(1, Ordering::Relaxed);
-        self.counters.data_out.fetch_add(1, Ordering::Relaxed);
-        self.out
-            .send(Outgoing::Frame {
-                bytes,
-                _permit: Some(permit),
-            })
-            .map_err(|_| SendError::Stopped(format!("link to `{}`", self.peer)))
-    }
-
     /// Queues a data frame that borrows what it carries: `frame` gets the
     /// payload's body lent (encoded into this thread's scratch buffer if it
     /// is a value here), and the frame is encoded straight into this
@@ -88,19 +75,22 @@ impl LinkHandle {
         let bytes = payload
             .with_body(codec, |body| {
                 let name = payload.name();
-                self.encode_data(&head.with(PayloadRef { name, body, json }))
+                self.encode_data(&head.with(PayloadRef { name, body, json }), body.len())
             })
             .map_err(|e| SendError::Encode(e.to_string()))?
             .map_err(|e| SendError::Encode(e.to_string()))?;
         self.push_data(bytes, permit)
     }
 
+    /// Waits for room to queue a data frame: a permit from the window, and
+    /// room in the writer's backlog.
     pub(super) async fn permit(&self) -> Result<OwnedSemaphorePermit, SendError> {
-        self.permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| SendError::Stopped(format!("link to `{}`", self.peer)))
+        let stopped = || SendError::Stopped(format!("link to `{}`", self.peer));
+        tokio::select! {
+            () = self.backlog.room() => {}
+            () = self.closed.cancelled() => return Err(stopped()),
+        }
+        self.permits.clone().acquire_owned().await.map_err(|_| stopped())
     }
 
     /// Queues a data frame, waiting for room.

@@ -248,6 +248,8 @@ pub(crate) struct LinkHandle {
     describe: String,
     out: mpsc::UnboundedSender<Outgoing>,
     permits: Arc<Semaphore>,
+    /// The bytes of data frames waiting for the writer.
+    backlog: writer::Backlog,
     codec: WireCodec,
     next_id: AtomicU64,
     /// Asks this node sent over the link, by id.
@@ -591,6 +593,7 @@ pub(crate) async fn establish_link(
         describe,
         out,
         permits: Arc::new(Semaphore::new(send_window)),
+        backlog: writer::Backlog::default(),
         codec,
         next_id: AtomicU64::new(1),
         pending: Mutex::default(),

@@ -31,7 +31,7 @@
 //! figures.print("botbus over TCP vs raw TCP", ["", "", ""]);
 //! ```
 
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -400,10 +400,12 @@ pub fn serve_if_asked() {
                 builder = builder.join(&hub);
             }
             let node = builder.start().expect("the service starts");
+            say_listening();
             node.run_until_signal().expect("the service runs");
         }
         ("hub", Some((_, endpoint))) => {
             let node = Node::builder("hub").listen(endpoint).start().expect("the hub starts");
+            say_listening();
             node.run_until_signal().expect("the hub runs");
         }
         (raw, _) if at == "stdio" => {
@@ -431,6 +433,14 @@ pub fn serve_if_asked() {
     std::process::exit(0);
 }
 
+/// What a bench node prints once it listens.
+const LISTENING: &str = "listening";
+
+fn say_listening() {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{LISTENING}").and_then(|()| out.flush());
+}
+
 /// A process of this binary serving `role` at `at`; killed when dropped.
 pub struct Peer {
     child: Child,
@@ -439,14 +449,26 @@ pub struct Peer {
 impl Peer {
     /// A botbus node with the modules `echo` and `sink`, listening at
     /// `endpoint`, and joining `hub` if given.
+    /// Returns once it listens.
     pub fn service(endpoint: &str, hub: Option<&str>) -> Peer {
-        Peer::start("service", &format!("at:{endpoint}"), hub, false)
+        Peer::start("service", &format!("at:{endpoint}"), hub, false).listening()
     }
 
     /// A botbus node with no modules of its own, listening at `endpoint`:
     /// a hub that others join.
+    /// Returns once it listens.
     pub fn hub(endpoint: &str) -> Peer {
-        Peer::start("hub", &format!("at:{endpoint}"), None, false)
+        Peer::start("hub", &format!("at:{endpoint}"), None, false).listening()
+    }
+
+    /// Waits for the node to say it listens (its first line), so that
+    /// joining it succeeds at once instead of warning and backing off.
+    fn listening(mut self) -> Peer {
+        let said = self.child.stdout.take().expect("the node's stdout");
+        let mut line = String::new();
+        BufReader::new(said).read_line(&mut line).expect("the node's stdout");
+        assert_eq!(line.trim(), LISTENING, "the bench node did not start");
+        self
     }
 
     /// Starts this binary again as `role`, serving at `at`.
@@ -461,8 +483,10 @@ impl Peer {
             command.env(JOIN_ENV, hub);
         }
         if stdio {
-            command.stdin(Stdio::piped()).stdout(Stdio::piped());
+            command.stdin(Stdio::piped());
         }
+        // A raw peer over stdio talks on it; a node says when it listens.
+        command.stdout(Stdio::piped());
         Peer {
             child: command.spawn().expect("a bench process starts"),
         }
@@ -615,7 +639,6 @@ impl Drop for Scratch {
 /// A node of this process, `name`, linked to `endpoint` once it reaches
 /// `echo`.
 pub fn linked(name: &str, endpoint: &str) -> Node {
-    wait_listening(endpoint);
     let node = Node::builder(name)
         .join(endpoint)
         .start()
@@ -625,21 +648,6 @@ pub fn linked(name: &str, endpoint: &str) -> Node {
         .expect("the node runs")
         .expect("the service is reachable");
     node
-}
-
-/// Waits (up to 30 s) until something listens at `endpoint` (a `pipe://`
-/// socket file exists; a `tcp://` port takes a connection), so that joining
-/// it succeeds the first time instead of warning and backing off.
-fn wait_listening(endpoint: &str) {
-    let listening = || match (endpoint.strip_prefix("pipe://"), endpoint.strip_prefix("tcp://")) {
-        (Some(path), _) => Path::new(path).exists(),
-        (_, Some(address)) => std::net::TcpStream::connect(address).is_ok(),
-        _ => true,
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !listening() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// botbus over a Unix socket (`pipe://`) to a process of this binary

@@ -24,7 +24,7 @@ pub(super) async fn read_loop(
     let mut alive = LivenessState::new(liveness, std::time::Instant::now());
     // Reads are counted, not timed: the timer looks at the count when it
     // fires, so a busy link pays one increment per read for its liveness.
-    let (mut frames, mut frames_checked) = (0u64, 0u64);
+    let (mut reads, mut reads_checked) = (0u64, 0u64);
     let check = tokio::time::sleep(liveness.ping_after);
     tokio::pin!(check);
     let reason = loop {
@@ -36,8 +36,8 @@ pub(super) async fn read_loop(
             () = link.closed.cancelled() => break "closed by this node".to_owned(),
             () = &mut check => {
                 let now = std::time::Instant::now();
-                if frames != frames_checked {
-                    frames_checked = frames;
+                if reads != reads_checked {
+                    reads_checked = reads;
                     alive.heard(now);
                 }
                 let next = match alive.poll(now) {
@@ -59,16 +59,19 @@ pub(super) async fn read_loop(
                 continue;
             }
         };
-        frames += 1;
+        reads += 1;
         let taken = match next {
             None => Err("peer closed the link".to_owned()),
             Some(Ok(Incoming::Postcard(run))) => take_run(&router, &link, &mut senders, &run).await,
             Some(Ok(Incoming::Json(frame))) => {
                 link.counters.frames_in.fetch_add(1, Ordering::Relaxed);
-                if is_data(&frame) {
+                let data = is_data(&frame);
+                let taken = take_frame(&router, &link, Ok(frame)).await;
+                if data {
                     link.counters.data_in.fetch_add(1, Ordering::Relaxed);
+                    tokio::task::consume_budget().await; // as in `take_run`
                 }
-                take_frame(&router, &link, Ok(frame)).await
+                taken
             }
             Some(Err(error)) => take_frame(&router, &link, Err(error)).await,
         };

@@ -29,7 +29,7 @@ thread_local! {
 
 /// Bytes of data frames queued for the writer: a sender finds room while
 /// less than this waits to be written.
-pub(super) const BACKLOG_BYTES: usize = 1024 * 1024;
+const BACKLOG_BYTES: usize = 1024 * 1024;
 
 /// The bytes of data frames queued for the writer and not yet written. The
 /// frame window bounds how many frames wait; this bounds how much they

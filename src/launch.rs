@@ -8,6 +8,7 @@
 //! name = "robot"
 //! listen = ["tcp://0.0.0.0:7000"]
 //! token_file = "robot.token"      # never the token itself
+//! link_thread = "control"          # the links' thread (default: the node's own)
 //!
 //! [[worker]]
 //! name = "gpu"
@@ -109,6 +110,9 @@ struct NodeSection {
     token: Option<Spanned<toml::Value>>,
     #[serde(default)]
     insecure: bool,
+    /// The named thread the node's links run on, shared with the modules
+    /// whose `thread` names it.
+    link_thread: Option<String>,
 }
 
 /// A `[[worker]]`.
@@ -404,8 +408,8 @@ impl Launch {
         Ok(placed)
     }
 
-    /// The node's links: its token (from the file it names), and whether it
-    /// may listen insecurely.
+    /// The node's links: its token (from the file it names), whether it
+    /// may listen insecurely, and the thread they run on.
     fn link_config(&self) -> Result<LinkConfig, LaunchError> {
         let node = &self.launch.node;
         let token = match &node.token_file {
@@ -421,6 +425,7 @@ impl Launch {
         Ok(LinkConfig {
             token,
             insecure: node.insecure,
+            thread: node.link_thread.clone(),
             ..LinkConfig::default()
         })
     }

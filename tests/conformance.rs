@@ -262,11 +262,13 @@ placements!(
     TwoNodesMem => two_nodes_mem,
     TwoNodesJson => two_nodes_json,
     TwoNodesPipe => two_nodes_pipe,
+    TwoNodesPipeOneThread => two_nodes_pipe_one_thread,
     TwoNodesTcp => two_nodes_tcp,
     TwoNodesTls => two_nodes_tls,
     JoinedThroughHub => joined_through_hub,
     OnWorkerThroughHub => on_worker_through_hub,
     Child => child,
     SiblingChildren => sibling_children,
+    ChildrenOneThread => children_one_thread,
     ThreeNodeChain => three_node_chain,
 );

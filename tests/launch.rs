@@ -41,7 +41,7 @@ const NODE: &str = "[node]\nname = \"robot\"\n";
 #[test]
 fn a_good_file_builds_the_node_it_describes() {
     let text = format!(
-        "{NODE}\n[[module]]\nname = \"motor\"\ntype = \"motor\"\nplacement = \"child\"\nrestart = \"always\"\n\
+        "{NODE}link_thread = \"control\"\n\n[[module]]\nname = \"motor\"\ntype = \"motor\"\nplacement = \"child\"\nrestart = \"always\"\n\
          budget = {{ restarts = 5, within = \"10s\" }}\nmailbox = 16\nthread = \"control\"\nstart_timeout = \"2s\"\n\n\
          [[module]]\nname = \"front-led\"\ntype = \"led\"\nneeds = [\"motor\"]\n"
     );
@@ -51,6 +51,7 @@ fn a_good_file_builds_the_node_it_describes() {
         .unwrap();
     let shown = format!("{builder:?}");
     assert!(shown.contains(r#"modules: ["motor", "front-led"]"#), "{shown}");
+    assert!(shown.contains(r#"link_thread: Some("control")"#), "{shown}");
 }
 
 #[test]

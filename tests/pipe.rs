@@ -7,15 +7,24 @@
 
 mod support;
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use botbus::crates::core::{Frame, FrameCodec, Hello};
-use botbus::{LinkConfig, LinkError, Node, TransportError};
+use botbus::crates::transport_pipe::PipeTransport;
+use botbus::{
+    async_trait, Context, Endpoint, Link, LinkConfig, LinkError, LinkReader, LinkWriter, Listener, Module, ModuleError,
+    ModuleOptions, Node, NodeBuilder, Transport, TransportError,
+};
 use support::{unique, Req, Service, DEADLINE};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::codec::Encoder;
 
 /// A socket path in a directory of the test's own, removed with it.
@@ -386,4 +395,161 @@ async fn fifty_processes_joined_to_one_hub_each_ask_another_and_all_are_answered
     }
     assert_eq!(answered, (0..PEERS).collect());
     test_node.shutdown().await;
+}
+
+/// Answers with the id of the thread it runs on.
+struct WhereAmI;
+
+impl Module for WhereAmI {
+    type Message = ();
+    type Reply = String;
+
+    async fn process(&mut self, (): (), _ctx: &mut Context) -> Result<String, ModuleError> {
+        Ok(thread_id())
+    }
+}
+
+fn thread_id() -> String {
+    format!("{:?}", std::thread::current().id())
+}
+
+/// The threads a node's links were read and written on.
+type Seen = Arc<Mutex<BTreeSet<String>>>;
+
+/// The real pipe transport, noting the thread of every read and write of
+/// the links it makes or accepts.
+#[derive(Debug)]
+struct Watched(Seen);
+
+#[derive(Debug)]
+struct WatchedLink(Box<dyn Link>, Seen);
+
+#[derive(Debug)]
+struct WatchedListener(Box<dyn Listener>, Seen);
+
+/// One half of a watched link.
+struct Noted<T>(T, Seen);
+
+impl<T> Noted<T> {
+    fn note(&self) {
+        self.1.lock().unwrap().insert(thread_id());
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Noted<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.note();
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Noted<W> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.note();
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        self.note();
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Link for WatchedLink {
+    fn peer(&self) -> String {
+        self.0.peer()
+    }
+
+    async fn open(&mut self) -> Result<(), TransportError> {
+        self.0.open().await
+    }
+
+    fn split(self: Box<Self>) -> (LinkReader, LinkWriter) {
+        let (reader, writer) = self.0.split();
+        (Box::pin(Noted(reader, self.1.clone())), Box::pin(Noted(writer, self.1)))
+    }
+}
+
+#[async_trait]
+impl Listener for WatchedListener {
+    fn endpoint(&self) -> Endpoint {
+        self.0.endpoint()
+    }
+
+    async fn accept(&mut self) -> Result<Box<dyn Link>, TransportError> {
+        let link = self.0.accept().await?;
+        Ok(Box::new(WatchedLink(link, self.1.clone())))
+    }
+}
+
+#[async_trait]
+impl Transport for Watched {
+    fn scheme(&self) -> &'static str {
+        PipeTransport.scheme()
+    }
+
+    async fn connect(&self, endpoint: &Endpoint) -> Result<Box<dyn Link>, TransportError> {
+        let link = PipeTransport.connect(endpoint).await?;
+        Ok(Box::new(WatchedLink(link, self.0.clone())))
+    }
+
+    async fn listen(&self, endpoint: &Endpoint) -> Result<Box<dyn Listener>, TransportError> {
+        let listener = PipeTransport.listen(endpoint).await?;
+        Ok(Box::new(WatchedListener(listener, self.0.clone())))
+    }
+}
+
+/// A node whose links (over a watched pipe transport) run on the thread
+/// `io`, with the module `where` there too.
+fn beside_its_link(name: &str, seen: &Seen) -> NodeBuilder {
+    Node::builder(name)
+        .transport(Arc::new(Watched(seen.clone())))
+        .link_config(LinkConfig {
+            thread: Some("io".to_owned()),
+            ..LinkConfig::default()
+        })
+        .module_with("where", || WhereAmI, ModuleOptions::new().thread("io"))
+}
+
+#[tokio::test]
+async fn a_link_placed_on_a_named_thread_is_read_and_written_there_beside_its_modules() {
+    let dir = TempDir::new();
+    let at = endpoint(&dir.socket("hub.sock"));
+    // The hub accepts on `io`; the other joins from its own `io`.
+    let (hub_seen, joined_seen) = (Seen::default(), Seen::default());
+    let hub = beside_its_link("hub", &hub_seen).start().unwrap();
+    hub.listen(&at).await.unwrap();
+    let joined = beside_its_link("joined", &joined_seen).join(&at).start().unwrap();
+    hub.wait_for_module("joined/where", DEADLINE).await.unwrap();
+    joined.wait_for_module("hub/where", DEADLINE).await.unwrap();
+
+    // Each asks the other's `where` across the link, and its own.
+    for (asking, there) in [(&hub, "joined/where"), (&joined, "hub/where")] {
+        let client = asking.client("tester");
+        let remote: String = client.ask(there, ()).timeout(DEADLINE).await.unwrap();
+        let local: String = client.ask("where", ()).timeout(DEADLINE).await.unwrap();
+        assert_ne!(remote, local, "two nodes' `io` threads are two threads");
+    }
+    let hub_io: String = hub.client("tester").ask("where", ()).timeout(DEADLINE).await.unwrap();
+    let joined_io: String = joined
+        .client("tester")
+        .ask("where", ())
+        .timeout(DEADLINE)
+        .await
+        .unwrap();
+    // Every read and write of each node's link, handshake included, ran
+    // on the thread its module runs on.
+    assert_eq!(*hub_seen.lock().unwrap(), BTreeSet::from([hub_io]));
+    assert_eq!(*joined_seen.lock().unwrap(), BTreeSet::from([joined_io]));
+    joined.shutdown().await;
+    hub.shutdown().await;
 }

@@ -40,6 +40,10 @@ pub enum Placement {
     TwoNodesJson,
     /// As `TwoNodesMem`, over a real Unix domain socket (`pipe://`).
     TwoNodesPipe,
+    /// As `TwoNodesPipe`, with each node's link on a named thread that the
+    /// services share ([`LinkConfig::thread`], `ModuleOptions::thread`):
+    /// between the link and the services it serves nothing crosses a thread.
+    TwoNodesPipeOneThread,
     /// As `TwoNodesMem`, over real TCP on loopback, both nodes proving a
     /// token read from a file.
     TwoNodesTcp,
@@ -55,6 +59,10 @@ pub enum Placement {
     /// from child to child through the parent (the watcher's monitor, every
     /// report to the probe).
     SiblingChildren,
+    /// As `Child`, with every child's link on one named thread of `a`
+    /// instead of its node's own (`ModuleOptions::thread` on a child
+    /// module places its link).
+    ChildrenOneThread,
     /// A chain of three nodes over `mem://`: client and watcher on `a`,
     /// services on `c`, and only `b` between them (links a–b and b–c).
     ThreeNodeChain,
@@ -250,10 +258,22 @@ impl World {
             Placement::TwoNodesMem
             | Placement::TwoNodesJson
             | Placement::TwoNodesPipe
+            | Placement::TwoNodesPipeOneThread
             | Placement::TwoNodesTcp
             | Placement::TwoNodesTls => {
-                let mut b = services::with_services(with_probe(Node::builder("b"), &events, &gate));
+                let mut b = with_probe(Node::builder("b"), &events, &gate);
                 let mut a = with_watcher(Node::builder("a"));
+                b = match placement {
+                    Placement::TwoNodesPipeOneThread => {
+                        let beside_the_link = LinkConfig {
+                            thread: Some("io".to_owned()),
+                            ..LinkConfig::default()
+                        };
+                        a = a.link_config(beside_the_link.clone());
+                        services::with_services_placed(b.link_config(beside_the_link), |options| options.thread("io"))
+                    }
+                    _ => services::with_services(b),
+                };
                 if let Placement::TwoNodesJson = placement {
                     a = a.link_config(LinkConfig {
                         codecs: vec![CodecKind::Json],
@@ -280,7 +300,9 @@ impl World {
                 let b = b.start().expect("node b starts");
                 let a = a.start().expect("node a starts");
                 let listen_at = match placement {
-                    Placement::TwoNodesPipe => format!("pipe://{}", unique("conformance")),
+                    Placement::TwoNodesPipe | Placement::TwoNodesPipeOneThread => {
+                        format!("pipe://{}", unique("conformance"))
+                    }
                     Placement::TwoNodesTcp => "tcp://127.0.0.1:0".to_owned(),
                     Placement::TwoNodesTls => "tls://localhost:0".to_owned(),
                     _ => format!("mem://{}", unique("conformance")),
@@ -294,15 +316,22 @@ impl World {
                 b.wait_for_module("watcher", DEADLINE).await.expect("watcher announced");
                 (a, b)
             }
-            Placement::Child | Placement::SiblingChildren => {
+            Placement::Child | Placement::SiblingChildren | Placement::ChildrenOneThread => {
                 let binary = child_services_binary();
                 let mut builder = with_probe(Node::builder("a"), &events, &gate);
                 builder = match placement {
-                    Placement::Child => with_watcher(builder),
-                    _ => builder.child_module("watcher", ChildCommand::new(&binary), ModuleOptions::new()),
+                    Placement::SiblingChildren => {
+                        builder.child_module("watcher", ChildCommand::new(&binary), ModuleOptions::new())
+                    }
+                    _ => with_watcher(builder),
                 };
                 for name in SERVICES {
-                    builder = builder.child_module(name, ChildCommand::new(&binary), service_options(name));
+                    let options = match placement {
+                        // The child's link, that is: its module runs in the child.
+                        Placement::ChildrenOneThread => service_options(name).thread("io"),
+                        _ => service_options(name),
+                    };
+                    builder = builder.child_module(name, ChildCommand::new(&binary), options);
                 }
                 let node = builder.start().expect("node with child services starts");
                 (node.clone(), node)

@@ -210,12 +210,18 @@ pub fn service_options(name: &str) -> ModuleOptions {
 }
 
 /// Adds every service to `builder`, as code in this binary.
-pub fn with_services(mut builder: NodeBuilder) -> NodeBuilder {
+pub fn with_services(builder: NodeBuilder) -> NodeBuilder {
+    with_services_placed(builder, |options| options)
+}
+
+/// [`with_services`], each one's options as `place` makes them (on a
+/// named thread, say).
+pub fn with_services_placed(mut builder: NodeBuilder, place: impl Fn(ModuleOptions) -> ModuleOptions) -> NodeBuilder {
     for name in SERVICES {
         builder = match name {
-            "recorder" => builder.module_with(name, || Recorder, service_options(name)),
-            _ => builder.module_with(name, Service::new, service_options(name)),
+            "recorder" => builder.module_with(name, || Recorder, place(service_options(name))),
+            _ => builder.module_with(name, Service::new, place(service_options(name))),
         };
     }
-    builder.module("bouncer", || Bouncer)
+    builder.module_with("bouncer", || Bouncer, place(ModuleOptions::new()))
 }

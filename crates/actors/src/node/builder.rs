@@ -90,6 +90,7 @@ impl std::fmt::Debug for NodeBuilder {
             .field("types", &self.types())
             .field("listens", &self.listens)
             .field("joins", &self.joins)
+            .field("link_thread", &self.link.thread)
             .field("worker", &self.worker)
             .finish_non_exhaustive()
     }

@@ -295,7 +295,7 @@ impl Node {
             }
         };
         if let Some(command) = command {
-            return self.launch_child_spec(spec, command, startup);
+            return self.launch_child_spec(spec, command, startup).await;
         }
         let Some(launch) = spec.launch.clone() else {
             unreachable!("a module without code in this binary always has a command")
@@ -336,9 +336,19 @@ impl Node {
     }
 
     /// Registers a module placed in a child process and starts its host on
-    /// the system thread, beside the link I/O.
-    fn launch_child_spec(&self, spec: ModuleSpec, command: ChildCommand, startup: Startup) -> Result<(), NodeError> {
+    /// the thread its link runs on: the one its options name, or else the
+    /// node's links' thread.
+    async fn launch_child_spec(
+        &self,
+        spec: ModuleSpec,
+        command: ChildCommand,
+        startup: Startup,
+    ) -> Result<(), NodeError> {
         let shared = &self.shared;
+        let home = match spec.options.thread {
+            Thread::Pool => self.link_thread(&shared.link).await?,
+            ref named_or_own => self.arbiter_for(named_or_own).await?,
+        };
         let name: Arc<str> = Arc::from(spec.name.as_str());
         let (done_tx, done) = oneshot::channel();
         let stop = Arc::new(StopSignal::default());
@@ -360,7 +370,7 @@ impl Node {
             startup,
             done: done_tx,
         };
-        if !shared.system_arbiter.spawn(host_child(hosted)) {
+        if !home.spawn(host_child(hosted)) {
             return Err(NodeError::Stopped);
         }
         Ok(())
@@ -471,19 +481,21 @@ impl Node {
         Ok(handle)
     }
 
+    /// The thread that links made with `config` run on: the one it names,
+    /// or the node's own.
+    async fn link_thread(&self, config: &LinkConfig) -> Result<ArbiterHandle, NodeError> {
+        match &config.thread {
+            Some(name) => self.arbiter_for(&Thread::Named(name.clone())).await,
+            None => Ok(self.shared.system_arbiter.clone()),
+        }
+    }
+
     /// Runs `future` on the node's system thread and returns its output.
     async fn on_system<T: Send + 'static>(
         &self,
         future: impl Future<Output = T> + Send + 'static,
     ) -> Result<T, NodeError> {
-        let (tx, rx) = oneshot::channel();
-        let spawned = self.shared.system_arbiter.spawn(async move {
-            let _ = tx.send(future.await);
-        });
-        if !spawned {
-            return Err(NodeError::Stopped);
-        }
-        rx.await.map_err(|_| NodeError::Stopped)
+        on(&self.shared.system_arbiter, future).await
     }
 
     /// Runs `future` on the node's system thread and blocks until it is done:
@@ -564,7 +576,10 @@ impl Node {
         }
         let router = self.shared.router.clone();
         let stopped = self.shared.stopped.clone();
-        self.on_system(async move {
+        // The listener lives where its links will: a socket is served by the
+        // thread it was registered on.
+        let home = self.link_thread(&config).await.map_err(|_| LinkError::NodeStopped)?;
+        on(&home, async move {
             let mut listener = transport.listen(&endpoint).await?;
             let admission = Admission::new(config.max_handshakes);
             let bound = listener.endpoint();
@@ -633,7 +648,8 @@ impl Node {
         let endpoint: Endpoint = endpoint.parse()?;
         let transport = self.transport(&endpoint)?;
         let router = self.shared.router.clone();
-        self.on_system(async move {
+        let home = self.link_thread(&config).await.map_err(|_| LinkError::NodeStopped)?;
+        on(&home, async move {
             let link = transport.connect(&endpoint).await?;
             establish(router, link, &config, Role::Connecting).await
         })
@@ -659,11 +675,9 @@ impl Node {
             self.shared.link.clone(),
             self.shared.stopped.clone(),
         );
+        let home = self.link_thread(&config).await.map_err(|_| LinkError::NodeStopped)?;
         let (first_tx, first) = oneshot::channel();
-        let spawned = self
-            .shared
-            .system_arbiter
-            .spawn(stay_joined(endpoint, transport, router, config, stopped, first_tx));
+        let spawned = home.spawn(stay_joined(endpoint, transport, router, config, stopped, first_tx));
         if !spawned {
             return Err(LinkError::NodeStopped);
         }
@@ -827,6 +841,21 @@ impl Node {
         self.join();
         Ok(())
     }
+}
+
+/// Runs `future` on `arbiter`'s thread and returns its output.
+async fn on<T: Send + 'static>(
+    arbiter: &ArbiterHandle,
+    future: impl Future<Output = T> + Send + 'static,
+) -> Result<T, NodeError> {
+    let (tx, rx) = oneshot::channel();
+    let spawned = arbiter.spawn(async move {
+        let _ = tx.send(future.await);
+    });
+    if !spawned {
+        return Err(NodeError::Stopped);
+    }
+    rx.await.map_err(|_| NodeError::Stopped)
 }
 
 /// Keeps a link to `endpoint` up until the node stops (see [`Node::join_to`]).

@@ -92,14 +92,21 @@ impl ModuleOptions {
         self
     }
 
-    /// Runs the module on a thread of its own.
+    /// Runs the module on a thread of its own. For a module in a child
+    /// process, its link to the child runs there.
     pub fn own_thread(mut self) -> Self {
         self.thread = Thread::Own;
         self
     }
 
     /// Runs the module on the thread named `name`, shared with every other
-    /// module of this node that names it.
+    /// module of this node that names it, and with links placed there
+    /// ([`LinkConfig::thread`](crate::LinkConfig::thread)).
+    ///
+    /// For a module in a child process it places the module's link: put a
+    /// child's link on the thread of the module that asks it most, and its
+    /// replies reach that module with no hand-off between threads. A child
+    /// module that names no thread has its link on the node's links' thread.
     pub fn thread(mut self, name: &str) -> Self {
         self.thread = Thread::Named(name.to_owned());
         self

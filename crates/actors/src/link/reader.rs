@@ -21,6 +21,7 @@ pub(super) async fn read_loop(
     liveness: Liveness,
 ) {
     let mut senders = Senders::default();
+    let mut pace = Pace::default();
     let mut alive = LivenessState::new(liveness, std::time::Instant::now());
     // Reads are counted, not timed: the timer looks at the count when it
     // fires, so a busy link pays one increment per read for its liveness.
@@ -62,14 +63,15 @@ pub(super) async fn read_loop(
         reads += 1;
         let taken = match next {
             None => Err("peer closed the link".to_owned()),
-            Some(Ok(Incoming::Postcard(run))) => take_run(&router, &link, &mut senders, &run).await,
+            Some(Ok(Incoming::Postcard(run))) => take_run(&router, &link, &mut senders, &mut pace, &run).await,
             Some(Ok(Incoming::Json(frame))) => {
                 link.counters.frames_in.fetch_add(1, Ordering::Relaxed);
                 let data = is_data(&frame);
                 let taken = take_frame(&router, &link, Ok(frame)).await;
                 if data {
                     link.counters.data_in.fetch_add(1, Ordering::Relaxed);
-                    tokio::task::consume_budget().await; // as in `take_run`
+                    // Its body was decoded, not lent: only the count matters.
+                    pace.took(0).await;
                 }
                 taken
             }
@@ -90,6 +92,7 @@ async fn take_run(
     router: &Arc<Router>,
     link: &Arc<LinkHandle>,
     senders: &mut Senders,
+    pace: &mut Pace,
     run: &Bytes,
 ) -> Result<(), String> {
     let (mut frames, mut data) = (0u64, 0u64);
@@ -101,10 +104,7 @@ async fn take_run(
                 data += 1;
                 let from = senders.intern(tell_or_ask.from());
                 router.inbound_data(link, tell_or_ask, from, run).await;
-                // A reader with frames buffered never waits, so it gives
-                // way here now and then: modules on its thread drain their
-                // mailboxes instead of the reader parking what they miss.
-                tokio::task::consume_budget().await;
+                pace.took(body.len()).await;
                 continue;
             }
             Ok(FrameIn::Frame(frame)) => Ok(frame),
@@ -121,6 +121,36 @@ async fn take_run(
     link.counters.frames_in.fetch_add(frames, Ordering::Relaxed);
     link.counters.data_in.fetch_add(data, Ordering::Relaxed);
     taken
+}
+
+/// Bodies taken, in bytes, after which the reader gives way to the
+/// modules on its thread however few frames they made.
+const GIVE_WAY_BYTES: usize = 256 * 1024;
+
+/// When the reader gives way. A reader with frames buffered never waits,
+/// so it yields now and then to the modules on its thread: they drain their
+/// mailboxes instead of the reader parking what they miss, and drop the
+/// bodies they were lent — slices of what was read — so that the read
+/// buffer's memory is taken again rather than new pages each read.
+#[derive(Default)]
+struct Pace {
+    /// Body bytes taken since the reader last gave way.
+    bytes: usize,
+}
+
+impl Pace {
+    /// After each data frame: gives way every 128 frames (tokio's
+    /// cooperative budget, as its own channels do) and every
+    /// [`GIVE_WAY_BYTES`] of bodies.
+    async fn took(&mut self, body_len: usize) {
+        self.bytes += body_len;
+        if self.bytes >= GIVE_WAY_BYTES {
+            self.bytes = 0;
+            tokio::task::yield_now().await;
+        } else {
+            tokio::task::consume_budget().await;
+        }
+    }
 }
 
 /// Whether `frame` is a tell, an ask or a publish.

@@ -16,7 +16,7 @@ use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
-use botbus::{LinkConfig, Node, TlsConfig, TlsTransport};
+use botbus::{LinkConfig, ModuleOptions, Node, TlsConfig, TlsTransport};
 
 #[path = "support/mod.rs"]
 mod support;
@@ -71,11 +71,16 @@ fn serve(role: &str) {
             let tls = TlsConfig::default()
                 .identity(dir.join("service.crt"), dir.join("service.key"))
                 .expect("the service's certificate");
+            // As `botbus::bench`'s service: its links and modules share a thread.
+            let beside = || ModuleOptions::new().thread("service");
             let node = Node::builder("service")
-                .link_config(config())
+                .link_config(LinkConfig {
+                    thread: Some("service".to_owned()),
+                    ..config()
+                })
                 .transport(Arc::new(TlsTransport::new(tls).expect("TLS")))
-                .module("echo", || Echo)
-                .module("sink", Sink::default)
+                .module_with("echo", || Echo, beside())
+                .module_with("sink", Sink::default, beside())
                 .listen(&format!("tcp://127.0.0.1:{port}"))
                 .listen(&format!("tls://localhost:{}", port + 1))
                 .start()

@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use botbus_actors::{ModuleOptions, Node};
+use botbus_actors::{LinkConfig, ModuleOptions, Node};
 use botbus_core::{Blob, Context, Message, Module, ModuleError};
 use serde::{Deserialize, Serialize};
 
@@ -375,6 +375,11 @@ const ROLE_ENV: &str = "BOTBUS_BENCH_ROLE";
 const AT_ENV: &str = "BOTBUS_BENCH_AT";
 /// Where a `service` also joins (a hub), if anywhere.
 const JOIN_ENV: &str = "BOTBUS_BENCH_JOIN";
+/// Set for a `service` whose modules run on the pool, away from its links.
+const POOL_ENV: &str = "BOTBUS_BENCH_POOL";
+/// The thread a `service` runs its links and modules on, unless told
+/// [`POOL_ENV`].
+const SERVICE_THREAD: &str = "service";
 
 /// Serves a measurement and exits, if this process was started to: a raw
 /// peer (`raw-echo`, `raw-sink`), the botbus node a measurement links to
@@ -392,10 +397,23 @@ pub fn serve_if_asked() {
     let at = std::env::var(AT_ENV).expect("a bench process is told where to serve");
     match (role.as_str(), at.split_once(':')) {
         ("service", Some((_, endpoint))) => {
+            // By default a service does what a process serving through its
+            // link should: the link and the modules it feeds share a thread.
+            let beside_its_link = std::env::var_os(POOL_ENV).is_none();
+            let placed = |options: ModuleOptions| match beside_its_link {
+                true => options.thread(SERVICE_THREAD),
+                false => options,
+            };
             let mut builder = Node::builder("service")
-                .module("echo", || Echo)
-                .module("sink", Sink::default)
+                .module_with("echo", || Echo, placed(ModuleOptions::new()))
+                .module_with("sink", Sink::default, placed(ModuleOptions::new()))
                 .listen(endpoint);
+            if beside_its_link {
+                builder = builder.link_config(LinkConfig {
+                    thread: Some(SERVICE_THREAD.to_owned()),
+                    ..LinkConfig::default()
+                });
+            }
             if let Ok(hub) = std::env::var(JOIN_ENV) {
                 builder = builder.join(&hub);
             }
@@ -448,10 +466,20 @@ pub struct Peer {
 
 impl Peer {
     /// A botbus node with the modules `echo` and `sink`, listening at
-    /// `endpoint`, and joining `hub` if given.
+    /// `endpoint`, and joining `hub` if given; its links and its modules
+    /// share one thread ([`LinkConfig::thread`]).
     /// Returns once it listens.
     pub fn service(endpoint: &str, hub: Option<&str>) -> Peer {
         Peer::start("service", &format!("at:{endpoint}"), hub, false).listening()
+    }
+
+    /// [`Peer::service`], with its modules on the node's pool and its links
+    /// on the node's own thread (the defaults): each message its link takes
+    /// is handed to another thread.
+    pub fn service_on_pool(endpoint: &str) -> Peer {
+        let mut peer = Peer::command("service", &format!("at:{endpoint}"), None, false);
+        peer.env(POOL_ENV, "1");
+        Peer::spawn(peer).listening()
     }
 
     /// A botbus node with no modules of its own, listening at `endpoint`:
@@ -473,6 +501,11 @@ impl Peer {
 
     /// Starts this binary again as `role`, serving at `at`.
     fn start(role: &str, at: &str, join: Option<&str>, stdio: bool) -> Peer {
+        Peer::spawn(Peer::command(role, at, join, stdio))
+    }
+
+    /// The command that starts this binary again as `role`, serving at `at`.
+    fn command(role: &str, at: &str, join: Option<&str>, stdio: bool) -> Command {
         let mut command = Command::new(std::env::current_exe().expect("this binary"));
         command
             .args(std::env::args_os().skip(1))
@@ -487,6 +520,10 @@ impl Peer {
         }
         // A raw peer over stdio talks on it; a node says when it listens.
         command.stdout(Stdio::piped());
+        command
+    }
+
+    fn spawn(mut command: Command) -> Peer {
         Peer {
             child: command.spawn().expect("a bench process starts"),
         }

@@ -631,8 +631,12 @@ pub(crate) async fn establish_link(
     router.add_link(handle.clone()).map_err(LinkError::Duplicate)?;
     tracing::info!(node = router.node(), peer = %handle.peer, via = %handle.describe, codec = %handle.codec(), authenticated, "link up");
 
-    tokio::spawn(writer::write_loop(write, queued, handle.clone()));
-    tokio::spawn(flow::drainer(router.clone(), handle.clone(), started));
-    tokio::spawn(reader::read_loop(router, handle.clone(), reader, config.liveness));
+    // Beside the modules on this thread, in the thread's own task set (an
+    // arbiter's): a frame read for one of them, its reply and the write of
+    // that reply all run in one turn of the thread, with no look at the
+    // operating system in between.
+    tokio::task::spawn_local(writer::write_loop(write, queued, handle.clone()));
+    tokio::task::spawn_local(flow::drainer(router.clone(), handle.clone(), started));
+    tokio::task::spawn_local(reader::read_loop(router, handle.clone(), reader, config.liveness));
     Ok(handle)
 }

@@ -28,13 +28,16 @@ pub(super) async fn read_loop(
     let (mut reads, mut reads_checked) = (0u64, 0u64);
     let check = tokio::time::sleep(liveness.ping_after);
     tokio::pin!(check);
+    // Made once: waiting on it registers with the token once, not per read.
+    let closed = link.closed.cancelled();
+    tokio::pin!(closed);
     let reason = loop {
         // The reader first: while frames are buffered, the close signal
         // (a lock inside the token) and the timer are not polled at all.
         let next = tokio::select! {
             biased;
             next = reader.next() => next,
-            () = link.closed.cancelled() => break "closed by this node".to_owned(),
+            () = &mut closed => break "closed by this node".to_owned(),
             () = &mut check => {
                 let now = std::time::Instant::now();
                 if reads != reads_checked {

@@ -181,13 +181,16 @@ pub(super) async fn write_loop(
     let mut batch = BytesMut::with_capacity(64 * 1024);
     let mut held: Vec<Outgoing> = Vec::new();
     let result: std::io::Result<()> = async {
+        // Made once: waiting on it registers with the token once, not per write.
+        let closed = link.closed.cancelled();
+        tokio::pin!(closed);
         loop {
             // What was queued goes out before the writer notices the link
             // closed: a goodbye queued as the link breaks (naming why) too.
             let first = tokio::select! {
                 biased;
                 next = queued.recv() => next,
-                () = link.closed.cancelled() => return Ok(()),
+                () = &mut closed => return Ok(()),
             };
             let mut closing = false;
             let mut next = first;

@@ -585,7 +585,8 @@ impl Node {
             let bound = listener.endpoint();
             let (closed_tx, closed) = oneshot::channel::<()>();
             let at = bound.clone();
-            tokio::spawn(async move {
+            // In the thread's own task set, as the links it makes are.
+            tokio::task::spawn_local(async move {
                 loop {
                     // Accepting never waits on a peer: the transport's own
                     // handshake (TLS) and ours run on the connection's task,
@@ -602,7 +603,7 @@ impl Node {
                                 tracing::warn!(listener = %at, "too many connections in their handshake: dropped the oldest");
                             }
                             let (router, config) = (router.clone(), config.clone());
-                            tokio::spawn(async move {
+                            tokio::task::spawn_local(async move {
                                 let peer = link.peer();
                                 tokio::select! {
                                     () = admitted.evicted() => {

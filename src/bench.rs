@@ -14,6 +14,11 @@
 //! * **a process over TCP** on loopback — against a raw TCP connection
 //!   with `TCP_NODELAY`.
 //!
+//! The process on the other end of a Unix socket or TCP runs its link and
+//! its modules on one thread ([`LinkConfig::thread`]), as a process serving
+//! through its link should; [`Peer::service_on_pool`] is the same service
+//! with its modules on the pool, to compare.
+//!
 //! For each: the p50 of an ask round trip of 64 bytes against a blocking
 //! ping-pong; the rate of 64-byte tells and the bandwidth of 64 KiB tells
 //! against a stream of length-prefixed messages; and the context switches

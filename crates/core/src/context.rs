@@ -380,6 +380,7 @@ impl<'a, R: FromPayload> Ask<'a, R> {
             hook: None,
             outcome: None,
             sleep: None,
+            gave_a_turn: false,
             finished: false,
             _reply: PhantomData,
         };
@@ -568,6 +569,9 @@ pub struct Call<R> {
     hook: Option<CancelHook>,
     outcome: Option<Result<Payload, AskError>>,
     sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// Whether the awaiting task gave the callee a turn before making the
+    /// deadline's timer (see [`Call::poll_outcome`]).
+    gave_a_turn: bool,
     finished: bool,
     _reply: PhantomData<fn() -> R>,
 }
@@ -603,12 +607,23 @@ impl<R: FromPayload> Call<R> {
     }
 
     /// The reply, or the deadline's passing, for a call that does not
-    /// listen for events (an awaited [`Ask`]); its deadline's timer is made
-    /// only if the reply is not there at the first look.
+    /// listen for events (an awaited [`Ask`]). Its deadline's timer is made
+    /// only if the reply is not there after the callee had a turn: the
+    /// first time the reply is missing, the awaiting task goes to the back
+    /// of its thread's queue instead. A callee on the same thread is queued
+    /// ahead of it (the ask woke it) and answers in that turn, and such an
+    /// ask never registers a timer; one anywhere else costs one more poll.
+    /// The deadline is a point in time, so the timer made a turn later
+    /// still fires at it.
     fn poll_outcome(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<Payload, AskError>> {
         use std::task::Poll;
         let outcome = match std::pin::Pin::new(&mut self.reply).poll(cx) {
             Poll::Ready(outcome) => outcome.unwrap_or_else(|_| Err(AskError::Stopped(self.callee.to_string()))),
+            Poll::Pending if !self.gave_a_turn => {
+                self.gave_a_turn = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             Poll::Pending => {
                 let deadline = self.deadline;
                 let sleep = self

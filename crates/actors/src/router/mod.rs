@@ -34,7 +34,6 @@
 
 mod inbound;
 
-use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -85,7 +84,12 @@ enum Route {
     Via {
         link: Arc<LinkHandle>,
         node: Arc<str>,
-        hops: usize,
+        /// What it is called on the link: its bare name when `node` is the
+        /// next hop, else `node/module`, so that the nodes between route it
+        /// the same way. Made once per table, not per message.
+        there: Arc<str>,
+        /// `node` speaks only JSON.
+        json: bool,
     },
 }
 
@@ -114,11 +118,29 @@ pub(crate) const FRAMEWORK_PREFIX: &str = "botbus.";
 enum Target<'to> {
     Local(LocalModule),
     /// Over `link`, addressed to `to` there (borrowed from the address sent
-    /// to, unless the route names the node); `json` if it is for a node
-    /// that speaks only JSON.
-    Link(Arc<LinkHandle>, Cow<'to, str>, bool),
+    /// to, or the route's own name for it); `json` if it is for a node that
+    /// speaks only JSON.
+    Link(Arc<LinkHandle>, There<'to>, bool),
     /// A child module whose process is being (re)started.
     Restarting,
+}
+
+/// The name a send goes by on its link: part of the address it was sent
+/// to, or the name its route keeps.
+enum There<'to> {
+    Borrowed(&'to str),
+    Shared(Arc<str>),
+}
+
+impl std::ops::Deref for There<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            There::Borrowed(name) => name,
+            There::Shared(name) => name,
+        }
+    }
 }
 
 struct Subscription {
@@ -518,12 +540,17 @@ impl Router {
             if routes.contains_key(module) {
                 at.push(&self.node);
             } else {
+                let there = match route.path.len() {
+                    1 => Arc::from(module),
+                    _ => Arc::from(format!("{node}/{module}")),
+                };
                 routes.insert(
                     Arc::from(module),
                     Route::Via {
                         link: route.link.clone(),
                         node: Arc::from(node),
-                        hops: route.path.len(),
+                        there,
+                        json: route.json,
                     },
                 );
             }
@@ -613,14 +640,14 @@ impl Router {
                 let nodes = self.nodes.read().expect("router lock");
                 let route = nodes.get(node).ok_or_else(unknown)?;
                 let to = if route.path.len() == 1 { module } else { to };
-                return Ok(Target::Link(route.link.clone(), Cow::Borrowed(to), route.json));
+                return Ok(Target::Link(route.link.clone(), There::Borrowed(to), route.json));
             }
         };
         match self.routes.read().expect("router lock").get(module) {
             Some(Route::Local(local)) => Ok(Target::Local(local.clone())),
-            Some(Route::Child(Some(link))) => Ok(Target::Link(link.clone(), Cow::Borrowed(module), false)),
+            Some(Route::Child(Some(link))) => Ok(Target::Link(link.clone(), There::Borrowed(module), false)),
             Some(Route::Child(None)) => Ok(Target::Restarting),
-            Some(Route::Via { link, node, hops })
+            Some(Route::Via { link, node, there, json })
                 if here
                     || self
                         .on_workers
@@ -630,19 +657,7 @@ impl Router {
                         .map(String::as_str)
                         == Some(&**node) =>
             {
-                // Named by the node it was found at unless that is the next
-                // hop, so that the nodes between route it the same way.
-                let to = match hops {
-                    1 => Cow::Borrowed(module),
-                    _ => Cow::Owned(format!("{node}/{module}")),
-                };
-                let json = self
-                    .nodes
-                    .read()
-                    .expect("router lock")
-                    .get(&**node)
-                    .is_some_and(|r| r.json);
-                Ok(Target::Link(link.clone(), to, json))
+                Ok(Target::Link(link.clone(), There::Shared(there.clone()), *json))
             }
             _ if here => match self.on_workers.read().expect("router lock").get(module) {
                 // This node's module, on a worker that is away: it ends now,
@@ -836,21 +851,26 @@ impl Router {
         envelope: Envelope,
         from: Option<&Arc<LinkHandle>>,
     ) -> Result<Option<CancelHook>, TryDeliverError> {
-        // The hot paths, with one look at the table: a module here, sent to
-        // under the read lock with no clone of its route; a child's module,
-        // handed to its link once the lock is let go.
+        // The hot paths, with one look at the table and nothing cloned: a
+        // module here, sent to under the read lock; a child's module, or
+        // one another node hosts, queued on its link under it too (queuing
+        // never waits, and never looks at the table again).
         let (node, module) = address::split(to);
         if node.is_none_or(|n| n == self.node) {
-            let child = match self.routes.read().expect("router lock").get(module) {
+            let routes = self.routes.read().expect("router lock");
+            let over_link = match routes.get(module) {
                 Some(Route::Local(local)) => return try_send_local(local, module, envelope),
-                Some(Route::Child(Some(link))) => Some(link.clone()),
+                Some(Route::Child(Some(link))) => Some((link, module, false)),
+                // By bare name, wherever the table found it (by this node's
+                // name, only if it is placed on that worker: `target`).
+                Some(Route::Via { link, there, json, .. }) if node.is_none() => Some((link, &**there, *json)),
                 _ => None,
             };
-            if let Some(link) = child {
-                if from.is_some_and(|from| Arc::ptr_eq(from, &link)) {
-                    return Err(TryDeliverError::Failed(back_where_it_came_from(module)));
+            if let Some((link, there, json)) = over_link {
+                if from.is_some_and(|from| Arc::ptr_eq(from, link)) {
+                    return Err(TryDeliverError::Failed(back_where_it_came_from(there)));
                 }
-                return link.try_send_envelope(module, envelope, false);
+                return link.try_send_envelope(there, envelope, json);
             }
         }
         match self.target(to) {

@@ -9,9 +9,10 @@ use botbus_core::{
     AskError, CallerSink, CancelHook, Envelope, EnvelopeKind, Frame, Payload, SendError, TryDeliverError,
 };
 use futures::future::BoxFuture;
-use tokio::sync::{oneshot, OwnedSemaphorePermit, TryAcquireError};
+use tokio::sync::{oneshot, SemaphorePermit, TryAcquireError};
 
 use super::flow::DataHead;
+use super::writer::QueueError;
 
 use super::LinkHandle;
 use crate::router::remaining_ms;
@@ -152,10 +153,10 @@ impl LinkHandle {
         envelope: Envelope,
         json: bool,
     ) -> Result<Option<CancelHook>, TryDeliverError> {
-        if !self.backlog.has_room() {
+        if !self.outbox.backlog.has_room() {
             return Err(TryDeliverError::Full(Box::new(envelope)));
         }
-        match self.permits.clone().try_acquire_owned() {
+        match self.permits.try_acquire() {
             Ok(permit) => self
                 .push_envelope(module, envelope, permit, json)
                 .map_err(TryDeliverError::Failed),
@@ -178,7 +179,7 @@ impl LinkHandle {
         self: &Arc<Self>,
         module: &str,
         envelope: Envelope,
-        permit: OwnedSemaphorePermit,
+        permit: SemaphorePermit<'_>,
         json: bool,
     ) -> Result<Option<CancelHook>, SendError> {
         let json = self.sends_json(&envelope.payload, json);
@@ -317,10 +318,10 @@ impl LinkCaller {
                 .map_err(|e| AskError::BadPayload(e.to_string()))
         });
         let reply = Frame::Reply { id: self.id, result };
-        match self.link.encode(&reply) {
-            Ok(bytes) => self.link.send_bytes(bytes),
+        match self.link.queue_control(&reply) {
+            Ok(()) | Err(QueueError::Stopped) => {}
             // Too large for the link, say: the asker still gets an answer.
-            Err(error) => self.link.send_control(&Frame::Reply {
+            Err(QueueError::Encode(error)) => self.link.send_control(&Frame::Reply {
                 id: self.id,
                 result: Err(AskError::BadPayload(format!(
                     "the reply of `{}` cannot be sent: {error}",

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use botbus_core::{CancelHook, CodecKind, DataFrame, Envelope, Frame, Payload, PayloadRef, SendError, TryDeliverError};
 use futures::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, SemaphorePermit};
 
 use super::LinkHandle;
 use crate::router::Router;
@@ -55,48 +55,42 @@ impl LinkHandle {
         }
     }
 
-    pub(super) fn queue(&self, frame: &Frame, permit: OwnedSemaphorePermit) -> Result<(), SendError> {
-        let bytes = self.encode(frame).map_err(|e| SendError::Encode(e.to_string()))?;
-        self.push_data(bytes, permit)
-    }
-
     /// Queues a data frame that borrows what it carries: `frame` gets the
     /// payload's body lent (encoded into this thread's scratch buffer if it
-    /// is a value here), and the frame is encoded straight into this
-    /// thread's arena — no owned frame, name or body is made on the way.
+    /// is a value here), and the frame is encoded straight into the link's
+    /// outbox — no owned frame, name or body is made on the way.
     pub(super) fn queue_data(
         &self,
         head: DataHead<'_>,
         payload: &Payload,
         json: bool,
-        permit: OwnedSemaphorePermit,
+        permit: SemaphorePermit<'_>,
     ) -> Result<(), SendError> {
         let codec = if json { CodecKind::Json } else { CodecKind::Postcard };
-        let bytes = payload
+        payload
             .with_body(codec, |body| {
                 let name = payload.name();
-                self.encode_data(&head.with(PayloadRef { name, body, json }), body.len())
+                self.queue_data_borrowed(&head.with(PayloadRef { name, body, json }), body.len(), permit)
             })
             .map_err(|e| SendError::Encode(e.to_string()))?
-            .map_err(|e| SendError::Encode(e.to_string()))?;
-        self.push_data(bytes, permit)
+            .map_err(|e| e.for_send(self))
     }
 
     /// Waits for room to queue a data frame: a permit from the window, and
     /// room in the writer's backlog.
-    pub(super) async fn permit(&self) -> Result<OwnedSemaphorePermit, SendError> {
+    pub(super) async fn permit(&self) -> Result<SemaphorePermit<'_>, SendError> {
         let stopped = || SendError::Stopped(format!("link to `{}`", self.peer));
         tokio::select! {
-            () = self.backlog.room() => {}
+            () = self.outbox.backlog.room() => {}
             () = self.closed.cancelled() => return Err(stopped()),
         }
-        self.permits.clone().acquire_owned().await.map_err(|_| stopped())
+        self.permits.acquire().await.map_err(|_| stopped())
     }
 
     /// Queues a data frame, waiting for room.
     pub(crate) async fn send_data(&self, frame: &Frame) -> Result<(), SendError> {
         let permit = self.permit().await?;
-        self.queue(frame, permit)
+        self.queue_data_frame(frame, permit).map_err(|e| e.for_send(self))
     }
 }
 

@@ -2,19 +2,20 @@
 //!
 //! * [`handshake`]: drives the core handshake state machine over the fresh
 //!   byte stream, within the handshake deadline;
-//! * [`writer`]: encodes frames on the sender's thread and batches the
-//!   queued bytes into few system calls;
+//! * [`writer`]: the outbox frames are encoded into on the sender's
+//!   thread, and the task that writes what it holds in few system calls;
 //! * [`reader`]: reads frames, keeps the link's liveness, and hands every
 //!   frame to the router;
 //! * [`asks`]: the bookkeeping of asks that cross the link, both ways;
 //! * [`flow`]: flow control — permits for what is sent, credits and parking
 //!   for what arrives.
 //!
-//! Frames are encoded by whoever sends them (on their own thread); the writer
-//! task only concatenates the bytes queued since its last write and writes
-//! them at once. One queue keeps every frame in FIFO order; data frames
-//! (tells, asks, publishes) hold a permit from a bounded pool until written,
-//! so a slow peer makes senders wait instead of growing a queue without bound.
+//! Frames are encoded by whoever sends them (on their own thread), straight
+//! into the link's outbox behind the frames queued before them; the writer
+//! task takes everything queued since its last write and writes it at once.
+//! Data frames (tells, asks, publishes) take a permit from the send window,
+//! given back by the peer's credit, so a slow peer makes senders wait
+//! instead of growing a queue without bound.
 //! Control frames (replies, progress, cancels, announcements) take no permit:
 //! they are bounded by the asks in flight, and a callee must never block on
 //! answering.
@@ -46,7 +47,6 @@ use crate::router::Router;
 pub(crate) use admission::Admission;
 use asks::{AnswerSender, InboundAsk, PendingAsk};
 use flow::Inflow;
-use writer::Outgoing;
 
 /// Bodies shorter than this share a block of the body arena; longer ones
 /// get an allocation of their own (see [`LinkHandle::unwire_in`]).
@@ -120,13 +120,12 @@ pub struct LinkStats {
     pub data_out: u64,
 }
 
-/// The counters behind [`LinkStats`]: one relaxed add per frame.
+/// The counters behind [`LinkStats`] for what is read: one relaxed add
+/// per run of frames (the outbox counts what is sent).
 #[derive(Default)]
 struct Counters {
     frames_in: AtomicU64,
-    frames_out: AtomicU64,
     data_in: AtomicU64,
-    data_out: AtomicU64,
 }
 
 /// How links of a node behave.
@@ -256,10 +255,11 @@ pub(crate) struct RemoteReach {
 pub(crate) struct LinkHandle {
     peer: String,
     describe: String,
-    out: mpsc::UnboundedSender<Outgoing>,
-    permits: Arc<Semaphore>,
-    /// The bytes of data frames waiting for the writer.
-    backlog: writer::Backlog,
+    /// Frames queued for the writer.
+    outbox: writer::Outbox,
+    /// The send window: a data frame takes one until the peer credits it
+    /// back (or, towards a peer that does not credit, until it is written).
+    permits: Semaphore,
     codec: WireCodec,
     next_id: AtomicU64,
     /// Asks this node sent over the link, by id.
@@ -488,26 +488,23 @@ impl LinkHandle {
     /// What crossed the link so far.
     pub(crate) fn stats(&self) -> LinkStats {
         let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let (frames_out, data_out) = self.outbox.sent();
         LinkStats {
             peer: self.peer.clone(),
             frames_in: count(&self.counters.frames_in),
-            frames_out: count(&self.counters.frames_out),
+            frames_out,
             data_in: count(&self.counters.data_in),
-            data_out: count(&self.counters.data_out),
+            data_out,
         }
-    }
-
-    /// Queues encoded control bytes: never waits.
-    fn send_bytes(&self, bytes: Bytes) {
-        self.counters.frames_out.fetch_add(1, Ordering::Relaxed);
-        let _ = self.out.send(Outgoing::Frame { bytes, _permit: None });
     }
 
     /// Queues a control frame: never waits.
     pub(crate) fn send_control(&self, frame: &Frame) {
-        match self.encode(frame) {
-            Ok(bytes) => self.send_bytes(bytes),
-            Err(error) => tracing::warn!(peer = %self.peer, %error, "dropping a control frame that cannot be encoded"),
+        match self.queue_control(frame) {
+            Ok(()) | Err(writer::QueueError::Stopped) => {}
+            Err(writer::QueueError::Encode(error)) => {
+                tracing::warn!(peer = %self.peer, %error, "dropping a control frame that cannot be encoded")
+            }
         }
     }
 
@@ -528,7 +525,7 @@ impl LinkHandle {
         self.send_control(&Frame::Bye {
             reason: reason.to_owned(),
         });
-        let _ = self.out.send(Outgoing::Close);
+        self.queue_close();
     }
 }
 
@@ -593,7 +590,6 @@ pub(crate) async fn establish_link(
     let codec = WireCodec::new(agreed.codec, config.max_frame_len);
     let reader = reader.map_decoder(|_| IncomingCodec(codec.clone()));
 
-    let (out, queued) = mpsc::unbounded_channel();
     let (drains, started) = mpsc::unbounded_channel();
     // Towards a peer that credits, send at most its window; towards one that
     // does not, at most our own queue.
@@ -601,9 +597,8 @@ pub(crate) async fn establish_link(
     let handle = Arc::new(LinkHandle {
         peer: theirs.node.clone(),
         describe,
-        out,
-        permits: Arc::new(Semaphore::new(send_window)),
-        backlog: writer::Backlog::default(),
+        outbox: writer::Outbox::default(),
+        permits: Semaphore::new(send_window),
         codec,
         next_id: AtomicU64::new(1),
         pending: Mutex::default(),
@@ -635,7 +630,7 @@ pub(crate) async fn establish_link(
     // arbiter's): a frame read for one of them, its reply and the write of
     // that reply all run in one turn of the thread, with no look at the
     // operating system in between.
-    tokio::task::spawn_local(writer::write_loop(write, queued, handle.clone()));
+    tokio::task::spawn_local(writer::write_loop(write, handle.clone()));
     tokio::task::spawn_local(flow::drainer(router.clone(), handle.clone(), started));
     tokio::task::spawn_local(reader::read_loop(router, handle.clone(), reader, config.liveness));
     Ok(handle)

@@ -1,31 +1,33 @@
-//! The link's writer: frames are encoded on the sending thread into a
-//! per-thread arena, queued in FIFO order, and written by one task that
-//! gathers everything queued since its last write into one system call.
+//! The link's writer. Whoever sends a frame encodes it on their own thread
+//! straight into the link's outbox, behind what was queued before it; one
+//! task takes everything queued since its last write and writes it with one
+//! system call. Small frames are encoded back to back into one buffer (the
+//! writer swaps it for the one it just wrote, so no frame gets a buffer or
+//! a queue node of its own); a frame with a large body gets its own buffer,
+//! written from where it lies.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::Mutex;
 
 use botbus_core::{DataFrame, Frame, FrameError, LinkWriter, SendError};
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
+use tokio::sync::{Notify, SemaphorePermit};
 use tokio_util::codec::Encoder;
 
 use super::LinkHandle;
 
-/// Bytes the writer gathers before it writes.
-pub(super) const COALESCE_BYTES: usize = 256 * 1024;
-/// Frames at least this large are written without being gathered.
+/// Frames with a body at least this large are encoded into a buffer of
+/// their own and written from it: gathering them would cost a copy more
+/// than the extra write.
 pub(super) const DIRECT_WRITE_BYTES: usize = 16 * 1024;
-/// The block frames are encoded into, a slice each.
-pub(super) const ARENA_BYTES: usize = 64 * 1024;
+/// What the outbox's buffer grows by at least.
+const OUTBOX_GROWTH: usize = 64 * 1024;
+/// A written buffer larger than this is let go rather than kept for reuse:
+/// a burst does not pin its peak on an idle link.
+const KEPT_OUTBOX_BYTES: usize = 256 * 1024;
 /// Room for what a frame holds besides its body: names, ids, lengths.
 const FRAME_HEAD_ROOM: usize = 4 * 1024;
-
-thread_local! {
-    /// Where this thread encodes frames (see [`LinkHandle::encode`]).
-    static ARENA: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
-}
 
 /// Bytes of data frames queued for the writer: a sender finds room while
 /// less than this waits to be written.
@@ -72,7 +74,6 @@ impl Backlog {
         }
     }
 }
-
 /// The buffer of a large frame. Once written it is kept for the next one
 /// (a few, up to a size): a fresh allocation that large would be new
 /// memory each time, whose pages the kernel faults in and clears, and whose
@@ -116,70 +117,216 @@ impl Drop for LargeFrame {
     }
 }
 
-pub(super) enum Outgoing {
-    Frame {
-        bytes: Bytes,
-        _permit: Option<OwnedSemaphorePermit>,
-    },
-    Close,
+
+/// Why a frame could not be queued.
+#[derive(Debug)]
+pub(super) enum QueueError {
+    /// It cannot be encoded (too large for the link, say); nothing of it
+    /// was queued.
+    Encode(FrameError),
+    /// The writer has stopped: the link is closed or closing.
+    Stopped,
+}
+
+/// Frames waiting for the writer, in the order they were queued, and the
+/// counts the writer settles once they are written.
+#[derive(Default)]
+pub(super) struct Outbox {
+    queued: Mutex<Queued>,
+    /// Wakes the writer when a frame is queued into an empty outbox (a
+    /// wake-up sent while it writes is kept for its next look).
+    ready: Notify,
+    /// Bytes of data frames queued and not yet written.
+    pub(super) backlog: Backlog,
+}
+
+#[derive(Default)]
+struct Queued {
+    /// What was queued before `small`, in order: frames with a buffer of
+    /// their own, and the runs of small frames queued between them.
+    before: Vec<Bytes>,
+    /// Small frames, encoded back to back, after everything in `before`.
+    small: BytesMut,
+    /// Data frames queued since the writer last took, and their bytes.
+    data_frames: usize,
+    data_bytes: usize,
+    /// A close is queued: the writer shuts the stream down after it.
+    closing: bool,
+    /// The writer has stopped: nothing more is taken.
+    stopped: bool,
+    /// Frames queued in all, and of them data frames (for `LinkStats`).
+    frames_out: u64,
+    data_out: u64,
+}
+
+impl Queued {
+    fn is_empty(&self) -> bool {
+        self.before.is_empty() && self.small.is_empty() && !self.closing
+    }
+}
+
+/// What the writer took in one look, besides the bytes.
+struct Taken {
+    data_frames: usize,
+    data_bytes: usize,
+    closing: bool,
+}
+
+impl Outbox {
+    /// Queues one frame, which `encode` appends to the buffer it is given:
+    /// the outbox's own for a small frame, encoded in place under the lock
+    /// (so frames keep the order they were queued in), or a buffer of its
+    /// own for a body of [`DIRECT_WRITE_BYTES`] or more. `data`: a data
+    /// frame, counted in the backlog.
+    fn push(
+        &self,
+        body_len: usize,
+        data: bool,
+        encode: impl Fn(&mut BytesMut) -> Result<(), FrameError>,
+    ) -> Result<(), QueueError> {
+        let own = if body_len >= DIRECT_WRITE_BYTES {
+            let mut own = LargeFrame::buffer(body_len + FRAME_HEAD_ROOM);
+            encode(&mut own).map_err(QueueError::Encode)?;
+            Some(Bytes::from_owner(LargeFrame(own)))
+        } else {
+            None
+        };
+        let mut queued = self.queued.lock().expect("outbox lock");
+        if queued.stopped {
+            return Err(QueueError::Stopped);
+        }
+        let was_empty = queued.is_empty();
+        let len = match own {
+            Some(bytes) => {
+                if !queued.small.is_empty() {
+                    let run = std::mem::take(&mut queued.small).freeze();
+                    queued.before.push(run);
+                }
+                let len = bytes.len();
+                queued.before.push(bytes);
+                len
+            }
+            None => {
+                let small = &mut queued.small;
+                let room = body_len + FRAME_HEAD_ROOM;
+                if small.capacity() - small.len() < room {
+                    small.reserve(room.max(OUTBOX_GROWTH));
+                }
+                let start = small.len();
+                encode(small).map_err(QueueError::Encode)?;
+                small.len() - start
+            }
+        };
+        queued.frames_out += 1;
+        if data {
+            queued.data_out += 1;
+            queued.data_frames += 1;
+            queued.data_bytes += len;
+            self.backlog.queued(len);
+        }
+        drop(queued);
+        if was_empty {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queues the end: the writer shuts the stream down once what is
+    /// queued before it is written.
+    fn push_close(&self) {
+        let mut queued = self.queued.lock().expect("outbox lock");
+        let was_empty = queued.is_empty();
+        queued.closing = true;
+        drop(queued);
+        if was_empty {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Takes everything queued: the small frames by swapping the outbox's
+    /// buffer with `small` (the writer's, empty), the rest into `before`.
+    fn take(&self, small: &mut BytesMut, before: &mut Vec<Bytes>) -> Taken {
+        let mut queued = self.queued.lock().expect("outbox lock");
+        std::mem::swap(&mut queued.small, small);
+        std::mem::swap(&mut queued.before, before);
+        Taken {
+            data_frames: std::mem::take(&mut queued.data_frames),
+            data_bytes: std::mem::take(&mut queued.data_bytes),
+            closing: queued.closing,
+        }
+    }
+
+    /// The writer has stopped: what is still queued is dropped, and frames
+    /// queued from now on are refused.
+    fn stop(&self) {
+        let mut queued = self.queued.lock().expect("outbox lock");
+        queued.stopped = true;
+        queued.before.clear();
+        queued.small = BytesMut::new();
+    }
+
+    /// Frames queued so far, and of them data frames.
+    pub(super) fn sent(&self) -> (u64, u64) {
+        let queued = self.queued.lock().expect("outbox lock");
+        (queued.frames_out, queued.data_out)
+    }
 }
 
 impl LinkHandle {
-    /// Encodes a frame into the sending thread's arena and hands back its
-    /// bytes: small frames share one allocation per 64 KiB instead of one
-    /// each, and no lock is taken (every link on a thread shares its arena).
-    pub(super) fn encode(&self, frame: &Frame) -> Result<Bytes, FrameError> {
-        in_arena(frame.body_len(), |arena| self.codec.clone().encode(frame, arena))
+    /// Queues a frame that takes no permit — a control frame, a reply:
+    /// never waits.
+    pub(super) fn queue_control(&self, frame: &Frame) -> Result<(), QueueError> {
+        self.outbox
+            .push(frame.body_len(), false, |dst| self.codec.clone().encode(frame, dst))
     }
 
-    /// Queues an encoded data frame, holding its permit until it is written.
-    pub(super) fn push_data(&self, bytes: Bytes, permit: OwnedSemaphorePermit) -> Result<(), SendError> {
-        self.counters.frames_out.fetch_add(1, Ordering::Relaxed);
-        self.counters.data_out.fetch_add(1, Ordering::Relaxed);
-        self.backlog.queued(bytes.len());
-        self.out
-            .send(Outgoing::Frame {
-                bytes,
-                _permit: Some(permit),
-            })
-            .map_err(|_| SendError::Stopped(format!("link to `{}`", self.peer)))
+    /// Queues a data frame, `permit` taken from the window: it comes back
+    /// with the peer's credit, or once written towards a peer that does not
+    /// credit.
+    pub(super) fn queue_data_frame(&self, frame: &Frame, permit: SemaphorePermit<'_>) -> Result<(), QueueError> {
+        self.outbox
+            .push(frame.body_len(), true, |dst| self.codec.clone().encode(frame, dst))?;
+        permit.forget();
+        Ok(())
     }
 
-    /// [`LinkHandle::encode`] for a data frame that borrows what it carries.
-    pub(super) fn encode_data(&self, frame: &DataFrame<'_>, body_len: usize) -> Result<Bytes, FrameError> {
-        in_arena(body_len, |arena| self.codec.encode_data(frame, arena))
+    /// [`LinkHandle::queue_data_frame`] for a data frame that borrows what it
+    /// carries: encoded straight into the outbox.
+    pub(super) fn queue_data_borrowed(
+        &self,
+        frame: &DataFrame<'_>,
+        body_len: usize,
+        permit: SemaphorePermit<'_>,
+    ) -> Result<(), QueueError> {
+        self.outbox
+            .push(body_len, true, |dst| self.codec.encode_data(frame, dst))?;
+        permit.forget();
+        Ok(())
+    }
+
+    /// Queues the end of the link, after everything queued before it.
+    pub(super) fn queue_close(&self) {
+        self.outbox.push_close();
     }
 }
 
-/// Runs `encode` on this thread's arena; the bytes it appended, as their own
-/// `Bytes` (a slice of the arena's block). A frame with a body of
-/// [`DIRECT_WRITE_BYTES`] or more gets a [`LargeFrame`] buffer instead,
-/// sized for it up front: in the arena it would outgrow the block.
-fn in_arena(
-    body_len: usize,
-    encode: impl FnOnce(&mut BytesMut) -> Result<(), FrameError>,
-) -> Result<Bytes, FrameError> {
-    if body_len >= DIRECT_WRITE_BYTES {
-        let mut own = LargeFrame::buffer(body_len + FRAME_HEAD_ROOM);
-        encode(&mut own)?;
-        return Ok(Bytes::from_owner(LargeFrame(own)));
-    }
-    ARENA.with_borrow_mut(|arena| {
-        if arena.capacity() - arena.len() < body_len + FRAME_HEAD_ROOM {
-            arena.reserve(ARENA_BYTES);
+impl QueueError {
+    /// As an error of the send that queued the frame.
+    pub(super) fn for_send(self, link: &LinkHandle) -> SendError {
+        match self {
+            QueueError::Encode(error) => SendError::Encode(error.to_string()),
+            QueueError::Stopped => SendError::Stopped(format!("link to `{}`", link.peer)),
         }
-        encode(arena)?;
-        Ok(arena.split().freeze())
-    })
+    }
 }
 
-pub(super) async fn write_loop(
-    mut write: LinkWriter,
-    mut queued: mpsc::UnboundedReceiver<Outgoing>,
-    link: Arc<LinkHandle>,
-) {
-    let mut batch = BytesMut::with_capacity(64 * 1024);
-    let mut held: Vec<Outgoing> = Vec::new();
+/// Writes what senders queue, one system call per look at the outbox (one
+/// more per frame with a buffer of its own), until the link closes.
+pub(super) async fn write_loop(mut write: LinkWriter, link: std::sync::Arc<LinkHandle>) {
+    // Swapped with the outbox's buffer on every look: two buffers serve
+    // the link, each filled while the other is written.
+    let mut small = BytesMut::new();
+    let mut before: Vec<Bytes> = Vec::new();
     let result: std::io::Result<()> = async {
         // Made once: waiting on it registers with the token once, not per write.
         let closed = link.closed.cancelled();
@@ -187,68 +334,44 @@ pub(super) async fn write_loop(
         loop {
             // What was queued goes out before the writer notices the link
             // closed: a goodbye queued as the link breaks (naming why) too.
-            let first = tokio::select! {
-                biased;
-                next = queued.recv() => next,
-                () = &mut closed => return Ok(()),
-            };
-            let mut closing = false;
-            let mut next = first;
-            // Gather everything queued since the last write into one write.
-            while let Some(outgoing) = next.take() {
-                match &outgoing {
-                    // A large frame is written from where it lies, after
-                    // what was gathered before it: copying it costs more
-                    // than the extra write.
-                    Outgoing::Frame { bytes, .. } if bytes.len() >= DIRECT_WRITE_BYTES => {
-                        if !batch.is_empty() {
-                            write.write_all(&batch).await?;
-                            batch.clear();
-                        }
-                        write.write_all(bytes).await?;
-                    }
-                    Outgoing::Frame { bytes, .. } => batch.extend_from_slice(bytes),
-                    Outgoing::Close => closing = true,
+            let taken = link.outbox.take(&mut small, &mut before);
+            if small.is_empty() && before.is_empty() && !taken.closing {
+                tokio::select! {
+                    biased;
+                    () = link.outbox.ready.notified() => continue,
+                    () = &mut closed => return Ok(()),
                 }
-                held.push(outgoing);
-                if closing || batch.len() >= COALESCE_BYTES {
-                    break;
-                }
-                next = queued.try_recv().ok();
+            }
+            for own in before.drain(..) {
+                write.write_all(&own).await?;
             }
             // Credit owed to the peer rides along with whatever is written.
             let owed = link.inflow.owed.swap(0, Ordering::AcqRel);
             if owed > 0 {
-                if let Ok(credit) = link.encode(&Frame::Credit { frames: owed }) {
-                    batch.extend_from_slice(&credit);
-                }
+                let _ = link.codec.clone().encode(&Frame::Credit { frames: owed }, &mut small);
             }
-            if !batch.is_empty() {
-                write.write_all(&batch).await?;
-                batch.clear();
+            if !small.is_empty() {
+                write.write_all(&small).await?;
             }
             write.flush().await?;
-            let mut written = 0;
-            for outgoing in held.drain(..) {
-                // Written: the permit comes back now, or with the peer's credit.
-                if let Outgoing::Frame {
-                    bytes,
-                    _permit: Some(permit),
-                } = outgoing
-                {
-                    written += bytes.len();
-                    if link.peer_credits {
-                        permit.forget();
-                    }
-                }
+            if small.capacity() > KEPT_OUTBOX_BYTES {
+                small = BytesMut::new();
+            } else {
+                small.clear();
             }
-            link.backlog.written(written);
-            if closing {
+            // Written: towards a peer that does not credit, the permits
+            // come back now.
+            if !link.peer_credits {
+                link.permits.add_permits(taken.data_frames);
+            }
+            link.outbox.backlog.written(taken.data_bytes);
+            if taken.closing {
                 return write.shutdown().await;
             }
         }
     }
     .await;
+    link.outbox.stop();
     let reason = match result {
         Err(error) => {
             tracing::debug!(peer = %link.peer, %error, "link writer stopped");

@@ -35,7 +35,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::frame::{CodecKind, DataFrame, Frame};
+use crate::error::PayloadError;
+use crate::frame::{CodecKind, DataFrame, DataHead, Frame, PayloadRef};
+use crate::message::ValueBody;
 
 /// The default maximum frame body: 8 MiB, as tokio-util's
 /// `LengthDelimitedCodec`.
@@ -118,6 +120,9 @@ pub enum FrameError {
         /// What serde_json said.
         source: serde_json::Error,
     },
+    /// A message value could not be encoded into its frame.
+    #[error("cannot encode frame: {0}")]
+    Payload(#[source] PayloadError),
     /// A frame could not be encoded as JSON (a body that is not JSON text).
     #[error("cannot encode frame as JSON: {0}")]
     EncodeJson(serde_json::Error),
@@ -272,10 +277,17 @@ impl<T: Serialize> Encoder<&T> for FrameCodec<T> {
 fn encode_postcard_frame(item: &impl Serialize, dst: &mut BytesMut, max_frame_len: usize) -> Result<(), FrameError> {
     let start = dst.len();
     dst.put_u32(0);
-    if let Err(error) = postcard::to_io(item, dst.writer()) {
+    if let Err(error) = postcard::serialize_with_flavor(item, Append(dst)) {
         dst.truncate(start);
         return Err(FrameError::Encode(error));
     }
+    end_postcard_frame(start, dst, max_frame_len)
+}
+
+/// Fills in the length prefix of the postcard frame that begins at `start`
+/// of `dst`, or takes the frame back out if it is longer than
+/// `max_frame_len`.
+fn end_postcard_frame(start: usize, dst: &mut BytesMut, max_frame_len: usize) -> Result<(), FrameError> {
     let len = dst.len() - start - LEN_PREFIX;
     if len > max_frame_len {
         dst.truncate(start);
@@ -286,6 +298,85 @@ fn encode_postcard_frame(item: &impl Serialize, dst: &mut BytesMut, max_frame_le
     }
     dst[start..start + LEN_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(())
+}
+
+/// A postcard flavor that appends to a `BytesMut`: bytes go straight into
+/// the buffer, not one `io::Write` call at a time.
+pub(crate) struct Append<'a>(pub(crate) &'a mut BytesMut);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.put_u8(byte);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// Appends the postcard data frame `head` with a payload named `name` whose
+/// body is `body`, encoded in place: the frame's fields before the body,
+/// the body's length, the body straight from the value, then the fields
+/// after it. The same bytes as [`DataFrame`] with the body encoded first
+/// (postcard writes a struct as its fields one after another, a variant as
+/// its index first).
+fn encode_postcard_data_value(
+    head: DataHead<'_>,
+    name: &str,
+    body: &ValueBody<'_>,
+    dst: &mut BytesMut,
+    max_frame_len: usize,
+) -> Result<(), FrameError> {
+    // The indices of these variants in `Frame`.
+    const TELL: u32 = 0;
+    const ASK: u32 = 1;
+    const PUBLISH: u32 = 7;
+    let len = body.len() as u64;
+    if body.len() > max_frame_len {
+        return Err(FrameError::Oversize {
+            len: body.len(),
+            max: max_frame_len,
+        });
+    }
+    let start = dst.len();
+    dst.reserve(LEN_PREFIX + body.len() + 256);
+    dst.put_u32(0);
+    let before = match head {
+        DataHead::Tell { to, from } => postcard::serialize_with_flavor(&(TELL, to, from, name, len), Append(dst)),
+        DataHead::Ask {
+            id,
+            to,
+            from,
+            timeout_ms,
+        } => postcard::serialize_with_flavor(&(ASK, id, to, from, timeout_ms, name, len), Append(dst)),
+        DataHead::Publish { topic, from, .. } => {
+            postcard::serialize_with_flavor(&(PUBLISH, topic, from, name, len), Append(dst))
+        }
+    };
+    let written = before
+        .map_err(FrameError::Encode)
+        .and_then(|()| body.write(dst).map_err(FrameError::Payload));
+    // After the body: `json` (a postcard body is not JSON), and a publish's nodes.
+    let after = written.and_then(|()| {
+        match head {
+            DataHead::Publish { to, .. } => postcard::serialize_with_flavor(&(false, to), Append(dst)),
+            _ => postcard::serialize_with_flavor(&false, Append(dst)),
+        }
+        .map_err(FrameError::Encode)
+    });
+    if let Err(error) = after {
+        dst.truncate(start);
+        return Err(error);
+    }
+    end_postcard_frame(start, dst, max_frame_len)
 }
 
 /// One JSON object per line: the codec for peers in any language.
@@ -411,6 +502,54 @@ impl WireCodec {
         match self {
             WireCodec::Postcard(codec) => encode_postcard_frame(frame, dst, codec.max_frame_len),
             WireCodec::Json(codec) => encode_json_line(frame, dst, codec.max_frame_len),
+        }
+    }
+
+    /// Appends the data frame `head` with a payload named `name` whose body
+    /// is the value `body`: the same bytes as [`encode_data`] with the
+    /// value encoded first. In postcard the value is encoded straight into
+    /// `dst` — one copy of the body fewer; in JSON it is encoded as JSON text
+    /// first, as a JSON frame needs it.
+    ///
+    /// ```
+    /// use botbus_core::{CodecKind, DataFrame, DataHead, Payload, PayloadRef, WireCodec};
+    /// use bytes::BytesMut;
+    ///
+    /// let codec = WireCodec::new(CodecKind::Postcard, 1024);
+    /// let payload = Payload::new(String::from("hello"));
+    /// let head = DataHead::Tell { to: "sink", from: "robot/driver" };
+    ///
+    /// let mut in_place = BytesMut::new();
+    /// let body = payload.value_body().unwrap().unwrap();
+    /// codec.encode_data_value(head, payload.name(), &body, &mut in_place).unwrap();
+    ///
+    /// // The same bytes as the frame with the body encoded first.
+    /// let mut copied = BytesMut::new();
+    /// let encoded = payload.encoded(CodecKind::Postcard).unwrap();
+    /// let frame = head.with(PayloadRef { name: payload.name(), body: &encoded, json: false });
+    /// codec.encode_data(&frame, &mut copied).unwrap();
+    /// assert_eq!(in_place, copied);
+    /// ```
+    ///
+    /// [`encode_data`]: WireCodec::encode_data
+    pub fn encode_data_value(
+        &self,
+        head: DataHead<'_>,
+        name: &str,
+        body: &ValueBody<'_>,
+        dst: &mut BytesMut,
+    ) -> Result<(), FrameError> {
+        match self {
+            WireCodec::Postcard(codec) => encode_postcard_data_value(head, name, body, dst, codec.max_frame_len),
+            WireCodec::Json(codec) => {
+                let json = body.json().map_err(FrameError::Payload)?;
+                let frame = head.with(PayloadRef {
+                    name,
+                    body: &json,
+                    json: true,
+                });
+                encode_json_line(&frame, dst, codec.max_frame_len)
+            }
         }
     }
 

@@ -66,6 +66,17 @@ pub enum PayloadError {
         /// The serde_json error.
         source: serde_json::Error,
     },
+    /// The value encoded to another length than it measured a moment
+    /// before: its `Serialize` is not a function of the value alone.
+    #[error("`{name}` message encoded to {written} bytes after measuring {measured}: its `Serialize` must give the same bytes each time")]
+    Unstable {
+        /// The message type being encoded.
+        name: String,
+        /// What it measured.
+        measured: usize,
+        /// What it wrote.
+        written: usize,
+    },
     /// An encoded message was to be passed on over a link of another codec,
     /// and this process does not know its type to re-encode it.
     #[error("cannot re-encode `{name}` from {from} to {to}: this process does not know the type (register it with `register_message`)")]

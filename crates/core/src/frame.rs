@@ -289,6 +289,72 @@ pub enum DataFrame<'a> {
     },
 }
 
+/// A data frame without its payload: what it is, where it goes, from whom.
+/// With a payload's value, [`WireCodec::encode_data_value`] encodes the
+/// value straight into the frame.
+///
+/// [`WireCodec::encode_data_value`]: crate::WireCodec::encode_data_value
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataHead<'a> {
+    /// As [`DataFrame::Tell`].
+    Tell {
+        /// Target module.
+        to: &'a str,
+        /// Sending module (`node/module`).
+        from: &'a str,
+    },
+    /// As [`DataFrame::Ask`].
+    Ask {
+        /// The ask's id on this link.
+        id: u64,
+        /// Target module.
+        to: &'a str,
+        /// Asking module (`node/module`).
+        from: &'a str,
+        /// Milliseconds the asker will wait.
+        timeout_ms: u64,
+    },
+    /// As [`DataFrame::Publish`].
+    Publish {
+        /// The topic.
+        topic: &'a str,
+        /// Publishing module (`node/module`).
+        from: &'a str,
+        /// The nodes this copy is for.
+        to: &'a [String],
+    },
+}
+
+impl<'a> DataHead<'a> {
+    /// The whole frame, with `payload`.
+    pub fn with<'b>(self, payload: PayloadRef<'b>) -> DataFrame<'b>
+    where
+        'a: 'b,
+    {
+        match self {
+            DataHead::Tell { to, from } => DataFrame::Tell { to, from, payload },
+            DataHead::Ask {
+                id,
+                to,
+                from,
+                timeout_ms,
+            } => DataFrame::Ask {
+                id,
+                to,
+                from,
+                timeout_ms,
+                payload,
+            },
+            DataHead::Publish { topic, from, to } => DataFrame::Publish {
+                topic,
+                from,
+                payload,
+                to,
+            },
+        }
+    }
+}
+
 impl Serialize for DataFrame<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStructVariant;

@@ -36,12 +36,12 @@ pub use context::{Ask, Call, CallEvent, CallerRequest, Client, Context, DEFAULT_
 pub use endpoint::{Endpoint, EndpointError, PipeAddr, MEM_SCHEME, PIPE_SCHEME, STDIO_SCHEME, TCP_SCHEME, TLS_SCHEME};
 pub use error::{AskError, ModuleError, PayloadError, SendError};
 pub use frame::{
-    CodecKind, DataFrame, DataIn, Frame, FrameIn, Hello, PayloadIn, PayloadRef, Reach, WirePayload, MAGIC,
+    CodecKind, DataFrame, DataHead, DataIn, Frame, FrameIn, Hello, PayloadIn, PayloadRef, Reach, WirePayload, MAGIC,
     PROTOCOL_VERSION,
 };
 pub use handshake::HandshakeError;
 pub use liveness::Liveness;
-pub use message::{register_message, FromPayload, Message, Payload};
+pub use message::{register_message, FromPayload, Message, Payload, ValueBody};
 pub use module::{Down, DownReason, Module};
 pub use supervision::{RestartBudget, RestartPolicy, RestartTracker};
 pub use topic::{validate_topic, TopicError, TopicPattern};

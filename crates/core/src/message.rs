@@ -33,7 +33,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -188,6 +188,10 @@ fn known(name: &str) -> Option<Transcoder> {
 trait ErasedMessage: Any + Send + Sync + fmt::Debug {
     /// Appends the postcard encoding to `out`.
     fn encode(&self, out: Vec<u8>) -> Result<Vec<u8>, postcard::Error>;
+    /// The length of the postcard encoding.
+    fn encoded_len(&self) -> Result<usize, postcard::Error>;
+    /// Appends the postcard encoding to `out`.
+    fn encode_into(&self, out: &mut BytesMut) -> Result<(), postcard::Error>;
     fn encode_json(&self) -> Result<Vec<u8>, serde_json::Error>;
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }
@@ -195,6 +199,14 @@ trait ErasedMessage: Any + Send + Sync + fmt::Debug {
 impl<M: Message> ErasedMessage for M {
     fn encode(&self, out: Vec<u8>) -> Result<Vec<u8>, postcard::Error> {
         postcard::to_extend(self, out)
+    }
+
+    fn encoded_len(&self) -> Result<usize, postcard::Error> {
+        postcard::experimental::serialized_size(self)
+    }
+
+    fn encode_into(&self, out: &mut BytesMut) -> Result<(), postcard::Error> {
+        postcard::serialize_with_flavor(self, crate::codec::Append(out))
     }
 
     fn encode_json(&self) -> Result<Vec<u8>, serde_json::Error> {
@@ -353,6 +365,41 @@ impl Payload {
         }
     }
 
+    /// The payload's value, measured for postcard, if it is a value here
+    /// rather than bytes received: a frame can then have it encoded straight
+    /// into its own buffer ([`WireCodec::encode_data_value`]), with no copy
+    /// through a scratch buffer first.
+    ///
+    /// ```
+    /// use botbus_core::Payload;
+    /// let payload = Payload::new(300u32);
+    /// let body = payload.value_body().unwrap().unwrap();
+    /// assert_eq!(body.len(), 2); // a varint
+    /// let mut out = bytes::BytesMut::new();
+    /// body.write(&mut out).unwrap();
+    /// assert_eq!(&out[..], &[0xac, 0x02]);
+    /// ```
+    ///
+    /// [`WireCodec::encode_data_value`]: crate::WireCodec::encode_data_value
+    pub fn value_body(&self) -> Option<Result<ValueBody<'_>, PayloadError>> {
+        let Body::Local(value) = &self.body else {
+            return None;
+        };
+        Some(
+            value
+                .encoded_len()
+                .map(|len| ValueBody {
+                    name: self.name(),
+                    value: value.as_ref(),
+                    len,
+                })
+                .map_err(|source| PayloadError::Encode {
+                    name: self.name.to_string(),
+                    source,
+                }),
+        )
+    }
+
     /// The payload's body in `codec`: encodes a local value, or hands back the
     /// bytes it was received with if they are in that codec already.
     pub fn encoded(&self, codec: CodecKind) -> Result<Bytes, PayloadError> {
@@ -442,6 +489,66 @@ fn encode_postcard(value: &(impl ErasedMessage + ?Sized)) -> Result<Bytes, postc
             Ok(bytes)
         }
         Err(error) => Err(error),
+    }
+}
+
+/// A payload's value with the length of its postcard encoding, from
+/// [`Payload::value_body`]: what a frame needs to encode it in place.
+pub struct ValueBody<'a> {
+    name: &'a str,
+    value: &'a dyn ErasedMessage,
+    len: usize,
+}
+
+impl ValueBody<'_> {
+    /// The length of the value's postcard encoding.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the encoding is empty (a unit value).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The message's name.
+    pub fn name(&self) -> &str {
+        self.name
+    }
+
+    /// Appends the value's postcard encoding to `out`: exactly
+    /// [`len`](Self::len) bytes, or an error and nothing appended.
+    pub fn write(&self, out: &mut BytesMut) -> Result<(), PayloadError> {
+        let start = out.len();
+        let written = self.value.encode_into(out).map(|()| out.len() - start);
+        let error = match written {
+            Ok(written) if written == self.len => return Ok(()),
+            Ok(written) => PayloadError::Unstable {
+                name: self.name.to_owned(),
+                measured: self.len,
+                written,
+            },
+            Err(source) => PayloadError::Encode {
+                name: self.name.to_owned(),
+                source,
+            },
+        };
+        out.truncate(start);
+        Err(error)
+    }
+
+    /// The value as JSON text.
+    pub fn json(&self) -> Result<Vec<u8>, PayloadError> {
+        self.value.encode_json().map_err(|source| PayloadError::EncodeJson {
+            name: self.name.to_owned(),
+            source,
+        })
+    }
+}
+
+impl fmt::Debug for ValueBody<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} ({} bytes)", self.value, self.len)
     }
 }
 

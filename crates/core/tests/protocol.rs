@@ -563,3 +563,104 @@ fn a_borrowed_data_frame_encodes_exactly_as_the_owned_frame_in_both_codecs() {
         }
     }
 }
+
+/// A value whose encoding grows each time it is encoded: measuring it and
+/// then encoding it gives two lengths.
+#[derive(Debug)]
+struct Growing(std::sync::atomic::AtomicUsize);
+
+impl Clone for Growing {
+    fn clone(&self) -> Self {
+        Growing(self.0.load(std::sync::atomic::Ordering::Relaxed).into())
+    }
+}
+
+impl serde::Serialize for Growing {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let times = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        serializer.serialize_bytes(&vec![7; times + 1])
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Growing {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bytes = <Vec<u8>>::deserialize(deserializer)?;
+        Ok(Growing(bytes.len().into()))
+    }
+}
+
+impl botbus_core::Message for Growing {
+    const NAME: &'static str = "test.Growing";
+}
+
+#[test]
+fn a_value_encoded_in_place_makes_the_same_frame_as_one_encoded_first() {
+    use botbus_core::{DataHead, PayloadRef};
+    let nodes = vec!["a".to_owned(), "b".to_owned()];
+    let heads = [
+        DataHead::Tell {
+            to: "sink",
+            from: "robot/driver",
+        },
+        DataHead::Ask {
+            id: 300,
+            to: "arm",
+            from: "robot/planner",
+            timeout_ms: 70_000,
+        },
+        DataHead::Publish {
+            topic: "scan",
+            from: "robot/lidar",
+            to: &nodes,
+        },
+    ];
+    // A small body, and one past every single-byte length.
+    let payloads = [Payload::new(String::from("hello")), Payload::new(vec![9u8; 70_000])];
+    for codec_kind in [CodecKind::Postcard, CodecKind::Json] {
+        let codec = WireCodec::new(codec_kind, 1 << 20);
+        let json = codec_kind == CodecKind::Json;
+        for head in heads {
+            for payload in &payloads {
+                let body = payload.value_body().expect("a value here").expect("it measures");
+                let mut in_place = BytesMut::new();
+                codec
+                    .encode_data_value(head, payload.name(), &body, &mut in_place)
+                    .expect("it encodes");
+                let encoded = payload.encoded(codec_kind).expect("it encodes");
+                let frame = head.with(PayloadRef {
+                    name: payload.name(),
+                    body: &encoded,
+                    json,
+                });
+                let mut copied = BytesMut::new();
+                codec.encode_data(&frame, &mut copied).expect("it encodes");
+                assert_eq!(in_place, copied, "{codec_kind:?} {head:?} {}", body.len());
+            }
+        }
+    }
+
+    // Refused, and nothing of it left in the buffer: too long for the
+    // link, or encoded to another length than it measured.
+    let codec = WireCodec::new(CodecKind::Postcard, 1024);
+    let mut dst = BytesMut::from(&b"before"[..]);
+    let large = Payload::new(vec![1u8; 2048]);
+    let body = large.value_body().unwrap().unwrap();
+    let refused = codec.encode_data_value(heads[0], large.name(), &body, &mut dst);
+    assert!(
+        matches!(refused, Err(FrameError::Oversize { max: 1024, .. })),
+        "{refused:?}"
+    );
+    let growing = Payload::new(Growing(0.into()));
+    let body = growing.value_body().unwrap().unwrap();
+    let refused = codec.encode_data_value(heads[0], growing.name(), &body, &mut dst);
+    match refused {
+        Err(FrameError::Payload(PayloadError::Unstable { measured, written, .. })) => {
+            assert!(written > measured, "{measured} then {written}")
+        }
+        other => panic!("expected an unstable encoding, got {other:?}"),
+    }
+    assert_eq!(&dst[..], b"before");
+    // Bytes received have no value to encode in place.
+    let received = Payload::from_encoded("test.Bytes", Bytes::from_static(&[1, 2]));
+    assert!(received.value_body().is_none());
+}

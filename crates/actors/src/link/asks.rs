@@ -6,12 +6,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 
 use botbus_core::{
-    AskError, CallerSink, CancelHook, Envelope, EnvelopeKind, Frame, Payload, SendError, TryDeliverError,
+    AskError, CallerSink, CancelHook, DataHead, Envelope, EnvelopeKind, Frame, Payload, SendError, TryDeliverError,
 };
 use futures::future::BoxFuture;
 use tokio::sync::{oneshot, SemaphorePermit, TryAcquireError};
 
-use super::flow::DataHead;
 use super::writer::QueueError;
 
 use super::LinkHandle;

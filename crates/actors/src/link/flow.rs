@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use botbus_core::{CancelHook, CodecKind, DataFrame, Envelope, Frame, Payload, PayloadRef, SendError, TryDeliverError};
+use botbus_core::{CancelHook, CodecKind, DataHead, Envelope, Frame, Payload, PayloadRef, SendError, TryDeliverError};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, SemaphorePermit};
 
@@ -55,10 +55,11 @@ impl LinkHandle {
         }
     }
 
-    /// Queues a data frame that borrows what it carries: `frame` gets the
-    /// payload's body lent (encoded into this thread's scratch buffer if it
-    /// is a value here), and the frame is encoded straight into the link's
-    /// outbox — no owned frame, name or body is made on the way.
+    /// Queues a data frame that borrows what it carries, encoded straight
+    /// into the link's outbox: no owned frame, name or body is made on the
+    /// way. A value here bound for a postcard peer is encoded in place in
+    /// the frame; any other body is lent as it is (bytes received) or as
+    /// this thread's scratch encoding of it.
     pub(super) fn queue_data(
         &self,
         head: DataHead<'_>,
@@ -66,11 +67,22 @@ impl LinkHandle {
         json: bool,
         permit: SemaphorePermit<'_>,
     ) -> Result<(), SendError> {
+        let name = payload.name();
+        if !json && self.codec.kind() == CodecKind::Postcard {
+            if let Some(value) = payload.value_body() {
+                let value = value.map_err(|e| SendError::Encode(e.to_string()))?;
+                return self
+                    .queue_data_with(value.len(), permit, |dst| {
+                        self.codec.encode_data_value(head, name, &value, dst)
+                    })
+                    .map_err(|e| e.for_send(self));
+            }
+        }
         let codec = if json { CodecKind::Json } else { CodecKind::Postcard };
         payload
             .with_body(codec, |body| {
-                let name = payload.name();
-                self.queue_data_borrowed(&head.with(PayloadRef { name, body, json }), body.len(), permit)
+                let frame = head.with(PayloadRef { name, body, json });
+                self.queue_data_with(body.len(), permit, |dst| self.codec.encode_data(&frame, dst))
             })
             .map_err(|e| SendError::Encode(e.to_string()))?
             .map_err(|e| e.for_send(self))
@@ -91,56 +103,6 @@ impl LinkHandle {
     pub(crate) async fn send_data(&self, frame: &Frame) -> Result<(), SendError> {
         let permit = self.permit().await?;
         self.queue_data_frame(frame, permit).map_err(|e| e.for_send(self))
-    }
-}
-
-/// A data frame without its payload: what it is, where it goes, from whom.
-#[derive(Clone, Copy)]
-pub(super) enum DataHead<'a> {
-    Tell {
-        to: &'a str,
-        from: &'a str,
-    },
-    Ask {
-        id: u64,
-        to: &'a str,
-        from: &'a str,
-        timeout_ms: u64,
-    },
-    Publish {
-        topic: &'a str,
-        from: &'a str,
-        to: &'a [String],
-    },
-}
-
-impl<'a> DataHead<'a> {
-    /// The whole frame, with `payload`.
-    fn with<'b>(self, payload: PayloadRef<'b>) -> DataFrame<'b>
-    where
-        'a: 'b,
-    {
-        match self {
-            DataHead::Tell { to, from } => DataFrame::Tell { to, from, payload },
-            DataHead::Ask {
-                id,
-                to,
-                from,
-                timeout_ms,
-            } => DataFrame::Ask {
-                id,
-                to,
-                from,
-                timeout_ms,
-                payload,
-            },
-            DataHead::Publish { topic, from, to } => DataFrame::Publish {
-                topic,
-                from,
-                payload,
-                to,
-            },
-        }
     }
 }
 

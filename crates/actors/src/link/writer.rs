@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use botbus_core::{DataFrame, Frame, FrameError, LinkWriter, SendError};
+use botbus_core::{Frame, FrameError, LinkWriter, SendError};
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, SemaphorePermit};
@@ -116,7 +116,6 @@ impl Drop for LargeFrame {
         }
     }
 }
-
 
 /// Why a frame could not be queued.
 #[derive(Debug)]
@@ -284,22 +283,18 @@ impl LinkHandle {
     /// with the peer's credit, or once written towards a peer that does not
     /// credit.
     pub(super) fn queue_data_frame(&self, frame: &Frame, permit: SemaphorePermit<'_>) -> Result<(), QueueError> {
-        self.outbox
-            .push(frame.body_len(), true, |dst| self.codec.clone().encode(frame, dst))?;
-        permit.forget();
-        Ok(())
+        self.queue_data_with(frame.body_len(), permit, |dst| self.codec.clone().encode(frame, dst))
     }
 
-    /// [`LinkHandle::queue_data_frame`] for a data frame that borrows what it
-    /// carries: encoded straight into the outbox.
-    pub(super) fn queue_data_borrowed(
+    /// [`LinkHandle::queue_data_frame`] for a data frame that `encode`
+    /// appends to the buffer it is given, with a body of `body_len` bytes.
+    pub(super) fn queue_data_with(
         &self,
-        frame: &DataFrame<'_>,
         body_len: usize,
         permit: SemaphorePermit<'_>,
+        encode: impl Fn(&mut BytesMut) -> Result<(), FrameError>,
     ) -> Result<(), QueueError> {
-        self.outbox
-            .push(body_len, true, |dst| self.codec.encode_data(frame, dst))?;
+        self.outbox.push(body_len, true, encode)?;
         permit.forget();
         Ok(())
     }

@@ -647,15 +647,19 @@ impl Router {
             Some(Route::Local(local)) => Ok(Target::Local(local.clone())),
             Some(Route::Child(Some(link))) => Ok(Target::Link(link.clone(), There::Borrowed(module), false)),
             Some(Route::Child(None)) => Ok(Target::Restarting),
-            Some(Route::Via { link, node, there, json })
-                if here
-                    || self
-                        .on_workers
-                        .read()
-                        .expect("router lock")
-                        .get(module)
-                        .map(String::as_str)
-                        == Some(&**node) =>
+            Some(Route::Via {
+                link,
+                node,
+                there,
+                json,
+            }) if here
+                || self
+                    .on_workers
+                    .read()
+                    .expect("router lock")
+                    .get(module)
+                    .map(String::as_str)
+                    == Some(&**node) =>
             {
                 Ok(Target::Link(link.clone(), There::Shared(there.clone()), *json))
             }

@@ -137,6 +137,27 @@ impl LinkHandle {
         park_or_deliver(router, self, to, envelope, Owed { credit: true, ask }).await;
     }
 
+    /// [`LinkHandle::take_data`] without waiting: the frame back, with
+    /// what to wait for, only if it must wait (the peer is past its window).
+    pub(crate) fn take_data_now<'to>(
+        self: &Arc<Self>,
+        router: &Arc<Router>,
+        to: &'to str,
+        envelope: Envelope,
+        ask: Option<u64>,
+    ) -> Option<Waiting<'to>> {
+        let owed = Owed { credit: true, ask };
+        hand_on_or_park(router, self, to, envelope, owed)
+            .err()
+            .map(|blocked| Waiting {
+                to,
+                envelope: match blocked {
+                    Blocked::WindowFull(envelope) | Blocked::TargetFull(envelope) => envelope,
+                },
+                owed,
+            })
+    }
+
     /// A copy of a publish that arrived on this link, for local module
     /// `module` (the publish itself is credited once, by `credit_one`).
     pub(crate) async fn deliver_published(self: &Arc<Self>, router: &Arc<Router>, module: String, envelope: Envelope) {
@@ -157,6 +178,21 @@ impl LinkHandle {
         if self.peer_credits {
             self.permits.add_permits(frames as usize);
         }
+    }
+}
+
+/// A data frame that must wait to be handed on: the peer sent past its
+/// window. [`Waiting::wait`] waits, as [`LinkHandle::take_data`] would have.
+pub(crate) struct Waiting<'to> {
+    to: &'to str,
+    envelope: Envelope,
+    owed: Owed,
+}
+
+impl Waiting<'_> {
+    /// Waits for room and hands the frame on.
+    pub(crate) async fn wait(self, router: &Arc<Router>, link: &Arc<LinkHandle>) {
+        park_or_deliver(router, link, self.to, self.envelope, self.owed).await;
     }
 }
 
@@ -184,39 +220,76 @@ pub(super) async fn park_or_deliver(
     router: &Arc<Router>,
     link: &Arc<LinkHandle>,
     to: &str,
-    envelope: Envelope,
+    mut envelope: Envelope,
     owed: Owed,
 ) {
-    let inflow = &link.inflow;
-    let mut envelope = Some(envelope);
-    // Nothing parked anywhere (the usual case): no lock to take.
-    while inflow.parked_total.load(Ordering::Acquire) > 0 {
-        let room = inflow.room.notified();
-        {
-            let mut waiting = inflow.parked.lock().expect("link lock");
-            let Some(queue) = waiting.get_mut(to) else {
-                break; // nothing waits for this target: try to hand it on now
-            };
-            if inflow.parked_total.load(Ordering::Acquire) < inflow.window as usize {
-                let envelope = envelope.take().expect("not parked yet");
-                queue.push_back(Parked { envelope, owed });
-                inflow.parked_total.fetch_add(1, Ordering::AcqRel);
-                return;
+    loop {
+        // Made before the look, so room made between the two still wakes it.
+        let room = link.inflow.room.notified();
+        match hand_on_or_park(router, link, to, envelope, owed) {
+            Ok(()) => return,
+            Err(Blocked::WindowFull(parked_behind)) => {
+                envelope = parked_behind;
+                room.await;
+            }
+            Err(Blocked::TargetFull(full)) => {
+                // The peer sends past its window: hold the whole link until
+                // there is room.
+                let outcome = router.route(to, full, Some(link)).await;
+                return handed_on(link, owed, outcome);
             }
         }
-        // Frames wait for this target, and the window is full: wait for room.
-        room.await;
     }
-    let envelope = envelope.expect("not parked yet");
-    let envelope = match router.try_route(to, envelope, Some(link)) {
-        Ok(hook) => return handed_on(link, owed, Ok(hook)),
-        Err(TryDeliverError::Failed(error)) => return handed_on(link, owed, Err(error)),
-        Err(TryDeliverError::Full(envelope)) => *envelope,
+}
+
+/// Why a data frame could be neither handed on nor parked without waiting.
+pub(super) enum Blocked {
+    /// Frames for its target are parked, and the window is full of parked
+    /// frames: it waits for one of them to be handed on.
+    WindowFull(Envelope),
+    /// Its target is full, and so is the window: it waits for the target.
+    TargetFull(Envelope),
+}
+
+/// [`park_or_deliver`] without waiting: the frame is handed on, parked, or
+/// dropped — or given back when only waiting will do (a peer past its
+/// window). Synchronous, so a reader pays for no future per frame.
+pub(super) fn hand_on_or_park(
+    router: &Arc<Router>,
+    link: &Arc<LinkHandle>,
+    to: &str,
+    envelope: Envelope,
+    owed: Owed,
+) -> Result<(), Blocked> {
+    let inflow = &link.inflow;
+    // Nothing parked anywhere (the usual case): no lock to take.
+    if inflow.parked_total.load(Ordering::Acquire) > 0 {
+        let mut waiting = inflow.parked.lock().expect("link lock");
+        // Frames wait for this target: this one goes behind them.
+        if let Some(queue) = waiting.get_mut(to) {
+            if inflow.parked_total.load(Ordering::Acquire) >= inflow.window as usize {
+                return Err(Blocked::WindowFull(envelope));
+            }
+            queue.push_back(Parked { envelope, owed });
+            inflow.parked_total.fetch_add(1, Ordering::AcqRel);
+            return Ok(());
+        }
+    }
+    let outcome = match router.try_route(to, envelope, Some(link)) {
+        Ok(hook) => Ok(hook),
+        Err(TryDeliverError::Failed(error)) => Err(error),
+        Err(TryDeliverError::Full(envelope)) => return park(link, to, *envelope, owed),
     };
+    handed_on(link, owed, outcome);
+    Ok(())
+}
+
+/// Parks a frame whose target is full, behind any parked for it, unless
+/// the window is full of parked frames already.
+fn park(link: &Arc<LinkHandle>, to: &str, envelope: Envelope, owed: Owed) -> Result<(), Blocked> {
+    let inflow = &link.inflow;
     if inflow.parked_total.load(Ordering::Acquire) >= inflow.window as usize {
-        // The peer sends past its window: hold the whole link until there is room.
-        let outcome = router.route(to, envelope, Some(link)).await;
-        return handed_on(link, owed, outcome);
+        return Err(Blocked::TargetFull(envelope));
     }
     // A queue exists exactly while the drainer drains it: hand it over.
     let first = {
@@ -236,6 +309,7 @@ pub(super) async fn park_or_deliver(
     if first {
         let _ = link.inflow.drains.send(to.to_owned());
     }
+    Ok(())
 }
 
 /// The link's one drainer, running as long as the link: it drains every

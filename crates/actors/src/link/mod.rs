@@ -47,6 +47,7 @@ use crate::router::Router;
 pub(crate) use admission::Admission;
 use asks::{AnswerSender, InboundAsk, PendingAsk};
 use flow::Inflow;
+pub(crate) use flow::Waiting;
 
 /// Bodies shorter than this share a block of the body arena; longer ones
 /// get an allocation of their own (see [`LinkHandle::unwire_in`]).

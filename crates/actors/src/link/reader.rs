@@ -106,7 +106,11 @@ async fn take_run(
             Ok(FrameIn::Data(tell_or_ask)) => {
                 data += 1;
                 let from = senders.intern(tell_or_ask.from());
-                router.inbound_data(link, tell_or_ask, from, run).await;
+                // Handed on (or parked) at once; only a peer past its
+                // window makes the reader wait.
+                if let Some(waiting) = router.inbound_data(link, tell_or_ask, from, run) {
+                    waiting.wait(router, link).await;
+                }
                 pace.took(body.len()).await;
                 continue;
             }

@@ -14,19 +14,21 @@ use botbus_core::{AskError, DataIn, Envelope, EnvelopeKind, Frame};
 use bytes::Bytes;
 
 use super::Router;
-use crate::link::LinkHandle;
+use crate::link::{LinkHandle, Waiting};
 
 impl Router {
     /// A tell or an ask arrived on `link`, read borrowed from `run`, the
     /// frames read with it; `from` is its sender, as the link's reader
     /// interned it.
-    pub(crate) async fn inbound_data(
+    /// Takes it without waiting unless the peer sent past its window: then
+    /// the frame comes back, to be waited for.
+    pub(crate) fn inbound_data<'to>(
         self: &Arc<Self>,
         link: &Arc<LinkHandle>,
-        data: DataIn<'_>,
+        data: DataIn<'to>,
         from: Arc<str>,
         run: &Bytes,
-    ) {
+    ) -> Option<Waiting<'to>> {
         match data {
             DataIn::Tell { to, payload, .. } => {
                 let envelope = Envelope {
@@ -34,7 +36,7 @@ impl Router {
                     payload: link.unwire_in(payload, run),
                     kind: EnvelopeKind::Tell,
                 };
-                link.take_data(self, to, envelope, None).await;
+                link.take_data_now(self, to, envelope, None)
             }
             DataIn::Ask {
                 id,
@@ -46,10 +48,10 @@ impl Router {
                 if !self.routable(to) {
                     link.refuse_ask(id, AskError::UnknownModule(to.to_owned()));
                     link.credit_one();
-                    return;
+                    return None;
                 }
                 let envelope = link.accept_ask(id, to, from, timeout_ms, link.unwire_in(payload, run));
-                link.take_data(self, to, envelope, Some(id)).await;
+                link.take_data_now(self, to, envelope, Some(id))
             }
         }
     }

@@ -335,10 +335,7 @@ fn encode_postcard_data_value(
     dst: &mut BytesMut,
     max_frame_len: usize,
 ) -> Result<(), FrameError> {
-    // The indices of these variants in `Frame`.
-    const TELL: u32 = 0;
-    const ASK: u32 = 1;
-    const PUBLISH: u32 = 7;
+    use crate::frame::variant::{ASK, PUBLISH, TELL};
     let len = body.len() as u64;
     if body.len() > max_frame_len {
         return Err(FrameError::Oversize {

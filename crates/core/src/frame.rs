@@ -355,13 +355,18 @@ impl<'a> DataHead<'a> {
     }
 }
 
+/// The indices of the data frames' variants in [`Frame`], which
+/// [`DataFrame`] and the in-place encoding of a value write themselves.
+pub(crate) mod variant {
+    pub(crate) const TELL: u32 = 0;
+    pub(crate) const ASK: u32 = 1;
+    pub(crate) const PUBLISH: u32 = 7;
+}
+
 impl Serialize for DataFrame<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStructVariant;
-        // The indices and names of these variants in `Frame`.
-        const TELL: u32 = 0;
-        const ASK: u32 = 1;
-        const PUBLISH: u32 = 7;
+        use variant::{ASK, PUBLISH, TELL};
         match *self {
             DataFrame::Tell { to, from, payload } => {
                 let mut form = serializer.serialize_struct_variant("Frame", TELL, "tell", 3)?;

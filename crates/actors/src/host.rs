@@ -21,6 +21,7 @@ use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Interval, MissedTickBehavior};
 
+use crate::mailbox::Inbox;
 use crate::router::{ModuleStatus, Router};
 use crate::supervisor::{run_host, Ended, Host, Supervisor};
 
@@ -49,11 +50,6 @@ impl std::fmt::Display for Exit {
         }
     }
 }
-
-/// Messages the host takes from the mailbox at once. Taking a batch runs the
-/// loop's `select!` once per batch rather than once per message; the batch
-/// waits in [`Hosted::backlog`], so a restart loses none of it.
-const BATCH: usize = 32;
 
 /// Tells a module's host loop to stop. Only that one task ever waits on it,
 /// so a flag and one waker do: checking it costs an atomic load, not the
@@ -171,9 +167,9 @@ pub(crate) struct Hosted {
     pub(crate) name: Arc<str>,
     pub(crate) router: Arc<Router>,
     pub(crate) supervisor: Addr<Supervisor>,
-    pub(crate) mailbox: mpsc::Receiver<Envelope>,
-    /// Taken from the mailbox, not yet processed; in reverse order.
-    pub(crate) backlog: Vec<Envelope>,
+    /// Its mailbox: the batch taken and not yet processed waits in it
+    /// across a restart.
+    pub(crate) inbox: Inbox,
     pub(crate) control: mpsc::UnboundedReceiver<Down>,
     pub(crate) stop: Arc<StopSignal>,
     pub(crate) ask_timeout: Duration,
@@ -278,12 +274,7 @@ impl<M: Module> Host for LocalHost<M> {
     }
 
     fn finish(mut self) {
-        let hosted = &mut self.hosted;
-        hosted.backlog.clear(); // an ask in it ends with `Stopped`
-        hosted.mailbox.close();
-        while let Ok(envelope) = hosted.mailbox.try_recv() {
-            drop(envelope); // an ask in it ends with `Stopped`
-        }
+        self.hosted.inbox.close(); // an ask in it ends with `Stopped`
         let _ = self.hosted.done.send(());
     }
 }
@@ -330,9 +321,9 @@ async fn run_instance<M: Module>(
             stop_gracefully(&mut module, &mut ctx, &hosted.stop).await;
             return Exit::Stopped;
         }
-        if let Some(envelope) = hosted.backlog.pop() {
+        if let Some(envelope) = hosted.inbox.next() {
             if hosted.stop.is_stopped() {
-                hosted.backlog.push(envelope);
+                hosted.inbox.put_back(envelope);
                 stop_gracefully(&mut module, &mut ctx, &StopSignal::default()).await;
                 return Exit::StoppedByNode;
             }
@@ -350,12 +341,11 @@ async fn run_instance<M: Module>(
             () = hosted.stop.wait() => Guarded::Interrupted,
             Some(down) = hosted.control.recv() => guarded(&hosted.stop, module.down(down, &mut ctx)).await.map_failure("down"),
             _ = next_tick(&mut ticker) => guarded(&hosted.stop, module.tick(&mut ctx)).await.map_failure("tick"),
-            taken = hosted.mailbox.recv_many(&mut hosted.backlog, BATCH) => {
-                if taken == 0 {
-                    Guarded::Interrupted // the mailbox closed
-                } else {
-                    hosted.backlog.reverse();
+            taken = hosted.inbox.take() => {
+                if taken {
                     Guarded::Done(())
+                } else {
+                    Guarded::Interrupted // the mailbox closed
                 }
             }
         };

@@ -15,6 +15,7 @@
 mod child;
 mod host;
 mod link;
+mod mailbox;
 pub mod mem;
 mod names;
 mod node;

@@ -301,7 +301,7 @@ impl Node {
             unreachable!("a module without code in this binary always has a command")
         };
         let name: Arc<str> = Arc::from(spec.name.as_str());
-        let (mailbox_tx, mailbox) = mpsc::channel(spec.options.mailbox);
+        let (mailbox, inbox) = crate::mailbox::mailbox(spec.options.mailbox);
         let (control_tx, control) = mpsc::unbounded_channel();
         let (done_tx, done) = oneshot::channel();
         let stop = Arc::new(StopSignal::default());
@@ -309,7 +309,7 @@ impl Node {
         shared.router.add_local(
             name.clone(),
             LocalModule {
-                mailbox: mailbox_tx,
+                mailbox,
                 control: control_tx,
             },
         );
@@ -317,8 +317,7 @@ impl Node {
             name,
             router: shared.router.clone(),
             supervisor: shared.supervisor.clone(),
-            mailbox,
-            backlog: Vec::new(),
+            inbox,
             control,
             stop,
             ask_timeout: shared.ask_timeout,

@@ -46,6 +46,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::link::LinkHandle;
+use crate::mailbox::{Mailbox, Refused};
 use crate::names::NameMap;
 
 /// What a node knows about one of its modules.
@@ -68,7 +69,7 @@ pub enum ModuleStatus {
 
 #[derive(Clone)]
 pub(crate) struct LocalModule {
-    pub(crate) mailbox: mpsc::Sender<Envelope>,
+    pub(crate) mailbox: Mailbox,
     pub(crate) control: mpsc::UnboundedSender<Down>,
 }
 
@@ -735,7 +736,7 @@ impl Router {
                 let (placement, mailbox, pid) = match routes.get(name.as_str()) {
                     Some(Route::Local(local)) => (
                         "thread".to_owned(),
-                        Some(local.mailbox.max_capacity() - local.mailbox.capacity()),
+                        Some(local.mailbox.waiting()),
                         Some(std::process::id()),
                     ),
                     Some(Route::Child(_)) => ("child".to_owned(), None, pids.get(&name).copied()),
@@ -967,8 +968,8 @@ impl Router {
             };
             let sent = match local.mailbox.try_send(envelope) {
                 Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(envelope)) => local.mailbox.send(envelope).await.is_ok(),
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
+                Err(Refused::Full(envelope)) => local.mailbox.send(envelope).await.is_ok(),
+                Err(Refused::Closed(_)) => false,
             };
             delivered += usize::from(sent);
         }
@@ -1307,10 +1308,8 @@ fn try_send_local(
 ) -> Result<Option<CancelHook>, TryDeliverError> {
     match local.mailbox.try_send(envelope) {
         Ok(()) => Ok(None),
-        Err(mpsc::error::TrySendError::Full(envelope)) => Err(TryDeliverError::Full(Box::new(envelope))),
-        Err(mpsc::error::TrySendError::Closed(_)) => {
-            Err(TryDeliverError::Failed(SendError::Stopped(module.to_owned())))
-        }
+        Err(Refused::Full(envelope)) => Err(TryDeliverError::Full(Box::new(envelope))),
+        Err(Refused::Closed(_)) => Err(TryDeliverError::Failed(SendError::Stopped(module.to_owned()))),
     }
 }
 

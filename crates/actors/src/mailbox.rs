@@ -1,0 +1,409 @@
+//! A module's mailbox: bounded, any number of senders, one module taking.
+//!
+//! Built for the hot path of a tell. Sending is one uncontended lock: the
+//! envelope goes in behind the others, and the module is woken only if it
+//! waits for mail. The module takes a batch of envelopes at once — the
+//! whole queue, by swapping it for its own empty buffer, when it holds no
+//! more than a batch — so its side costs one lock per batch, not several
+//! atomic operations per message as a general channel's does.
+//!
+//! The bound counts the batch in the module's hand too: at most `capacity`
+//! envelopes are ever waiting, queued or taken and not yet processed. Room
+//! comes back when the module returns for its next batch, and a sender
+//! waiting for room is woken then.
+//!
+//! Order is kept per sender. When the module is gone ([`Inbox`] dropped or
+//! [`Inbox::close`]d), sends fail and whatever was queued is dropped — an ask
+//! in it ends with `Stopped`. When every [`Mailbox`] is dropped, the module
+//! takes what is left and then hears that no more will come.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use botbus_core::Envelope;
+use tokio::sync::Notify;
+
+/// The most envelopes a module takes at once. A batch runs the host loop's
+/// `select!` once; a smaller one gives room back sooner.
+const BATCH: usize = 32;
+
+/// A mailbox of `capacity` envelopes (at least one): the senders' end and
+/// the module's.
+pub(crate) fn mailbox(capacity: usize) -> (Mailbox, Inbox) {
+    let capacity = capacity.max(1);
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            queue: VecDeque::new(),
+            in_hand: 0,
+            module: None,
+            senders_wait: false,
+            senders: 1,
+            closed: false,
+        }),
+        room: Notify::new(),
+        capacity,
+        batch: BATCH.min(capacity.div_ceil(2)),
+    });
+    let inbox = Inbox {
+        shared: shared.clone(),
+        batch: VecDeque::new(),
+    };
+    (Mailbox { shared }, inbox)
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when room comes back or the module goes: senders waiting
+    /// for room look again.
+    room: Notify,
+    capacity: usize,
+    /// The most the module takes at once.
+    batch: usize,
+}
+
+struct State {
+    queue: VecDeque<Envelope>,
+    /// Taken by the module in its last batch: it still counts against the
+    /// bound until the module comes back for the next one.
+    in_hand: usize,
+    /// The module's waker while it waits for mail.
+    module: Option<Waker>,
+    /// A sender found no room and waits to be told of some.
+    senders_wait: bool,
+    /// [`Mailbox`] handles alive.
+    senders: usize,
+    /// The module is gone: nothing more is taken.
+    closed: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Why a [`Mailbox::try_send`] did not send; the envelope comes back.
+pub(crate) enum Refused {
+    /// The mailbox is full.
+    Full(Envelope),
+    /// The module is gone.
+    Closed(Envelope),
+}
+
+/// The senders' end of a module's mailbox.
+pub(crate) struct Mailbox {
+    shared: Arc<Shared>,
+}
+
+impl Clone for Mailbox {
+    fn clone(&self) -> Self {
+        self.shared.lock().senders += 1;
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Mailbox {
+    fn drop(&mut self) {
+        let module = {
+            let mut state = self.shared.lock();
+            state.senders -= 1;
+            if state.senders > 0 {
+                return;
+            }
+            state.module.take()
+        };
+        if let Some(module) = module {
+            module.wake(); // to hear that no more will come
+        }
+    }
+}
+
+impl Mailbox {
+    /// Queues `envelope` if there is room, without waiting.
+    pub(crate) fn try_send(&self, envelope: Envelope) -> Result<(), Refused> {
+        let module = {
+            let mut state = self.shared.lock();
+            if state.closed {
+                return Err(Refused::Closed(envelope));
+            }
+            if state.queue.len() + state.in_hand >= self.shared.capacity {
+                state.senders_wait = true;
+                return Err(Refused::Full(envelope));
+            }
+            state.queue.push_back(envelope);
+            state.module.take()
+        };
+        if let Some(module) = module {
+            module.wake();
+        }
+        Ok(())
+    }
+
+    /// Queues `envelope`, waiting for room; the envelope comes back if the
+    /// module is gone. Dropping the future drops the envelope unsent.
+    pub(crate) async fn send(&self, mut envelope: Envelope) -> Result<(), Envelope> {
+        loop {
+            // Listening before looking: room given back between the look
+            // and the wait is not missed.
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.try_send(envelope) {
+                Ok(()) => return Ok(()),
+                Err(Refused::Closed(refused)) => return Err(refused),
+                Err(Refused::Full(refused)) => envelope = refused,
+            }
+            room.await;
+        }
+    }
+
+    /// Envelopes waiting: queued, or taken by the module and not yet done.
+    pub(crate) fn waiting(&self) -> usize {
+        let state = self.shared.lock();
+        state.queue.len() + state.in_hand
+    }
+}
+
+/// The module's end of its mailbox. It outlives the module's instances:
+/// what was taken and not processed waits for the next one.
+pub(crate) struct Inbox {
+    shared: Arc<Shared>,
+    /// The batch in hand, in order.
+    batch: VecDeque<Envelope>,
+}
+
+impl Inbox {
+    /// The next envelope of the batch in hand, if any.
+    pub(crate) fn next(&mut self) -> Option<Envelope> {
+        self.batch.pop_front()
+    }
+
+    /// Puts an envelope taken with [`Inbox::next`] back in front, for the
+    /// next instance.
+    pub(crate) fn put_back(&mut self, envelope: Envelope) {
+        self.batch.push_front(envelope);
+    }
+
+    /// Takes the next batch, waiting for mail. `false`: every sender is
+    /// gone and nothing is left, or the mailbox is closed. Call it with no
+    /// batch in hand: taking gives the last batch's room back.
+    pub(crate) async fn take(&mut self) -> bool {
+        poll_fn(|cx| self.poll_take(cx)).await
+    }
+
+    fn poll_take(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        debug_assert!(self.batch.is_empty(), "a batch is taken with none in hand");
+        // A module that always finds mail still gives its thread's other
+        // tasks a turn now and then.
+        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+        let mut state = self.shared.lock();
+        let room_back = state.in_hand > 0 && std::mem::take(&mut state.senders_wait);
+        state.in_hand = 0;
+        let outcome = if state.closed {
+            Poll::Ready(false)
+        } else if state.queue.len() <= self.shared.batch {
+            if state.queue.is_empty() {
+                if state.senders == 0 {
+                    Poll::Ready(false)
+                } else {
+                    if !state.module.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        state.module = Some(cx.waker().clone());
+                    }
+                    Poll::Pending
+                }
+            } else {
+                std::mem::swap(&mut state.queue, &mut self.batch);
+                state.in_hand = self.batch.len();
+                Poll::Ready(true)
+            }
+        } else {
+            let batch = self.shared.batch;
+            self.batch.extend(state.queue.drain(..batch));
+            state.in_hand = batch;
+            Poll::Ready(true)
+        };
+        drop(state);
+        if room_back {
+            self.shared.room.notify_waiters();
+        }
+        if outcome.is_ready() {
+            coop.made_progress();
+        }
+        outcome
+    }
+
+    /// Closes the mailbox: later sends fail, and whatever is queued or in
+    /// hand is dropped (an ask in it ends with `Stopped`).
+    pub(crate) fn close(&mut self) {
+        let queued = {
+            let mut state = self.shared.lock();
+            state.closed = true;
+            state.in_hand = 0;
+            state.module = None;
+            std::mem::take(&mut state.queue)
+        };
+        self.shared.room.notify_waiters();
+        drop(queued);
+        self.batch.clear();
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use botbus_core::{AskEnvelope, AskError, CallerSink, CancelFlag, Envelope, EnvelopeKind, Payload};
+    use futures::future::BoxFuture;
+
+    use super::{mailbox, Refused};
+
+    fn tell(seq: u32) -> Envelope {
+        Envelope {
+            from: Arc::from("test/sender"),
+            payload: Payload::new(seq),
+            kind: EnvelopeKind::Tell,
+        }
+    }
+
+    fn seq(envelope: Envelope) -> u32 {
+        envelope.payload.decode().expect("a u32")
+    }
+
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn envelopes_arrive_in_order_and_the_bound_counts_the_batch_in_hand() {
+        let (mailbox, mut inbox) = mailbox(4);
+        for i in 0..4 {
+            assert!(mailbox.try_send(tell(i)).is_ok());
+        }
+        assert!(matches!(mailbox.try_send(tell(4)), Err(Refused::Full(_))));
+        assert_eq!(mailbox.waiting(), 4);
+
+        // Batches of at most half the capacity; taken is still waiting.
+        assert!(inbox.take().await);
+        assert_eq!(seq(inbox.next().unwrap()), 0);
+        assert_eq!(seq(inbox.next().unwrap()), 1);
+        assert!(inbox.next().is_none());
+        assert!(matches!(mailbox.try_send(tell(4)), Err(Refused::Full(_))));
+
+        // Coming back for more gives the last batch's room back.
+        assert!(inbox.take().await);
+        assert!(mailbox.try_send(tell(4)).is_ok());
+        assert!(mailbox.try_send(tell(5)).is_ok());
+        assert!(matches!(mailbox.try_send(tell(6)), Err(Refused::Full(_))));
+        let mut seen: Vec<u32> = std::iter::from_fn(|| inbox.next()).map(seq).collect();
+        assert!(inbox.take().await);
+        seen.extend(std::iter::from_fn(|| inbox.next()).map(seq));
+        assert_eq!(seen, [2, 3, 4, 5]);
+    }
+
+    #[tokio::test]
+    async fn a_sender_waiting_for_room_is_woken_when_the_module_takes_more() {
+        let (mailbox, mut inbox) = mailbox(1);
+        assert!(mailbox.try_send(tell(0)).is_ok());
+        let sender = mailbox.clone();
+        let waiting = tokio::spawn(async move { sender.send(tell(1)).await.is_ok() });
+        assert!(inbox.take().await);
+        assert_eq!(seq(inbox.next().unwrap()), 0);
+        // Done with it: taking again gives its room to the waiting sender.
+        assert!(tokio::time::timeout(LIMIT, inbox.take()).await.unwrap());
+        assert!(tokio::time::timeout(LIMIT, waiting).await.unwrap().unwrap());
+        assert_eq!(seq(inbox.next().unwrap()), 1);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_module_is_woken_by_mail_and_hears_when_every_sender_is_gone() {
+        let (mailbox, mut inbox) = mailbox(8);
+        let sender = mailbox.clone();
+        let taker = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while inbox.take().await {
+                while let Some(envelope) = inbox.next() {
+                    seen.push(seq(envelope));
+                }
+            }
+            seen
+        });
+        tokio::task::yield_now().await; // let it wait first
+        sender.send(tell(7)).await.expect("room");
+        drop(sender);
+        mailbox.send(tell(8)).await.expect("room");
+        drop(mailbox);
+        assert_eq!(tokio::time::timeout(LIMIT, taker).await.unwrap().unwrap(), [7, 8]);
+    }
+
+    /// The asker's end of an ask that only notices being dropped.
+    struct Asker(Arc<AtomicBool>);
+
+    impl CallerSink for Asker {
+        fn progress(&self, _: Payload) {}
+        fn caller_ask(&self, _: Payload) -> BoxFuture<'static, Result<Payload, AskError>> {
+            Box::pin(async { Err(AskError::CallerNotListening("test".to_owned())) })
+        }
+        fn reply(self: Box<Self>, _: Result<Payload, AskError>) {}
+    }
+
+    impl Drop for Asker {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn closing_refuses_later_sends_wakes_waiting_senders_and_drops_what_was_queued() {
+        let (mailbox, mut inbox) = mailbox(1);
+        let dropped = Arc::new(AtomicBool::new(false));
+        let ask = Envelope {
+            kind: EnvelopeKind::Ask(AskEnvelope {
+                caller: Box::new(Asker(dropped.clone())),
+                cancel: CancelFlag::new(),
+                deadline: tokio::time::Instant::now() + LIMIT,
+            }),
+            ..tell(0)
+        };
+        assert!(mailbox.try_send(ask).is_ok());
+        let sender = mailbox.clone();
+        let waiting = tokio::spawn(async move { sender.send(tell(1)).await.is_err() });
+        while !waiting.is_finished() && !mailbox.shared.lock().senders_wait {
+            tokio::task::yield_now().await; // until it waits for room
+        }
+        inbox.close();
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the queued ask is dropped: it ends `Stopped`"
+        );
+        assert!(
+            tokio::time::timeout(LIMIT, waiting).await.unwrap().unwrap(),
+            "refused once closed"
+        );
+        assert!(matches!(mailbox.try_send(tell(2)), Err(Refused::Closed(_))));
+        assert_eq!(mailbox.waiting(), 0);
+        assert!(!inbox.take().await);
+    }
+
+    #[tokio::test]
+    async fn an_envelope_put_back_comes_first() {
+        let (mailbox, mut inbox) = mailbox(8);
+        for i in 0..3 {
+            assert!(mailbox.try_send(tell(i)).is_ok());
+        }
+        assert!(inbox.take().await);
+        let first = inbox.next().unwrap();
+        inbox.put_back(first);
+        let order: Vec<u32> = std::iter::from_fn(|| inbox.next()).map(seq).collect();
+        assert_eq!(order, [0, 1, 2]);
+    }
+}

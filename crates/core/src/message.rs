@@ -193,7 +193,9 @@ trait ErasedMessage: Any + Send + Sync + fmt::Debug {
     /// Appends the postcard encoding to `out`.
     fn encode_into(&self, out: &mut BytesMut) -> Result<(), postcard::Error>;
     fn encode_json(&self) -> Result<Vec<u8>, serde_json::Error>;
-    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+    fn into_any_shared(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+    fn clone_boxed(&self) -> Box<dyn ErasedMessage>;
 }
 
 impl<M: Message> ErasedMessage for M {
@@ -213,15 +215,51 @@ impl<M: Message> ErasedMessage for M {
         serde_json::to_vec(self)
     }
 
-    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
         self
+    }
+
+    fn into_any_shared(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+
+    fn clone_boxed(&self) -> Box<dyn ErasedMessage> {
+        Box::new(self.clone())
+    }
+}
+
+/// An in-process message value: owned by one payload (a tell or an ask,
+/// taken back out without an atomic operation), or shared by many (the
+/// copies of a publish).
+enum Value {
+    Owned(Box<dyn ErasedMessage>),
+    Shared(Arc<dyn ErasedMessage>),
+}
+
+impl Clone for Value {
+    fn clone(&self) -> Self {
+        match self {
+            Value::Owned(value) => Value::Owned(value.clone_boxed()),
+            Value::Shared(value) => Value::Shared(value.clone()),
+        }
+    }
+}
+
+impl std::ops::Deref for Value {
+    type Target = dyn ErasedMessage;
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Value::Owned(value) => value.as_ref(),
+            Value::Shared(value) => value.as_ref(),
+        }
     }
 }
 
 #[derive(Clone)]
 enum Body {
-    /// The value itself, shared: in-process delivery, no encoding.
-    Local(Arc<dyn ErasedMessage>),
+    /// The value itself: in-process delivery, no encoding.
+    Local(Value),
     /// Postcard bytes, as received from a postcard link.
     Encoded(Bytes),
     /// JSON text, as received from a JSON-lines link.
@@ -230,8 +268,11 @@ enum Body {
 
 /// A named message: either the in-process value or its encoded bytes.
 ///
-/// Cloning is cheap (an `Arc` or a `Bytes` clone), so a publish reaches many
-/// subscribers without copying the message.
+/// A payload made by [`Payload::new`] owns its value, so the module it is
+/// for takes the value out as it is. Cloning such a payload clones the
+/// value; [`Payload::shared`] makes clones cheap instead (an `Arc`), as a
+/// publish does to reach many subscribers without copying the message.
+/// Clones of an encoded payload share its bytes.
 #[derive(Clone)]
 pub struct Payload {
     name: Cow<'static, str>,
@@ -243,7 +284,29 @@ impl Payload {
     pub fn new<M: Message>(message: M) -> Self {
         Self {
             name: Cow::Borrowed(M::NAME),
-            body: Body::Local(Arc::new(message)),
+            body: Body::Local(Value::Owned(Box::new(message))),
+        }
+    }
+
+    /// The same payload, made cheap to clone: an in-process value is moved
+    /// behind an `Arc` that its clones share (an encoded body's bytes
+    /// always are). Whoever decodes a shared value gets a clone of it,
+    /// except the last one, who gets the value.
+    ///
+    /// ```
+    /// use botbus_core::Payload;
+    /// let one = Payload::new(String::from("cam/front")).shared();
+    /// let two = one.clone(); // no copy of the string
+    /// assert_eq!(one.decode::<String>().unwrap(), "cam/front");
+    /// assert_eq!(two.decode::<String>().unwrap(), "cam/front");
+    /// ```
+    pub fn shared(self) -> Self {
+        match self.body {
+            Body::Local(Value::Owned(value)) => Self {
+                name: self.name,
+                body: Body::Local(Value::Shared(Arc::from(value))),
+            },
+            body => Self { name: self.name, body },
         }
     }
 
@@ -315,13 +378,20 @@ impl Payload {
             });
         }
         match self.body {
-            Body::Local(value) => match value.into_any().downcast::<M>() {
-                Ok(value) => Ok(Arc::try_unwrap(value).unwrap_or_else(|shared| (*shared).clone())),
-                Err(_) => Err(PayloadError::TypeMismatch {
+            Body::Local(value) => {
+                let value = match value {
+                    Value::Owned(value) => value.into_any().downcast::<M>().map(|value| *value).ok(),
+                    Value::Shared(value) => value
+                        .into_any_shared()
+                        .downcast::<M>()
+                        .map(|value| Arc::try_unwrap(value).unwrap_or_else(|shared| (*shared).clone()))
+                        .ok(),
+                };
+                value.ok_or_else(|| PayloadError::TypeMismatch {
                     expected: M::NAME,
                     found: format!("{} (a different Rust type under the same name)", self.name),
-                }),
-            },
+                })
+            }
             Body::Encoded(bytes) => crate::blob::lending(&bytes, decode_postcard),
             Body::Json(json) => decode_json(&json),
         }
@@ -390,7 +460,7 @@ impl Payload {
                 .encoded_len()
                 .map(|len| ValueBody {
                     name: self.name(),
-                    value: value.as_ref(),
+                    value: &**value,
                     len,
                 })
                 .map_err(|source| PayloadError::Encode {
@@ -406,7 +476,7 @@ impl Payload {
         let name = || self.name.to_string();
         match (&self.body, codec) {
             (Body::Local(value), CodecKind::Postcard) => {
-                encode_postcard(value.as_ref()).map_err(|source| PayloadError::Encode { name: name(), source })
+                encode_postcard(&**value).map_err(|source| PayloadError::Encode { name: name(), source })
             }
             (Body::Local(value), CodecKind::Json) => value
                 .encode_json()
@@ -555,7 +625,7 @@ impl fmt::Debug for ValueBody<'_> {
 impl fmt::Debug for Payload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.body {
-            Body::Local(value) => write!(f, "{value:?}"),
+            Body::Local(value) => write!(f, "{:?}", &**value),
             Body::Encoded(bytes) => write!(f, "{}(<{} bytes>)", self.name, bytes.len()),
             Body::Json(json) => write!(f, "{}({})", self.name, String::from_utf8_lossy(json)),
         }

@@ -1249,6 +1249,8 @@ impl Bus for Router {
 
     fn publish(&self, from: Arc<str>, topic: Arc<str>, payload: Payload) -> BoxFuture<'_, Result<usize, SendError>> {
         self.count_publish(&from, &topic);
+        // One value for every subscriber here: each copy is an `Arc` clone.
+        let payload = payload.shared();
         Box::pin(async move {
             let local = self.publish_local(&from, &topic, &payload).await;
             let targets = self.remote_subscribers(&topic, None, None);

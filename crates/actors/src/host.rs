@@ -15,13 +15,13 @@ use std::task::Poll;
 use std::time::Duration;
 
 use actix::Addr;
-use botbus_core::{AskError, Bus, Context, Down, Envelope, FromPayload, Module, Payload};
+use botbus_core::{AskError, Bus, Context, Envelope, FromPayload, Module, Payload};
 use futures::task::AtomicWaker;
 use futures::FutureExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::{Interval, MissedTickBehavior};
 
-use crate::mailbox::Inbox;
+use crate::mailbox::{Doorbell, Inbox, Mail};
 use crate::router::{ModuleStatus, Router};
 use crate::supervisor::{run_host, Ended, Host, Supervisor};
 
@@ -53,17 +53,31 @@ impl std::fmt::Display for Exit {
 
 /// Tells a module's host loop to stop. Only that one task ever waits on it,
 /// so a flag and one waker do: checking it costs an atomic load, not the
-/// lock a cancellation token takes on every poll.
+/// lock a cancellation token takes on every poll. A module in this process
+/// is also rung at its mailbox, where its loop waits between messages.
 #[derive(Default)]
 pub(crate) struct StopSignal {
     stopped: AtomicBool,
+    /// Woken while a hook runs (see [`guarded`]).
     waker: AtomicWaker,
+    doorbell: Option<Doorbell>,
 }
 
 impl StopSignal {
+    /// A stop signal that also rings `doorbell`.
+    pub(crate) fn ringing(doorbell: Doorbell) -> Self {
+        Self {
+            doorbell: Some(doorbell),
+            ..Self::default()
+        }
+    }
+
     pub(crate) fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
         self.waker.wake();
+        if let Some(doorbell) = &self.doorbell {
+            doorbell.ring();
+        }
     }
 
     fn is_stopped(&self) -> bool {
@@ -170,7 +184,6 @@ pub(crate) struct Hosted {
     /// Its mailbox: the batch taken and not yet processed waits in it
     /// across a restart.
     pub(crate) inbox: Inbox,
-    pub(crate) control: mpsc::UnboundedReceiver<Down>,
     pub(crate) stop: Arc<StopSignal>,
     pub(crate) ask_timeout: Duration,
     /// How long `started` may take before the start counts as failed.
@@ -336,18 +349,19 @@ async fn run_instance<M: Module>(
                 }
             }
         }
+        if hosted.stop.is_stopped() {
+            stop_gracefully(&mut module, &mut ctx, &StopSignal::default()).await;
+            return Exit::StoppedByNode;
+        }
+        // The stop signal rings the mailbox, so this waits on one waker.
         let outcome = tokio::select! {
             biased;
-            () = hosted.stop.wait() => Guarded::Interrupted,
-            Some(down) = hosted.control.recv() => guarded(&hosted.stop, module.down(down, &mut ctx)).await.map_failure("down"),
             _ = next_tick(&mut ticker) => guarded(&hosted.stop, module.tick(&mut ctx)).await.map_failure("tick"),
-            taken = hosted.inbox.take() => {
-                if taken {
-                    Guarded::Done(())
-                } else {
-                    Guarded::Interrupted // the mailbox closed
-                }
-            }
+            mail = hosted.inbox.take() => match mail {
+                Mail::Batch | Mail::Rung => Guarded::Done(()),
+                Mail::Down(down) => guarded(&hosted.stop, module.down(down, &mut ctx)).await.map_failure("down"),
+                Mail::Closed => Guarded::Interrupted,
+            },
         };
         match outcome {
             Guarded::Done(()) => {}

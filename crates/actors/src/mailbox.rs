@@ -12,6 +12,12 @@
 //! comes back when the module returns for its next batch, and a sender
 //! waiting for room is woken then.
 //!
+//! Beside the bounded queue, a module hears of monitored modules going
+//! down ([`Mailbox::send_down`], never refused for want of room, taken
+//! before mail) and is rung when the node stops it ([`Doorbell`]). All
+//! three wake the one waker the module leaves while it waits, so its loop
+//! registers one waker per wait, not one per thing it waits for.
+//!
 //! Order is kept per sender. When the module is gone ([`Inbox`] dropped or
 //! [`Inbox::close`]d), sends fail and whatever was queued is dropped — an ask
 //! in it ends with `Stopped`. When every [`Mailbox`] is dropped, the module
@@ -22,7 +28,7 @@ use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use botbus_core::Envelope;
+use botbus_core::{Down, Envelope};
 use tokio::sync::Notify;
 
 /// The most envelopes a module takes at once. A batch runs the host loop's
@@ -36,6 +42,8 @@ pub(crate) fn mailbox(capacity: usize) -> (Mailbox, Inbox) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             queue: VecDeque::new(),
+            downs: VecDeque::new(),
+            rung: false,
             in_hand: 0,
             module: None,
             senders_wait: false,
@@ -65,6 +73,10 @@ struct Shared {
 
 struct State {
     queue: VecDeque<Envelope>,
+    /// Monitored modules gone down, not yet told: outside the bound.
+    downs: VecDeque<Down>,
+    /// The doorbell rang since the module last looked.
+    rung: bool,
     /// Taken by the module in its last batch: it still counts against the
     /// bound until the module comes back for the next one.
     in_hand: usize,
@@ -161,11 +173,66 @@ impl Mailbox {
         }
     }
 
+    /// Tells the module that a module it monitors went down. Never waits:
+    /// a down is not refused for want of room, and comes before mail.
+    pub(crate) fn send_down(&self, down: Down) {
+        let module = {
+            let mut state = self.shared.lock();
+            if state.closed {
+                return;
+            }
+            state.downs.push_back(down);
+            state.module.take()
+        };
+        if let Some(module) = module {
+            module.wake();
+        }
+    }
+
+    /// A doorbell on this mailbox: it does not count as a sender.
+    pub(crate) fn doorbell(&self) -> Doorbell {
+        Doorbell {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Envelopes waiting: queued, or taken by the module and not yet done.
     pub(crate) fn waiting(&self) -> usize {
         let state = self.shared.lock();
         state.queue.len() + state.in_hand
     }
+}
+
+/// Wakes the module waiting in [`Inbox::take`] with [`Mail::Rung`]: how the
+/// node's stop reaches a module with nothing else to do.
+pub(crate) struct Doorbell {
+    shared: Arc<Shared>,
+}
+
+impl Doorbell {
+    pub(crate) fn ring(&self) {
+        let module = {
+            let mut state = self.shared.lock();
+            state.rung = true;
+            state.module.take()
+        };
+        if let Some(module) = module {
+            module.wake();
+        }
+    }
+}
+
+/// What [`Inbox::take`] found.
+#[derive(Debug)]
+pub(crate) enum Mail {
+    /// A batch of envelopes, now in hand ([`Inbox::next`]).
+    Batch,
+    /// A monitored module went down.
+    Down(Down),
+    /// The doorbell rang.
+    Rung,
+    /// Nothing more will come: every sender is gone, or the mailbox is closed.
+    Closed,
 }
 
 /// The module's end of its mailbox. It outlives the module's instances:
@@ -188,14 +255,14 @@ impl Inbox {
         self.batch.push_front(envelope);
     }
 
-    /// Takes the next batch, waiting for mail. `false`: every sender is
-    /// gone and nothing is left, or the mailbox is closed. Call it with no
-    /// batch in hand: taking gives the last batch's room back.
-    pub(crate) async fn take(&mut self) -> bool {
+    /// Waits for the doorbell, a down, or the next batch of mail, in that
+    /// order. Call it with no batch in hand: taking gives the last batch's
+    /// room back.
+    pub(crate) async fn take(&mut self) -> Mail {
         poll_fn(|cx| self.poll_take(cx)).await
     }
 
-    fn poll_take(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+    fn poll_take(&mut self, cx: &mut Context<'_>) -> Poll<Mail> {
         debug_assert!(self.batch.is_empty(), "a batch is taken with none in hand");
         // A module that always finds mail still gives its thread's other
         // tasks a turn now and then.
@@ -204,11 +271,15 @@ impl Inbox {
         let room_back = state.in_hand > 0 && std::mem::take(&mut state.senders_wait);
         state.in_hand = 0;
         let outcome = if state.closed {
-            Poll::Ready(false)
+            Poll::Ready(Mail::Closed)
+        } else if std::mem::take(&mut state.rung) {
+            Poll::Ready(Mail::Rung)
+        } else if let Some(down) = state.downs.pop_front() {
+            Poll::Ready(Mail::Down(down))
         } else if state.queue.len() <= self.shared.batch {
             if state.queue.is_empty() {
                 if state.senders == 0 {
-                    Poll::Ready(false)
+                    Poll::Ready(Mail::Closed)
                 } else {
                     if !state.module.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                         state.module = Some(cx.waker().clone());
@@ -218,13 +289,13 @@ impl Inbox {
             } else {
                 std::mem::swap(&mut state.queue, &mut self.batch);
                 state.in_hand = self.batch.len();
-                Poll::Ready(true)
+                Poll::Ready(Mail::Batch)
             }
         } else {
             let batch = self.shared.batch;
             self.batch.extend(state.queue.drain(..batch));
             state.in_hand = batch;
-            Poll::Ready(true)
+            Poll::Ready(Mail::Batch)
         };
         drop(state);
         if room_back {
@@ -239,15 +310,15 @@ impl Inbox {
     /// Closes the mailbox: later sends fail, and whatever is queued or in
     /// hand is dropped (an ask in it ends with `Stopped`).
     pub(crate) fn close(&mut self) {
-        let queued = {
+        let (queued, downs) = {
             let mut state = self.shared.lock();
             state.closed = true;
             state.in_hand = 0;
             state.module = None;
-            std::mem::take(&mut state.queue)
+            (std::mem::take(&mut state.queue), std::mem::take(&mut state.downs))
         };
         self.shared.room.notify_waiters();
-        drop(queued);
+        drop((queued, downs));
         self.batch.clear();
     }
 }
@@ -264,10 +335,12 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use botbus_core::{AskEnvelope, AskError, CallerSink, CancelFlag, Envelope, EnvelopeKind, Payload};
+    use botbus_core::{
+        AskEnvelope, AskError, CallerSink, CancelFlag, Down, DownReason, Envelope, EnvelopeKind, Payload,
+    };
     use futures::future::BoxFuture;
 
-    use super::{mailbox, Refused};
+    use super::{mailbox, Mail, Refused};
 
     fn tell(seq: u32) -> Envelope {
         Envelope {
@@ -293,19 +366,19 @@ mod tests {
         assert_eq!(mailbox.waiting(), 4);
 
         // Batches of at most half the capacity; taken is still waiting.
-        assert!(inbox.take().await);
+        assert!(matches!(inbox.take().await, Mail::Batch));
         assert_eq!(seq(inbox.next().unwrap()), 0);
         assert_eq!(seq(inbox.next().unwrap()), 1);
         assert!(inbox.next().is_none());
         assert!(matches!(mailbox.try_send(tell(4)), Err(Refused::Full(_))));
 
         // Coming back for more gives the last batch's room back.
-        assert!(inbox.take().await);
+        assert!(matches!(inbox.take().await, Mail::Batch));
         assert!(mailbox.try_send(tell(4)).is_ok());
         assert!(mailbox.try_send(tell(5)).is_ok());
         assert!(matches!(mailbox.try_send(tell(6)), Err(Refused::Full(_))));
         let mut seen: Vec<u32> = std::iter::from_fn(|| inbox.next()).map(seq).collect();
-        assert!(inbox.take().await);
+        assert!(matches!(inbox.take().await, Mail::Batch));
         seen.extend(std::iter::from_fn(|| inbox.next()).map(seq));
         assert_eq!(seen, [2, 3, 4, 5]);
     }
@@ -316,10 +389,13 @@ mod tests {
         assert!(mailbox.try_send(tell(0)).is_ok());
         let sender = mailbox.clone();
         let waiting = tokio::spawn(async move { sender.send(tell(1)).await.is_ok() });
-        assert!(inbox.take().await);
+        assert!(matches!(inbox.take().await, Mail::Batch));
         assert_eq!(seq(inbox.next().unwrap()), 0);
         // Done with it: taking again gives its room to the waiting sender.
-        assert!(tokio::time::timeout(LIMIT, inbox.take()).await.unwrap());
+        assert!(matches!(
+            tokio::time::timeout(LIMIT, inbox.take()).await.unwrap(),
+            Mail::Batch
+        ));
         assert!(tokio::time::timeout(LIMIT, waiting).await.unwrap().unwrap());
         assert_eq!(seq(inbox.next().unwrap()), 1);
     }
@@ -330,7 +406,7 @@ mod tests {
         let sender = mailbox.clone();
         let taker = tokio::spawn(async move {
             let mut seen = Vec::new();
-            while inbox.take().await {
+            while matches!(inbox.take().await, Mail::Batch) {
                 while let Some(envelope) = inbox.next() {
                     seen.push(seq(envelope));
                 }
@@ -391,7 +467,32 @@ mod tests {
         );
         assert!(matches!(mailbox.try_send(tell(2)), Err(Refused::Closed(_))));
         assert_eq!(mailbox.waiting(), 0);
-        assert!(!inbox.take().await);
+        assert!(matches!(inbox.take().await, Mail::Closed));
+    }
+
+    #[tokio::test]
+    async fn downs_pass_a_full_mailbox_and_come_before_mail_and_the_doorbell_wakes_a_waiting_module() {
+        let (mailbox, mut inbox) = mailbox(1);
+        assert!(mailbox.try_send(tell(0)).is_ok());
+        let down = |module: &str| Down {
+            module: module.to_owned(),
+            reason: DownReason::Stopped,
+        };
+        mailbox.send_down(down("arm"));
+        mailbox.send_down(down("gripper"));
+        assert!(matches!(inbox.take().await, Mail::Down(d) if d.module == "arm"));
+        assert!(matches!(inbox.take().await, Mail::Down(d) if d.module == "gripper"));
+        assert!(matches!(inbox.take().await, Mail::Batch));
+        assert_eq!(seq(inbox.next().unwrap()), 0);
+
+        let doorbell = mailbox.doorbell();
+        let taker = tokio::spawn(async move { inbox.take().await });
+        tokio::task::yield_now().await; // let it wait first
+        doorbell.ring();
+        assert!(matches!(
+            tokio::time::timeout(LIMIT, taker).await.unwrap().unwrap(),
+            Mail::Rung
+        ));
     }
 
     #[tokio::test]
@@ -400,7 +501,7 @@ mod tests {
         for i in 0..3 {
             assert!(mailbox.try_send(tell(i)).is_ok());
         }
-        assert!(inbox.take().await);
+        assert!(matches!(inbox.take().await, Mail::Batch));
         let first = inbox.next().unwrap();
         inbox.put_back(first);
         let order: Vec<u32> = std::iter::from_fn(|| inbox.next()).map(seq).collect();

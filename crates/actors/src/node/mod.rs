@@ -49,7 +49,7 @@ use std::time::Duration;
 use actix::Addr;
 use actix_rt::{Arbiter, ArbiterHandle, System};
 use botbus_core::{validate_name, Client, Endpoint, Module, NameError, Transport, DEFAULT_ASK_TIMEOUT};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use botbus_transport_stdio::ChildCommand;
@@ -302,23 +302,15 @@ impl Node {
         };
         let name: Arc<str> = Arc::from(spec.name.as_str());
         let (mailbox, inbox) = crate::mailbox::mailbox(spec.options.mailbox);
-        let (control_tx, control) = mpsc::unbounded_channel();
         let (done_tx, done) = oneshot::channel();
-        let stop = Arc::new(StopSignal::default());
+        let stop = Arc::new(StopSignal::ringing(mailbox.doorbell()));
         self.register(&name, &spec.options, stop.clone(), done)?;
-        shared.router.add_local(
-            name.clone(),
-            LocalModule {
-                mailbox,
-                control: control_tx,
-            },
-        );
+        shared.router.add_local(name.clone(), LocalModule { mailbox });
         let hosted = Hosted {
             name,
             router: shared.router.clone(),
             supervisor: shared.supervisor.clone(),
             inbox,
-            control,
             stop,
             ask_timeout: shared.ask_timeout,
             start_timeout: spec.options.start_timeout,

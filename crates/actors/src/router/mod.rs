@@ -42,7 +42,7 @@ use botbus_core::{
     TryDeliverError,
 };
 use futures::future::BoxFuture;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::link::LinkHandle;
@@ -70,7 +70,6 @@ pub enum ModuleStatus {
 #[derive(Clone)]
 pub(crate) struct LocalModule {
     pub(crate) mailbox: Mailbox,
-    pub(crate) control: mpsc::UnboundedSender<Down>,
 }
 
 /// Where one module name leads.
@@ -1187,7 +1186,7 @@ impl Router {
         let routes = self.routes.read().expect("router lock");
         for monitor in fired {
             if let Some(Route::Local(watcher)) = routes.get(&monitor.watcher) {
-                let _ = watcher.control.send(Down {
+                watcher.mailbox.send_down(Down {
                     module: monitor.target,
                     reason: reason.clone(),
                 });
@@ -1219,7 +1218,7 @@ impl Router {
         let routes = self.routes.read().expect("router lock");
         for (target, watcher) in lost {
             if let Some(Route::Local(watcher)) = routes.get(&watcher) {
-                let _ = watcher.control.send(Down {
+                watcher.mailbox.send_down(Down {
                     module: target,
                     reason: DownReason::Unreachable(why.to_owned()),
                 });
@@ -1288,7 +1287,7 @@ impl Bus for Router {
     fn monitor(&self, watcher: &str, target: &str) {
         if !self.routable(target) {
             if let Some(Route::Local(w)) = self.routes.read().expect("router lock").get(watcher) {
-                let _ = w.control.send(Down {
+                w.mailbox.send_down(Down {
                     module: target.to_owned(),
                     reason: DownReason::Unreachable(format!("no module `{target}` is known")),
                 });

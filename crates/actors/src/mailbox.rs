@@ -336,7 +336,7 @@ mod tests {
     use std::time::Duration;
 
     use botbus_core::{
-        AskEnvelope, AskError, CallerSink, CancelFlag, Down, DownReason, Envelope, EnvelopeKind, Payload,
+        AskEnvelope, AskError, Caller, CallerSink, CancelFlag, Down, DownReason, Envelope, EnvelopeKind, Payload,
     };
     use futures::future::BoxFuture;
 
@@ -444,7 +444,7 @@ mod tests {
         let dropped = Arc::new(AtomicBool::new(false));
         let ask = Envelope {
             kind: EnvelopeKind::Ask(AskEnvelope {
-                caller: Box::new(Asker(dropped.clone())),
+                caller: Caller::new(Asker(dropped.clone())),
                 cancel: CancelFlag::new(),
                 deadline: tokio::time::Instant::now() + LIMIT,
             }),

@@ -2,17 +2,21 @@
 //! that hosts it.
 //!
 //! [`Bus`] is what a runtime implements (botbus-actors' router does); an
-//! [`Envelope`] is what it routes. A [`CallerSink`] is the asker's end of an
-//! ask, as the callee sees it: a local oneshot, or a link back to another
-//! node. Module authors never touch these directly.
+//! [`Envelope`] is what it routes. A [`Caller`] is the asker's end of an
+//! ask, as the callee sees it: an asker in this process, or a
+//! [`CallerSink`] — a link back to another node. Module authors never touch
+//! these directly.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
 
 use futures::future::BoxFuture;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
+
+use crate::context::{CallEvent, CallerRequest};
 
 use crate::error::{AskError, SendError};
 use crate::message::Payload;
@@ -34,10 +38,112 @@ pub trait CallerSink: Send + Sync {
     fn reply(self: Box<Self>, result: Result<Payload, AskError>);
 }
 
+/// The asker's end of an ask, held by the callee while it works: an asker
+/// in this process (no allocation of its own: its reply, progress and
+/// messages go back through the ask's [`CancelFlag`]), or any
+/// [`CallerSink`].
+///
+/// Dropping it without [`reply`](Caller::reply) ends the ask with
+/// [`AskError::Stopped`].
+pub struct Caller(CallerKind);
+
+enum CallerKind {
+    /// The ask's flag, until the reply is given.
+    Local(Option<CancelFlag>),
+    Sink(Box<dyn CallerSink>),
+}
+
+impl Caller {
+    /// A caller that answers through `sink` (a link, say).
+    pub fn new(sink: impl CallerSink + 'static) -> Self {
+        Self(CallerKind::Sink(Box::new(sink)))
+    }
+
+    /// The caller of an ask made in this process, answered through `ask`,
+    /// the ask's own flag.
+    pub(crate) fn local(ask: CancelFlag) -> Self {
+        Self(CallerKind::Local(Some(ask)))
+    }
+
+    /// Where progress and caller messages go, if the asker in this process
+    /// listens for them.
+    fn local_events(&self) -> Option<&mpsc::UnboundedSender<CallEvent>> {
+        match &self.0 {
+            CallerKind::Local(ask) => ask.as_ref().and_then(|ask| ask.0.events.as_ref()),
+            CallerKind::Sink(_) => None,
+        }
+    }
+
+    /// Whether the asker takes progress and caller messages. A caller across
+    /// a link says so itself, when asked.
+    pub fn listens(&self) -> bool {
+        match &self.0 {
+            CallerKind::Local(_) => self.local_events().is_some(),
+            CallerKind::Sink(_) => true,
+        }
+    }
+
+    /// Sends a progress update to the asker.
+    pub fn progress(&self, payload: Payload) {
+        match &self.0 {
+            CallerKind::Local(_) => {
+                if let Some(events) = self.local_events() {
+                    let _ = events.send(CallEvent::Progress(payload));
+                }
+            }
+            CallerKind::Sink(sink) => sink.progress(payload),
+        }
+    }
+
+    /// Sends a message to the asker mid-request and waits for its answer;
+    /// `callee` names the module asking, for the error if the asker does
+    /// not listen.
+    pub fn caller_ask(&self, payload: Payload, callee: &str) -> BoxFuture<'static, Result<Payload, AskError>> {
+        match &self.0 {
+            CallerKind::Local(_) => {
+                let Some(events) = self.local_events() else {
+                    let error = AskError::CallerNotListening(callee.to_owned());
+                    return Box::pin(async move { Err(error) });
+                };
+                let (answer, answered) = tokio::sync::oneshot::channel();
+                let callee = callee.to_owned();
+                let _ = events.send(CallEvent::Message(CallerRequest::new(payload, answer)));
+                Box::pin(async move { answered.await.unwrap_or(Err(AskError::Cancelled(callee))) })
+            }
+            CallerKind::Sink(sink) => sink.caller_ask(payload),
+        }
+    }
+
+    /// Ends the ask.
+    pub fn reply(mut self, result: Result<Payload, AskError>) {
+        match &mut self.0 {
+            CallerKind::Local(ask) => {
+                if let Some(ask) = ask.take() {
+                    ask.0.reply.put(ReplyState::Replied(result));
+                }
+            }
+            CallerKind::Sink(_) => {
+                let CallerKind::Sink(sink) = std::mem::replace(&mut self.0, CallerKind::Local(None)) else {
+                    unreachable!("matched just above")
+                };
+                sink.reply(result);
+            }
+        }
+    }
+}
+
+impl Drop for Caller {
+    fn drop(&mut self) {
+        if let CallerKind::Local(Some(ask)) = &self.0 {
+            ask.0.reply.put(ReplyState::Dropped);
+        }
+    }
+}
+
 /// The ask-specific part of an [`Envelope`].
 pub struct AskEnvelope {
     /// Where the reply, progress and caller messages go.
-    pub caller: Box<dyn CallerSink>,
+    pub caller: Caller,
     /// Raised when the asker gives up.
     pub cancel: CancelFlag,
     /// When the asker stops waiting.
@@ -49,7 +155,9 @@ pub struct AskEnvelope {
 ///
 /// Lighter than a general cancellation token — one allocation, and a
 /// clone, a drop or a look is one atomic operation, with no lock and no
-/// tree of children — because every ask makes one.
+/// tree of children — because every ask makes one. For an ask within this
+/// process the same allocation carries the reply back, so the ask needs
+/// no channel of its own.
 ///
 /// ```
 /// # tokio_test_block_on(async {
@@ -66,18 +174,67 @@ pub struct AskEnvelope {
 /// # }
 /// ```
 #[derive(Clone, Default)]
-pub struct CancelFlag(Arc<CancelState>);
+pub struct CancelFlag(Arc<AskShared>);
 
+/// What the two ends of an ask share.
 #[derive(Default)]
-struct CancelState {
+struct AskShared {
     raised: AtomicBool,
     waiters: Notify,
+    /// The reply of an ask made in this process.
+    reply: ReplyCell,
+    /// Where the callee's progress and messages go, for an ask made in
+    /// this process whose asker listens for them.
+    events: Option<mpsc::UnboundedSender<CallEvent>>,
+}
+
+/// Where the callee of an ask made in this process leaves its reply, and
+/// the asker waits for it.
+#[derive(Default)]
+struct ReplyCell(Mutex<ReplyState>);
+
+#[derive(Default)]
+enum ReplyState {
+    /// No reply yet, and the asker has not waited for it.
+    #[default]
+    Awaited,
+    /// No reply yet; the asker waits.
+    Waiting(Waker),
+    /// The callee replied.
+    Replied(Result<Payload, AskError>),
+    /// The callee's end was dropped without a reply.
+    Dropped,
+    /// The asker took the outcome.
+    Taken,
+}
+
+impl ReplyCell {
+    fn lock(&self) -> MutexGuard<'_, ReplyState> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Leaves the outcome, waking the asker if it waits.
+    fn put(&self, outcome: ReplyState) {
+        let before = std::mem::replace(&mut *self.lock(), outcome);
+        if let ReplyState::Waiting(asker) = before {
+            asker.wake();
+        }
+    }
 }
 
 impl CancelFlag {
     /// A flag not raised.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The flag of an ask made in this process, whose callee's progress
+    /// and messages go to `events` if the asker listens for them.
+    pub(crate) fn for_local_ask(events: Option<mpsc::UnboundedSender<CallEvent>>) -> Self {
+        Self(Arc::new(AskShared {
+            events,
+            ..AskShared::default()
+        }))
     }
 
     /// Raises the flag, waking whoever waits for it; raising it again does
@@ -111,6 +268,37 @@ impl CancelFlag {
     /// [`CancelFlag::cancelled`], owning its flag (for a `'static` future).
     pub async fn cancelled_owned(self) {
         self.cancelled().await;
+    }
+
+    /// The reply of the ask made in this process that this flag belongs
+    /// to: `Some(None)` if its callee dropped it unanswered. With `waker`,
+    /// the asker waits to be woken by the reply if there is none yet.
+    pub(crate) fn poll_reply(&self, waker: Option<&Waker>) -> Poll<Option<Result<Payload, AskError>>> {
+        let mut state = self.0.reply.lock();
+        match std::mem::take(&mut *state) {
+            ReplyState::Replied(outcome) => {
+                *state = ReplyState::Taken;
+                Poll::Ready(Some(outcome))
+            }
+            ReplyState::Dropped => {
+                *state = ReplyState::Taken;
+                Poll::Ready(None)
+            }
+            ReplyState::Taken => panic!("an ask's reply is taken once"),
+            ReplyState::Waiting(old) => {
+                *state = match waker {
+                    Some(waker) if !old.will_wake(waker) => ReplyState::Waiting(waker.clone()),
+                    _ => ReplyState::Waiting(old),
+                };
+                Poll::Pending
+            }
+            ReplyState::Awaited => {
+                if let Some(waker) = waker {
+                    *state = ReplyState::Waiting(waker.clone());
+                }
+                Poll::Pending
+            }
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::bus::{AskEnvelope, Bus, CallerSink, CancelFlag, CancelHook, Envelope, EnvelopeKind, TryDeliverError};
+use crate::bus::{AskEnvelope, Bus, Caller, CancelFlag, CancelHook, Envelope, EnvelopeKind, TryDeliverError};
 use crate::error::{AskError, PayloadError, SendError};
 use crate::message::{FromPayload, Message, Payload};
 use crate::topic::{validate_topic, TopicError, TopicPattern};
@@ -91,7 +91,7 @@ impl Context {
     /// ```text
     /// let speed: f32 = ctx.ask("motor", MotorCmd::Stop).timeout(Duration::from_millis(200)).await?;
     /// ```
-    pub fn ask<M: Message, R: Message>(&self, to: &str, message: M) -> Ask<'_, R> {
+    pub fn ask<'a, M: Message, R: Message>(&'a self, to: &'a str, message: M) -> Ask<'a, R> {
         self.ask_payload(to, Payload::new(message))
     }
 
@@ -99,10 +99,10 @@ impl Context {
     /// type it does not know ([`Payload::from_json`]); the node that takes
     /// it decodes it. `R` may be [`Payload`] too, for a reply left
     /// undecoded.
-    pub fn ask_payload<R: FromPayload>(&self, to: &str, payload: Payload) -> Ask<'_, R> {
+    pub fn ask_payload<'a, R: FromPayload>(&'a self, to: &'a str, payload: Payload) -> Ask<'a, R> {
         Ask {
             ctx: self,
-            to: Arc::from(to),
+            to,
             payload,
             timeout: self.ask_timeout,
             wait_for_room: true,
@@ -206,7 +206,7 @@ impl Context {
     /// Sends a progress update to the asker of the current request. Does
     /// nothing outside an ask, or when the asker does not listen for progress.
     pub fn progress<M: Message>(&self, update: M) {
-        if let Some(ask) = self.current_ask() {
+        if let Some(ask) = self.current_ask().filter(|ask| ask.caller.listens()) {
             ask.caller.progress(Payload::new(update));
         }
     }
@@ -224,7 +224,7 @@ impl Context {
         };
         let caller = self.sender().unwrap_or_default().to_owned();
         let after = ask.deadline.saturating_duration_since(Instant::now());
-        let answer = ask.caller.caller_ask(Payload::new(message));
+        let answer = ask.caller.caller_ask(Payload::new(message), &self.module);
         let outcome = tokio::select! {
             answer = answer => answer,
             () = ask.cancel.cancelled() => Err(AskError::Cancelled(caller.clone())),
@@ -288,7 +288,7 @@ impl Context {
     }
 
     /// Ends the current request, handing back its caller if it was an ask.
-    pub fn end(&mut self) -> Option<Box<dyn CallerSink>> {
+    pub fn end(&mut self) -> Option<Caller> {
         self.request.take().and_then(|r| r.ask).map(|ask| ask.caller)
     }
 
@@ -309,7 +309,7 @@ impl Context {
 #[must_use = "an ask does nothing until awaited or started"]
 pub struct Ask<'a, R> {
     ctx: &'a Context,
-    to: Arc<str>,
+    to: &'a str,
     payload: Payload,
     timeout: Duration,
     wait_for_room: bool,
@@ -333,73 +333,68 @@ impl<'a, R: FromPayload> Ask<'a, R> {
     /// Sends the ask and returns its [`Call`]: stream its progress and caller
     /// messages with [`Call::next_event`], cancel it, or await [`Call::reply`].
     pub async fn start(self) -> Result<Call<R>, AskError> {
-        self.launch(true).await
+        let callee: Arc<str> = Arc::from(self.to);
+        let (ask, events) = match self.try_launch(true) {
+            Launched::Sent(ask, events) => (ask, events),
+            Launched::Failed(error) => return Err(error),
+            Launched::Full(unsent, envelope) => unsent.wait_for_room(*envelope).await?,
+        };
+        Ok(Call {
+            callee,
+            ask,
+            events,
+            outcome: None,
+            _reply: PhantomData,
+        })
     }
 
-    async fn launch(self, listen: bool) -> Result<Call<R>, AskError> {
-        match self.try_launch(listen) {
-            Launched::Sent(call) => Ok(call),
-            Launched::Failed(error) => Err(error),
-            Launched::Full(call, envelope) => call.wait_for_room(*envelope).await,
-        }
-    }
-
-    /// Sends the ask if its target takes it now: the call, an error, or —
-    /// its mailbox or link queue full — the call not sent yet and its
-    /// envelope back, to wait for room with.
-    fn try_launch(self, listen: bool) -> Launched<'a, R> {
+    /// Sends the ask if its target takes it now: the ask in flight, an
+    /// error, or — its mailbox or link queue full — the ask not sent yet
+    /// and its envelope back, to wait for room with.
+    fn try_launch(self, listen: bool) -> Launched<'a> {
         let deadline = Instant::now() + self.timeout;
-        let (reply_tx, reply_rx) = oneshot::channel();
         let (events_tx, events_rx) = if listen {
             let (tx, rx) = mpsc::unbounded_channel();
             (Some(tx), Some(rx))
         } else {
             (None, None)
         };
-        let cancel = CancelFlag::new();
-        let caller = LocalCaller {
-            reply: reply_tx,
-            events: events_tx,
-            callee: self.to.clone(),
-        };
+        let flag = CancelFlag::for_local_ask(events_tx);
         let envelope = self.ctx.envelope(
             self.payload,
             EnvelopeKind::Ask(AskEnvelope {
-                caller: Box::new(caller),
-                cancel: cancel.clone(),
+                caller: Caller::local(flag.clone()),
+                cancel: flag.clone(),
                 deadline,
             }),
         );
-        let mut call = Call {
-            callee: self.to,
-            timeout: self.timeout,
+        let mut ask = InFlight {
+            flag,
             deadline,
-            reply: reply_rx,
-            events: events_rx,
-            cancel,
+            timeout: self.timeout,
             hook: None,
-            outcome: None,
             sleep: None,
             gave_a_turn: false,
             finished: false,
-            _reply: PhantomData,
         };
-        match self.ctx.bus.try_deliver(&call.callee, envelope) {
+        match self.ctx.bus.try_deliver(self.to, envelope) {
             Ok(hook) => {
-                call.hook = hook;
-                Launched::Sent(call)
+                ask.hook = hook;
+                Launched::Sent(ask, events_rx)
             }
             Err(TryDeliverError::Failed(error)) => {
-                call.finished = true; // nothing was sent: nothing to cancel
+                ask.finished = true; // nothing was sent: nothing to cancel
                 Launched::Failed(AskError::from_send(error))
             }
             Err(TryDeliverError::Full(_)) if !self.wait_for_room => {
-                call.finished = true;
-                Launched::Failed(AskError::MailboxFull(call.callee.to_string()))
+                ask.finished = true;
+                Launched::Failed(AskError::MailboxFull(self.to.to_owned()))
             }
             Err(TryDeliverError::Full(envelope)) => Launched::Full(
-                Pending {
-                    call,
+                Unsent {
+                    ask,
+                    events: events_rx,
+                    to: self.to,
                     bus: &self.ctx.bus,
                 },
                 envelope,
@@ -408,40 +403,137 @@ impl<'a, R: FromPayload> Ask<'a, R> {
     }
 }
 
+/// Where a [`Call`] hears its callee's progress and messages (none for an
+/// awaited [`Ask`], which does not listen).
+type Events = Option<mpsc::UnboundedReceiver<CallEvent>>;
+
 /// What [`Ask::try_launch`] did.
-enum Launched<'a, R> {
-    Sent(Call<R>),
+enum Launched<'a> {
+    Sent(InFlight, Events),
     Failed(AskError),
-    Full(Pending<'a, R>, Box<Envelope>),
+    Full(Unsent<'a>, Box<Envelope>),
 }
 
 /// An ask not sent yet: its target had no room.
-struct Pending<'a, R> {
-    call: Call<R>,
+struct Unsent<'a> {
+    ask: InFlight,
+    events: Events,
+    to: &'a str,
     bus: &'a Arc<dyn Bus>,
 }
 
-impl<'a, R> Pending<'a, R> {
+impl Unsent<'_> {
     /// Sends the ask once its target has room, or fails at its deadline.
-    async fn wait_for_room(mut self, envelope: Envelope) -> Result<Call<R>, AskError> {
-        let call = &mut self.call;
-        let delivered = tokio::time::timeout_at(call.deadline, self.bus.deliver(&call.callee, envelope)).await;
+    async fn wait_for_room(mut self, envelope: Envelope) -> Result<(InFlight, Events), AskError> {
+        let ask = &mut self.ask;
+        let delivered = tokio::time::timeout_at(ask.deadline, self.bus.deliver(self.to, envelope)).await;
         match delivered {
             Ok(Ok(hook)) => {
-                call.hook = hook;
-                Ok(self.call)
+                ask.hook = hook;
+                Ok((self.ask, self.events))
             }
             Ok(Err(error)) => {
-                call.finished = true;
+                ask.finished = true;
                 Err(AskError::from_send(error))
             }
             Err(_) => {
-                call.finished = true;
+                ask.finished = true;
                 Err(AskError::Timeout {
-                    module: call.callee.to_string(),
-                    after: call.timeout,
+                    module: self.to.to_owned(),
+                    after: ask.timeout,
                 })
             }
+        }
+    }
+}
+
+/// The asker's side of an ask in flight, whatever awaits it: an awaited
+/// [`Ask`] or a [`Call`]. Dropping it before the ask ends cancels the ask.
+struct InFlight {
+    /// Raised to cancel; the reply of an ask within this process comes
+    /// back through it too.
+    flag: CancelFlag,
+    deadline: Instant,
+    timeout: Duration,
+    /// Cancels the ask where a link took it.
+    hook: Option<CancelHook>,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// Whether the awaiting task gave the callee a turn before making the
+    /// deadline's timer (see [`InFlight::poll_outcome`]).
+    gave_a_turn: bool,
+    finished: bool,
+}
+
+impl InFlight {
+    /// The reply, or the deadline's passing. The deadline's timer is made
+    /// only if the reply is not there after the callee had a turn: the
+    /// first time the reply is missing, the awaiting task goes to the back
+    /// of its thread's queue instead. A callee on the same thread is queued
+    /// ahead of it (the ask woke it) and answers in that turn, and such an
+    /// ask never registers a timer; one anywhere else costs one more poll.
+    /// The deadline is a point in time, so the timer made a turn later
+    /// still fires at it. `callee` names the module asked, for the errors.
+    fn poll_outcome(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        callee: &str,
+    ) -> std::task::Poll<Result<Payload, AskError>> {
+        use std::task::Poll;
+        let outcome = match self.flag.poll_reply(Some(cx.waker())) {
+            Poll::Ready(outcome) => outcome.unwrap_or_else(|| Err(AskError::Stopped(callee.to_owned()))),
+            Poll::Pending if !self.gave_a_turn => {
+                self.gave_a_turn = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Poll::Pending => {
+                let deadline = self.deadline;
+                let sleep = self
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                std::task::ready!(sleep.as_mut().poll(cx));
+                Err(AskError::Timeout {
+                    module: callee.to_owned(),
+                    after: self.timeout,
+                })
+            }
+        };
+        self.end(&outcome);
+        Poll::Ready(outcome)
+    }
+
+    /// The reply if it is there, without waiting.
+    fn ready_outcome(&mut self, callee: &str) -> Option<Result<Payload, AskError>> {
+        match self.flag.poll_reply(None) {
+            std::task::Poll::Ready(outcome) => {
+                let outcome = outcome.unwrap_or_else(|| Err(AskError::Stopped(callee.to_owned())));
+                self.end(&outcome);
+                Some(outcome)
+            }
+            std::task::Poll::Pending => None,
+        }
+    }
+
+    fn end(&mut self, outcome: &Result<Payload, AskError>) {
+        if matches!(outcome, Err(AskError::Timeout { .. })) {
+            self.fire_cancel();
+        }
+        self.finished = true;
+    }
+
+    /// Tells the callee (and, across a link, its node) that the asker gave up.
+    fn fire_cancel(&mut self) {
+        self.flag.cancel();
+        if let Some(hook) = self.hook.take() {
+            hook();
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.fire_cancel();
         }
     }
 }
@@ -452,6 +544,7 @@ impl<'a, R: FromPayload> IntoFuture for Ask<'a, R> {
 
     fn into_future(self) -> Self::IntoFuture {
         AskFuture {
+            to: self.to,
             state: AskState::Start(Some(self)),
         }
     }
@@ -459,16 +552,18 @@ impl<'a, R: FromPayload> IntoFuture for Ask<'a, R> {
 
 /// An [`Ask`] being awaited: sent on its first poll (waiting for room in a
 /// full mailbox only then, in a boxed future), then its reply or its
-/// deadline — no boxed future on the way of an ask that is taken at once.
+/// deadline — no boxed future on the way of an ask that is taken at once,
+/// and nothing allocated for it but its one shared flag.
 #[must_use = "futures do nothing unless polled"]
 pub struct AskFuture<'a, R> {
+    to: &'a str,
     state: AskState<'a, R>,
 }
 
 enum AskState<'a, R> {
     Start(Option<Ask<'a, R>>),
-    WaitingForRoom(BoxFuture<'a, Result<Call<R>, AskError>>),
-    Sent(Call<R>),
+    WaitingForRoom(BoxFuture<'a, Result<(InFlight, Events), AskError>>),
+    Sent(InFlight),
     Done,
 }
 
@@ -477,32 +572,33 @@ impl<R: FromPayload> Future for AskFuture<'_, R> {
 
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
         use std::task::Poll;
+        let this = &mut *self;
         loop {
-            match &mut self.state {
+            match &mut this.state {
                 AskState::Start(ask) => {
                     let ask = ask.take().expect("an ask starts once");
-                    self.state = match ask.try_launch(false) {
-                        Launched::Sent(call) => AskState::Sent(call),
+                    this.state = match ask.try_launch(false) {
+                        Launched::Sent(ask, _) => AskState::Sent(ask),
                         Launched::Failed(error) => {
-                            self.state = AskState::Done;
+                            this.state = AskState::Done;
                             return Poll::Ready(Err(error));
                         }
-                        Launched::Full(pending, envelope) => {
-                            AskState::WaitingForRoom(Box::pin(pending.wait_for_room(*envelope)))
+                        Launched::Full(unsent, envelope) => {
+                            AskState::WaitingForRoom(Box::pin(unsent.wait_for_room(*envelope)))
                         }
                     };
                 }
                 AskState::WaitingForRoom(delivering) => match delivering.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(call)) => self.state = AskState::Sent(call),
+                    Poll::Ready(Ok((ask, _))) => this.state = AskState::Sent(ask),
                     Poll::Ready(Err(error)) => {
-                        self.state = AskState::Done;
+                        this.state = AskState::Done;
                         return Poll::Ready(Err(error));
                     }
                 },
-                AskState::Sent(call) => {
-                    let outcome = std::task::ready!(call.poll_outcome(cx));
-                    self.state = AskState::Done;
+                AskState::Sent(ask) => {
+                    let outcome = std::task::ready!(ask.poll_outcome(cx, this.to));
+                    this.state = AskState::Done;
                     return Poll::Ready(
                         outcome
                             .and_then(|reply| R::from_payload(reply).map_err(|e| AskError::BadPayload(e.to_string()))),
@@ -532,6 +628,10 @@ pub struct CallerRequest {
 }
 
 impl CallerRequest {
+    pub(crate) fn new(payload: Payload, answer: oneshot::Sender<Result<Payload, AskError>>) -> Self {
+        Self { payload, answer }
+    }
+
     /// The message.
     pub fn payload(&self) -> &Payload {
         &self.payload
@@ -561,18 +661,9 @@ impl CallerRequest {
 #[must_use = "dropping a call cancels the ask"]
 pub struct Call<R> {
     callee: Arc<str>,
-    timeout: Duration,
-    deadline: Instant,
-    reply: oneshot::Receiver<Result<Payload, AskError>>,
-    events: Option<mpsc::UnboundedReceiver<CallEvent>>,
-    cancel: CancelFlag,
-    hook: Option<CancelHook>,
+    ask: InFlight,
+    events: Events,
     outcome: Option<Result<Payload, AskError>>,
-    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-    /// Whether the awaiting task gave the callee a turn before making the
-    /// deadline's timer (see [`Call::poll_outcome`]).
-    gave_a_turn: bool,
-    finished: bool,
     _reply: PhantomData<fn() -> R>,
 }
 
@@ -581,87 +672,29 @@ impl<R: FromPayload> Call<R> {
     /// sent them; `None` once the ask has ended (then [`Call::reply`] returns
     /// at once).
     pub async fn next_event(&mut self) -> Option<CallEvent> {
-        if self.finished {
+        if self.ask.finished {
             return None;
         }
-        // Whatever is already there needs no deadline timer.
-        if self.sleep.is_none() {
-            if let Some(event) = self.ready_event() {
-                return event;
+        if let Some(events) = &mut self.events {
+            if let Ok(event) = events.try_recv() {
+                return Some(event);
             }
         }
-        let deadline = self.deadline;
-        let sleep = self
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        // Whatever is already there needs no deadline timer.
+        if self.ask.sleep.is_none() {
+            if let Some(outcome) = self.ask.ready_outcome(&self.callee) {
+                self.outcome = Some(outcome);
+                return None;
+            }
+        }
+        self.ask.gave_a_turn = true; // a call that listens makes its timer at once
+        let callee = &self.callee;
+        let ask = &mut self.ask;
         let outcome = tokio::select! {
             biased;
             Some(event) = recv_event(&mut self.events) => return Some(event),
-            reply = &mut self.reply => reply.unwrap_or_else(|_| Err(AskError::Stopped(self.callee.to_string()))),
-            () = sleep.as_mut() => Err(AskError::Timeout {
-                module: self.callee.to_string(),
-                after: self.timeout,
-            }),
+            outcome = std::future::poll_fn(|cx| ask.poll_outcome(cx, callee)) => outcome,
         };
-        self.end(outcome)
-    }
-
-    /// The reply, or the deadline's passing, for a call that does not
-    /// listen for events (an awaited [`Ask`]). Its deadline's timer is made
-    /// only if the reply is not there after the callee had a turn: the
-    /// first time the reply is missing, the awaiting task goes to the back
-    /// of its thread's queue instead. A callee on the same thread is queued
-    /// ahead of it (the ask woke it) and answers in that turn, and such an
-    /// ask never registers a timer; one anywhere else costs one more poll.
-    /// The deadline is a point in time, so the timer made a turn later
-    /// still fires at it.
-    fn poll_outcome(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<Payload, AskError>> {
-        use std::task::Poll;
-        let outcome = match std::pin::Pin::new(&mut self.reply).poll(cx) {
-            Poll::Ready(outcome) => outcome.unwrap_or_else(|_| Err(AskError::Stopped(self.callee.to_string()))),
-            Poll::Pending if !self.gave_a_turn => {
-                self.gave_a_turn = true;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            Poll::Pending => {
-                let deadline = self.deadline;
-                let sleep = self
-                    .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                std::task::ready!(sleep.as_mut().poll(cx));
-                Err(AskError::Timeout {
-                    module: self.callee.to_string(),
-                    after: self.timeout,
-                })
-            }
-        };
-        self.end(outcome);
-        Poll::Ready(self.outcome.take().expect("an ended call has an outcome"))
-    }
-
-    /// What is already there, without waiting: `Some(Some(event))`, or
-    /// `Some(None)` once the ask has ended.
-    fn ready_event(&mut self) -> Option<Option<CallEvent>> {
-        if let Some(events) = &mut self.events {
-            if let Ok(event) = events.try_recv() {
-                return Some(Some(event));
-            }
-        }
-        match self.reply.try_recv() {
-            Ok(outcome) => Some(self.end(outcome)),
-            Err(oneshot::error::TryRecvError::Closed) => {
-                Some(self.end(Err(AskError::Stopped(self.callee.to_string()))))
-            }
-            Err(oneshot::error::TryRecvError::Empty) => None,
-        }
-    }
-
-    fn end(&mut self, outcome: Result<Payload, AskError>) -> Option<CallEvent> {
-        if matches!(outcome, Err(AskError::Timeout { .. })) {
-            self.fire_cancel();
-        }
-        self.finished = true;
         self.outcome = Some(outcome);
         None
     }
@@ -683,8 +716,8 @@ impl<R: FromPayload> Call<R> {
     /// Cancels the ask: the callee sees [`Context::is_cancelled`]. The asker
     /// is done with it; the callee's late reply, if any, is dropped.
     pub fn cancel(mut self) {
-        self.fire_cancel();
-        self.finished = true;
+        self.ask.fire_cancel();
+        self.ask.finished = true;
     }
 
     /// The module being asked.
@@ -693,58 +726,10 @@ impl<R: FromPayload> Call<R> {
     }
 }
 
-impl<R> Call<R> {
-    /// Tells the callee (and, across a link, its node) that the asker gave up.
-    fn fire_cancel(&mut self) {
-        self.cancel.cancel();
-        if let Some(hook) = self.hook.take() {
-            hook();
-        }
-    }
-}
-
-impl<R> Drop for Call<R> {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.fire_cancel();
-        }
-    }
-}
-
-async fn recv_event(events: &mut Option<mpsc::UnboundedReceiver<CallEvent>>) -> Option<CallEvent> {
+async fn recv_event(events: &mut Events) -> Option<CallEvent> {
     match events {
         Some(events) => events.recv().await,
         None => None,
-    }
-}
-
-/// The asker's end of a local ask.
-struct LocalCaller {
-    reply: oneshot::Sender<Result<Payload, AskError>>,
-    events: Option<mpsc::UnboundedSender<CallEvent>>,
-    callee: Arc<str>,
-}
-
-impl CallerSink for LocalCaller {
-    fn progress(&self, payload: Payload) {
-        if let Some(events) = &self.events {
-            let _ = events.send(CallEvent::Progress(payload));
-        }
-    }
-
-    fn caller_ask(&self, payload: Payload) -> BoxFuture<'static, Result<Payload, AskError>> {
-        let Some(events) = &self.events else {
-            let error = AskError::CallerNotListening(self.callee.to_string());
-            return Box::pin(async move { Err(error) });
-        };
-        let (answer, answered) = oneshot::channel();
-        let callee = self.callee.to_string();
-        let _ = events.send(CallEvent::Message(CallerRequest { payload, answer }));
-        Box::pin(async move { answered.await.unwrap_or(Err(AskError::Cancelled(callee))) })
-    }
-
-    fn reply(self: Box<Self>, result: Result<Payload, AskError>) {
-        let _ = self.reply.send(result);
     }
 }
 
@@ -774,12 +759,12 @@ impl Client {
     }
 
     /// See [`Context::ask`].
-    pub fn ask<M: Message, R: Message>(&self, to: &str, message: M) -> Ask<'_, R> {
+    pub fn ask<'a, M: Message, R: Message>(&'a self, to: &'a str, message: M) -> Ask<'a, R> {
         self.ctx.ask(to, message)
     }
 
     /// See [`Context::ask_payload`].
-    pub fn ask_payload<R: FromPayload>(&self, to: &str, payload: Payload) -> Ask<'_, R> {
+    pub fn ask_payload<'a, R: FromPayload>(&'a self, to: &'a str, payload: Payload) -> Ask<'a, R> {
         self.ctx.ask_payload(to, payload)
     }
 

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 
 use botbus_core::{
-    AskError, CallerSink, CancelHook, DataHead, Envelope, EnvelopeKind, Frame, Payload, SendError, TryDeliverError,
+    AskError, Caller, CallerSink, CancelHook, DataHead, Envelope, EnvelopeKind, Frame, Payload, SendError,
+    TryDeliverError,
 };
 use futures::future::BoxFuture;
 use tokio::sync::{oneshot, SemaphorePermit, TryAcquireError};
@@ -46,7 +47,7 @@ impl LinkHandle {
             from,
             payload,
             kind: EnvelopeKind::Ask(botbus_core::AskEnvelope {
-                caller: Box::new(caller),
+                caller: Caller::new(caller),
                 cancel,
                 deadline: tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms),
             }),
@@ -79,7 +80,7 @@ impl LinkHandle {
                     .lock()
                     .expect("link lock")
                     .get(&id)
-                    .map(|p| p.caller.caller_ask(self.unwire(payload)));
+                    .map(|p| p.caller.caller_ask(self.unwire(payload), &p.callee));
                 let link = self.clone();
                 match answer {
                     None => link.send_control(&Frame::CallerReply {
@@ -121,7 +122,7 @@ impl LinkHandle {
 pub(super) type AnswerSender = oneshot::Sender<Result<Payload, AskError>>;
 
 pub(super) struct PendingAsk {
-    pub(super) caller: Box<dyn CallerSink>,
+    pub(super) caller: Caller,
     pub(super) callee: String,
 }
 

@@ -337,6 +337,7 @@ mod tests {
 
     use botbus_core::{
         AskEnvelope, AskError, Caller, CallerSink, CancelFlag, Down, DownReason, Envelope, EnvelopeKind, Payload,
+        SenderAddress,
     };
     use futures::future::BoxFuture;
 
@@ -344,7 +345,7 @@ mod tests {
 
     fn tell(seq: u32) -> Envelope {
         Envelope {
-            from: Arc::from("test/sender"),
+            from: SenderAddress::interned("test/sender"),
             payload: Payload::new(seq),
             kind: EnvelopeKind::Tell,
         }

@@ -13,8 +13,11 @@
 //! assert!("arm/motor/extra".parse::<Address>().is_err());
 //! ```
 
+use std::collections::HashMap;
 use std::fmt;
+use std::ops::Deref;
 use std::str::FromStr;
+use std::sync::{Arc, LazyLock, Mutex};
 
 /// Why a name or address is not valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,5 +118,135 @@ impl fmt::Display for Address {
             Some(node) => write!(f, "{node}/{}", self.module),
             None => f.write_str(&self.module),
         }
+    }
+}
+
+/// Who sent a message, `node/module`, as an [`Envelope`](crate::Envelope)
+/// carries it: cloned with every message, so cloning is cheap.
+///
+/// The address of a module or client of this process is interned
+/// ([`SenderAddress::interned`]): kept once for the life of the process,
+/// and cloned by copying a pointer, with no reference count to touch. A
+/// sender heard from a link is shared ([`From<Arc<str>>`]): a peer cannot
+/// grow this process's memory for good by inventing names.
+///
+/// ```
+/// use botbus_core::SenderAddress;
+/// let a = SenderAddress::interned("robot/planner");
+/// let b = SenderAddress::interned(&format!("robot/{}", "planner"));
+/// assert_eq!(a, b);
+/// assert!(std::ptr::eq(a.as_str(), b.as_str())); // one copy of the name
+/// assert_eq!(SenderAddress::from(std::sync::Arc::<str>::from("arm/motor")), "arm/motor");
+/// ```
+#[derive(Clone)]
+pub struct SenderAddress(SenderRepr);
+
+#[derive(Clone)]
+enum SenderRepr {
+    /// A thin pointer to the interned name, so that the whole is no larger
+    /// than an `Arc<str>`.
+    Interned(&'static &'static str),
+    Shared(Arc<str>),
+}
+
+/// Every address interned by this process.
+static INTERNED: LazyLock<Mutex<HashMap<&'static str, &'static &'static str>>> = LazyLock::new(Default::default);
+
+impl SenderAddress {
+    /// The address interned: the same name interned twice is kept once.
+    /// For the addresses of this process's own modules and clients, of
+    /// which there are few; not for names heard from a peer.
+    pub fn interned(address: &str) -> Self {
+        let mut interned = INTERNED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let name = match interned.get(address) {
+            Some(name) => *name,
+            None => {
+                let name: &'static str = Box::leak(address.into());
+                let thin: &'static &'static str = Box::leak(Box::new(name));
+                interned.insert(name, thin);
+                thin
+            }
+        };
+        Self(SenderRepr::Interned(name))
+    }
+
+    /// The address.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            SenderRepr::Interned(name) => name,
+            SenderRepr::Shared(name) => name,
+        }
+    }
+}
+
+impl From<Arc<str>> for SenderAddress {
+    fn from(address: Arc<str>) -> Self {
+        Self(SenderRepr::Shared(address))
+    }
+}
+
+impl From<String> for SenderAddress {
+    /// A shared `address` (not interned).
+    fn from(address: String) -> Self {
+        Self(SenderRepr::Shared(Arc::from(address)))
+    }
+}
+
+impl From<&str> for SenderAddress {
+    /// A shared copy of `address` (not interned).
+    fn from(address: &str) -> Self {
+        Self(SenderRepr::Shared(Arc::from(address)))
+    }
+}
+
+impl Deref for SenderAddress {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for SenderAddress {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for SenderAddress {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for SenderAddress {}
+
+impl PartialEq<str> for SenderAddress {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for SenderAddress {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::hash::Hash for SenderAddress {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl fmt::Display for SenderAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for SenderAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }

@@ -16,6 +16,7 @@ use futures::future::BoxFuture;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
+use crate::address::SenderAddress;
 use crate::context::{CallEvent, CallerRequest};
 
 use crate::error::{AskError, SendError};
@@ -324,7 +325,7 @@ pub enum EnvelopeKind {
 /// A message on its way to a module.
 pub struct Envelope {
     /// The sender, `node/module`.
-    pub from: Arc<str>,
+    pub from: SenderAddress,
     /// The message.
     pub payload: Payload,
     /// Tell, publish or ask.
@@ -374,7 +375,12 @@ pub trait Bus: Send + Sync + 'static {
     /// Delivers `payload` to every subscriber of `topic`, here and behind
     /// links, waiting for room. Returns how many local subscribers and links
     /// it went to.
-    fn publish(&self, from: Arc<str>, topic: Arc<str>, payload: Payload) -> BoxFuture<'_, Result<usize, SendError>>;
+    fn publish(
+        &self,
+        from: SenderAddress,
+        topic: Arc<str>,
+        payload: Payload,
+    ) -> BoxFuture<'_, Result<usize, SendError>>;
 
     /// Subscribes module `module` (hosted here) to `pattern`.
     fn subscribe(&self, module: &str, pattern: TopicPattern);

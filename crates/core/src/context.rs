@@ -16,6 +16,7 @@ use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::address::SenderAddress;
 use crate::bus::{AskEnvelope, Bus, Caller, CancelFlag, CancelHook, Envelope, EnvelopeKind, TryDeliverError};
 use crate::error::{AskError, PayloadError, SendError};
 use crate::message::{FromPayload, Message, Payload};
@@ -26,7 +27,7 @@ pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the module is handling right now.
 struct Request {
-    from: Arc<str>,
+    from: SenderAddress,
     topic: Option<Arc<str>>,
     ask: Option<AskEnvelope>,
 }
@@ -35,7 +36,7 @@ struct Request {
 pub struct Context {
     bus: Arc<dyn Bus>,
     module: Arc<str>,
-    address: Arc<str>,
+    address: SenderAddress,
     ask_timeout: Duration,
     request: Option<Request>,
     tick_change: Option<Option<Duration>>,
@@ -254,7 +255,7 @@ impl Context {
 impl Context {
     /// A context for module `module` on the node behind `bus`.
     pub fn new(bus: Arc<dyn Bus>, module: &str) -> Self {
-        let address = Arc::from(format!("{}/{module}", bus.node_name()));
+        let address = SenderAddress::interned(&format!("{}/{module}", bus.node_name()));
         Self {
             bus,
             module: Arc::from(module),
@@ -479,7 +480,9 @@ impl InFlight {
         callee: &str,
     ) -> std::task::Poll<Result<Payload, AskError>> {
         use std::task::Poll;
-        let outcome = match self.flag.poll_reply(Some(cx.waker())) {
+        // Before its turn is given, the task will be polled again anyway:
+        // it leaves no waker for the reply then.
+        let outcome = match self.flag.poll_reply(self.gave_a_turn.then(|| cx.waker())) {
             Poll::Ready(outcome) => outcome.unwrap_or_else(|| Err(AskError::Stopped(callee.to_owned()))),
             Poll::Pending if !self.gave_a_turn => {
                 self.gave_a_turn = true;

@@ -27,7 +27,7 @@ pub mod supervision;
 pub mod topic;
 pub mod transport;
 
-pub use address::{validate_name, Address, NameError};
+pub use address::{validate_name, Address, NameError, SenderAddress};
 pub use auth::{AuthToken, Role, TokenError};
 pub use blob::Blob;
 pub use bus::{AskEnvelope, Bus, Caller, CallerSink, CancelFlag, CancelHook, Envelope, EnvelopeKind, TryDeliverError};

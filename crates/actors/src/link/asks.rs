@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 
 use botbus_core::{
     AskError, Caller, CallerSink, CancelHook, DataHead, Envelope, EnvelopeKind, Frame, Payload, SendError,
-    TryDeliverError,
+    SenderAddress, TryDeliverError,
 };
 use futures::future::BoxFuture;
 use tokio::sync::{oneshot, SemaphorePermit, TryAcquireError};
@@ -25,7 +25,7 @@ impl LinkHandle {
         self: &Arc<Self>,
         id: u64,
         to: &str,
-        from: Arc<str>,
+        from: SenderAddress,
         timeout_ms: u64,
         payload: Payload,
     ) -> Envelope {

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use botbus_core::{AskError, DataIn, Envelope, EnvelopeKind, Frame};
+use botbus_core::{AskError, DataIn, Envelope, EnvelopeKind, Frame, SenderAddress};
 use bytes::Bytes;
 
 use super::Router;
@@ -32,7 +32,7 @@ impl Router {
         match data {
             DataIn::Tell { to, payload, .. } => {
                 let envelope = Envelope {
-                    from,
+                    from: from.into(),
                     payload: link.unwire_in(payload, run),
                     kind: EnvelopeKind::Tell,
                 };
@@ -50,7 +50,7 @@ impl Router {
                     link.credit_one();
                     return None;
                 }
-                let envelope = link.accept_ask(id, to, from, timeout_ms, link.unwire_in(payload, run));
+                let envelope = link.accept_ask(id, to, from.into(), timeout_ms, link.unwire_in(payload, run));
                 link.take_data_now(self, to, envelope, Some(id))
             }
         }
@@ -89,7 +89,7 @@ impl Router {
                 to,
             } => {
                 let (here, onward) = self.inbound_publish(link, &topic, &to);
-                let (from, topic, payload) = (Arc::<str>::from(from), Arc::<str>::from(topic), link.unwire(payload));
+                let (from, topic, payload) = (SenderAddress::from(from), Arc::<str>::from(topic), link.unwire(payload));
                 if here {
                     for module in self.local_subscriber_names(&topic) {
                         let envelope = Envelope {

@@ -38,8 +38,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use botbus_core::{
-    address, Bus, CancelHook, Down, DownReason, Envelope, EnvelopeKind, Frame, Payload, Reach, SendError, TopicPattern,
-    TryDeliverError,
+    address, Bus, CancelHook, Down, DownReason, Envelope, EnvelopeKind, Frame, Payload, Reach, SendError,
+    SenderAddress, TopicPattern, TryDeliverError,
 };
 use futures::future::BoxFuture;
 use tokio::sync::watch;
@@ -788,7 +788,7 @@ impl Router {
     }
 
     /// Module `name` publishes on `topic` once more.
-    fn count_publish(&self, from: &Arc<str>, topic: &Arc<str>) {
+    fn count_publish(&self, from: &SenderAddress, topic: &Arc<str>) {
         let mut published = self.published.lock().expect("router lock");
         let by_publisher = match published.get_mut(&**topic) {
             Some(by_publisher) => by_publisher,
@@ -797,7 +797,7 @@ impl Router {
         match by_publisher.get_mut(&**from) {
             Some(count) => *count += 1,
             None => {
-                by_publisher.insert(from.clone(), 1);
+                by_publisher.insert(Arc::from(&**from), 1);
             }
         }
     }
@@ -957,7 +957,7 @@ impl Router {
     }
 
     /// Delivers a publish to the subscribers hosted here; returns how many.
-    async fn publish_local(&self, from: &Arc<str>, topic: &Arc<str>, payload: &Payload) -> usize {
+    async fn publish_local(&self, from: &SenderAddress, topic: &Arc<str>, payload: &Payload) -> usize {
         let mut delivered = 0;
         for (_, local) in self.local_subscribers(topic) {
             let envelope = Envelope {
@@ -1246,7 +1246,12 @@ impl Bus for Router {
         Box::pin(self.route(to, envelope, None))
     }
 
-    fn publish(&self, from: Arc<str>, topic: Arc<str>, payload: Payload) -> BoxFuture<'_, Result<usize, SendError>> {
+    fn publish(
+        &self,
+        from: SenderAddress,
+        topic: Arc<str>,
+        payload: Payload,
+    ) -> BoxFuture<'_, Result<usize, SendError>> {
         self.count_publish(&from, &topic);
         // One value for every subscriber here: each copy is an `Arc` clone.
         let payload = payload.shared();

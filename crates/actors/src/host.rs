@@ -365,19 +365,19 @@ async fn run_instance<M: Module>(
                 }
             }
         }
-        if hosted.stop.is_stopped() {
-            stop_gracefully(&mut module, &mut ctx, &StopSignal::default()).await;
-            return Exit::StoppedByNode;
-        }
         // The stop signal rings the mailbox, so this waits on one waker.
-        let outcome = tokio::select! {
-            biased;
-            _ = next_tick(&mut ticker) => guarded(&hosted.stop, module.tick(&mut ctx)).await.map_failure("tick"),
-            mail = hosted.inbox.take() => match mail {
-                Mail::Batch | Mail::Rung => Guarded::Done(()),
-                Mail::Down(down) => guarded(&hosted.stop, module.down(down, &mut ctx)).await.map_failure("down"),
-                Mail::Closed => Guarded::Interrupted,
-            },
+        let outcome = if hosted.stop.is_stopped() {
+            Guarded::Interrupted
+        } else {
+            tokio::select! {
+                biased;
+                _ = next_tick(&mut ticker) => guarded(&hosted.stop, module.tick(&mut ctx)).await.map_failure("tick"),
+                mail = hosted.inbox.take() => match mail {
+                    Mail::Batch | Mail::Rung => Guarded::Done(()),
+                    Mail::Down(down) => guarded(&hosted.stop, module.down(down, &mut ctx)).await.map_failure("down"),
+                    Mail::Closed => Guarded::Interrupted,
+                },
+            }
         };
         match outcome {
             Guarded::Done(()) => {}

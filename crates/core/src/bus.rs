@@ -18,7 +18,6 @@ use tokio::time::Instant;
 
 use crate::address::SenderAddress;
 use crate::context::{CallEvent, CallerRequest};
-
 use crate::error::{AskError, SendError};
 use crate::message::Payload;
 use crate::topic::TopicPattern;
@@ -117,18 +116,11 @@ impl Caller {
 
     /// Ends the ask.
     pub fn reply(mut self, result: Result<Payload, AskError>) {
-        match &mut self.0 {
-            CallerKind::Local(ask) => {
-                if let Some(ask) = ask.take() {
-                    ask.0.reply.put(ReplyState::Replied(result));
-                }
-            }
-            CallerKind::Sink(_) => {
-                let CallerKind::Sink(sink) = std::mem::replace(&mut self.0, CallerKind::Local(None)) else {
-                    unreachable!("matched just above")
-                };
-                sink.reply(result);
-            }
+        // What is left behind drops as a caller already answered.
+        match std::mem::replace(&mut self.0, CallerKind::Local(None)) {
+            CallerKind::Local(Some(ask)) => ask.0.reply.put(ReplyState::Replied(result)),
+            CallerKind::Local(None) => {}
+            CallerKind::Sink(sink) => sink.reply(result),
         }
     }
 }

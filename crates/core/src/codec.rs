@@ -38,6 +38,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use crate::error::PayloadError;
 use crate::frame::{CodecKind, DataFrame, DataHead, Frame, PayloadRef};
 use crate::message::ValueBody;
+use crate::read_buffer::{ReadRoom, READ_AHEAD};
 
 /// The default maximum frame body: 8 MiB, as tokio-util's
 /// `LengthDelimitedCodec`.
@@ -48,10 +49,6 @@ const LEN_PREFIX: usize = 4;
 /// What a partial frame may reserve beyond the bytes already buffered (as
 /// much as tokio-util's `FramedRead` starts with).
 const READ_CHUNK: usize = 8 * 1024;
-
-/// How much a link's reader reads at once, at most: the room
-/// [`IncomingCodec`] keeps free in its buffer between frames.
-const READ_AHEAD: usize = 64 * 1024;
 
 /// Where the next line in `src` ends, searching from `*scanned` (the bytes
 /// before it were searched already). A line's length is its content's,
@@ -192,13 +189,13 @@ impl<T: DeserializeOwned> Decoder for FrameCodec<T> {
 }
 
 impl<T> FrameCodec<T> {
-    /// The length, prefix included, of the frame at the start of `src` if
-    /// all of it has arrived. Its declared length is checked against the
-    /// maximum before anything of it is buffered; a partial frame makes room
-    /// for more of itself.
-    fn first_frame(&self, src: &mut BytesMut) -> Result<Option<usize>, FrameError> {
+    /// The frame at the start of `src`: its length, prefix included, if all
+    /// of it has arrived, else how many bytes it still lacks. Its declared
+    /// length is checked against the maximum before anything of it is
+    /// buffered.
+    fn first_frame(&self, src: &[u8]) -> Result<First, FrameError> {
         let Some(prefix) = src.get(..LEN_PREFIX) else {
-            return Ok(None);
+            return Ok(First::Lacks(LEN_PREFIX - src.len()));
         };
         let len = u32::from_be_bytes(prefix.try_into().expect("4-byte prefix")) as usize;
         if len > self.max_frame_len {
@@ -207,42 +204,74 @@ impl<T> FrameCodec<T> {
                 max: self.max_frame_len,
             });
         }
-        if src.len() < LEN_PREFIX + len {
-            // Grow with what has arrived (at most doubling it), never by the
-            // length a peer merely declared: 4 bytes must not reserve 8 MiB.
-            let missing = LEN_PREFIX + len - src.len();
-            src.reserve(missing.min(src.len().max(READ_CHUNK)));
-            return Ok(None);
+        match (LEN_PREFIX + len).checked_sub(src.len()) {
+            Some(missing) if missing > 0 => Ok(First::Lacks(missing)),
+            _ => Ok(First::Whole(LEN_PREFIX + len)),
         }
-        Ok(Some(LEN_PREFIX + len))
     }
 
-    /// The next whole frame's body, split off `src`.
+    /// The next whole frame's body, split off `src`; a partial frame makes
+    /// room for more of itself.
     fn next_body(&self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
-        let Some(whole) = self.first_frame(src)? else {
-            return Ok(None);
-        };
-        src.advance(LEN_PREFIX);
-        Ok(Some(src.split_to(whole - LEN_PREFIX)))
+        match self.first_frame(src)? {
+            First::Whole(whole) => {
+                src.advance(LEN_PREFIX);
+                Ok(Some(src.split_to(whole - LEN_PREFIX)))
+            }
+            First::Lacks(missing) => {
+                src.reserve(room_for(missing, src.len()));
+                Ok(None)
+            }
+        }
     }
 
     /// Every whole frame buffered in `src`, split off as one run (prefixes
     /// included; read it with [`frame_bodies`]), each length checked against
     /// the maximum. A frame too long ends the run before it, and is refused
     /// on the next call, once the frames before it were taken.
-    fn next_run(&self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
-        let Some(mut end) = self.first_frame(src)? else {
-            return Ok(None);
+    fn next_run(&self, src: &mut BytesMut) -> Result<Run, FrameError> {
+        let mut end = match self.first_frame(src)? {
+            First::Whole(len) => len,
+            First::Lacks(missing) => return Ok(Run::Lacks(missing)),
         };
+        let mut largest = end;
         while let Some(prefix) = src.get(end..end + LEN_PREFIX) {
             let len = u32::from_be_bytes(prefix.try_into().expect("4-byte prefix")) as usize;
             if len > self.max_frame_len || src.len() < end + LEN_PREFIX + len {
                 break;
             }
             end += LEN_PREFIX + len;
+            largest = largest.max(LEN_PREFIX + len);
         }
-        Ok(Some(src.split_to(end)))
+        Ok(Run::Frames {
+            run: src.split_to(end),
+            largest,
+        })
     }
+}
+
+/// The frame at the start of a buffer.
+enum First {
+    /// It has all arrived: its length, prefix included.
+    Whole(usize),
+    /// It lacks this many bytes.
+    Lacks(usize),
+}
+
+/// What [`FrameCodec::next_run`] found.
+enum Run {
+    /// Whole frames, and the longest of them, prefix included.
+    Frames { run: BytesMut, largest: usize },
+    /// The first frame lacks this many bytes.
+    Lacks(usize),
+}
+
+/// Room to make for a partial frame that lacks `missing` bytes, with
+/// `buffered` bytes of it here: it grows with what has arrived (at most
+/// doubling it), never by the length a peer merely declared — 4 bytes must
+/// not reserve 8 MiB.
+fn room_for(missing: usize, buffered: usize) -> usize {
+    missing.min(buffered.max(READ_CHUNK))
 }
 
 /// The bodies of a run of whole postcard frames (each a 4-byte big-endian
@@ -587,25 +616,47 @@ pub enum Incoming {
 
 /// [`WireCodec`] as a link reads with it: postcard frames come out as their
 /// bytes, all that had arrived at once ([`Incoming::Postcard`]), so that
-/// the reader can borrow from them.
+/// the reader can borrow from them. Its read buffers are reused once the
+/// frames read into them are dropped, rather than new memory taken for the
+/// reads after a frame still held.
 #[derive(Debug, Clone)]
-pub struct IncomingCodec(pub WireCodec);
+pub struct IncomingCodec {
+    codec: WireCodec,
+    room: ReadRoom,
+}
+
+impl IncomingCodec {
+    /// Reads with `codec`.
+    pub fn new(codec: WireCodec) -> Self {
+        IncomingCodec {
+            codec,
+            room: ReadRoom::default(),
+        }
+    }
+}
 
 impl Decoder for IncomingCodec {
     type Item = Incoming;
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Incoming>, FrameError> {
-        let next = match &mut self.0 {
-            WireCodec::Postcard(codec) => codec.next_run(src)?.map(|run| Incoming::Postcard(run.freeze())),
-            WireCodec::Json(codec) => codec.decode(src)?.map(Incoming::Json),
+        // The next read takes whatever has arrived, up to `READ_AHEAD`: a
+        // busy link reads many frames per system call.
+        let wanted = match &mut self.codec {
+            WireCodec::Postcard(codec) => match codec.next_run(src)? {
+                Run::Frames { run, largest } => {
+                    self.room.read_frame(largest);
+                    return Ok(Some(Incoming::Postcard(run.freeze())));
+                }
+                Run::Lacks(missing) => room_for(missing, src.len()),
+            },
+            WireCodec::Json(codec) => match codec.decode(src)? {
+                Some(frame) => return Ok(Some(Incoming::Json(frame))),
+                None => READ_AHEAD / 2,
+            },
         };
-        if next.is_none() && src.capacity() - src.len() < READ_AHEAD / 2 {
-            // The next read takes whatever has arrived, up to `READ_AHEAD`:
-            // a busy link reads many frames per system call.
-            src.reserve(READ_AHEAD);
-        }
-        Ok(next)
+        self.room.make_room(src, wanted);
+        Ok(None)
     }
 }
 

@@ -23,6 +23,7 @@ pub mod handshake;
 pub mod liveness;
 pub mod message;
 pub mod module;
+mod read_buffer;
 pub mod supervision;
 pub mod topic;
 pub mod transport;

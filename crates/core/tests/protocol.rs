@@ -64,7 +64,7 @@ fn oversize_length_is_refused_before_the_body_arrives() {
 
 #[test]
 fn a_link_reads_every_whole_frame_at_once_and_an_oversize_one_after_them() {
-    let mut codec = IncomingCodec(WireCodec::Postcard(FrameCodec::with_max_frame_len(1024)));
+    let mut codec = IncomingCodec::new(WireCodec::Postcard(FrameCodec::with_max_frame_len(1024)));
     let frames = [
         Frame::Ping { nonce: 1 },
         Frame::Pong { nonce: 2 },

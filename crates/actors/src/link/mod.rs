@@ -589,7 +589,7 @@ pub(crate) async fn establish_link(
     let authenticated = agreed.authenticated;
     let theirs = agreed.peer;
     let codec = WireCodec::new(agreed.codec, config.max_frame_len);
-    let reader = reader.map_decoder(|_| IncomingCodec(codec.clone()));
+    let reader = reader.map_decoder(|_| IncomingCodec::new(codec.clone()));
 
     let (drains, started) = mpsc::unbounded_channel();
     // Towards a peer that credits, send at most its window; towards one that

@@ -8,7 +8,7 @@
 //!
 //! With `--worker ENDPOINT` it is a worker named `services` instead, joined
 //! to the node at `ENDPOINT`, that starts the services' types (`service`,
-//! `recorder`, `bouncer`) when asked (`Placement::OnWorkerThroughHub`).
+//! `recorder`, `bouncer`, `mirror`) when asked (`Placement::OnWorkerThroughHub`).
 
 #[path = "python_child/messages.rs"]
 mod messages;
@@ -24,6 +24,7 @@ fn main() -> Result<(), botbus::NodeError> {
             .register("service", |(): ()| services::Service::new())
             .register("recorder", |(): ()| services::Recorder)
             .register("bouncer", |(): ()| services::Bouncer)
+            .register("mirror", |(): ()| services::Mirror::default())
             .worker()
             .join(&endpoint)
             .start()?;

@@ -6,8 +6,9 @@ mod support;
 
 use std::time::Duration;
 
+use botbus::Blob;
 use botbus::{AskError, CallEvent, DownReason, ModuleStatus, SendError};
-use support::{Event, Note, Placement, Question, Req, World, DEADLINE};
+use support::{Event, Note, Placement, Question, Req, Stereo, World, DEADLINE};
 
 async fn tell(placement: Placement) {
     let mut world = World::new(placement).await;
@@ -91,6 +92,68 @@ async fn c_publish_rejects_wildcards(world: &World) -> bool {
         world.client.publish("sensors/*/temp", Note(0)).await,
         Err(SendError::InvalidName(_))
     )
+}
+
+async fn large_blobs(placement: Placement) {
+    let mut world = World::new(placement).await;
+    // Large blobs (written from where they lie, read as slices of what the
+    // link read) between other fields, and a small one (copied both ways).
+    let image = |len: usize, seed: u32| -> Blob {
+        Blob::from(
+            (0..len as u32)
+                .map(|i| (i.wrapping_mul(seed) >> 3) as u8)
+                .collect::<Vec<u8>>(),
+        )
+    };
+    let (mut taken, mut byte_sum) = (0, 0);
+    for seq in 0..3 {
+        let sent = Stereo {
+            seq,
+            left: image(64 * 1024, 7 + seq),
+            right: image(200 * 1024 + 3, 13 + seq),
+            thumbnail: image(100, 5),
+            caption: format!("frame {seq}"),
+        };
+        let back: Stereo = world
+            .client
+            .ask("mirror", sent.clone())
+            .timeout(DEADLINE)
+            .await
+            .unwrap();
+        assert_eq!(back, sent, "every byte of frame {seq} came back");
+        (taken, byte_sum) = (taken + 1, byte_sum + sent.byte_sum());
+    }
+    // A burst of tells: the blobs' frames keep their order with the small
+    // frames around them, and arrive whole.
+    for seq in 0..20 {
+        let stereo = Stereo {
+            seq,
+            left: image(32 * 1024, seq),
+            right: image(17 * 1024, seq + 1),
+            thumbnail: Blob::default(),
+            caption: String::new(),
+        };
+        (taken, byte_sum) = (taken + 1, byte_sum + stereo.byte_sum());
+        world.client.tell("mirror", stereo).await.unwrap();
+        world.client.tell("recorder", Note(seq)).await.unwrap();
+    }
+    for seq in 0..20 {
+        assert_eq!(world.next_event().await, Event::Got { topic: None, note: seq });
+    }
+    let tally = Stereo {
+        seq: 0,
+        left: Blob::default(),
+        right: Blob::default(),
+        thumbnail: Blob::default(),
+        caption: "tally".into(),
+    };
+    let tally: Stereo = world.client.ask("mirror", tally).timeout(DEADLINE).await.unwrap();
+    assert_eq!(
+        (tally.seq, tally.caption),
+        (taken, byte_sum.to_string()),
+        "every blob told arrived whole"
+    );
+    world.finish().await;
 }
 
 async fn progress(placement: Placement) {
@@ -238,7 +301,7 @@ macro_rules! placements {
         mod $module {
             use super::*;
             scenarios!($placement:
-                tell, ask, ask_timeout, ask_unknown_module, topics_with_wildcards, progress, cancel,
+                tell, ask, ask_timeout, ask_unknown_module, topics_with_wildcards, large_blobs, progress, cancel,
                 caller_message, panic_restarts, budget_exhausted_fails_and_tells_monitor,
                 pending_ask_ends_when_callee_stops, full_mailbox_backpressure,
             );

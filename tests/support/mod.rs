@@ -22,7 +22,7 @@ use botbus::{
 use tokio::sync::{mpsc, Semaphore};
 
 #[allow(unused_imports)]
-pub use services::{service_options, Event, Note, Pass, Question, Req, Service, SERVICES};
+pub use services::{service_options, Event, Note, Pass, Question, Req, Service, Stereo, SERVICES};
 
 /// Every wait in the suite is bounded by this.
 pub const DEADLINE: Duration = Duration::from_secs(10);
@@ -325,7 +325,7 @@ impl World {
                     }
                     _ => with_watcher(builder),
                 };
-                for name in SERVICES {
+                for name in SERVICES.iter().copied().chain(["mirror"]) {
                     let options = match placement {
                         // The child's link, that is: its module runs in the child.
                         Placement::ChildrenOneThread => service_options(name).thread("io"),
@@ -375,9 +375,9 @@ impl World {
                     socket: None,
                 });
                 let mut builder = with_watcher(with_probe(Node::builder("client"), &events, &gate)).join(&endpoint);
-                for name in SERVICES.iter().copied().chain(["bouncer"]) {
+                for name in SERVICES.iter().copied().chain(["bouncer", "mirror"]) {
                     let module_type = match name {
-                        "recorder" | "bouncer" => name,
+                        "recorder" | "bouncer" | "mirror" => name,
                         _ => "service",
                     };
                     let options = service_options(name).start_timeout(DEADLINE);

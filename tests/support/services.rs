@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use botbus::{Context, Down, DownReason, Message, Module, ModuleError, ModuleOptions, NodeBuilder};
+use botbus::{Blob, Context, Down, DownReason, Message, Module, ModuleError, ModuleOptions, NodeBuilder};
 use serde::{Deserialize, Serialize};
 
 /// A request every service understands.
@@ -196,6 +196,59 @@ impl Module for Bouncer {
     }
 }
 
+/// Two images and a caption: large [`Blob`]s inside a message, with other
+/// fields around them, as a camera module would send.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stereo {
+    pub seq: u32,
+    pub left: Blob,
+    pub right: Blob,
+    pub thumbnail: Blob,
+    pub caption: String,
+}
+
+impl Message for Stereo {
+    const NAME: &'static str = "test.Stereo";
+}
+
+impl Stereo {
+    /// The sum of every byte of its blobs: what [`Mirror`] adds up.
+    pub fn byte_sum(&self) -> u64 {
+        [&self.left, &self.right, &self.thumbnail]
+            .iter()
+            .flat_map(|blob| blob.iter())
+            .map(|&b| u64::from(b))
+            .sum()
+    }
+}
+
+/// Answers a [`Stereo`] with the same one: for large blobs both ways. It
+/// adds up what it took; one captioned `tally` is answered with how many
+/// it took before (`seq`) and the sum of their bytes (the caption).
+#[derive(Default)]
+pub struct Mirror {
+    taken: u32,
+    byte_sum: u64,
+}
+
+impl Module for Mirror {
+    type Message = Stereo;
+    type Reply = Stereo;
+
+    async fn process(&mut self, stereo: Stereo, _ctx: &mut Context) -> Result<Stereo, ModuleError> {
+        if stereo.caption == "tally" {
+            return Ok(Stereo {
+                seq: self.taken,
+                caption: self.byte_sum.to_string(),
+                ..stereo
+            });
+        }
+        self.taken += 1;
+        self.byte_sum += stereo.byte_sum();
+        Ok(stereo)
+    }
+}
+
 /// The services the conformance scenarios talk to.
 pub const SERVICES: [&str; 5] = ["echo", "crashy", "fragile", "slow", "recorder"];
 
@@ -223,5 +276,7 @@ pub fn with_services_placed(mut builder: NodeBuilder, place: impl Fn(ModuleOptio
             _ => builder.module_with(name, Service::new, place(service_options(name))),
         };
     }
-    builder.module_with("bouncer", || Bouncer, place(ModuleOptions::new()))
+    builder
+        .module_with("bouncer", || Bouncer, place(ModuleOptions::new()))
+        .module_with("mirror", Mirror::default, place(ModuleOptions::new()))
 }

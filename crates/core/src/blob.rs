@@ -32,8 +32,14 @@
 //! On the wire a `Blob` is a byte string, exactly as a `Vec<u8>` is in
 //! postcard and as an array of numbers in JSON, so peers in other languages
 //! read and write it as plain bytes.
+//!
+//! Sending is the mirror image: a large `Blob` in a message sent to another
+//! process is not copied into the frame either. The frame is written around
+//! it, and the link writes the blob's bytes from where they lie, in the
+//! same system call as the frame's other bytes (see
+//! [`WireCodec::encode_data_value_spliced`](crate::WireCodec::encode_data_value_spliced)).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::ops::Deref;
 
@@ -51,6 +57,38 @@ thread_local! {
     /// The received body being decoded on this thread, while its blobs may
     /// borrow from it.
     static LENDING: RefCell<Option<Bytes>> = const { RefCell::new(None) };
+}
+
+/// Blobs this large or larger are spliced into an outgoing frame (written
+/// from where they lie) rather than copied into it.
+pub(crate) const SPLICE_FROM: usize = 16 * 1024;
+
+thread_local! {
+    /// Whether a value is being encoded with its large blobs spliced.
+    static SPLICING: Cell<bool> = const { Cell::new(false) };
+    /// The large blob being serialized while splicing, offered to the
+    /// encoder in place of its copy.
+    static OFFERED: RefCell<Option<Bytes>> = const { RefCell::new(None) };
+}
+
+/// Runs `encode` with the large blobs it serializes offered to
+/// [`take_offered`], so that the encoder can splice them in rather than
+/// copy them.
+pub(crate) fn splicing<R>(encode: impl FnOnce() -> R) -> R {
+    let before = SPLICING.replace(true);
+    let encoded = encode();
+    SPLICING.set(before);
+    OFFERED.take();
+    encoded
+}
+
+/// The blob whose bytes `part` are, if it was offered while being
+/// serialized: shared, for the encoder to splice in.
+pub(crate) fn take_offered(part: &[u8]) -> Option<Bytes> {
+    OFFERED.with_borrow_mut(|offered| match offered {
+        Some(blob) if blob.as_ptr() == part.as_ptr() && blob.len() == part.len() => offered.take(),
+        _ => None,
+    })
 }
 
 /// Runs `decode` on `body` with the body lent to the [`Blob`]s it decodes,
@@ -137,6 +175,9 @@ impl Message for Blob {
 
 impl Serialize for Blob {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.0.len() >= SPLICE_FROM && SPLICING.get() {
+            OFFERED.set(Some(self.0.clone()));
+        }
         serializer.serialize_bytes(&self.0)
     }
 }
@@ -214,6 +255,78 @@ mod tests {
         assert_eq!(&small[..], [1, 2, 3]);
         // Nothing stays lent once decoding is done.
         assert!(LENDING.with_borrow(Option::is_none));
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+    struct Stereo {
+        left: Blob,
+        caption: String,
+        right: Blob,
+        thumbnail: Blob,
+    }
+
+    impl Message for Stereo {
+        const NAME: &'static str = "test.Stereo";
+    }
+
+    #[test]
+    fn large_blobs_are_spliced_into_a_frame_and_small_ones_copied() {
+        use crate::{codec::Splices, CodecKind, DataHead, WireCodec};
+        let stereo = Stereo {
+            left: Blob::from(vec![1; SPLICE_FROM]),
+            caption: "left and right".into(),
+            right: Blob::from(vec![2; 100 * 1024]),
+            thumbnail: Blob::from(vec![3; SPLICE_FROM - 1]),
+        };
+        let payload = Payload::new(stereo.clone());
+        let body = payload.value_body().unwrap().unwrap();
+        let head = DataHead::Tell {
+            to: "viewer",
+            from: "camera",
+        };
+        let postcard = WireCodec::new(CodecKind::Postcard, 1 << 20);
+
+        let (mut encoded, mut splices) = (bytes::BytesMut::new(), Splices::new());
+        postcard
+            .encode_data_value_spliced(head, payload.name(), &body, &mut encoded, &mut splices)
+            .unwrap();
+        assert_eq!(
+            splices.len(),
+            SPLICE_FROM + 100 * 1024,
+            "both large blobs, not the thumbnail"
+        );
+        let mut pieces = Vec::new();
+        splices.interleave(encoded.freeze(), |piece| pieces.push(piece));
+        assert_eq!(
+            pieces.len(),
+            5,
+            "head, left, caption, right, the thumbnail and the rest"
+        );
+        assert_eq!(pieces[1].as_ptr(), stereo.left.as_ptr(), "the left image as it lies");
+        assert_eq!(pieces[3].as_ptr(), stereo.right.as_ptr(), "the right image as it lies");
+        let whole: Vec<u8> = pieces.concat();
+        let mut copied = bytes::BytesMut::new();
+        postcard
+            .encode_data_value(head, payload.name(), &body, &mut copied)
+            .unwrap();
+        assert_eq!(whole, copied, "the same frame as encoded whole");
+        // Nothing stays offered once encoding is done.
+        assert!(OFFERED.with_borrow(Option::is_none) && !SPLICING.get());
+
+        // Too long for the link: nothing encoded, nothing left noted.
+        let (mut encoded, mut splices) = (bytes::BytesMut::new(), Splices::new());
+        let short = WireCodec::new(CodecKind::Postcard, 64 * 1024);
+        assert!(short
+            .encode_data_value_spliced(head, payload.name(), &body, &mut encoded, &mut splices)
+            .is_err());
+        assert!(encoded.is_empty() && splices.is_empty());
+
+        // JSON has no splices: the frame is whole.
+        let json = WireCodec::new(CodecKind::Json, 1 << 22);
+        let (mut encoded, mut splices) = (bytes::BytesMut::new(), Splices::new());
+        json.encode_data_value_spliced(head, payload.name(), &body, &mut encoded, &mut splices)
+            .unwrap();
+        assert!(splices.is_empty() && encoded.len() > 100 * 1024);
     }
 
     #[test]

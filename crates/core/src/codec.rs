@@ -30,7 +30,7 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio_util::codec::{Decoder, Encoder};
@@ -310,14 +310,19 @@ fn encode_postcard_frame(item: &impl Serialize, dst: &mut BytesMut, max_frame_le
         dst.truncate(start);
         return Err(FrameError::Encode(error));
     }
-    end_postcard_frame(start, dst, max_frame_len)
+    end_postcard_frame(start, dst, 0, max_frame_len)
 }
 
 /// Fills in the length prefix of the postcard frame that begins at `start`
-/// of `dst`, or takes the frame back out if it is longer than
-/// `max_frame_len`.
-fn end_postcard_frame(start: usize, dst: &mut BytesMut, max_frame_len: usize) -> Result<(), FrameError> {
-    let len = dst.len() - start - LEN_PREFIX;
+/// of `dst` (with `spliced` bytes of it to be written from elsewhere), or
+/// takes the frame back out if it is longer than `max_frame_len`.
+fn end_postcard_frame(
+    start: usize,
+    dst: &mut BytesMut,
+    spliced: usize,
+    max_frame_len: usize,
+) -> Result<(), FrameError> {
+    let len = dst.len() - start - LEN_PREFIX + spliced;
     if len > max_frame_len {
         dst.truncate(start);
         return Err(FrameError::Oversize {
@@ -362,6 +367,7 @@ fn encode_postcard_data_value(
     name: &str,
     body: &ValueBody<'_>,
     dst: &mut BytesMut,
+    mut splices: Option<&mut Splices>,
     max_frame_len: usize,
 ) -> Result<(), FrameError> {
     use crate::frame::variant::{ASK, PUBLISH, TELL};
@@ -373,7 +379,8 @@ fn encode_postcard_data_value(
         });
     }
     let start = dst.len();
-    dst.reserve(LEN_PREFIX + body.len() + 256);
+    let spliced_before = splices.as_ref().map_or(0, |splices| splices.parts_len());
+    dst.reserve(LEN_PREFIX + if splices.is_some() { 256 } else { body.len() + 256 });
     dst.put_u32(0);
     let before = match head {
         DataHead::Tell { to, from } => postcard::serialize_with_flavor(&(TELL, to, from, name, len), Append(dst)),
@@ -389,7 +396,7 @@ fn encode_postcard_data_value(
     };
     let written = before
         .map_err(FrameError::Encode)
-        .and_then(|()| body.write(dst).map_err(FrameError::Payload));
+        .and_then(|()| body.write(dst, splices.as_deref_mut()).map_err(FrameError::Payload));
     // After the body: `json` (a postcard body is not JSON), and a publish's nodes.
     let after = written.and_then(|()| {
         match head {
@@ -398,11 +405,130 @@ fn encode_postcard_data_value(
         }
         .map_err(FrameError::Encode)
     });
-    if let Err(error) = after {
+    let spliced = splices.as_ref().map_or(0, |splices| splices.len_from(spliced_before));
+    let ended = after.and_then(|()| end_postcard_frame(start, dst, spliced, max_frame_len));
+    if ended.is_err() {
         dst.truncate(start);
-        return Err(error);
+        if let Some(splices) = splices {
+            splices.truncate(spliced_before);
+        }
     }
-    end_postcard_frame(start, dst, max_frame_len)
+    ended
+}
+
+/// The large byte strings of a frame left out of its encoding, to be
+/// written from where they lie: each with the offset in the encoded bytes
+/// where it belongs. Filled by [`WireCodec::encode_data_value_spliced`];
+/// [`Splices::interleave`] gives the frame's pieces in order.
+#[derive(Debug, Default)]
+pub struct Splices {
+    parts: Vec<(usize, Bytes)>,
+}
+
+impl Splices {
+    /// No byte strings left out.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether nothing was left out.
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// The bytes left out, in all.
+    pub fn len(&self) -> usize {
+        self.len_from(0)
+    }
+
+    /// The bytes left out from the `first`-th byte string on.
+    pub(crate) fn len_from(&self, first: usize) -> usize {
+        self.parts[first..].iter().map(|(_, bytes)| bytes.len()).sum()
+    }
+
+    /// How many byte strings were left out.
+    pub(crate) fn parts_len(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Forgets the byte strings left out from the `first`-th on.
+    pub(crate) fn truncate(&mut self, first: usize) {
+        self.parts.truncate(first);
+    }
+
+    /// The whole frame's pieces in order, each handed to `piece`: `encoded`
+    /// (the buffer the frame was encoded into, from its start) cut at each
+    /// offset, with what was left out there in between. No piece is empty.
+    ///
+    /// ```
+    /// use botbus_core::codec::Splices;
+    /// use botbus_core::{Blob, CodecKind, DataHead, Payload, WireCodec};
+    /// use bytes::BytesMut;
+    ///
+    /// let codec = WireCodec::new(CodecKind::Postcard, 1 << 20);
+    /// let payload = Payload::new(Blob::from(vec![7u8; 64 * 1024]));
+    /// let head = DataHead::Tell { to: "sink", from: "camera" };
+    /// let body = payload.value_body().unwrap().unwrap();
+    ///
+    /// let (mut encoded, mut splices) = (BytesMut::new(), Splices::new());
+    /// codec.encode_data_value_spliced(head, payload.name(), &body, &mut encoded, &mut splices).unwrap();
+    /// assert_eq!(splices.len(), 64 * 1024, "the blob was left out");
+    /// assert!(encoded.len() < 64);
+    ///
+    /// // Put back together, the same bytes as the frame encoded whole.
+    /// let mut whole = Vec::new();
+    /// splices.interleave(encoded.freeze(), |piece| whole.extend_from_slice(&piece));
+    /// let mut copied = BytesMut::new();
+    /// codec.encode_data_value(head, payload.name(), &body, &mut copied).unwrap();
+    /// assert_eq!(whole, copied);
+    /// ```
+    pub fn interleave(self, encoded: Bytes, mut piece: impl FnMut(Bytes)) {
+        let mut at = 0;
+        for (offset, bytes) in self.parts {
+            if offset > at {
+                piece(encoded.slice(at..offset));
+            }
+            if !bytes.is_empty() {
+                piece(bytes);
+            }
+            at = offset;
+        }
+        if encoded.len() > at {
+            piece(encoded.slice(at..));
+        }
+    }
+}
+
+/// A postcard flavor that appends to a `BytesMut`, but leaves out the
+/// large [`Blob`](crate::Blob)s offered while it encodes, noting in
+/// `splices` where each belongs.
+pub(crate) struct Splicing<'a> {
+    pub(crate) out: &'a mut BytesMut,
+    pub(crate) splices: &'a mut Splices,
+}
+
+impl postcard::ser_flavors::Flavor for Splicing<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.out.put_u8(byte);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        if bytes.len() >= crate::blob::SPLICE_FROM {
+            if let Some(blob) = crate::blob::take_offered(bytes) {
+                self.splices.parts.push((self.out.len(), blob));
+                return Ok(());
+            }
+        }
+        self.out.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
 }
 
 /// One JSON object per line: the codec for peers in any language.
@@ -566,7 +692,7 @@ impl WireCodec {
         dst: &mut BytesMut,
     ) -> Result<(), FrameError> {
         match self {
-            WireCodec::Postcard(codec) => encode_postcard_data_value(head, name, body, dst, codec.max_frame_len),
+            WireCodec::Postcard(codec) => encode_postcard_data_value(head, name, body, dst, None, codec.max_frame_len),
             WireCodec::Json(codec) => {
                 let json = body.json().map_err(FrameError::Payload)?;
                 let frame = head.with(PayloadRef {
@@ -576,6 +702,28 @@ impl WireCodec {
                 });
                 encode_json_line(&frame, dst, codec.max_frame_len)
             }
+        }
+    }
+
+    /// [`encode_data_value`](WireCodec::encode_data_value), with the large
+    /// [`Blob`](crate::Blob)s in the value left out of `dst` and noted in
+    /// `splices`, for the frame to be written around them: a camera frame
+    /// goes from the module that sent it to the socket with no copy in
+    /// between. What is left out counts in the frame's length prefix. A JSON
+    /// frame is encoded whole.
+    pub fn encode_data_value_spliced(
+        &self,
+        head: DataHead<'_>,
+        name: &str,
+        body: &ValueBody<'_>,
+        dst: &mut BytesMut,
+        splices: &mut Splices,
+    ) -> Result<(), FrameError> {
+        match self {
+            WireCodec::Postcard(codec) => {
+                encode_postcard_data_value(head, name, body, dst, Some(splices), codec.max_frame_len)
+            }
+            WireCodec::Json(_) => self.encode_data_value(head, name, body, dst),
         }
     }
 

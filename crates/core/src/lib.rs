@@ -32,7 +32,9 @@ pub use address::{validate_name, Address, NameError, SenderAddress};
 pub use auth::{AuthToken, Role, TokenError};
 pub use blob::Blob;
 pub use bus::{AskEnvelope, Bus, Caller, CallerSink, CancelFlag, CancelHook, Envelope, EnvelopeKind, TryDeliverError};
-pub use codec::{FrameCodec, FrameError, Incoming, IncomingCodec, JsonLinesCodec, WireCodec, DEFAULT_MAX_FRAME_LEN};
+pub use codec::{
+    FrameCodec, FrameError, Incoming, IncomingCodec, JsonLinesCodec, Splices, WireCodec, DEFAULT_MAX_FRAME_LEN,
+};
 pub use context::{Ask, Call, CallEvent, CallerRequest, Client, Context, DEFAULT_ASK_TIMEOUT};
 pub use endpoint::{Endpoint, EndpointError, PipeAddr, MEM_SCHEME, PIPE_SCHEME, STDIO_SCHEME, TCP_SCHEME, TLS_SCHEME};
 pub use error::{AskError, ModuleError, PayloadError, SendError};

@@ -37,6 +37,7 @@ use bytes::{Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::codec::Splices;
 use crate::depth::{Limit, MAX_NESTING};
 use crate::error::PayloadError;
 use crate::frame::CodecKind;
@@ -192,6 +193,9 @@ trait ErasedMessage: Any + Send + Sync + fmt::Debug {
     fn encoded_len(&self) -> Result<usize, postcard::Error>;
     /// Appends the postcard encoding to `out`.
     fn encode_into(&self, out: &mut BytesMut) -> Result<(), postcard::Error>;
+    /// Appends the postcard encoding to `out`, its large blobs left out and
+    /// noted in `splices`.
+    fn encode_spliced(&self, out: &mut BytesMut, splices: &mut Splices) -> Result<(), postcard::Error>;
     fn encode_json(&self) -> Result<Vec<u8>, serde_json::Error>;
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
     fn into_any_shared(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
@@ -209,6 +213,10 @@ impl<M: Message> ErasedMessage for M {
 
     fn encode_into(&self, out: &mut BytesMut) -> Result<(), postcard::Error> {
         postcard::serialize_with_flavor(self, crate::codec::Append(out))
+    }
+
+    fn encode_spliced(&self, out: &mut BytesMut, splices: &mut Splices) -> Result<(), postcard::Error> {
+        crate::blob::splicing(|| postcard::serialize_with_flavor(self, crate::codec::Splicing { out, splices }))
     }
 
     fn encode_json(&self) -> Result<Vec<u8>, serde_json::Error> {
@@ -446,7 +454,7 @@ impl Payload {
     /// let body = payload.value_body().unwrap().unwrap();
     /// assert_eq!(body.len(), 2); // a varint
     /// let mut out = bytes::BytesMut::new();
-    /// body.write(&mut out).unwrap();
+    /// body.write(&mut out, None).unwrap();
     /// assert_eq!(&out[..], &[0xac, 0x02]);
     /// ```
     ///
@@ -587,10 +595,23 @@ impl ValueBody<'_> {
     }
 
     /// Appends the value's postcard encoding to `out`: exactly
-    /// [`len`](Self::len) bytes, or an error and nothing appended.
-    pub fn write(&self, out: &mut BytesMut) -> Result<(), PayloadError> {
+    /// [`len`](Self::len) bytes, or an error and nothing appended. With
+    /// `splices`, its large [`Blob`](crate::Blob)s are left out of `out` and
+    /// noted there instead.
+    pub fn write(&self, out: &mut BytesMut, splices: Option<&mut Splices>) -> Result<(), PayloadError> {
         let start = out.len();
-        let written = self.value.encode_into(out).map(|()| out.len() - start);
+        let written = match splices {
+            None => self.value.encode_into(out).map(|()| out.len() - start),
+            Some(splices) => {
+                let first = splices.parts_len();
+                let written = self.value.encode_spliced(out, splices);
+                let spliced = splices.len_from(first);
+                if written.is_err() || out.len() - start + spliced != self.len {
+                    splices.truncate(first);
+                }
+                written.map(|()| out.len() - start + spliced)
+            }
+        };
         let error = match written {
             Ok(written) if written == self.len => return Ok(()),
             Ok(written) => PayloadError::Unstable {

@@ -58,8 +58,9 @@ impl LinkHandle {
     /// Queues a data frame that borrows what it carries, encoded straight
     /// into the link's outbox: no owned frame, name or body is made on the
     /// way. A value here bound for a postcard peer is encoded in place in
-    /// the frame; any other body is lent as it is (bytes received) or as
-    /// this thread's scratch encoding of it.
+    /// the frame, its large blobs spliced in rather than copied; any other
+    /// body is lent as it is (bytes received) or as this thread's scratch
+    /// encoding of it.
     pub(super) fn queue_data(
         &self,
         head: DataHead<'_>,
@@ -72,8 +73,9 @@ impl LinkHandle {
             if let Some(value) = payload.value_body() {
                 let value = value.map_err(|e| SendError::Encode(e.to_string()))?;
                 return self
-                    .queue_data_with(value.len(), permit, |dst| {
-                        self.codec.encode_data_value(head, name, &value, dst)
+                    .queue_data_with(value.len(), permit, |dst, splices| match splices {
+                        Some(splices) => self.codec.encode_data_value_spliced(head, name, &value, dst, splices),
+                        None => self.codec.encode_data_value(head, name, &value, dst),
                     })
                     .map_err(|e| e.for_send(self));
             }
@@ -82,7 +84,7 @@ impl LinkHandle {
         payload
             .with_body(codec, |body| {
                 let frame = head.with(PayloadRef { name, body, json });
-                self.queue_data_with(body.len(), permit, |dst| self.codec.encode_data(&frame, dst))
+                self.queue_data_with(body.len(), permit, |dst, _| self.codec.encode_data(&frame, dst))
             })
             .map_err(|e| SendError::Encode(e.to_string()))?
             .map_err(|e| e.for_send(self))

@@ -4,12 +4,14 @@
 //! system call. Small frames are encoded back to back into one buffer (the
 //! writer swaps it for the one it just wrote, so no frame gets a buffer or
 //! a queue node of its own); a frame with a large body gets its own buffer,
-//! written from where it lies.
+//! written from where it lies, and the large [`Blob`](botbus_core::Blob)s
+//! in it are not copied even there: the frame is encoded around them
+//! ([`Splices`]) and the writer gathers the pieces into one vectored write.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use botbus_core::{Frame, FrameError, LinkWriter, SendError};
+use botbus_core::{Frame, FrameError, LinkWriter, SendError, Splices};
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, SemaphorePermit};
@@ -175,18 +177,20 @@ impl Outbox {
     /// Queues one frame, which `encode` appends to the buffer it is given:
     /// the outbox's own for a small frame, encoded in place under the lock
     /// (so frames keep the order they were queued in), or a buffer of its
-    /// own for a body of [`DIRECT_WRITE_BYTES`] or more. `data`: a data
-    /// frame, counted in the backlog.
+    /// own for a body of [`DIRECT_WRITE_BYTES`] or more — and then `encode`
+    /// is also given [`Splices`], for what it leaves out of the buffer.
+    /// `data`: a data frame, counted in the backlog.
     fn push(
         &self,
         body_len: usize,
         data: bool,
-        encode: impl Fn(&mut BytesMut) -> Result<(), FrameError>,
+        encode: impl Fn(&mut BytesMut, Option<&mut Splices>) -> Result<(), FrameError>,
     ) -> Result<(), QueueError> {
         let own = if body_len >= DIRECT_WRITE_BYTES {
+            let mut splices = Splices::new();
             let mut own = LargeFrame::buffer(body_len + FRAME_HEAD_ROOM);
-            encode(&mut own).map_err(QueueError::Encode)?;
-            Some(Bytes::from_owner(LargeFrame(own)))
+            encode(&mut own, Some(&mut splices)).map_err(QueueError::Encode)?;
+            Some((Bytes::from_owner(LargeFrame(own)), splices))
         } else {
             None
         };
@@ -196,13 +200,13 @@ impl Outbox {
         }
         let was_empty = queued.is_empty();
         let len = match own {
-            Some(bytes) => {
+            Some((encoded, splices)) => {
                 if !queued.small.is_empty() {
                     let run = std::mem::take(&mut queued.small).freeze();
                     queued.before.push(run);
                 }
-                let len = bytes.len();
-                queued.before.push(bytes);
+                let len = encoded.len() + splices.len();
+                splices.interleave(encoded, |piece| queued.before.push(piece));
                 len
             }
             None => {
@@ -212,7 +216,7 @@ impl Outbox {
                     small.reserve(room.max(OUTBOX_GROWTH));
                 }
                 let start = small.len();
-                encode(small).map_err(QueueError::Encode)?;
+                encode(small, None).map_err(QueueError::Encode)?;
                 small.len() - start
             }
         };
@@ -276,23 +280,24 @@ impl LinkHandle {
     /// never waits.
     pub(super) fn queue_control(&self, frame: &Frame) -> Result<(), QueueError> {
         self.outbox
-            .push(frame.body_len(), false, |dst| self.codec.clone().encode(frame, dst))
+            .push(frame.body_len(), false, |dst, _| self.codec.clone().encode(frame, dst))
     }
 
     /// Queues a data frame, `permit` taken from the window: it comes back
     /// with the peer's credit, or once written towards a peer that does not
     /// credit.
     pub(super) fn queue_data_frame(&self, frame: &Frame, permit: SemaphorePermit<'_>) -> Result<(), QueueError> {
-        self.queue_data_with(frame.body_len(), permit, |dst| self.codec.clone().encode(frame, dst))
+        self.queue_data_with(frame.body_len(), permit, |dst, _| self.codec.clone().encode(frame, dst))
     }
 
     /// [`LinkHandle::queue_data_frame`] for a data frame that `encode`
-    /// appends to the buffer it is given, with a body of `body_len` bytes.
+    /// appends to the buffer it is given (leaving out what it notes in the
+    /// splices, if given any), with a body of `body_len` bytes.
     pub(super) fn queue_data_with(
         &self,
         body_len: usize,
         permit: SemaphorePermit<'_>,
-        encode: impl Fn(&mut BytesMut) -> Result<(), FrameError>,
+        encode: impl Fn(&mut BytesMut, Option<&mut Splices>) -> Result<(), FrameError>,
     ) -> Result<(), QueueError> {
         self.outbox.push(body_len, true, encode)?;
         permit.forget();
@@ -315,8 +320,50 @@ impl QueueError {
     }
 }
 
-/// Writes what senders queue, one system call per look at the outbox (one
-/// more per frame with a buffer of its own), until the link closes.
+/// Pieces written with one system call at most.
+const GATHERED: usize = 64;
+
+/// Writes `pieces`, then `tail`, all of them: gathered into one vectored
+/// write as far as the writer takes them (up to [`GATHERED`] pieces a
+/// call). `pieces` is left empty.
+async fn write_gathered(write: &mut LinkWriter, pieces: &mut Vec<Bytes>, tail: &[u8]) -> std::io::Result<()> {
+    use bytes::Buf;
+    use std::io::IoSlice;
+    let (mut first, mut tail_written) = (0, 0);
+    loop {
+        let mut slices = [IoSlice::new(&[]); GATHERED];
+        let mut count = 0;
+        for piece in pieces[first..].iter().filter(|piece| !piece.is_empty()).take(GATHERED) {
+            slices[count] = IoSlice::new(piece);
+            count += 1;
+        }
+        if count < GATHERED && tail_written < tail.len() {
+            slices[count] = IoSlice::new(&tail[tail_written..]);
+            count += 1;
+        }
+        if count == 0 {
+            pieces.clear();
+            return Ok(());
+        }
+        let mut written = write.write_vectored(&slices[..count]).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while let Some(piece) = pieces.get_mut(first) {
+            if written < piece.len() {
+                piece.advance(written);
+                written = 0;
+                break;
+            }
+            written -= piece.len();
+            first += 1;
+        }
+        tail_written += written;
+    }
+}
+
+/// Writes what senders queue, one system call per look at the outbox, until
+/// the link closes.
 pub(super) async fn write_loop(mut write: LinkWriter, link: std::sync::Arc<LinkHandle>) {
     // Swapped with the outbox's buffer on every look: two buffers serve
     // the link, each filled while the other is written.
@@ -337,17 +384,12 @@ pub(super) async fn write_loop(mut write: LinkWriter, link: std::sync::Arc<LinkH
                     () = &mut closed => return Ok(()),
                 }
             }
-            for own in before.drain(..) {
-                write.write_all(&own).await?;
-            }
             // Credit owed to the peer rides along with whatever is written.
             let owed = link.inflow.owed.swap(0, Ordering::AcqRel);
             if owed > 0 {
                 let _ = link.codec.clone().encode(&Frame::Credit { frames: owed }, &mut small);
             }
-            if !small.is_empty() {
-                write.write_all(&small).await?;
-            }
+            write_gathered(&mut write, &mut before, &small).await?;
             write.flush().await?;
             if small.capacity() > KEPT_OUTBOX_BYTES {
                 small = BytesMut::new();

@@ -82,6 +82,16 @@ pub(crate) fn splicing<R>(encode: impl FnOnce() -> R) -> R {
     encoded
 }
 
+/// Runs `encode` with `bytes` offered to [`take_offered`] from the start:
+/// an encoder that meets them (a received body passed on in a frame)
+/// splices them in rather than copies them.
+pub(crate) fn splicing_bytes<R>(bytes: &Bytes, encode: impl FnOnce() -> R) -> R {
+    splicing(|| {
+        OFFERED.set(Some(bytes.clone()));
+        encode()
+    })
+}
+
 /// The blob whose bytes `part` are, if it was offered while being
 /// serialized: shared, for the encoder to splice in.
 pub(crate) fn take_offered(part: &[u8]) -> Option<Bytes> {

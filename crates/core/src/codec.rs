@@ -657,6 +657,62 @@ impl WireCodec {
         }
     }
 
+    /// [`encode_data`](WireCodec::encode_data) for a frame whose payload
+    /// borrows `body`, with `body` left out of `dst` and noted in `splices`
+    /// if it is large: what a node passing a received message on to another
+    /// link does, so that a camera frame crosses a hub without a copy. A
+    /// JSON frame, or a small body, is encoded whole.
+    ///
+    /// ```
+    /// use botbus_core::{CodecKind, DataHead, PayloadRef, Splices, WireCodec};
+    /// use bytes::{Bytes, BytesMut};
+    ///
+    /// let codec = WireCodec::new(CodecKind::Postcard, 1 << 20);
+    /// let body = Bytes::from(vec![7u8; 64 * 1024]); // as a link read it
+    /// let frame = DataHead::Tell { to: "viewer", from: "camera" }.with(PayloadRef {
+    ///     name: "cam.Image",
+    ///     body: &body,
+    ///     json: false,
+    /// });
+    /// let (mut encoded, mut splices) = (BytesMut::new(), Splices::new());
+    /// codec.encode_data_spliced(&frame, &body, &mut encoded, &mut splices).unwrap();
+    /// assert_eq!(splices.len(), body.len());
+    ///
+    /// let mut whole = Vec::new();
+    /// splices.interleave(encoded.freeze(), |piece| whole.extend_from_slice(&piece));
+    /// let mut copied = BytesMut::new();
+    /// codec.encode_data(&frame, &mut copied).unwrap();
+    /// assert_eq!(whole, copied);
+    /// ```
+    pub fn encode_data_spliced(
+        &self,
+        frame: &DataFrame<'_>,
+        body: &Bytes,
+        dst: &mut BytesMut,
+        splices: &mut Splices,
+    ) -> Result<(), FrameError> {
+        let WireCodec::Postcard(codec) = self else {
+            return self.encode_data(frame, dst);
+        };
+        if body.len() < crate::blob::SPLICE_FROM {
+            return self.encode_data(frame, dst);
+        }
+        let (start, first) = (dst.len(), splices.parts_len());
+        dst.put_u32(0);
+        let encoded = crate::blob::splicing_bytes(body, || {
+            postcard::serialize_with_flavor(frame, Splicing { out: dst, splices })
+        });
+        let spliced = splices.len_from(first);
+        let ended = encoded
+            .map_err(FrameError::Encode)
+            .and_then(|()| end_postcard_frame(start, dst, spliced, codec.max_frame_len));
+        if ended.is_err() {
+            dst.truncate(start);
+            splices.truncate(first);
+        }
+        ended
+    }
+
     /// Appends the data frame `head` with a payload named `name` whose body
     /// is the value `body`: the same bytes as [`encode_data`] with the
     /// value encoded first. In postcard the value is encoded straight into

@@ -443,6 +443,24 @@ impl Payload {
         }
     }
 
+    /// The bytes the payload was received as, if they are in `codec`: what
+    /// a frame passing it on can splice in as they are
+    /// ([`WireCodec::encode_data_spliced`](crate::WireCodec::encode_data_spliced)).
+    ///
+    /// ```
+    /// use botbus_core::{CodecKind, Payload};
+    /// let received = Payload::from_encoded("count", bytes::Bytes::from_static(&[7]));
+    /// assert_eq!(received.received_body(CodecKind::Postcard).map(|b| &b[..]), Some(&[7u8][..]));
+    /// assert!(received.received_body(CodecKind::Json).is_none());
+    /// assert!(Payload::new(7u32).received_body(CodecKind::Postcard).is_none());
+    /// ```
+    pub fn received_body(&self, codec: CodecKind) -> Option<&Bytes> {
+        match (&self.body, codec) {
+            (Body::Encoded(bytes), CodecKind::Postcard) | (Body::Json(bytes), CodecKind::Json) => Some(bytes),
+            _ => None,
+        }
+    }
+
     /// The payload's value, measured for postcard, if it is a value here
     /// rather than bytes received: a frame can then have it encoded straight
     /// into its own buffer ([`WireCodec::encode_data_value`]), with no copy

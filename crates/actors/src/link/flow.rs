@@ -58,9 +58,9 @@ impl LinkHandle {
     /// Queues a data frame that borrows what it carries, encoded straight
     /// into the link's outbox: no owned frame, name or body is made on the
     /// way. A value here bound for a postcard peer is encoded in place in
-    /// the frame, its large blobs spliced in rather than copied; any other
-    /// body is lent as it is (bytes received) or as this thread's scratch
-    /// encoding of it.
+    /// the frame, its large blobs spliced in rather than copied; a body
+    /// received is passed on as it is, spliced in if it is large; any other
+    /// is lent as this thread's scratch encoding of it.
     pub(super) fn queue_data(
         &self,
         head: DataHead<'_>,
@@ -81,6 +81,16 @@ impl LinkHandle {
             }
         }
         let codec = if json { CodecKind::Json } else { CodecKind::Postcard };
+        if let Some(body) = payload.received_body(codec) {
+            // Passed on as it was received: a large body is spliced in.
+            let frame = head.with(PayloadRef { name, body, json });
+            return self
+                .queue_data_with(body.len(), permit, |dst, splices| match splices {
+                    Some(splices) => self.codec.encode_data_spliced(&frame, body, dst, splices),
+                    None => self.codec.encode_data(&frame, dst),
+                })
+                .map_err(|e| e.for_send(self));
+        }
         payload
             .with_body(codec, |body| {
                 let frame = head.with(PayloadRef { name, body, json });

@@ -8,6 +8,7 @@
 mod support;
 
 use std::collections::BTreeSet;
+use std::future::IntoFuture;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -20,8 +21,8 @@ use std::time::Duration;
 use botbus::crates::core::{Frame, FrameCodec, Hello};
 use botbus::crates::transport_pipe::PipeTransport;
 use botbus::{
-    async_trait, Context, Endpoint, Link, LinkConfig, LinkError, LinkReader, LinkWriter, Listener, Module, ModuleError,
-    ModuleOptions, Node, NodeBuilder, Transport, TransportError,
+    async_trait, Context, Endpoint, Link, LinkConfig, LinkError, LinkReader, LinkWriter, Listener, Liveness, Module,
+    ModuleError, ModuleOptions, Node, NodeBuilder, Transport, TransportError,
 };
 use support::{unique, Req, Service, DEADLINE};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -413,8 +414,20 @@ fn thread_id() -> String {
     format!("{:?}", std::thread::current().id())
 }
 
-/// The threads a node's links were read and written on.
-type Seen = Arc<Mutex<BTreeSet<String>>>;
+/// What the links of a watched transport saw: the threads they were read
+/// on (`"read"`) and written on (`"write"`).
+type Seen = Arc<Watch>;
+
+#[derive(Debug, Default)]
+struct Watch {
+    seen: Mutex<BTreeSet<(&'static str, String)>>,
+    /// Every other write finds the link busy: it wakes its waker and
+    /// returns `Pending` (as tokio's writers do once a task has used up
+    /// its budget), so whoever wrote with a waker that wakes nobody must
+    /// leave the write to someone who will be woken.
+    stall: bool,
+    writes: std::sync::atomic::AtomicU64,
+}
 
 /// The real pipe transport, noting the thread of every read and write of
 /// the links it makes or accepts.
@@ -431,8 +444,8 @@ struct WatchedListener(Box<dyn Listener>, Seen);
 struct Noted<T>(T, Seen);
 
 impl<T> Noted<T> {
-    fn note(&self) {
-        self.1.lock().unwrap().insert(thread_id());
+    fn note(&self, what: &'static str) {
+        self.1.seen.lock().unwrap().insert((what, thread_id()));
     }
 }
 
@@ -442,19 +455,23 @@ impl<R: AsyncRead + Unpin> AsyncRead for Noted<R> {
         cx: &mut TaskContext<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        self.note();
+        self.note("read");
         Pin::new(&mut self.0).poll_read(cx, buf)
     }
 }
 
 impl<W: AsyncWrite + Unpin> AsyncWrite for Noted<W> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        self.note();
+        self.note("write");
+        if self.1.stall && self.1.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2 == 0 {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         Pin::new(&mut self.0).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
-        self.note();
+        self.note("write");
         Pin::new(&mut self.0).poll_flush(cx)
     }
 
@@ -521,7 +538,7 @@ fn beside_its_link(name: &str, seen: &Seen) -> NodeBuilder {
 }
 
 #[tokio::test]
-async fn a_link_placed_on_a_named_thread_is_read_and_written_there_beside_its_modules() {
+async fn a_link_placed_on_a_named_thread_is_read_there_beside_its_modules_and_an_asker_writes_its_own_ask() {
     let dir = TempDir::new();
     let at = endpoint(&dir.socket("hub.sock"));
     // The hub accepts on `io`; the other joins from its own `io`.
@@ -546,10 +563,177 @@ async fn a_link_placed_on_a_named_thread_is_read_and_written_there_beside_its_mo
         .timeout(DEADLINE)
         .await
         .unwrap();
-    // Every read and write of each node's link, handshake included, ran
-    // on the thread its module runs on.
-    assert_eq!(*hub_seen.lock().unwrap(), BTreeSet::from([hub_io]));
-    assert_eq!(*joined_seen.lock().unwrap(), BTreeSet::from([joined_io]));
+    let tester = thread_id();
+    for (seen, io) in [(&hub_seen, hub_io), (&joined_seen, joined_io)] {
+        let seen = seen.seen.lock().unwrap().clone();
+        let on = |what: &str| -> BTreeSet<String> {
+            seen.iter()
+                .filter(|(seen_what, _)| *seen_what == what)
+                .map(|(_, thread)| thread.clone())
+                .collect()
+        };
+        // Every read of the link, handshake included, ran on the thread
+        // its module runs on; so did every write but the tester's ask,
+        // which the tester's own thread wrote (no other thread was woken
+        // to write it), and the module's reply was written where the
+        // module runs.
+        assert_eq!(on("read"), BTreeSet::from([io.clone()]));
+        assert_eq!(on("write"), BTreeSet::from([io, tester.clone()]));
+    }
+    joined.shutdown().await;
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_ask_whose_write_finds_the_link_busy_is_written_by_the_links_writer_and_answered() {
+    let dir = TempDir::new();
+    let at = endpoint(&dir.socket("hub.sock"));
+    // No pings: nothing else is ever written on the link to carry a
+    // stalled write along.
+    let quiet = || LinkConfig {
+        liveness: Liveness::new(Duration::from_secs(600), Duration::from_secs(600)),
+        ..LinkConfig::default()
+    };
+    let hub = Node::builder("hub")
+        .link_config(quiet())
+        .module_with("service", Service::new, ModuleOptions::new())
+        .start()
+        .unwrap();
+    hub.listen(&at).await.unwrap();
+    let stalling = Arc::new(Watch {
+        stall: true,
+        ..Watch::default()
+    });
+    let joined = Node::builder("joined")
+        .transport(Arc::new(Watched(stalling.clone())))
+        .link_config(quiet())
+        .join(&at)
+        .start()
+        .unwrap();
+    joined.wait_for_module("hub/service", DEADLINE).await.unwrap();
+    // One ask at a time, nothing else on the link: an ask whose write
+    // stalls is written by nobody but the link's writer task.
+    let client = joined.client("tester");
+    for n in 0..50 {
+        let sum: u32 = client
+            .ask("hub/service", Req::Add(n, 1))
+            .timeout(DEADLINE)
+            .await
+            .unwrap();
+        assert_eq!(sum, n + 1);
+    }
+    let writes = stalling.writes.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        writes >= 100,
+        "the asks were written, half of them stalling ({writes} writes)"
+    );
+    joined.shutdown().await;
+    hub.shutdown().await;
+}
+
+/// One of a sender's numbered messages, some with a large blob that fills
+/// the socket (so writes at once meet a link that would block).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Numbered {
+    sender: u32,
+    n: u32,
+    blob: botbus::Blob,
+}
+
+impl botbus::Message for Numbered {
+    const NAME: &'static str = "test.Numbered";
+}
+
+/// Checks that each sender's messages arrive in the order they were sent,
+/// and answers an ask with how many it has taken from that sender (a
+/// negative answer: one arrived out of order).
+#[derive(Default)]
+struct Ledger {
+    next: std::collections::HashMap<u32, u32>,
+    out_of_order: bool,
+}
+
+impl Module for Ledger {
+    type Message = Numbered;
+    type Reply = i64;
+
+    async fn process(&mut self, message: Numbered, _ctx: &mut Context) -> Result<i64, ModuleError> {
+        let next = self.next.entry(message.sender).or_default();
+        self.out_of_order |= message.n != *next || message.blob.len() != blob_len(message.n);
+        *next = message.n + 1;
+        Ok(if self.out_of_order { -1 } else { i64::from(*next) })
+    }
+}
+
+/// Every tenth message carries 64 KiB.
+fn blob_len(n: u32) -> usize {
+    if n % 10 == 9 {
+        64 * 1024
+    } else {
+        16
+    }
+}
+
+/// Sends `ledger` its numbered messages as the test says: tells, and every
+/// third an ask whose answer it checks.
+struct Numberer(u32);
+
+impl Module for Numberer {
+    type Message = u32;
+    type Reply = ();
+
+    async fn process(&mut self, count: u32, ctx: &mut Context) -> Result<(), ModuleError> {
+        for n in 0..count {
+            let message = Numbered {
+                sender: self.0,
+                n,
+                blob: vec![n as u8; blob_len(n)].into(),
+            };
+            if n % 3 == 2 {
+                let taken: i64 = ctx.ask("hub/ledger", message).timeout(DEADLINE).await?;
+                if taken != i64::from(n) + 1 {
+                    return Err(ModuleError::new(format!(
+                        "sender {}: ledger answered {taken} after {n}",
+                        self.0
+                    )));
+                }
+            } else {
+                ctx.tell("hub/ledger", message).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn senders_on_four_threads_share_one_link_and_each_ones_asks_and_tells_arrive_in_order() {
+    let dir = TempDir::new();
+    let at = endpoint(&dir.socket("hub.sock"));
+    let hub = Node::builder("hub")
+        .module_with("ledger", Ledger::default, ModuleOptions::new())
+        .start()
+        .unwrap();
+    hub.listen(&at).await.unwrap();
+    // Four senders, each on a thread of its own, none on the link's: asks
+    // written at once by their senders' threads, tells by the link's
+    // writer, large frames that fill the socket, all on one link.
+    let mut joined = Node::builder("joined").join(&at);
+    for sender in 0..4 {
+        let options = ModuleOptions::new().thread(&format!("sender-{sender}"));
+        joined = joined.module_with(&format!("numberer-{sender}"), move || Numberer(sender), options);
+    }
+    let joined = joined.start().unwrap();
+    joined.wait_for_module("hub/ledger", DEADLINE).await.unwrap();
+
+    const COUNT: u32 = 2000;
+    let client = joined.client("tester");
+    let numberers: Vec<String> = (0..4).map(|sender| format!("numberer-{sender}")).collect();
+    let sends = numberers
+        .iter()
+        .map(|numberer| client.ask::<_, ()>(numberer, COUNT).timeout(DEADLINE).into_future());
+    for (sender, sent) in futures::future::join_all(sends).await.into_iter().enumerate() {
+        sent.unwrap_or_else(|error| panic!("sender {sender}: {error}"));
+    }
     joined.shutdown().await;
     hub.shutdown().await;
 }

@@ -12,6 +12,7 @@ use botbus_core::{CancelHook, CodecKind, DataHead, Envelope, Frame, Payload, Pay
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, SemaphorePermit};
 
+use super::writer::Urgency;
 use super::LinkHandle;
 use crate::router::Router;
 
@@ -69,11 +70,16 @@ impl LinkHandle {
         permit: SemaphorePermit<'_>,
     ) -> Result<(), SendError> {
         let name = payload.name();
+        // An asker waits for its ask: it is written at once if it can be.
+        let urgency = match head {
+            DataHead::Ask { .. } => Urgency::Now,
+            DataHead::Tell { .. } | DataHead::Publish { .. } => Urgency::Batched,
+        };
         if !json && self.codec.kind() == CodecKind::Postcard {
             if let Some(value) = payload.value_body() {
                 let value = value.map_err(|e| SendError::Encode(e.to_string()))?;
                 return self
-                    .queue_data_with(value.len(), permit, |dst, splices| match splices {
+                    .queue_data_with(value.len(), permit, urgency, |dst, splices| match splices {
                         Some(splices) => self.codec.encode_data_value_spliced(head, name, &value, dst, splices),
                         None => self.codec.encode_data_value(head, name, &value, dst),
                     })
@@ -85,7 +91,7 @@ impl LinkHandle {
             // Passed on as it was received: a large body is spliced in.
             let frame = head.with(PayloadRef { name, body, json });
             return self
-                .queue_data_with(body.len(), permit, |dst, splices| match splices {
+                .queue_data_with(body.len(), permit, urgency, |dst, splices| match splices {
                     Some(splices) => self.codec.encode_data_spliced(&frame, body, dst, splices),
                     None => self.codec.encode_data(&frame, dst),
                 })
@@ -94,7 +100,9 @@ impl LinkHandle {
         payload
             .with_body(codec, |body| {
                 let frame = head.with(PayloadRef { name, body, json });
-                self.queue_data_with(body.len(), permit, |dst, _| self.codec.encode_data(&frame, dst))
+                self.queue_data_with(body.len(), permit, urgency, |dst, _| {
+                    self.codec.encode_data(&frame, dst)
+                })
             })
             .map_err(|e| SendError::Encode(e.to_string()))?
             .map_err(|e| e.for_send(self))

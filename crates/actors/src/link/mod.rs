@@ -3,7 +3,8 @@
 //! * [`handshake`]: drives the core handshake state machine over the fresh
 //!   byte stream, within the handshake deadline;
 //! * [`writer`]: the outbox frames are encoded into on the sender's
-//!   thread, and the task that writes what it holds in few system calls;
+//!   thread; a frame someone waits for written there at once, the rest by
+//!   the task that writes what the outbox holds in few system calls;
 //! * [`reader`]: reads frames, keeps the link's liveness, and hands every
 //!   frame to the router;
 //! * [`asks`]: the bookkeeping of asks that cross the link, both ways;
@@ -11,8 +12,11 @@
 //!   for what arrives.
 //!
 //! Frames are encoded by whoever sends them (on their own thread), straight
-//! into the link's outbox behind the frames queued before them; the writer
-//! task takes everything queued since its last write and writes it at once.
+//! into the link's outbox behind the frames queued before them. An ask, a
+//! reply or a control frame that finds nothing ahead of it is written by
+//! its sender then and there; otherwise (and for tells and publishes) the
+//! writer task takes everything queued since its last write and writes it
+//! at once.
 //! Data frames (tells, asks, publishes) take a permit from the send window,
 //! given back by the peer's credit, so a slow peer makes senders wait
 //! instead of growing a queue without bound.
@@ -165,9 +169,12 @@ pub struct LinkConfig {
     /// oldest still in its handshake — the likeliest never to finish — so a
     /// flood of silent connections cannot lock a good peer out.
     pub max_handshakes: usize,
-    /// The named thread these links run on — their reads, writes and flow
-    /// control, and a listener's accepting — shared with the modules that
-    /// name the same thread ([`ModuleOptions::thread`](crate::ModuleOptions::thread)).
+    /// The named thread these links run on — their reads, their writer
+    /// task and flow control, and a listener's accepting — shared with the
+    /// modules that name the same thread
+    /// ([`ModuleOptions::thread`](crate::ModuleOptions::thread)). (An ask
+    /// or a reply is written by the thread that sends it, wherever that
+    /// is, when nothing is queued ahead of it.)
     /// A module that a link mostly feeds, placed beside it, takes its
     /// frames and sends its replies with no hand-off between threads: no
     /// wake-up of another core per burst (tens of microseconds on a small
@@ -598,7 +605,7 @@ pub(crate) async fn establish_link(
     let handle = Arc::new(LinkHandle {
         peer: theirs.node.clone(),
         describe,
-        outbox: writer::Outbox::default(),
+        outbox: writer::Outbox::new(write),
         permits: Semaphore::new(send_window),
         codec,
         next_id: AtomicU64::new(1),
@@ -631,7 +638,7 @@ pub(crate) async fn establish_link(
     // arbiter's): a frame read for one of them, its reply and the write of
     // that reply all run in one turn of the thread, with no look at the
     // operating system in between.
-    tokio::task::spawn_local(writer::write_loop(write, handle.clone()));
+    tokio::task::spawn_local(writer::write_loop(handle.clone()));
     tokio::task::spawn_local(flow::drainer(router.clone(), handle.clone(), started));
     tokio::task::spawn_local(reader::read_loop(router, handle.clone(), reader, config.liveness));
     Ok(handle)

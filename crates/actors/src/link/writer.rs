@@ -1,19 +1,31 @@
 //! The link's writer. Whoever sends a frame encodes it on their own thread
-//! straight into the link's outbox, behind what was queued before it; one
-//! task takes everything queued since its last write and writes it with one
-//! system call. Small frames are encoded back to back into one buffer (the
-//! writer swaps it for the one it just wrote, so no frame gets a buffer or
-//! a queue node of its own); a frame with a large body gets its own buffer,
-//! written from where it lies, and the large [`Blob`](botbus_core::Blob)s
-//! in it are not copied even there: the frame is encoded around them
-//! ([`Splices`]) and the writer gathers the pieces into one vectored write.
+//! straight into the link's outbox, behind what was queued before it.
+//! Whoever writes takes everything queued since the last write and writes
+//! it with one system call. Small frames are encoded back to back into one
+//! buffer (the writer swaps it for the one it just wrote, so no frame gets
+//! a buffer or a queue node of its own); a frame with a large body gets its
+//! own buffer, written from where it lies, and the large
+//! [`Blob`](botbus_core::Blob)s in it are not copied even there: the frame
+//! is encoded around them ([`Splices`]) and the writer gathers the pieces
+//! into one vectored write.
+//!
+//! Who writes depends on whether someone waits for the frame. An ask, a
+//! reply or a control frame is written by its sender, on the sender's own
+//! thread, at once — when nothing is queued ahead of it and nobody else is
+//! writing: no other task or thread is woken to write it, as a blocking
+//! pipe would not wake one. Only if the link would block (or someone else
+//! holds it) does the link's writer task take over, and it is woken for
+//! that. Tells and publishes, which nobody waits for one by one, are left
+//! for the writer task, which writes a flood of them in a few large writes
+//! instead of one system call each.
 
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 
 use botbus_core::{Frame, FrameError, LinkWriter, SendError, Splices};
-use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::{Notify, SemaphorePermit};
 use tokio_util::codec::Encoder;
 
@@ -129,13 +141,28 @@ pub(super) enum QueueError {
     Stopped,
 }
 
-/// Frames waiting for the writer, in the order they were queued, and the
-/// counts the writer settles once they are written.
-#[derive(Default)]
+/// When a queued frame is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Urgency {
+    /// Someone waits for it — an ask, a reply, a control frame: its sender
+    /// writes it at once, on its own thread, if nothing is queued ahead of
+    /// it and nobody else is writing.
+    Now,
+    /// Nobody waits for it by itself — a tell, a publish: the writer task
+    /// writes it with whatever else is queued by then.
+    Batched,
+}
+
+/// Frames waiting to be written, in the order they were queued; the link's
+/// write half, held by whoever writes; and the counts settled once frames
+/// are written.
 pub(super) struct Outbox {
     queued: Mutex<Queued>,
-    /// Wakes the writer when a frame is queued into an empty outbox (a
-    /// wake-up sent while it writes is kept for its next look).
+    /// The write half and the batch being written on it.
+    writing: Mutex<Writing>,
+    /// Wakes the writer task: a frame was queued into an empty outbox for
+    /// it, or a sender that began writing left the rest to it (a wake-up
+    /// sent while it writes is kept for its next look).
     ready: Notify,
     /// Bytes of data frames queued and not yet written.
     pub(super) backlog: Backlog,
@@ -153,7 +180,7 @@ struct Queued {
     data_bytes: usize,
     /// A close is queued: the writer shuts the stream down after it.
     closing: bool,
-    /// The writer has stopped: nothing more is taken.
+    /// Writing has ended: nothing more is taken.
     stopped: bool,
     /// Frames queued in all, and of them data frames (for `LinkStats`).
     frames_out: u64,
@@ -167,6 +194,7 @@ impl Queued {
 }
 
 /// What the writer took in one look, besides the bytes.
+#[derive(Debug, Clone, Copy)]
 struct Taken {
     data_frames: usize,
     data_bytes: usize,
@@ -174,18 +202,39 @@ struct Taken {
 }
 
 impl Outbox {
+    /// An empty outbox writing to `write`.
+    pub(super) fn new(write: LinkWriter) -> Outbox {
+        Outbox {
+            queued: Mutex::default(),
+            writing: Mutex::new(Writing {
+                write,
+                before: Vec::new(),
+                before_written: 0,
+                small: BytesMut::new(),
+                small_written: 0,
+                batch: None,
+                shutting: false,
+                ended: None,
+            }),
+            ready: Notify::new(),
+            backlog: Backlog::default(),
+        }
+    }
+
     /// Queues one frame, which `encode` appends to the buffer it is given:
     /// the outbox's own for a small frame, encoded in place under the lock
     /// (so frames keep the order they were queued in), or a buffer of its
     /// own for a body of [`DIRECT_WRITE_BYTES`] or more — and then `encode`
     /// is also given [`Splices`], for what it leaves out of the buffer.
-    /// `data`: a data frame, counted in the backlog.
+    /// `data`: a data frame, counted in the backlog. Returns whether the
+    /// frame is first in line (nothing was queued ahead of it): then
+    /// whoever queued it sees that it gets written.
     fn push(
         &self,
         body_len: usize,
         data: bool,
         encode: impl Fn(&mut BytesMut, Option<&mut Splices>) -> Result<(), FrameError>,
-    ) -> Result<(), QueueError> {
+    ) -> Result<bool, QueueError> {
         let own = if body_len >= DIRECT_WRITE_BYTES {
             let mut splices = Splices::new();
             let mut own = LargeFrame::buffer(body_len + FRAME_HEAD_ROOM);
@@ -198,7 +247,7 @@ impl Outbox {
         if queued.stopped {
             return Err(QueueError::Stopped);
         }
-        let was_empty = queued.is_empty();
+        let first_in_line = queued.is_empty();
         let len = match own {
             Some((encoded, splices)) => {
                 if !queued.small.is_empty() {
@@ -227,21 +276,17 @@ impl Outbox {
             queued.data_bytes += len;
             self.backlog.queued(len);
         }
-        drop(queued);
-        if was_empty {
-            self.ready.notify_one();
-        }
-        Ok(())
+        Ok(first_in_line)
     }
 
     /// Queues the end: the writer shuts the stream down once what is
     /// queued before it is written.
     fn push_close(&self) {
         let mut queued = self.queued.lock().expect("outbox lock");
-        let was_empty = queued.is_empty();
+        let first_in_line = queued.is_empty();
         queued.closing = true;
         drop(queued);
-        if was_empty {
+        if first_in_line {
             self.ready.notify_one();
         }
     }
@@ -259,7 +304,7 @@ impl Outbox {
         }
     }
 
-    /// The writer has stopped: what is still queued is dropped, and frames
+    /// Writing has ended: what is still queued is dropped, and frames
     /// queued from now on are refused.
     fn stop(&self) {
         let mut queued = self.queued.lock().expect("outbox lock");
@@ -275,19 +320,190 @@ impl Outbox {
     }
 }
 
+/// Pieces written with one system call at most.
+const GATHERED: usize = 64;
+
+/// The link's write half and the batch being written on it: whoever holds
+/// it writes — the writer task, or a sender writing at once. Everything
+/// not yet written is here, in order, ahead of what is still queued in the
+/// outbox, so whoever writes next goes on where the last one stopped.
+struct Writing {
+    write: LinkWriter,
+    /// Frames with buffers of their own and runs of small frames, in
+    /// order, written before `small`.
+    before: Vec<Bytes>,
+    /// How many pieces of `before` are written.
+    before_written: usize,
+    /// Small frames, encoded back to back (swapped with the outbox's
+    /// buffer on every take: two buffers serve the link, each filled while
+    /// the other is written).
+    small: BytesMut,
+    /// How many bytes of `small` are written.
+    small_written: usize,
+    /// What the batch being written counts, while one is.
+    batch: Option<Taken>,
+    /// A close was written: the stream is being shut down.
+    shutting: bool,
+    /// How writing ended, once it has: shut down, or failed (why).
+    ended: Option<Result<(), String>>,
+}
+
+/// Where a turn of writing stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drive {
+    /// Everything queued is written.
+    Idle,
+    /// The batches it was to write are written; the next one is taken,
+    /// for the writer task to write.
+    Yielded,
+    /// Writing has ended (see [`Writing::ended`]).
+    Ended,
+}
+
+impl Writing {
+    /// Writes what is queued — at most `batches` new batches of it —
+    /// until nothing is, or writing has ended; or returns `Pending` when
+    /// the link would block, and `cx` is woken once it can go on.
+    fn drive(&mut self, link: &LinkHandle, cx: &mut Context<'_>, batches: usize) -> Poll<Drive> {
+        if self.ended.is_some() {
+            return Poll::Ready(Drive::Ended);
+        }
+        match ready!(self.write_queued(link, cx, batches)) {
+            Ok(drive @ (Drive::Idle | Drive::Yielded)) => Poll::Ready(drive),
+            end => {
+                self.ended = Some(end.map(|_| ()).map_err(|error| error.to_string()));
+                link.outbox.stop();
+                Poll::Ready(Drive::Ended)
+            }
+        }
+    }
+
+    /// [`Writing::drive`], before an end is noted: `Ok(Drive::Ended)` once
+    /// the stream is shut down.
+    fn write_queued(
+        &mut self,
+        link: &LinkHandle,
+        cx: &mut Context<'_>,
+        mut batches: usize,
+    ) -> Poll<std::io::Result<Drive>> {
+        loop {
+            if self.shutting {
+                ready!(self.write.as_mut().poll_shutdown(cx))?;
+                return Poll::Ready(Ok(Drive::Ended));
+            }
+            let batch = match self.batch {
+                Some(batch) => batch,
+                None => {
+                    let taken = link.outbox.take(&mut self.small, &mut self.before);
+                    if self.small.is_empty() && self.before.is_empty() && !taken.closing {
+                        return Poll::Ready(Ok(Drive::Idle));
+                    }
+                    // Credit owed to the peer rides along with whatever is written.
+                    let owed = link.inflow.owed.swap(0, Ordering::AcqRel);
+                    if owed > 0 {
+                        let _ = link
+                            .codec
+                            .clone()
+                            .encode(&Frame::Credit { frames: owed }, &mut self.small);
+                    }
+                    (self.before_written, self.small_written) = (0, 0);
+                    let batch = *self.batch.insert(taken);
+                    if batches == 0 {
+                        return Poll::Ready(Ok(Drive::Yielded));
+                    }
+                    batches -= 1;
+                    batch
+                }
+            };
+            ready!(self.write_batch(cx))?;
+            ready!(self.write.as_mut().poll_flush(cx))?;
+            self.batch = None;
+            if self.small.capacity() > KEPT_OUTBOX_BYTES {
+                self.small = BytesMut::new();
+            } else {
+                self.small.clear();
+            }
+            // Written: towards a peer that does not credit, the permits
+            // come back now.
+            if !link.peer_credits {
+                link.permits.add_permits(batch.data_frames);
+            }
+            link.outbox.backlog.written(batch.data_bytes);
+            self.shutting = batch.closing;
+        }
+    }
+
+    /// Writes the batch's pieces, then its small frames, all of them:
+    /// gathered into one vectored write as far as the writer takes them
+    /// (up to [`GATHERED`] pieces a call).
+    fn write_batch(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let Writing {
+            write,
+            before,
+            before_written,
+            small,
+            small_written,
+            ..
+        } = self;
+        loop {
+            let mut slices = [IoSlice::new(&[]); GATHERED];
+            let mut count = 0;
+            for piece in before[*before_written..]
+                .iter()
+                .filter(|piece| !piece.is_empty())
+                .take(GATHERED)
+            {
+                slices[count] = IoSlice::new(piece);
+                count += 1;
+            }
+            if count < GATHERED && *small_written < small.len() {
+                slices[count] = IoSlice::new(&small[*small_written..]);
+                count += 1;
+            }
+            if count == 0 {
+                before.clear();
+                return Poll::Ready(Ok(()));
+            }
+            let mut written = ready!(write.as_mut().poll_write_vectored(cx, &slices[..count]))?;
+            if written == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            while let Some(piece) = before.get_mut(*before_written) {
+                if written < piece.len() {
+                    piece.advance(written);
+                    written = 0;
+                    break;
+                }
+                written -= piece.len();
+                *before_written += 1;
+            }
+            *small_written += written;
+        }
+    }
+}
+
 impl LinkHandle {
     /// Queues a frame that takes no permit — a control frame, a reply:
-    /// never waits.
+    /// never waits, and is written at once if it can be.
     pub(super) fn queue_control(&self, frame: &Frame) -> Result<(), QueueError> {
-        self.outbox
-            .push(frame.body_len(), false, |dst, _| self.codec.clone().encode(frame, dst))
+        let first_in_line = self
+            .outbox
+            .push(frame.body_len(), false, |dst, _| self.codec.clone().encode(frame, dst))?;
+        self.queued(first_in_line, Urgency::Now);
+        Ok(())
     }
 
     /// Queues a data frame, `permit` taken from the window: it comes back
     /// with the peer's credit, or once written towards a peer that does not
     /// credit.
     pub(super) fn queue_data_frame(&self, frame: &Frame, permit: SemaphorePermit<'_>) -> Result<(), QueueError> {
-        self.queue_data_with(frame.body_len(), permit, |dst, _| self.codec.clone().encode(frame, dst))
+        let urgency = match frame {
+            Frame::Ask { .. } => Urgency::Now,
+            _ => Urgency::Batched,
+        };
+        self.queue_data_with(frame.body_len(), permit, urgency, |dst, _| {
+            self.codec.clone().encode(frame, dst)
+        })
     }
 
     /// [`LinkHandle::queue_data_frame`] for a data frame that `encode`
@@ -297,16 +513,52 @@ impl LinkHandle {
         &self,
         body_len: usize,
         permit: SemaphorePermit<'_>,
+        urgency: Urgency,
         encode: impl Fn(&mut BytesMut, Option<&mut Splices>) -> Result<(), FrameError>,
     ) -> Result<(), QueueError> {
-        self.outbox.push(body_len, true, encode)?;
+        let first_in_line = self.outbox.push(body_len, true, encode)?;
         permit.forget();
+        self.queued(first_in_line, urgency);
         Ok(())
     }
 
     /// Queues the end of the link, after everything queued before it.
     pub(super) fn queue_close(&self) {
         self.outbox.push_close();
+    }
+
+    /// A frame was queued. If it is first in line, whoever queued it sees
+    /// that it gets written: at once, here, if it is urgent and nobody else
+    /// is writing; else by the writer task, woken for it. (A frame queued
+    /// behind others is written with them.)
+    fn queued(&self, first_in_line: bool, urgency: Urgency) {
+        if first_in_line && !(urgency == Urgency::Now && self.write_now()) {
+            self.outbox.ready.notify_one();
+        }
+    }
+
+    /// Writes what is queued on this thread, without waiting, if nobody
+    /// else is writing; whether everything was written. If not, the writer
+    /// task must go on (it is woken with the waker it polls with, which a
+    /// write here has replaced).
+    fn write_now(&self) -> bool {
+        // Some writers lean on a runtime (a file is written on tokio's
+        // blocking pool): a thread outside any leaves writing to the task.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return false;
+        }
+        let Ok(mut writing) = self.outbox.writing.try_lock() else {
+            return false;
+        };
+        // A batch is half written: the writer task waits for the link to
+        // take more, and goes on when it does.
+        if writing.batch.is_some() {
+            return false;
+        }
+        // One batch: what is queued with its frame. A sender does not go
+        // on writing what others keep queuing meanwhile.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        writing.drive(self, &mut cx, 1) == Poll::Ready(Drive::Idle)
     }
 }
 
@@ -320,101 +572,46 @@ impl QueueError {
     }
 }
 
-/// Pieces written with one system call at most.
-const GATHERED: usize = 64;
-
-/// Writes `pieces`, then `tail`, all of them: gathered into one vectored
-/// write as far as the writer takes them (up to [`GATHERED`] pieces a
-/// call). `pieces` is left empty.
-async fn write_gathered(write: &mut LinkWriter, pieces: &mut Vec<Bytes>, tail: &[u8]) -> std::io::Result<()> {
-    use bytes::Buf;
-    use std::io::IoSlice;
-    let (mut first, mut tail_written) = (0, 0);
+/// The link's writer task: writes what senders queue and leave to it — on
+/// each wake-up, everything queued since the last write, in one system
+/// call — until the link closes.
+pub(super) async fn write_loop(link: Arc<LinkHandle>) {
+    let outbox = &link.outbox;
+    // Made once: waiting on it registers with the token once, not per write.
+    let closed = link.closed.cancelled();
+    tokio::pin!(closed);
     loop {
-        let mut slices = [IoSlice::new(&[]); GATHERED];
-        let mut count = 0;
-        for piece in pieces[first..].iter().filter(|piece| !piece.is_empty()).take(GATHERED) {
-            slices[count] = IoSlice::new(piece);
-            count += 1;
-        }
-        if count < GATHERED && tail_written < tail.len() {
-            slices[count] = IoSlice::new(&tail[tail_written..]);
-            count += 1;
-        }
-        if count == 0 {
-            pieces.clear();
-            return Ok(());
-        }
-        let mut written = write.write_vectored(&slices[..count]).await?;
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        while let Some(piece) = pieces.get_mut(first) {
-            if written < piece.len() {
-                piece.advance(written);
-                written = 0;
-                break;
-            }
-            written -= piece.len();
-            first += 1;
-        }
-        tail_written += written;
-    }
-}
-
-/// Writes what senders queue, one system call per look at the outbox, until
-/// the link closes.
-pub(super) async fn write_loop(mut write: LinkWriter, link: std::sync::Arc<LinkHandle>) {
-    // Swapped with the outbox's buffer on every look: two buffers serve
-    // the link, each filled while the other is written.
-    let mut small = BytesMut::new();
-    let mut before: Vec<Bytes> = Vec::new();
-    let result: std::io::Result<()> = async {
-        // Made once: waiting on it registers with the token once, not per write.
-        let closed = link.closed.cancelled();
-        tokio::pin!(closed);
-        loop {
-            // What was queued goes out before the writer notices the link
-            // closed: a goodbye queued as the link breaks (naming why) too.
-            let taken = link.outbox.take(&mut small, &mut before);
-            if small.is_empty() && before.is_empty() && !taken.closing {
-                tokio::select! {
+        // Made before the writing, so a wake-up sent meanwhile is kept.
+        let woken = outbox.ready.notified();
+        tokio::pin!(woken);
+        let drive = std::future::poll_fn(|cx| outbox.writing.lock().expect("writer lock").drive(&link, cx, usize::MAX));
+        tokio::select! {
+            biased;
+            drive = drive => match drive {
+                Drive::Ended => break,
+                Drive::Yielded => {}
+                // What was queued went out before the writer looks at
+                // whether the link closed: a goodbye queued as the link
+                // breaks (naming why) too.
+                Drive::Idle => tokio::select! {
                     biased;
-                    () = link.outbox.ready.notified() => continue,
-                    () = &mut closed => return Ok(()),
-                }
-            }
-            // Credit owed to the peer rides along with whatever is written.
-            let owed = link.inflow.owed.swap(0, Ordering::AcqRel);
-            if owed > 0 {
-                let _ = link.codec.clone().encode(&Frame::Credit { frames: owed }, &mut small);
-            }
-            write_gathered(&mut write, &mut before, &small).await?;
-            write.flush().await?;
-            if small.capacity() > KEPT_OUTBOX_BYTES {
-                small = BytesMut::new();
-            } else {
-                small.clear();
-            }
-            // Written: towards a peer that does not credit, the permits
-            // come back now.
-            if !link.peer_credits {
-                link.permits.add_permits(taken.data_frames);
-            }
-            link.outbox.backlog.written(taken.data_bytes);
-            if taken.closing {
-                return write.shutdown().await;
-            }
+                    () = woken => {}
+                    () = &mut closed => break,
+                },
+            },
+            // A sender wrote meanwhile, and left the rest to this task:
+            // write again, with this task's waker.
+            () = woken.as_mut() => {}
         }
     }
-    .await;
     link.outbox.stop();
-    let reason = match result {
-        Err(error) => {
+    let ended = outbox.writing.lock().expect("writer lock").ended.clone();
+    let reason = match ended {
+        Some(Err(error)) => {
             tracing::debug!(peer = %link.peer, %error, "link writer stopped");
             format!("writing to the peer failed: {error}")
         }
-        Ok(()) => "closed by this node".to_owned(),
+        Some(Ok(())) | None => "closed by this node".to_owned(),
     };
     link.close_reason.lock().expect("link lock").get_or_insert(reason);
     link.closed.cancel();

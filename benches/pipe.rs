@@ -56,6 +56,7 @@ fn main() {
         small_tells: (sizes.small_tells, small_beside, small_pool),
         large_tells: (sizes.large_tells, large_beside, large_pool),
         switches: (cs_beside, cs_pool),
+        from_module: None,
     }
     .print_as(
         "the service's modules beside its link (LinkConfig::thread) vs on the pool, its link on the node's thread",

@@ -179,6 +179,7 @@ fn main() {
         small_tells: (small_n, small_tcp, small_raw),
         large_tells: (large_n, large_tcp, large_raw),
         switches: (cs_tcp.clone(), cs_raw),
+        from_module: None,
     }
     .print(
         "botbus over TCP (tcp://, with a token) vs raw TCP on loopback, between two processes (switches: us + them)",
@@ -189,6 +190,7 @@ fn main() {
         small_tells: (small_n, small_tls, small_tcp),
         large_tells: (large_n, large_tls, large_tcp),
         switches: (cs_tls, cs_tcp),
+        from_module: None,
     }
     .print_as(
         "botbus over TLS (tls://) vs botbus over TCP: what TLS costs",

@@ -95,6 +95,29 @@ impl Module for Sink {
     }
 }
 
+/// Asks `echo` 64 bytes as many times as it is told, one after another,
+/// from a module of its own — on a thread of its own, not the link's; it
+/// answers the p50 round trip, in nanoseconds.
+pub struct Asker;
+
+impl Module for Asker {
+    type Message = u64;
+    type Reply = u64;
+
+    async fn process(&mut self, n: u64, ctx: &mut Context) -> Result<u64, ModuleError> {
+        let mut samples = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let start = Instant::now();
+            let _: Chunk = ctx.ask("echo", Chunk::of(SMALL)).await?;
+            samples.push(start.elapsed());
+        }
+        Ok(median(&mut samples).as_nanos() as u64)
+    }
+}
+
+/// The module name of a measuring node's [`Asker`], and its thread's.
+const ASKER: &str = "asker";
+
 /// How much each measurement does: round trips per round, tells of each
 /// size per round, and rounds (the median is reported).
 #[derive(Debug, Clone, Copy)]
@@ -148,6 +171,17 @@ pub fn botbus_round_trips(node: &Node, n: usize) -> Vec<Duration> {
         samples
     })
     .expect("node up")
+}
+
+/// The p50 of `n` ask round trips of 64 bytes to the module `echo`, asked
+/// by `node`'s module [`Asker`] from a thread of its own.
+pub fn module_round_trip(node: &Node, n: usize) -> Duration {
+    let client = node.client("driver");
+    let nanos: u64 = node
+        .block_on(async move { client.ask(ASKER, n as u64).timeout(Duration::from_secs(120)).await })
+        .expect("node up")
+        .expect("the asker answers");
+    Duration::from_nanos(nanos)
 }
 
 /// Time for `n` tells of `size` bytes to the module `sink`, until it has
@@ -311,6 +345,10 @@ pub struct Versus {
     pub large_tells: (u64, Duration, Duration),
     /// Context switches per ask in each process: botbus, raw.
     pub switches: (Vec<f64>, Vec<f64>),
+    /// Asked by a module on a thread of its own (not the link's), if
+    /// measured: the p50 round trip, and context switches per ask in each
+    /// process (against the raw channel's above).
+    pub from_module: Option<(Duration, Vec<f64>)>,
 }
 
 impl Versus {
@@ -365,6 +403,21 @@ impl Versus {
                 "{:<34} {:>14} {:>14}",
                 "context switches per ask",
                 joined(cs_bb),
+                joined(cs_raw)
+            );
+        }
+        if let Some((rtt_module, cs_module)) = &self.from_module {
+            println!(
+                "{:<34} {:>11.1} us {:>11.1} us {:>12.2}",
+                "… asked from a module's thread",
+                us(*rtt_module),
+                us(rtt_raw),
+                us(*rtt_module) / us(rtt_raw),
+            );
+            println!(
+                "{:<34} {:>14} {:>14}",
+                "… context switches per ask",
+                joined(cs_module),
                 joined(cs_raw)
             );
         }
@@ -575,6 +628,7 @@ pub fn stdio_node() -> Node {
         .module_with("echo", || Echo, child())
         .module_with("sink", Sink::default, child())
         .module_with("spawnee", || Echo, child())
+        .module_with(ASKER, || Asker, ModuleOptions::new().thread(ASKER))
         .start()
         .expect("the bench node with its children starts")
 }
@@ -621,11 +675,16 @@ fn measure<W: Write, R: Read>(
     let small_raw = median_of(rounds, || raw_stream(&mut sink.to, &mut sink.from, small_n, SMALL));
     let large_bb = median_of(rounds, || botbus_tells(node, large_n, LARGE));
     let large_raw = median_of(rounds, || raw_stream(&mut sink.to, &mut sink.from, large_n, LARGE));
+    let cs_module = switches_per_op(&[me, service], n, || {
+        module_round_trip(node, n);
+    });
+    let rtt_module = median_of(rounds, || module_round_trip(node, n));
     Versus {
         round_trip: (rtt_bb, rtt_raw),
         small_tells: (small_n, small_bb, small_raw),
         large_tells: (large_n, large_bb, large_raw),
         switches: (cs_bb, cs_raw),
+        from_module: Some((rtt_module, cs_module)),
     }
 }
 
@@ -682,6 +741,7 @@ impl Drop for Scratch {
 /// `echo`.
 pub fn linked(name: &str, endpoint: &str) -> Node {
     let node = Node::builder(name)
+        .module_with(ASKER, || Asker, ModuleOptions::new().thread(ASKER))
         .join(endpoint)
         .start()
         .expect("the measuring node starts");
@@ -903,5 +963,6 @@ pub fn in_process(sizes: Sizes) -> Versus {
         small_tells: (n_tells, small_bb, small_raw),
         large_tells: (0, Duration::ZERO, Duration::ZERO),
         switches: (Vec::new(), Vec::new()),
+        from_module: None,
     }
 }

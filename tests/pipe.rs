@@ -24,6 +24,7 @@ use botbus::{
     async_trait, Context, Endpoint, Link, LinkConfig, LinkError, LinkReader, LinkWriter, Listener, Liveness, Module,
     ModuleError, ModuleOptions, Node, NodeBuilder, Transport, TransportError,
 };
+use support::services::Bouncer;
 use support::{unique, Req, Service, DEADLINE};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::codec::Encoder;
@@ -421,12 +422,14 @@ type Seen = Arc<Watch>;
 #[derive(Debug, Default)]
 struct Watch {
     seen: Mutex<BTreeSet<(&'static str, String)>>,
-    /// Every other write finds the link busy: it wakes its waker and
-    /// returns `Pending` (as tokio's writers do once a task has used up
-    /// its budget), so whoever wrote with a waker that wakes nobody must
-    /// leave the write to someone who will be woken.
+    /// Every other write, and every other flush, finds the link busy: it
+    /// wakes its waker and returns `Pending` (as tokio's writers do once a
+    /// task has used up its budget, and a TLS stream's flush does while
+    /// its records wait), so whoever wrote with a waker that wakes nobody
+    /// must leave the write to someone who will be woken.
     stall: bool,
     writes: std::sync::atomic::AtomicU64,
+    flushes: std::sync::atomic::AtomicU64,
 }
 
 /// The real pipe transport, noting the thread of every read and write of
@@ -472,6 +475,10 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Noted<W> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
         self.note("write");
+        if self.1.stall && self.1.flushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2 == 0 {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         Pin::new(&mut self.0).poll_flush(cx)
     }
 
@@ -597,6 +604,7 @@ async fn an_ask_whose_write_finds_the_link_busy_is_written_by_the_links_writer_a
     let hub = Node::builder("hub")
         .link_config(quiet())
         .module_with("service", Service::new, ModuleOptions::new())
+        .module_with("bouncer", || Bouncer, ModuleOptions::new())
         .start()
         .unwrap();
     hub.listen(&at).await.unwrap();
@@ -610,9 +618,11 @@ async fn an_ask_whose_write_finds_the_link_busy_is_written_by_the_links_writer_a
         .join(&at)
         .start()
         .unwrap();
-    joined.wait_for_module("hub/service", DEADLINE).await.unwrap();
+    joined.wait_for_module("hub/bouncer", DEADLINE).await.unwrap();
     // One ask at a time, nothing else on the link: an ask whose write
-    // stalls is written by nobody but the link's writer task.
+    // stalls is written by nobody but the link's writer task. A large one
+    // is written in pieces (a buffer of its own), which a stalled flush
+    // leaves written but not yet settled.
     let client = joined.client("tester");
     for n in 0..50 {
         let sum: u32 = client
@@ -621,10 +631,17 @@ async fn an_ask_whose_write_finds_the_link_busy_is_written_by_the_links_writer_a
             .await
             .unwrap();
         assert_eq!(sum, n + 1);
+        let bytes = vec![n as u8; 20 * 1024 + n as usize];
+        let bounced: Vec<u8> = client
+            .ask("hub/bouncer", bytes.clone())
+            .timeout(DEADLINE)
+            .await
+            .unwrap();
+        assert!(bounced == bytes, "ask {n}: the bytes came back changed");
     }
     let writes = stalling.writes.load(std::sync::atomic::Ordering::Relaxed);
     assert!(
-        writes >= 100,
+        writes >= 200,
         "the asks were written, half of them stalling ({writes} writes)"
     );
     joined.shutdown().await;

@@ -462,6 +462,7 @@ impl Writing {
             }
             if count == 0 {
                 before.clear();
+                *before_written = 0;
                 return Poll::Ready(Ok(()));
             }
             let mut written = ready!(write.as_mut().poll_write_vectored(cx, &slices[..count]))?;

@@ -34,7 +34,7 @@ use super::LinkHandle;
 /// Frames with a body at least this large are encoded into a buffer of
 /// their own and written from it: gathering them would cost a copy more
 /// than the extra write.
-pub(super) const DIRECT_WRITE_BYTES: usize = 16 * 1024;
+const OWN_BUFFER_BYTES: usize = 16 * 1024;
 /// What the outbox's buffer grows by at least.
 const OUTBOX_GROWTH: usize = 64 * 1024;
 /// A written buffer larger than this is let go rather than kept for reuse:
@@ -224,7 +224,7 @@ impl Outbox {
     /// Queues one frame, which `encode` appends to the buffer it is given:
     /// the outbox's own for a small frame, encoded in place under the lock
     /// (so frames keep the order they were queued in), or a buffer of its
-    /// own for a body of [`DIRECT_WRITE_BYTES`] or more — and then `encode`
+    /// own for a body of [`OWN_BUFFER_BYTES`] or more — and then `encode`
     /// is also given [`Splices`], for what it leaves out of the buffer.
     /// `data`: a data frame, counted in the backlog. Returns whether the
     /// frame is first in line (nothing was queued ahead of it): then
@@ -235,7 +235,7 @@ impl Outbox {
         data: bool,
         encode: impl Fn(&mut BytesMut, Option<&mut Splices>) -> Result<(), FrameError>,
     ) -> Result<bool, QueueError> {
-        let own = if body_len >= DIRECT_WRITE_BYTES {
+        let own = if body_len >= OWN_BUFFER_BYTES {
             let mut splices = Splices::new();
             let mut own = LargeFrame::buffer(body_len + FRAME_HEAD_ROOM);
             encode(&mut own, Some(&mut splices)).map_err(QueueError::Encode)?;

@@ -119,14 +119,17 @@ pub struct LinkStats {
     pub frames_in: u64,
     /// Frames sent.
     pub frames_out: u64,
-    /// Tells, asks and publishes received.
+    /// Tells, asks and publishes received: each counted before it is
+    /// delivered, so a message a module has processed is already in here.
     pub data_in: u64,
     /// Tells, asks and publishes sent.
     pub data_out: u64,
 }
 
-/// The counters behind [`LinkStats`] for what is read: one relaxed add
-/// per run of frames (the outbox counts what is sent).
+/// The counters behind [`LinkStats`] for what is read (the outbox counts
+/// what is sent): a data frame is counted before it is handed on, so that
+/// anyone who has seen it delivered finds it counted; frames of every kind
+/// are added once per run read.
 #[derive(Default)]
 struct Counters {
     frames_in: AtomicU64,

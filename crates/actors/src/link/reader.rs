@@ -70,9 +70,12 @@ pub(super) async fn read_loop(
             Some(Ok(Incoming::Json(frame))) => {
                 link.counters.frames_in.fetch_add(1, Ordering::Relaxed);
                 let data = is_data(&frame);
+                if data {
+                    // Counted before it is handed on: see `take_run`.
+                    link.counters.data_in.fetch_add(1, Ordering::Relaxed);
+                }
                 let taken = take_frame(&router, &link, Ok(frame)).await;
                 if data {
-                    link.counters.data_in.fetch_add(1, Ordering::Relaxed);
                     // Its body was decoded, not lent: only the count matters.
                     pace.took(0).await;
                 }
@@ -98,13 +101,15 @@ async fn take_run(
     pace: &mut Pace,
     run: &Bytes,
 ) -> Result<(), String> {
-    let (mut frames, mut data) = (0u64, 0u64);
+    let mut frames = 0u64;
     let mut taken = Ok(());
     for body in botbus_core::codec::frame_bodies(run) {
         frames += 1;
         let read = match FrameIn::read(body) {
             Ok(FrameIn::Data(tell_or_ask)) => {
-                data += 1;
+                // Counted before it is handed on, so that whoever has seen
+                // it arrive (a module on another thread) finds it counted.
+                link.counters.data_in.fetch_add(1, Ordering::Relaxed);
                 let from = senders.intern(tell_or_ask.from());
                 // Handed on (or parked) at once; only a peer past its
                 // window makes the reader wait.
@@ -118,7 +123,7 @@ async fn take_run(
             Err(error) => Err(error),
         };
         if read.as_ref().is_ok_and(is_data) {
-            data += 1;
+            link.counters.data_in.fetch_add(1, Ordering::Relaxed);
         }
         taken = take_frame(router, link, read).await;
         if taken.is_err() {
@@ -126,7 +131,6 @@ async fn take_run(
         }
     }
     link.counters.frames_in.fetch_add(frames, Ordering::Relaxed);
-    link.counters.data_in.fetch_add(data, Ordering::Relaxed);
     taken
 }
 

@@ -16,14 +16,15 @@ use std::time::Duration;
 #[path = "support/mod.rs"]
 mod support;
 use support::{
-    botbus_round_trip, botbus_tells, linked, median_of, over_pipe, switches_per_op, Peer, Sizes, Versus, LARGE, SMALL,
+    botbus_round_trip, botbus_tells, linked, median_of, over_pipe, switches_per_op, Peer, Sizes, Versus,
+    BETWEEN_PROCESSES_TARGETS, LARGE, SMALL,
 };
 
 fn main() {
     support::serve_if_asked();
     over_pipe(Sizes::FULL).print(
         "botbus over a Unix socket (pipe://) vs a raw Unix socket, between two processes (switches: us + them)",
-        ["target <= 1.5 (one CPU)", "target >= 4 M/s", "target >= 0.7"],
+        BETWEEN_PROCESSES_TARGETS,
     );
     let dir = std::env::temp_dir().join(format!("botbus-bench-hub-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

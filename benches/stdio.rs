@@ -18,7 +18,9 @@ use criterion::{Criterion, Throughput};
 
 #[path = "support/mod.rs"]
 mod support;
-use support::{botbus_round_trips, botbus_tells, median_of, over_stdio, spawn_to_ready, Sizes, SMALL};
+use support::{
+    botbus_round_trips, botbus_tells, median_of, over_stdio, spawn_to_ready, Sizes, BETWEEN_PROCESSES_TARGETS, SMALL,
+};
 
 const TELLS_PER_SAMPLE: u64 = 20_000;
 
@@ -40,7 +42,7 @@ fn benches(c: &mut Criterion, node: &Node) {
 fn summary(node: &Node) {
     over_stdio(node, Sizes::FULL).print(
         "botbus over stdio vs raw pipes, parent <-> child (switches: parent + child)",
-        ["target <= 1.5 (one CPU)", "target >= 4 M/s", "target >= 0.7"],
+        BETWEEN_PROCESSES_TARGETS,
     );
     let spawn = median_of(21, || spawn_to_ready(node));
     println!(

@@ -22,7 +22,7 @@ use botbus::{LinkConfig, ModuleOptions, Node, TlsConfig, TlsTransport};
 mod support;
 use support::{
     botbus_round_trip, botbus_tells, median_of, raw_round_trip, raw_serve, raw_stream, switches_per_op, Echo, Sink,
-    Versus, LARGE, SMALL,
+    Versus, BETWEEN_PROCESSES_TARGETS, LARGE, SMALL,
 };
 
 const ROLE: &str = "BOTBUS_BENCH_ROLE";
@@ -183,7 +183,7 @@ fn main() {
     }
     .print(
         "botbus over TCP (tcp://, with a token) vs raw TCP on loopback, between two processes (switches: us + them)",
-        ["", "", ""],
+        BETWEEN_PROCESSES_TARGETS,
     );
     Versus {
         round_trip: (rtt_tls, rtt_tcp),

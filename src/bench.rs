@@ -50,6 +50,14 @@ pub const SMALL: usize = 64;
 /// The large payload: 64 KiB.
 pub const LARGE: usize = 64 * 1024;
 
+/// What botbus aims at between two processes (stdio, pipe, tcp), to end the
+/// round trip, small tells and large tells rows of [`Versus::print`].
+pub const BETWEEN_PROCESSES_TARGETS: [&str; 3] = [
+    "target <= 1.5 (one CPU)",
+    "target >= 4 M/s (2.5 one CPU)",
+    "target >= 0.7",
+];
+
 /// A chunk of bytes; the [`Sink`] answers with how many it has taken. A
 /// [`Blob`]: sending a clone copies nothing, and a large one received is a
 /// slice of what the link read.

@@ -24,6 +24,12 @@
 //! against a stream of length-prefixed messages; and the context switches
 //! per ask in both processes (from `/proc`, on Linux).
 //!
+//! Between processes on Unix, one more round trip splits what botbus adds
+//! from what its reactor costs: the same ping-pong with a bare tokio
+//! runtime on each side (a non-blocking descriptor, woken by the reactor;
+//! one `epoll_wait`, one `read` and one `write` per message), which is the
+//! least any design on tokio pays where the raw channel blocks in `read`.
+//!
 //! The processes on the other end are this same binary, started again:
 //! a program that runs a measurement calls [`serve_if_asked`] first thing
 //! in `main`, which serves that role when this process is one of them and
@@ -357,6 +363,10 @@ pub struct Versus {
     /// measured: the p50 round trip, and context switches per ask in each
     /// process (against the raw channel's above).
     pub from_module: Option<(Duration, Vec<f64>)>,
+    /// The p50 of the same round trip as the raw channel's with a bare
+    /// tokio runtime on each side instead, if measured: the reactor's
+    /// floor, under botbus's round trip and over the raw channel's.
+    pub reactor: Option<Duration>,
 }
 
 impl Versus {
@@ -388,6 +398,17 @@ impl Versus {
             us(rtt_bb) / us(rtt_raw),
             target(targets[0])
         );
+        if let Some(rtt_reactor) = self.reactor {
+            println!(
+                "{:<34} {:>11.1} us {:>11.1} us {:>12.2}  {}/tokio {:.2}",
+                "… a bare tokio echo, no botbus",
+                us(rtt_reactor),
+                us(rtt_raw),
+                us(rtt_reactor) / us(rtt_raw),
+                columns[0],
+                us(rtt_bb) / us(rtt_reactor),
+            );
+        }
         println!(
             "{:<34} {:>10.2} M/s {:>10.2} M/s {:>12.2}{}",
             "tells 64 B",
@@ -466,13 +487,18 @@ pub fn serve_if_asked() {
             // By default a service does what a process serving through its
             // link should: the link and the modules it feeds share a thread.
             let beside_its_link = std::env::var_os(POOL_ENV).is_none();
-            let placed = |options: ModuleOptions| match beside_its_link {
-                true => options.thread(SERVICE_THREAD),
-                false => options,
+            // Each call makes its own options. Not `placed(ModuleOptions::new())`
+            // twice: rustc 1.95's MIR GVN merges two equal by-value arguments
+            // of that shape into one, and the second module's options were
+            // the first's, already moved and dropped — a double free in safe
+            // code (rust-lang/rust#155241; seen here in a release build).
+            let options = || match beside_its_link {
+                true => ModuleOptions::new().thread(SERVICE_THREAD),
+                false => ModuleOptions::new(),
             };
             let mut builder = Node::builder("service")
-                .module_with("echo", || Echo, placed(ModuleOptions::new()))
-                .module_with("sink", Sink::default, placed(ModuleOptions::new()))
+                .module_with("echo", || Echo, options())
+                .module_with("sink", Sink::default, options())
                 .listen(endpoint);
             if beside_its_link {
                 builder = builder.link_config(LinkConfig {
@@ -492,6 +518,8 @@ pub fn serve_if_asked() {
             say_listening();
             node.run_until_signal().expect("the hub runs");
         }
+        #[cfg(unix)]
+        (role, _) if role == REACTOR_ECHO => reactor::echo(&at),
         (raw, _) if at == "stdio" => {
             let mut from = BufReader::with_capacity(256 * 1024, std::io::stdin().lock());
             let mut to = BufWriter::new(std::io::stdout().lock());
@@ -693,6 +721,7 @@ fn measure<W: Write, R: Read>(
         large_tells: (large_n, large_bb, large_raw),
         switches: (cs_bb, cs_raw),
         from_module: Some((rtt_module, cs_module)),
+        reactor: None,
     }
 }
 
@@ -712,7 +741,12 @@ pub fn over_stdio(node: &Node, sizes: Sizes) -> Versus {
     };
     let (mut echo, mut sink) = (raw("raw-echo"), raw("raw-sink"));
     let service = node.child_pid("echo").expect("the echo child runs");
-    measure(node, service, &mut echo, &mut sink, sizes)
+    let mut figures = measure(node, service, &mut echo, &mut sink, sizes);
+    #[cfg(unix)]
+    {
+        figures.reactor = Some(reactor_round_trip(raw(REACTOR_ECHO), reactor::pipes, sizes));
+    }
+    figures
 }
 
 /// Pipes as large as botbus makes its children's (1 MiB), so both sides
@@ -775,12 +809,18 @@ pub fn over_pipe(sizes: Sizes) -> Versus {
         let (stream, _) = listener.accept().expect("the raw peer connects");
         Raw::new(peer, stream.try_clone().expect("a socket"), stream)
     };
-    against_service(&endpoint, raw, sizes)
+    let mut figures = against_service(&endpoint, &raw, sizes);
+    figures.reactor = Some(reactor_round_trip(
+        raw(REACTOR_ECHO),
+        |socket, _| reactor::unix(socket),
+        sizes,
+    ));
+    figures
 }
 
 /// Measures a botbus node of this process linked to a [`Peer::service`]
 /// listening at `endpoint`, against raw peers that `raw` starts by role.
-fn against_service<S: Read + Write>(endpoint: &str, raw: impl Fn(&str) -> Raw<S, S>, sizes: Sizes) -> Versus {
+fn against_service<S: Read + Write>(endpoint: &str, raw: &impl Fn(&str) -> Raw<S, S>, sizes: Sizes) -> Versus {
     let service = Peer::service(endpoint, None);
     let node = linked(&format!("bench-{}", std::process::id()), endpoint);
     let (mut echo, mut sink) = (raw("raw-echo"), raw("raw-sink"));
@@ -806,7 +846,167 @@ pub fn over_tcp(sizes: Sizes) -> Versus {
         stream.set_nodelay(true).expect("TCP_NODELAY");
         Raw::new(peer, stream.try_clone().expect("a socket"), stream)
     };
-    against_service(&endpoint, raw, sizes)
+    #[allow(unused_mut)] // the reactor's floor is measured on Unix
+    let mut figures = against_service(&endpoint, &raw, sizes);
+    #[cfg(unix)]
+    {
+        figures.reactor = Some(reactor_round_trip(
+            raw(REACTOR_ECHO),
+            |socket, _| reactor::tcp(socket),
+            sizes,
+        ));
+    }
+    figures
+}
+
+// ---- the reactor's floor ------------------------------------------------------------
+
+/// The role of a peer that echoes with a bare tokio runtime.
+#[cfg(unix)]
+const REACTOR_ECHO: &str = "tokio-echo";
+
+/// The p50 of the raw channel's ping-pong with a bare tokio runtime on
+/// each side: `raw` (started as [`REACTOR_ECHO`]) answers each message from
+/// its reactor, and this side, its channel made tokio's by `open`, waits
+/// for the answer in its own.
+#[cfg(unix)]
+fn reactor_round_trip<W: Write, R: Read>(
+    raw: Raw<W, R>,
+    open: impl FnOnce(W, R) -> reactor::Channel,
+    sizes: Sizes,
+) -> Duration {
+    let Raw { peer, to, from } = raw;
+    let to = to.into_inner().map_err(|_| ()).expect("nothing was written yet");
+    let from = from.into_inner();
+    let rtt = reactor::runtime().block_on(async move {
+        let (mut to, mut from) = open(to, from);
+        let _timer = reactor::Timer::pending();
+        let mut rounds = Vec::with_capacity(sizes.rounds);
+        for _ in 0..sizes.rounds.max(1) {
+            let mut samples = reactor::round_trips(&mut to, &mut from, sizes.round_trips).await;
+            rounds.push(median(&mut samples));
+        }
+        median(&mut rounds)
+    });
+    drop(peer);
+    rtt
+}
+
+/// A bare tokio runtime's side of a ping-pong: tokio's own pipes and
+/// sockets, woken by its reactor, and nothing else.
+#[cfg(unix)]
+mod reactor {
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::time::{Duration, Instant};
+
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+    use super::SMALL;
+
+    /// Where to write and where to read.
+    pub(super) type Channel = (Box<dyn AsyncWrite + Unpin>, Box<dyn AsyncRead + Unpin>);
+
+    /// A current-thread runtime with I/O and time, as a node's threads have.
+    pub(super) fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+    }
+
+    /// Two ends of pipes, as tokio's (in a runtime).
+    pub(super) fn pipes(to: impl Into<OwnedFd>, from: impl Into<OwnedFd>) -> Channel {
+        let to = tokio::net::unix::pipe::Sender::from_owned_fd(to.into()).expect("a pipe");
+        let from = tokio::net::unix::pipe::Receiver::from_owned_fd(from.into()).expect("a pipe");
+        (Box::new(to), Box::new(from))
+    }
+
+    /// A Unix socket, as tokio's (in a runtime).
+    pub(super) fn unix(socket: std::os::unix::net::UnixStream) -> Channel {
+        socket.set_nonblocking(true).expect("a non-blocking socket");
+        let (from, to) = tokio::net::UnixStream::from_std(socket).expect("a socket").into_split();
+        (Box::new(to), Box::new(from))
+    }
+
+    /// A TCP connection, as tokio's (in a runtime).
+    pub(super) fn tcp(socket: std::net::TcpStream) -> Channel {
+        socket.set_nonblocking(true).expect("a non-blocking socket");
+        let (from, to) = tokio::net::TcpStream::from_std(socket).expect("a socket").into_split();
+        (Box::new(to), Box::new(from))
+    }
+
+    /// A timer waiting far off, as a node's liveness timers always are: the
+    /// reactor waits with a timeout, not forever.
+    pub(super) struct Timer(tokio::task::JoinHandle<()>);
+
+    impl Timer {
+        pub(super) fn pending() -> Timer {
+            Timer(tokio::spawn(tokio::time::sleep(Duration::from_secs(3600))))
+        }
+    }
+
+    impl Drop for Timer {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+
+    /// `n` ping-pongs of a 64-byte message (length-prefixed, as the raw
+    /// channel's), each timed. Reads take what is there into a large
+    /// buffer, so a read that comes back short leaves the next one to the
+    /// reactor (no read that would block), as botbus's links do.
+    pub(super) async fn round_trips(
+        to: &mut (impl AsyncWrite + Unpin),
+        from: &mut (impl AsyncRead + Unpin),
+        n: usize,
+    ) -> Vec<Duration> {
+        let mut ping = (SMALL as u32).to_be_bytes().to_vec();
+        ping.resize(4 + SMALL, 7);
+        let mut pong = vec![0; 64 * 1024];
+        let mut samples = Vec::with_capacity(n);
+        for _ in 0..n {
+            let start = Instant::now();
+            to.write_all(&ping).await.expect("the tokio echo reads");
+            let mut got = 0;
+            while got < ping.len() {
+                let read = from.read(&mut pong).await.expect("the tokio echo answers");
+                assert!(read > 0, "the tokio echo answers");
+                got += read;
+            }
+            samples.push(start.elapsed());
+        }
+        samples
+    }
+
+    /// Serves [`super::REACTOR_ECHO`] at `at` (`stdio`, `unix:<path>`,
+    /// `tcp:<port>`): writes back whatever it reads, until the end.
+    pub(super) fn echo(at: &str) {
+        runtime().block_on(async move {
+            let (mut to, mut from) = match at.split_once(':') {
+                None => pipes(
+                    std::io::stdout().as_fd().try_clone_to_owned().expect("stdout"),
+                    std::io::stdin().as_fd().try_clone_to_owned().expect("stdin"),
+                ),
+                Some(("unix", path)) => unix(std::os::unix::net::UnixStream::connect(path).expect("the socket")),
+                Some(("tcp", port)) => {
+                    let port: u16 = port.parse().expect("a port");
+                    let socket = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the socket");
+                    socket.set_nodelay(true).expect("TCP_NODELAY");
+                    tcp(socket)
+                }
+                Some(_) => panic!("a tokio echo at {at}?"),
+            };
+            let _timer = Timer::pending();
+            let mut buf = vec![0; 64 * 1024];
+            loop {
+                let n = from.read(&mut buf).await.expect("the measuring side writes");
+                if n == 0 {
+                    return;
+                }
+                to.write_all(&buf[..n]).await.expect("the measuring side reads");
+            }
+        });
+    }
 }
 
 // ---- in one process --------------------------------------------------------------
@@ -972,5 +1172,6 @@ pub fn in_process(sizes: Sizes) -> Versus {
         large_tells: (0, Duration::ZERO, Duration::ZERO),
         switches: (Vec::new(), Vec::new()),
         from_module: None,
+        reactor: None,
     }
 }

@@ -469,8 +469,9 @@ const POOL_ENV: &str = "BOTBUS_BENCH_POOL";
 const SERVICE_THREAD: &str = "service";
 
 /// Serves a measurement and exits, if this process was started to: a raw
-/// peer (`raw-echo`, `raw-sink`), the botbus node a measurement links to
-/// (`service`), or a child module of [`stdio_node`]. Returns at once in any
+/// peer (`raw-echo`, `raw-sink`, and on Unix the bare tokio `tokio-echo`),
+/// the botbus node a measurement links to (`service`), or a child module of
+/// [`stdio_node`]. Returns at once in any
 /// other process; call it first thing in `main` (it is started with the
 /// same arguments).
 pub fn serve_if_asked() {

@@ -847,16 +847,16 @@ pub fn over_tcp(sizes: Sizes) -> Versus {
         stream.set_nodelay(true).expect("TCP_NODELAY");
         Raw::new(peer, stream.try_clone().expect("a socket"), stream)
     };
-    #[allow(unused_mut)] // the reactor's floor is measured on Unix
-    let mut figures = against_service(&endpoint, &raw, sizes);
+    let figures = against_service(&endpoint, &raw, sizes);
     #[cfg(unix)]
-    {
-        figures.reactor = Some(reactor_round_trip(
+    let figures = Versus {
+        reactor: Some(reactor_round_trip(
             raw(REACTOR_ECHO),
             |socket, _| reactor::tcp(socket),
             sizes,
-        ));
-    }
+        )),
+        ..figures
+    };
     figures
 }
 
@@ -902,7 +902,7 @@ mod reactor {
 
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-    use super::SMALL;
+    use super::{write_frame, SMALL};
 
     /// Where to write and where to read.
     pub(super) type Channel = (Box<dyn AsyncWrite + Unpin>, Box<dyn AsyncRead + Unpin>);
@@ -952,8 +952,8 @@ mod reactor {
         }
     }
 
-    /// `n` ping-pongs of a 64-byte message (length-prefixed, as the raw
-    /// channel's), each timed. Reads take what is there into a large
+    /// `n` ping-pongs of a 64-byte message (framed as the raw channel's),
+    /// each timed. Reads take what is there into a large
     /// buffer, so a read that comes back short leaves the next one to the
     /// reactor (no read that would block), as botbus's links do.
     pub(super) async fn round_trips(
@@ -961,8 +961,8 @@ mod reactor {
         from: &mut (impl AsyncRead + Unpin),
         n: usize,
     ) -> Vec<Duration> {
-        let mut ping = (SMALL as u32).to_be_bytes().to_vec();
-        ping.resize(4 + SMALL, 7);
+        let mut ping = Vec::new();
+        write_frame(&mut ping, &[7; SMALL]);
         let mut pong = vec![0; 64 * 1024];
         let mut samples = Vec::with_capacity(n);
         for _ in 0..n {

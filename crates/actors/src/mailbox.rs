@@ -336,8 +336,7 @@ mod tests {
     use std::time::Duration;
 
     use botbus_core::{
-        AskEnvelope, AskError, Caller, CallerSink, CancelFlag, Down, DownReason, Envelope, EnvelopeKind, Payload,
-        SenderAddress,
+        AskEnvelope, AskError, CallerSink, CancelFlag, Down, DownReason, Envelope, EnvelopeKind, Payload, SenderAddress,
     };
     use futures::future::BoxFuture;
 
@@ -444,11 +443,11 @@ mod tests {
         let (mailbox, mut inbox) = mailbox(1);
         let dropped = Arc::new(AtomicBool::new(false));
         let ask = Envelope {
-            kind: EnvelopeKind::Ask(AskEnvelope {
-                caller: Caller::new(Asker(dropped.clone())),
-                cancel: CancelFlag::new(),
-                deadline: tokio::time::Instant::now() + LIMIT,
-            }),
+            kind: EnvelopeKind::Ask(AskEnvelope::new(
+                Asker(dropped.clone()),
+                CancelFlag::new(),
+                tokio::time::Instant::now() + LIMIT,
+            )),
             ..tell(0)
         };
         assert!(mailbox.try_send(ask).is_ok());

@@ -48,9 +48,34 @@ pub trait CallerSink: Send + Sync {
 pub struct Caller(CallerKind);
 
 enum CallerKind {
-    /// The ask's flag, until the reply is given.
-    Local(Option<CancelFlag>),
+    Local(LocalAsker),
     Sink(Box<dyn CallerSink>),
+}
+
+/// An asker in this process, as its callee holds it: the ask's flag.
+/// Dropped unanswered, it ends the ask with [`AskError::Stopped`].
+struct LocalAsker {
+    flag: CancelFlag,
+    answered: bool,
+}
+
+impl LocalAsker {
+    fn new(flag: CancelFlag) -> Self {
+        Self { flag, answered: false }
+    }
+
+    fn answer(mut self, result: Result<Payload, AskError>) {
+        self.flag.0.reply.put(ReplyState::Replied(result));
+        self.answered = true;
+    }
+}
+
+impl Drop for LocalAsker {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.flag.0.reply.put(ReplyState::Dropped);
+        }
+    }
 }
 
 impl Caller {
@@ -59,26 +84,11 @@ impl Caller {
         Self(CallerKind::Sink(Box::new(sink)))
     }
 
-    /// The caller of an ask made in this process, answered through `ask`,
-    /// the ask's own flag.
-    pub(crate) fn local(ask: CancelFlag) -> Self {
-        Self(CallerKind::Local(Some(ask)))
-    }
-
-    /// Where progress and caller messages go, if the asker in this process
-    /// listens for them.
-    fn local_events(&self) -> Option<&mpsc::UnboundedSender<CallEvent>> {
-        match &self.0 {
-            CallerKind::Local(ask) => ask.as_ref().and_then(|ask| ask.0.events.as_ref()),
-            CallerKind::Sink(_) => None,
-        }
-    }
-
     /// Whether the asker takes progress and caller messages. A caller across
     /// a link says so itself, when asked.
     pub fn listens(&self) -> bool {
         match &self.0 {
-            CallerKind::Local(_) => self.local_events().is_some(),
+            CallerKind::Local(asker) => asker.flag.events().is_some(),
             CallerKind::Sink(_) => true,
         }
     }
@@ -86,11 +96,7 @@ impl Caller {
     /// Sends a progress update to the asker.
     pub fn progress(&self, payload: Payload) {
         match &self.0 {
-            CallerKind::Local(_) => {
-                if let Some(events) = self.local_events() {
-                    let _ = events.send(CallEvent::Progress(payload));
-                }
-            }
+            CallerKind::Local(asker) => asker.flag.progress(payload),
             CallerKind::Sink(sink) => sink.progress(payload),
         }
     }
@@ -100,47 +106,120 @@ impl Caller {
     /// not listen.
     pub fn caller_ask(&self, payload: Payload, callee: &str) -> BoxFuture<'static, Result<Payload, AskError>> {
         match &self.0 {
-            CallerKind::Local(_) => {
-                let Some(events) = self.local_events() else {
-                    let error = AskError::CallerNotListening(callee.to_owned());
-                    return Box::pin(async move { Err(error) });
-                };
-                let (answer, answered) = tokio::sync::oneshot::channel();
-                let callee = callee.to_owned();
-                let _ = events.send(CallEvent::Message(CallerRequest::new(payload, answer)));
-                Box::pin(async move { answered.await.unwrap_or(Err(AskError::Cancelled(callee))) })
-            }
+            CallerKind::Local(asker) => ask_local_caller(asker.flag.events(), payload, callee),
             CallerKind::Sink(sink) => sink.caller_ask(payload),
         }
     }
 
     /// Ends the ask.
-    pub fn reply(mut self, result: Result<Payload, AskError>) {
-        // What is left behind drops as a caller already answered.
-        match std::mem::replace(&mut self.0, CallerKind::Local(None)) {
-            CallerKind::Local(Some(ask)) => ask.0.reply.put(ReplyState::Replied(result)),
-            CallerKind::Local(None) => {}
+    pub fn reply(self, result: Result<Payload, AskError>) {
+        match self.0 {
+            CallerKind::Local(asker) => asker.answer(result),
             CallerKind::Sink(sink) => sink.reply(result),
         }
     }
 }
 
-impl Drop for Caller {
-    fn drop(&mut self) {
-        if let CallerKind::Local(Some(ask)) = &self.0 {
-            ask.0.reply.put(ReplyState::Dropped);
-        }
-    }
+/// Sends a message to an asker in this process that listens on `events`.
+fn ask_local_caller(
+    events: Option<&mpsc::UnboundedSender<CallEvent>>,
+    payload: Payload,
+    callee: &str,
+) -> BoxFuture<'static, Result<Payload, AskError>> {
+    let Some(events) = events else {
+        let error = AskError::CallerNotListening(callee.to_owned());
+        return Box::pin(async move { Err(error) });
+    };
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let callee = callee.to_owned();
+    let _ = events.send(CallEvent::Message(CallerRequest::new(payload, answer)));
+    Box::pin(async move { answered.await.unwrap_or(Err(AskError::Cancelled(callee))) })
 }
 
-/// The ask-specific part of an [`Envelope`].
+/// The ask-specific part of an [`Envelope`]: who asked, how they give up,
+/// and until when they wait.
 pub struct AskEnvelope {
-    /// Where the reply, progress and caller messages go.
-    pub caller: Caller,
-    /// Raised when the asker gives up.
-    pub cancel: CancelFlag,
+    asker: Asker,
     /// When the asker stops waiting.
     pub deadline: Instant,
+}
+
+/// Who asked.
+enum Asker {
+    /// A module (or client) of this process: the ask's one flag is both
+    /// the way back and the cancel, so the ask shares it once, not twice —
+    /// two atomic operations fewer on every ask.
+    Here(LocalAsker),
+    /// Anyone else — over a link, say — with a flag of its own raised
+    /// when it gives up.
+    Elsewhere {
+        sink: Box<dyn CallerSink>,
+        cancel: CancelFlag,
+    },
+}
+
+impl AskEnvelope {
+    /// An ask answered through `sink`, given up on when `cancel` is
+    /// raised, and waited for until `deadline`.
+    pub fn new(sink: impl CallerSink + 'static, cancel: CancelFlag, deadline: Instant) -> Self {
+        Self {
+            asker: Asker::Elsewhere {
+                sink: Box::new(sink),
+                cancel,
+            },
+            deadline,
+        }
+    }
+
+    /// An ask made in this process, answered through its own `flag`.
+    pub(crate) fn here(flag: CancelFlag, deadline: Instant) -> Self {
+        Self {
+            asker: Asker::Here(LocalAsker::new(flag)),
+            deadline,
+        }
+    }
+
+    /// Raised when the asker gives up.
+    pub fn cancel(&self) -> &CancelFlag {
+        match &self.asker {
+            Asker::Here(LocalAsker { flag, .. }) | Asker::Elsewhere { cancel: flag, .. } => flag,
+        }
+    }
+
+    /// Whether the asker takes progress and caller messages (see
+    /// [`Caller::listens`]).
+    pub fn listens(&self) -> bool {
+        match &self.asker {
+            Asker::Here(asker) => asker.flag.events().is_some(),
+            Asker::Elsewhere { .. } => true,
+        }
+    }
+
+    /// Sends a progress update to the asker, if it listens.
+    pub fn progress(&self, payload: Payload) {
+        match &self.asker {
+            Asker::Here(asker) => asker.flag.progress(payload),
+            Asker::Elsewhere { sink, .. } => sink.progress(payload),
+        }
+    }
+
+    /// Sends a message to the asker mid-request and waits for its answer
+    /// (see [`Caller::caller_ask`]).
+    pub fn caller_ask(&self, payload: Payload, callee: &str) -> BoxFuture<'static, Result<Payload, AskError>> {
+        match &self.asker {
+            Asker::Here(asker) => ask_local_caller(asker.flag.events(), payload, callee),
+            Asker::Elsewhere { sink, .. } => sink.caller_ask(payload),
+        }
+    }
+
+    /// The asker's end, to answer with: dropping it unanswered ends the
+    /// ask with [`AskError::Stopped`].
+    pub fn into_caller(self) -> Caller {
+        match self.asker {
+            Asker::Here(asker) => Caller(CallerKind::Local(asker)),
+            Asker::Elsewhere { sink, .. } => Caller(CallerKind::Sink(sink)),
+        }
+    }
 }
 
 /// Whether an ask was given up on: shared by the asker, which raises it,
@@ -228,6 +307,19 @@ impl CancelFlag {
             events,
             ..AskShared::default()
         }))
+    }
+
+    /// Where the callee's progress and messages go, if the asker in this
+    /// process listens for them.
+    fn events(&self) -> Option<&mpsc::UnboundedSender<CallEvent>> {
+        self.0.events.as_ref()
+    }
+
+    /// Sends a progress update to the asker in this process, if it listens.
+    fn progress(&self, update: Payload) {
+        if let Some(events) = self.events() {
+            let _ = events.send(CallEvent::Progress(update));
+        }
     }
 
     /// Raises the flag, waking whoever waits for it; raising it again does

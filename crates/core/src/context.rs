@@ -184,13 +184,13 @@ impl Context {
     /// Whether the asker of the current request gave up (cancelled, timed
     /// out, or went away). Always `false` outside an ask.
     pub fn is_cancelled(&self) -> bool {
-        self.current_ask().is_some_and(|ask| ask.cancel.is_cancelled())
+        self.current_ask().is_some_and(|ask| ask.cancel().is_cancelled())
     }
 
     /// Completes when the current ask is cancelled; never, outside an ask.
     /// Use it in a `select!` against long work.
     pub fn cancelled(&self) -> impl Future<Output = ()> + Send + 'static {
-        let token = self.current_ask().map(|ask| ask.cancel.clone());
+        let token = self.current_ask().map(|ask| ask.cancel().clone());
         async move {
             match token {
                 Some(token) => token.cancelled_owned().await,
@@ -207,8 +207,8 @@ impl Context {
     /// Sends a progress update to the asker of the current request. Does
     /// nothing outside an ask, or when the asker does not listen for progress.
     pub fn progress<M: Message>(&self, update: M) {
-        if let Some(ask) = self.current_ask().filter(|ask| ask.caller.listens()) {
-            ask.caller.progress(Payload::new(update));
+        if let Some(ask) = self.current_ask().filter(|ask| ask.listens()) {
+            ask.progress(Payload::new(update));
         }
     }
 
@@ -225,10 +225,10 @@ impl Context {
         };
         let caller = self.sender().unwrap_or_default().to_owned();
         let after = ask.deadline.saturating_duration_since(Instant::now());
-        let answer = ask.caller.caller_ask(Payload::new(message), &self.module);
+        let answer = ask.caller_ask(Payload::new(message), &self.module);
         let outcome = tokio::select! {
             answer = answer => answer,
-            () = ask.cancel.cancelled() => Err(AskError::Cancelled(caller.clone())),
+            () = ask.cancel().cancelled() => Err(AskError::Cancelled(caller.clone())),
             () = tokio::time::sleep_until(ask.deadline) => Err(AskError::Timeout {
                 module: caller,
                 after,
@@ -290,7 +290,7 @@ impl Context {
 
     /// Ends the current request, handing back its caller if it was an ask.
     pub fn end(&mut self) -> Option<Caller> {
-        self.request.take().and_then(|r| r.ask).map(|ask| ask.caller)
+        self.request.take().and_then(|r| r.ask).map(AskEnvelope::into_caller)
     }
 
     /// A tick period change asked for since the last call: `Some(None)` stops
@@ -363,11 +363,7 @@ impl<'a, R: FromPayload> Ask<'a, R> {
         let flag = CancelFlag::for_local_ask(events_tx);
         let envelope = self.ctx.envelope(
             self.payload,
-            EnvelopeKind::Ask(AskEnvelope {
-                caller: Caller::local(flag.clone()),
-                cancel: flag.clone(),
-                deadline,
-            }),
+            EnvelopeKind::Ask(AskEnvelope::here(flag.clone(), deadline)),
         );
         let mut ask = InFlight {
             flag,
@@ -467,9 +463,9 @@ struct InFlight {
 
 impl InFlight {
     /// The reply, or the deadline's passing. The deadline's timer is made
-    /// only if the reply is not there after the callee had a turn: the
-    /// first time the reply is missing, the awaiting task goes to the back
-    /// of its thread's queue instead. A callee on the same thread is queued
+    /// only if the reply is not there after the callee had a turn: polled
+    /// first, the awaiting task goes to the back of its thread's queue
+    /// instead. A callee on the same thread is queued
     /// ahead of it (the ask woke it) and answers in that turn, and such an
     /// ask never registers a timer; one anywhere else costs one more poll.
     /// The deadline is a point in time, so the timer made a turn later
@@ -480,15 +476,16 @@ impl InFlight {
         callee: &str,
     ) -> std::task::Poll<Result<Payload, AskError>> {
         use std::task::Poll;
-        // Before its turn is given, the task will be polled again anyway:
-        // it leaves no waker for the reply then.
-        let outcome = match self.flag.poll_reply(self.gave_a_turn.then(|| cx.waker())) {
+        if !self.gave_a_turn {
+            // Polled in the turn that sent the ask: the callee has not had
+            // its own yet (one on another thread seldom answers this fast),
+            // so the reply is looked for — under a lock — only after it had.
+            self.gave_a_turn = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let outcome = match self.flag.poll_reply(Some(cx.waker())) {
             Poll::Ready(outcome) => outcome.unwrap_or_else(|| Err(AskError::Stopped(callee.to_owned()))),
-            Poll::Pending if !self.gave_a_turn => {
-                self.gave_a_turn = true;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
             Poll::Pending => {
                 let deadline = self.deadline;
                 let sleep = self

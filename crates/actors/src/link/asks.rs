@@ -46,11 +46,11 @@ impl LinkHandle {
         Envelope {
             from,
             payload,
-            kind: EnvelopeKind::Ask(botbus_core::AskEnvelope {
-                caller: Caller::new(caller),
+            kind: EnvelopeKind::Ask(botbus_core::AskEnvelope::new(
+                caller,
                 cancel,
-                deadline: tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms),
-            }),
+                tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms),
+            )),
         }
     }
 
@@ -207,16 +207,14 @@ impl LinkHandle {
             EnvelopeKind::Ask(ask) => {
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 let timeout_ms = remaining_ms(ask.deadline);
+                let caller = ask.into_caller();
                 // Errors name the module, not the route it took.
                 let callee = botbus_core::address::split(module).1.to_owned();
                 // Registered before it is sent: the reply may come at once.
-                self.pending.lock().expect("link lock").insert(
-                    id,
-                    PendingAsk {
-                        caller: ask.caller,
-                        callee,
-                    },
-                );
+                self.pending
+                    .lock()
+                    .expect("link lock")
+                    .insert(id, PendingAsk { caller, callee });
                 let request = DataHead::Ask {
                     id,
                     to: module,

@@ -43,8 +43,9 @@ pub trait CallerSink: Send + Sync {
 /// messages go back through the ask's [`CancelFlag`]), or any
 /// [`CallerSink`].
 ///
-/// Dropping it without [`reply`](Caller::reply) ends the ask with
-/// [`AskError::Stopped`].
+/// The callee takes it out of the ask's envelope
+/// ([`AskEnvelope::into_caller`]). Dropping it without
+/// [`reply`](Caller::reply) ends the ask with [`AskError::Stopped`].
 pub struct Caller(CallerKind);
 
 enum CallerKind {
@@ -79,11 +80,6 @@ impl Drop for LocalAsker {
 }
 
 impl Caller {
-    /// A caller that answers through `sink` (a link, say).
-    pub fn new(sink: impl CallerSink + 'static) -> Self {
-        Self(CallerKind::Sink(Box::new(sink)))
-    }
-
     /// Whether the asker takes progress and caller messages. A caller across
     /// a link says so itself, when asked.
     pub fn listens(&self) -> bool {

@@ -718,21 +718,29 @@ impl<'a> FrameIn<'a> {
     /// assert!(FrameIn::read(&[0, 200]).is_err());
     /// ```
     pub fn read(body: &'a [u8]) -> Result<FrameIn<'a>, crate::codec::FrameError> {
+        // The names are read as bytes and checked as UTF-8 by `texts`, in
+        // as few passes as their layout allows.
+        #[derive(Deserialize)]
+        struct PayloadBytes<'a> {
+            name: &'a [u8],
+            body: &'a [u8],
+            json: bool,
+        }
         #[derive(Deserialize)]
         struct TellIn<'a> {
-            to: &'a str,
-            from: &'a str,
+            to: &'a [u8],
+            from: &'a [u8],
             #[serde(borrow)]
-            payload: PayloadIn<'a>,
+            payload: PayloadBytes<'a>,
         }
         #[derive(Deserialize)]
         struct AskIn<'a> {
             id: u64,
-            to: &'a str,
-            from: &'a str,
+            to: &'a [u8],
+            from: &'a [u8],
             timeout_ms: u64,
             #[serde(borrow)]
-            payload: PayloadIn<'a>,
+            payload: PayloadBytes<'a>,
         }
         fn whole<'a, T: Deserialize<'a>>(bytes: &'a [u8], len: usize) -> Result<T, crate::codec::FrameError> {
             let (item, rest) = postcard::take_from_bytes(bytes)
@@ -747,7 +755,16 @@ impl<'a> FrameIn<'a> {
         match body.split_first() {
             Some((0, rest)) => {
                 let TellIn { to, from, payload } = whole(rest, body.len())?;
-                Ok(FrameIn::Data(DataIn::Tell { to, from, payload }))
+                let [to, from, name] = texts(body, [to, from, payload.name])?;
+                Ok(FrameIn::Data(DataIn::Tell {
+                    to,
+                    from,
+                    payload: PayloadIn {
+                        name,
+                        body: payload.body,
+                        json: payload.json,
+                    },
+                }))
             }
             Some((1, rest)) => {
                 let AskIn {
@@ -757,15 +774,150 @@ impl<'a> FrameIn<'a> {
                     timeout_ms,
                     payload,
                 } = whole(rest, body.len())?;
+                // The timeout's varint between `from` and the name is
+                // rarely ASCII: the name is checked on its own.
+                let [to, from] = texts(body, [to, from])?;
+                let [name] = texts(body, [payload.name])?;
                 Ok(FrameIn::Data(DataIn::Ask {
                     id,
                     to,
                     from,
                     timeout_ms,
-                    payload,
+                    payload: PayloadIn {
+                        name,
+                        body: payload.body,
+                        json: payload.json,
+                    },
                 }))
             }
             _ => whole(body, body.len()).map(FrameIn::Frame),
+        }
+    }
+}
+
+/// `names` — slices of `body`, in order — as text: each must be UTF-8, as
+/// reading it as a `&str` would check. The span from the first name to the
+/// last is checked in one pass, since a check costs most per call for names
+/// this short; a name that begins and ends on a character boundary of that
+/// span, when it is text, is text. It is when the bytes between the names
+/// are ASCII, as in a tell: postcard writes each name after its length, a
+/// varint whose last byte is below 128. Otherwise each name is checked alone.
+fn texts<'a, const N: usize>(body: &'a [u8], names: [&'a [u8]; N]) -> Result<[&'a str; N], crate::codec::FrameError> {
+    let at = |name: &[u8]| name.as_ptr() as usize - body.as_ptr() as usize;
+    let (first, last) = (names[0], names[N - 1]);
+    let start = at(first);
+    let span = std::str::from_utf8(&body[start..at(last) + last.len()]).ok();
+    let mut texts = [""; N];
+    for (text, name) in texts.iter_mut().zip(names) {
+        let within = at(name) - start;
+        *text = match span.and_then(|span| span.get(within..within + name.len())) {
+            Some(text) => text,
+            None => std::str::from_utf8(name).map_err(|_| crate::codec::FrameError::Malformed {
+                len: body.len(),
+                source: postcard::Error::DeserializeBadUtf8,
+            })?,
+        };
+    }
+    Ok(texts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::FrameError;
+
+    /// A tell's bytes as postcard lays them out, with any bytes as names.
+    fn tell_bytes(to: &[u8], from: &[u8], name: &[u8]) -> Vec<u8> {
+        postcard::to_allocvec(&(0u8, to, from, (name, &[7u8][..], false))).unwrap()
+    }
+
+    /// An ask's bytes, likewise: its timeout's varint lies between `from`
+    /// and the message's name.
+    fn ask_bytes(to: &[u8], from: &[u8], timeout_ms: u64, name: &[u8]) -> Vec<u8> {
+        postcard::to_allocvec(&(1u8, 9u64, to, from, timeout_ms, (name, &[7u8][..], false))).unwrap()
+    }
+
+    /// What the owned decoding makes of the same bytes.
+    fn owned(bytes: &[u8]) -> Frame {
+        postcard::from_bytes(bytes).unwrap()
+    }
+
+    #[test]
+    fn data_frames_read_borrowed_agree_with_the_owned_decoding_whatever_lies_between_the_names() {
+        let names: [&[u8]; 3] = ["arm".as_bytes(), "bâti/contrôle".as_bytes(), "ü.Mesure".as_bytes()];
+        let tell = tell_bytes(names[0], names[1], names[2]);
+        let Frame::Tell { to, from, payload } = owned(&tell) else {
+            panic!()
+        };
+        assert_eq!(
+            FrameIn::read(&tell).unwrap(),
+            FrameIn::Data(DataIn::Tell {
+                to: &to,
+                from: &from,
+                payload: PayloadIn {
+                    name: &payload.name,
+                    body: &[7],
+                    json: false
+                },
+            })
+        );
+        // A timeout below 128 ms is one ASCII byte; above, its varint is not.
+        for timeout_ms in [5, 5_000] {
+            let ask = ask_bytes(names[0], names[1], timeout_ms, names[2]);
+            let Frame::Ask {
+                id, to, from, payload, ..
+            } = owned(&ask)
+            else {
+                panic!()
+            };
+            assert_eq!(
+                FrameIn::read(&ask).unwrap(),
+                FrameIn::Data(DataIn::Ask {
+                    id,
+                    to: &to,
+                    from: &from,
+                    timeout_ms,
+                    payload: PayloadIn {
+                        name: &payload.name,
+                        body: &[7],
+                        json: false
+                    },
+                })
+            );
+        }
+        // Empty names are text too.
+        assert!(matches!(
+            FrameIn::read(&tell_bytes(b"", b"", b"")),
+            Ok(FrameIn::Data(DataIn::Tell { to: "", .. }))
+        ));
+    }
+
+    #[test]
+    fn a_data_frame_with_a_name_that_is_not_utf8_is_malformed() {
+        let good: &[u8] = b"arm";
+        // Not UTF-8 alone; and halves of one character, valid only together.
+        for bad in [&b"\xff"[..], &b"a\xc3"[..], &b"\xa9b"[..]] {
+            let frames = [
+                tell_bytes(bad, good, good),
+                tell_bytes(good, bad, good),
+                tell_bytes(good, good, bad),
+                ask_bytes(good, bad, 5, good),
+                ask_bytes(good, good, 5_000, bad),
+                ask_bytes(bad, good, 5_000, good),
+            ];
+            for frame in frames {
+                assert!(
+                    matches!(
+                        FrameIn::read(&frame),
+                        Err(FrameError::Malformed { source: postcard::Error::DeserializeBadUtf8, len }) if len == frame.len()
+                    ),
+                    "{bad:?} in {frame:?}"
+                );
+                assert!(
+                    postcard::from_bytes::<Frame>(&frame).is_err(),
+                    "the owned decoding refuses it too"
+                );
+            }
         }
     }
 }

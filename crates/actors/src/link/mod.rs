@@ -136,6 +136,24 @@ struct Counters {
     data_in: AtomicU64,
 }
 
+impl Counters {
+    /// One more data frame read.
+    fn data_read(&self) {
+        Self::add(&self.data_in, 1);
+    }
+
+    /// `frames` more frames read.
+    fn frames_read(&self, frames: u64) {
+        Self::add(&self.frames_in, frames);
+    }
+
+    /// The link's reader is the one writer of these counters, so a load and
+    /// a store add as a locked add would, without its cost per frame.
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+    }
+}
+
 /// How links of a node behave.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {

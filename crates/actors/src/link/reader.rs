@@ -68,11 +68,11 @@ pub(super) async fn read_loop(
             None => Err("peer closed the link".to_owned()),
             Some(Ok(Incoming::Postcard(run))) => take_run(&router, &link, &mut senders, &mut pace, &run).await,
             Some(Ok(Incoming::Json(frame))) => {
-                link.counters.frames_in.fetch_add(1, Ordering::Relaxed);
+                link.counters.frames_read(1);
                 let data = is_data(&frame);
                 if data {
                     // Counted before it is handed on: see `take_run`.
-                    link.counters.data_in.fetch_add(1, Ordering::Relaxed);
+                    link.counters.data_read();
                 }
                 let taken = take_frame(&router, &link, Ok(frame)).await;
                 if data {
@@ -109,7 +109,7 @@ async fn take_run(
             Ok(FrameIn::Data(tell_or_ask)) => {
                 // Counted before it is handed on, so that whoever has seen
                 // it arrive (a module on another thread) finds it counted.
-                link.counters.data_in.fetch_add(1, Ordering::Relaxed);
+                link.counters.data_read();
                 let from = senders.intern(tell_or_ask.from());
                 // Handed on (or parked) at once; only a peer past its
                 // window makes the reader wait.
@@ -123,14 +123,14 @@ async fn take_run(
             Err(error) => Err(error),
         };
         if read.as_ref().is_ok_and(is_data) {
-            link.counters.data_in.fetch_add(1, Ordering::Relaxed);
+            link.counters.data_read();
         }
         taken = take_frame(router, link, read).await;
         if taken.is_err() {
             break;
         }
     }
-    link.counters.frames_in.fetch_add(frames, Ordering::Relaxed);
+    link.counters.frames_read(frames);
     taken
 }
 

@@ -795,13 +795,13 @@ impl<'a> FrameIn<'a> {
     }
 }
 
-/// `names` — slices of `body`, in order — as text: each must be UTF-8, as
-/// reading it as a `&str` would check. The span from the first name to the
-/// last is checked in one pass, since a check costs most per call for names
-/// this short; a name that begins and ends on a character boundary of that
-/// span, when it is text, is text. It is when the bytes between the names
-/// are ASCII, as in a tell: postcard writes each name after its length, a
-/// varint whose last byte is below 128. Otherwise each name is checked alone.
+/// `names` — slices of `body`, in order — as text, each checked to be UTF-8
+/// as reading it as a `&str` would. A check costs most per call for names
+/// this short, so the span from the first name to the last is checked once:
+/// if it is text, so is each name in it that starts and ends on a character
+/// boundary, as every name does when only ASCII lies between them. That is
+/// a tell: postcard writes each name after its length, a varint whose last
+/// byte is below 128. A name that is no such piece is checked on its own.
 fn texts<'a, const N: usize>(body: &'a [u8], names: [&'a [u8]; N]) -> Result<[&'a str; N], crate::codec::FrameError> {
     let at = |name: &[u8]| name.as_ptr() as usize - body.as_ptr() as usize;
     let (first, last) = (names[0], names[N - 1]);
@@ -895,7 +895,7 @@ mod tests {
     #[test]
     fn a_data_frame_with_a_name_that_is_not_utf8_is_malformed() {
         let good: &[u8] = b"arm";
-        // Not UTF-8 alone; and halves of one character, valid only together.
+        // Bytes that are not UTF-8, and each half of a two-byte character.
         for bad in [&b"\xff"[..], &b"a\xc3"[..], &b"\xa9b"[..]] {
             let frames = [
                 tell_bytes(bad, good, good),

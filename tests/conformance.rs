@@ -17,6 +17,22 @@ async fn tell(placement: Placement) {
     world.finish().await;
 }
 
+/// More tells than the recorder's mailbox holds, sent as fast as they are
+/// taken: over a link, the reader hands them on together, then parks the
+/// rest behind the full mailbox. Each arrives, once, in the order sent, and
+/// so do the recorder's reports of them to the probe.
+async fn a_burst_of_tells_arrives_whole_and_in_order(placement: Placement) {
+    let mut world = World::new(placement).await;
+    const BURST: u32 = 300;
+    for note in 0..BURST {
+        world.client.tell("recorder", Note(note)).await.unwrap();
+    }
+    for note in 0..BURST {
+        assert_eq!(world.next_event().await, Event::Got { topic: None, note });
+    }
+    world.finish().await;
+}
+
 async fn ask(placement: Placement) {
     let world = World::new(placement).await;
     let sum: u32 = world.client.ask("echo", Req::Add(2, 3)).await.unwrap();
@@ -301,7 +317,7 @@ macro_rules! placements {
         mod $module {
             use super::*;
             scenarios!($placement:
-                tell, ask, ask_timeout, ask_unknown_module, topics_with_wildcards, large_blobs, progress, cancel,
+                tell, a_burst_of_tells_arrives_whole_and_in_order, ask, ask_timeout, ask_unknown_module, topics_with_wildcards, large_blobs, progress, cancel,
                 caller_message, panic_restarts, budget_exhausted_fails_and_tells_monitor,
                 pending_ask_ends_when_callee_stops, full_mailbox_backpressure,
             );

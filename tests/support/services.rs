@@ -258,6 +258,8 @@ pub fn service_options(name: &str) -> ModuleOptions {
         "crashy" => ModuleOptions::new().budget(10, Duration::from_secs(60)),
         "fragile" => ModuleOptions::new().budget(1, Duration::from_secs(60)),
         "slow" => ModuleOptions::new().mailbox(1),
+        // Small, so that a burst of notes overflows it in every placement.
+        "recorder" => ModuleOptions::new().mailbox(4),
         _ => ModuleOptions::new(),
     }
 }

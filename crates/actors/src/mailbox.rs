@@ -104,6 +104,10 @@ pub(crate) enum Refused {
     Closed(Envelope),
 }
 
+/// [`Mailbox::try_send_many`] found the module gone.
+#[derive(Debug)]
+pub(crate) struct Closed;
+
 /// The senders' end of a module's mailbox.
 pub(crate) struct Mailbox {
     shared: Arc<Shared>,
@@ -153,6 +157,30 @@ impl Mailbox {
             module.wake();
         }
         Ok(())
+    }
+
+    /// Queues as many of `envelopes` as there is room for, in order, under
+    /// one lock and with at most one wake: those queued are taken from the
+    /// front, and how many they were is returned. The rest stay, for the
+    /// caller to wait with. `Err` if the module is gone (nothing is taken).
+    pub(crate) fn try_send_many(&self, envelopes: &mut Vec<Envelope>) -> Result<usize, Closed> {
+        let (queued, module) = {
+            let mut state = self.shared.lock();
+            if state.closed {
+                return Err(Closed);
+            }
+            let room = self.shared.capacity.saturating_sub(state.queue.len() + state.in_hand);
+            let queued = room.min(envelopes.len());
+            if queued < envelopes.len() {
+                state.senders_wait = true;
+            }
+            state.queue.extend(envelopes.drain(..queued));
+            (queued, if queued > 0 { state.module.take() } else { None })
+        };
+        if let Some(module) = module {
+            module.wake();
+        }
+        Ok(queued)
     }
 
     /// Queues `envelope`, waiting for room; the envelope comes back if the
@@ -381,6 +409,39 @@ mod tests {
         assert!(matches!(inbox.take().await, Mail::Batch));
         seen.extend(std::iter::from_fn(|| inbox.next()).map(seq));
         assert_eq!(seen, [2, 3, 4, 5]);
+    }
+
+    #[tokio::test]
+    async fn many_sent_at_once_fill_the_room_in_order_and_the_rest_stay_with_the_sender() {
+        let (mailbox, mut inbox) = mailbox(4);
+        assert!(mailbox.try_send(tell(0)).is_ok());
+        let mut many: Vec<Envelope> = (1..6).map(tell).collect();
+        assert_eq!(mailbox.try_send_many(&mut many).unwrap(), 3);
+        assert_eq!(many.into_iter().map(seq).collect::<Vec<_>>(), [4, 5]);
+        assert_eq!(mailbox.waiting(), 4);
+        // Full: nothing taken, and the sender is told of room once it comes.
+        let mut more = vec![tell(4)];
+        assert_eq!(mailbox.try_send_many(&mut more).unwrap(), 0);
+        assert_eq!(more.len(), 1);
+        let waiting = {
+            let sender = mailbox.clone();
+            tokio::spawn(async move { sender.send(tell(4)).await.is_ok() })
+        };
+        let mut seen = Vec::new();
+        while seen.len() < 5 {
+            assert!(matches!(
+                tokio::time::timeout(LIMIT, inbox.take()).await.unwrap(),
+                Mail::Batch
+            ));
+            seen.extend(std::iter::from_fn(|| inbox.next()).map(seq));
+        }
+        assert_eq!(seen, [0, 1, 2, 3, 4]);
+        assert!(tokio::time::timeout(LIMIT, waiting).await.unwrap().unwrap());
+        // Gone: refused whole.
+        inbox.close();
+        let mut late = vec![tell(5)];
+        assert!(mailbox.try_send_many(&mut late).is_err());
+        assert_eq!(late.len(), 1);
     }
 
     #[tokio::test]

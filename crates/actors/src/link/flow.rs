@@ -178,6 +178,28 @@ impl LinkHandle {
             })
     }
 
+    /// Tells for `to` that arrived on this link one after another, in order.
+    /// While nothing is parked and `to` is a module of this process, as many
+    /// as its mailbox has room for go in at once — one look at the route
+    /// table, one lock of the mailbox, one wake of the module, one credit —
+    /// and the rest one by one, as [`LinkHandle::take_data`] takes each:
+    /// handed on or parked, waiting only if the peer sent past its window.
+    /// Leaves `tells` empty.
+    pub(crate) async fn take_tells(self: &Arc<Self>, router: &Arc<Router>, to: &str, tells: &mut Vec<Envelope>) {
+        if self.inflow.parked_total.load(Ordering::Acquire) == 0 {
+            if let Some(queued) = router.try_send_here(to, tells) {
+                if queued > 0 {
+                    self.credit(queued as u32);
+                }
+            }
+        }
+        for envelope in tells.drain(..) {
+            if let Some(waiting) = self.take_data_now(router, to, envelope, None) {
+                waiting.wait(router, self).await;
+            }
+        }
+    }
+
     /// A copy of a publish that arrived on this link, for local module
     /// `module` (the publish itself is credited once, by `credit_one`).
     pub(crate) async fn deliver_published(self: &Arc<Self>, router: &Arc<Router>, module: String, envelope: Envelope) {

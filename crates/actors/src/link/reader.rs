@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use botbus_core::liveness::{LivenessAction, LivenessState};
-use botbus_core::{Frame, FrameError, FrameIn, Incoming, IncomingCodec, Liveness};
+use botbus_core::{DataIn, Envelope, EnvelopeKind, Frame, FrameError, FrameIn, Incoming, IncomingCodec, Liveness};
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio_util::codec::FramedRead;
@@ -22,6 +22,8 @@ pub(super) async fn read_loop(
 ) {
     let mut senders = Senders::default();
     let mut pace = Pace::default();
+    // Kept from run to run, so that gathering tells allocates nothing.
+    let mut tells = Vec::with_capacity(GATHERED_TELLS);
     let mut alive = LivenessState::new(liveness, std::time::Instant::now());
     // Reads are counted, not timed: the timer looks at the count when it
     // fires, so a busy link pays one increment per read for its liveness.
@@ -66,7 +68,9 @@ pub(super) async fn read_loop(
         reads += 1;
         let taken = match next {
             None => Err("peer closed the link".to_owned()),
-            Some(Ok(Incoming::Postcard(run))) => take_run(&router, &link, &mut senders, &mut pace, &run).await,
+            Some(Ok(Incoming::Postcard(run))) => {
+                take_run(&router, &link, &mut senders, &mut pace, &mut tells, &run).await
+            }
             Some(Ok(Incoming::Json(frame))) => {
                 link.counters.frames_read(1);
                 let data = is_data(&frame);
@@ -75,9 +79,9 @@ pub(super) async fn read_loop(
                     link.counters.data_read();
                 }
                 let taken = take_frame(&router, &link, Ok(frame)).await;
-                if data {
-                    // Its body was decoded, not lent: only the count matters.
-                    pace.took(0).await;
+                // Its body was decoded, not lent: only the count matters.
+                if data && pace.took(0) {
+                    tokio::task::yield_now().await;
                 }
                 taken
             }
@@ -93,30 +97,63 @@ pub(super) async fn read_loop(
 
 /// Takes a run of postcard frames, in order. A tell or an ask is read
 /// borrowed from the run and handed on with nothing copied but its body;
-/// anything else is decoded whole. The error is why the link must close.
+/// anything else is decoded whole. Tells for one module that come one after
+/// another are gathered in `tells` and handed on together (see
+/// [`LinkHandle::take_tells`]), before anything else is taken. The error is
+/// why the link must close.
 async fn take_run(
     router: &Arc<Router>,
     link: &Arc<LinkHandle>,
     senders: &mut Senders,
     pace: &mut Pace,
+    tells: &mut Vec<Envelope>,
     run: &Bytes,
 ) -> Result<(), String> {
     let mut frames = 0u64;
     let mut taken = Ok(());
+    // The module the gathered tells are for.
+    let mut tells_to = "";
     for body in botbus_core::codec::frame_bodies(run) {
         frames += 1;
-        let read = match FrameIn::read(body) {
-            Ok(FrameIn::Data(tell_or_ask)) => {
-                // Counted before it is handed on, so that whoever has seen
-                // it arrive (a module on another thread) finds it counted.
+        let read = FrameIn::read(body);
+        if let Ok(FrameIn::Data(DataIn::Tell { to, from, payload })) = read {
+            // Counted before it is handed on, so that whoever has seen it
+            // arrive (a module on another thread) finds it counted.
+            link.counters.data_read();
+            if to != tells_to && !tells.is_empty() {
+                router.inbound_tells(link, tells_to, tells).await;
+            }
+            tells_to = to;
+            tells.push(Envelope {
+                from: senders.intern(from).into(),
+                payload: link.unwire_in(payload, run),
+                kind: EnvelopeKind::Tell,
+            });
+            let give_way = pace.took(body.len());
+            if give_way || tells.len() == GATHERED_TELLS {
+                router.inbound_tells(link, tells_to, tells).await;
+            }
+            if give_way {
+                tokio::task::yield_now().await;
+            }
+            continue;
+        }
+        // Whatever came before it is handed on first.
+        if !tells.is_empty() {
+            router.inbound_tells(link, tells_to, tells).await;
+        }
+        let read = match read {
+            Ok(FrameIn::Data(ask)) => {
                 link.counters.data_read();
-                let from = senders.intern(tell_or_ask.from());
+                let from = senders.intern(ask.from());
                 // Handed on (or parked) at once; only a peer past its
                 // window makes the reader wait.
-                if let Some(waiting) = router.inbound_data(link, tell_or_ask, from, run) {
+                if let Some(waiting) = router.inbound_data(link, ask, from, run) {
                     waiting.wait(router, link).await;
                 }
-                pace.took(body.len()).await;
+                if pace.took(body.len()) {
+                    tokio::task::yield_now().await;
+                }
                 continue;
             }
             Ok(FrameIn::Frame(frame)) => Ok(frame),
@@ -130,13 +167,24 @@ async fn take_run(
             break;
         }
     }
+    if !tells.is_empty() {
+        router.inbound_tells(link, tells_to, tells).await;
+    }
     link.counters.frames_read(frames);
     taken
 }
 
+/// The most tells gathered before they are handed on: as many as a module
+/// takes at once from its mailbox.
+const GATHERED_TELLS: usize = 32;
+
 /// Bodies taken, in bytes, after which the reader gives way to the
 /// modules on its thread however few frames they made.
 const GIVE_WAY_BYTES: usize = 256 * 1024;
+
+/// Data frames taken after which the reader gives way to the modules on
+/// its thread: tokio's cooperative budget, as its own channels spend it.
+const GIVE_WAY_FRAMES: u32 = 128;
 
 /// When the reader gives way. A reader with frames buffered never waits,
 /// so it yields now and then to the modules on its thread: they drain their
@@ -145,22 +193,25 @@ const GIVE_WAY_BYTES: usize = 256 * 1024;
 /// buffer's memory is taken again rather than new pages each read.
 #[derive(Default)]
 struct Pace {
+    /// Data frames taken since the reader last gave way.
+    frames: u32,
     /// Body bytes taken since the reader last gave way.
     bytes: usize,
 }
 
 impl Pace {
-    /// After each data frame: gives way every 128 frames (tokio's
-    /// cooperative budget, as its own channels do) and every
-    /// [`GIVE_WAY_BYTES`] of bodies.
-    async fn took(&mut self, body_len: usize) {
+    /// After each data frame: whether to give way now, as it does every
+    /// [`GIVE_WAY_FRAMES`] frames and every [`GIVE_WAY_BYTES`] of bodies.
+    /// A count, not an await: tells gathered are handed on before the
+    /// reader gives way.
+    fn took(&mut self, body_len: usize) -> bool {
+        self.frames += 1;
         self.bytes += body_len;
-        if self.bytes >= GIVE_WAY_BYTES {
-            self.bytes = 0;
-            tokio::task::yield_now().await;
-        } else {
-            tokio::task::consume_budget().await;
+        if self.frames >= GIVE_WAY_FRAMES || self.bytes >= GIVE_WAY_BYTES {
+            *self = Pace::default();
+            return true;
         }
+        false
     }
 }
 

@@ -1,6 +1,8 @@
 //! The one way in: every frame a link reads comes to [`Router::inbound`] —
 //! or, for a tell or an ask read borrowed from a postcard frame's bytes, to
-//! [`Router::inbound_data`], which takes it with no allocation of its own.
+//! [`Router::inbound_data`] (or, for tells to one module one after another,
+//! [`Router::inbound_tells`]), which take it with no allocation of their
+//! own.
 //!
 //! Frames about where things are and where messages go — tells, asks,
 //! publishes, announcements, subscriptions, downs — are the router's to
@@ -17,6 +19,13 @@ use super::Router;
 use crate::link::{LinkHandle, Waiting};
 
 impl Router {
+    /// Tells for `to` arrived on `link` one after another, read borrowed
+    /// from the frames: taken in order, together where they can be (see
+    /// [`LinkHandle::take_tells`]). Leaves `tells` empty.
+    pub(crate) async fn inbound_tells(self: &Arc<Self>, link: &Arc<LinkHandle>, to: &str, tells: &mut Vec<Envelope>) {
+        link.take_tells(self, to, tells).await;
+    }
+
     /// A tell or an ask arrived on `link`, read borrowed from `run`, the
     /// frames read with it; `from` is its sender, as the link's reader
     /// interned it.

@@ -890,6 +890,23 @@ impl Router {
         }
     }
 
+    /// Queues as many of `tells` as there is room for in the mailbox of
+    /// `to`, if `to` is a running module of this process: one look at the
+    /// table and one lock of the mailbox for them all. Those queued are
+    /// taken from the front, and how many they were is returned. `None` if
+    /// `to` is anything else, or gone (nothing is taken):
+    /// [`Router::try_route`] each then, which says why.
+    pub(crate) fn try_send_here(&self, to: &str, tells: &mut Vec<Envelope>) -> Option<usize> {
+        let (node, module) = address::split(to);
+        if node.is_some_and(|n| n != self.node) {
+            return None;
+        }
+        match self.routes.read().expect("router lock").get(module) {
+            Some(Route::Local(local)) => local.mailbox.try_send_many(tells).ok(),
+            _ => None,
+        }
+    }
+
     /// Hands `envelope` to `to`, waiting for room — and, for a child module
     /// whose process is restarting, for the new process, as a message waits
     /// in an in-process module's mailbox across a restart. An ask waits no

@@ -163,7 +163,7 @@ impl Mailbox {
     /// one lock and with at most one wake: those queued are taken from the
     /// front, and how many they were is returned. The rest stay, for the
     /// caller to wait with. `Err` if the module is gone (nothing is taken).
-    pub(crate) fn try_send_many(&self, envelopes: &mut Vec<Envelope>) -> Result<usize, Closed> {
+    pub(crate) fn try_send_many(&self, envelopes: &mut VecDeque<Envelope>) -> Result<usize, Closed> {
         let (queued, module) = {
             let mut state = self.shared.lock();
             if state.closed {
@@ -359,6 +359,7 @@ impl Drop for Inbox {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use std::time::Duration;
@@ -415,12 +416,12 @@ mod tests {
     async fn many_sent_at_once_fill_the_room_in_order_and_the_rest_stay_with_the_sender() {
         let (mailbox, mut inbox) = mailbox(4);
         assert!(mailbox.try_send(tell(0)).is_ok());
-        let mut many: Vec<Envelope> = (1..6).map(tell).collect();
+        let mut many: VecDeque<Envelope> = (1..6).map(tell).collect();
         assert_eq!(mailbox.try_send_many(&mut many).unwrap(), 3);
         assert_eq!(many.into_iter().map(seq).collect::<Vec<_>>(), [4, 5]);
         assert_eq!(mailbox.waiting(), 4);
         // Full: nothing taken, and the sender is told of room once it comes.
-        let mut more = vec![tell(4)];
+        let mut more = VecDeque::from([tell(4)]);
         assert_eq!(mailbox.try_send_many(&mut more).unwrap(), 0);
         assert_eq!(more.len(), 1);
         let waiting = {
@@ -439,7 +440,7 @@ mod tests {
         assert!(tokio::time::timeout(LIMIT, waiting).await.unwrap().unwrap());
         // Gone: refused whole.
         inbox.close();
-        let mut late = vec![tell(5)];
+        let mut late = VecDeque::from([tell(5)]);
         assert!(mailbox.try_send_many(&mut late).is_err());
         assert_eq!(late.len(), 1);
     }

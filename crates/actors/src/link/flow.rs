@@ -4,7 +4,7 @@
 //! waits, in order, while the reader goes on reading, and is credited back
 //! once handed on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -182,10 +182,16 @@ impl LinkHandle {
     /// While nothing is parked and `to` is a module of this process, as many
     /// as its mailbox has room for go in at once — one look at the route
     /// table, one lock of the mailbox, one wake of the module, one credit —
-    /// and the rest one by one, as [`LinkHandle::take_data`] takes each:
-    /// handed on or parked, waiting only if the peer sent past its window.
-    /// Leaves `tells` empty.
-    pub(crate) async fn take_tells(self: &Arc<Self>, router: &Arc<Router>, to: &str, tells: &mut Vec<Envelope>) {
+    /// and the rest one by one, as [`LinkHandle::take_data_now`] takes each:
+    /// handed on or parked. Only a peer past its window stops it: the tell
+    /// that must wait comes back, and those after it stay in `tells`, to be
+    /// taken once it is in.
+    pub(crate) fn take_tells_now<'to>(
+        self: &Arc<Self>,
+        router: &Arc<Router>,
+        to: &'to str,
+        tells: &mut VecDeque<Envelope>,
+    ) -> Option<Waiting<'to>> {
         if self.inflow.parked_total.load(Ordering::Acquire) == 0 {
             if let Some(queued) = router.try_send_here(to, tells) {
                 if queued > 0 {
@@ -193,11 +199,12 @@ impl LinkHandle {
                 }
             }
         }
-        for envelope in tells.drain(..) {
+        while let Some(envelope) = tells.pop_front() {
             if let Some(waiting) = self.take_data_now(router, to, envelope, None) {
-                waiting.wait(router, self).await;
+                return Some(waiting);
             }
         }
+        None
     }
 
     /// A copy of a publish that arrived on this link, for local module

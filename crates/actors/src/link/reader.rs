@@ -2,6 +2,7 @@
 //! ping after silence, down after more), and hands every frame to the
 //! router (`Router::inbound`), its one way in.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -23,7 +24,7 @@ pub(super) async fn read_loop(
     let mut senders = Senders::default();
     let mut pace = Pace::default();
     // Kept from run to run, so that gathering tells allocates nothing.
-    let mut tells = Vec::with_capacity(GATHERED_TELLS);
+    let mut tells = VecDeque::with_capacity(GATHERED_TELLS);
     let mut alive = LivenessState::new(liveness, std::time::Instant::now());
     // Reads are counted, not timed: the timer looks at the count when it
     // fires, so a busy link pays one increment per read for its liveness.
@@ -99,14 +100,14 @@ pub(super) async fn read_loop(
 /// borrowed from the run and handed on with nothing copied but its body;
 /// anything else is decoded whole. Tells for one module that come one after
 /// another are gathered in `tells` and handed on together (see
-/// [`LinkHandle::take_tells`]), before anything else is taken. The error is
+/// [`LinkHandle::take_tells_now`]), before anything else is taken. The error is
 /// why the link must close.
 async fn take_run(
     router: &Arc<Router>,
     link: &Arc<LinkHandle>,
     senders: &mut Senders,
     pace: &mut Pace,
-    tells: &mut Vec<Envelope>,
+    tells: &mut VecDeque<Envelope>,
     run: &Bytes,
 ) -> Result<(), String> {
     let mut frames = 0u64;
@@ -121,17 +122,17 @@ async fn take_run(
             // arrive (a module on another thread) finds it counted.
             link.counters.data_read();
             if to != tells_to && !tells.is_empty() {
-                router.inbound_tells(link, tells_to, tells).await;
+                hand_on_tells(router, link, tells_to, tells).await;
             }
             tells_to = to;
-            tells.push(Envelope {
+            tells.push_back(Envelope {
                 from: senders.intern(from).into(),
                 payload: link.unwire_in(payload, run),
                 kind: EnvelopeKind::Tell,
             });
             let give_way = pace.took(body.len());
             if give_way || tells.len() == GATHERED_TELLS {
-                router.inbound_tells(link, tells_to, tells).await;
+                hand_on_tells(router, link, tells_to, tells).await;
             }
             if give_way {
                 tokio::task::yield_now().await;
@@ -140,7 +141,7 @@ async fn take_run(
         }
         // Whatever came before it is handed on first.
         if !tells.is_empty() {
-            router.inbound_tells(link, tells_to, tells).await;
+            hand_on_tells(router, link, tells_to, tells).await;
         }
         let read = match read {
             Ok(FrameIn::Data(ask)) => {
@@ -168,10 +169,18 @@ async fn take_run(
         }
     }
     if !tells.is_empty() {
-        router.inbound_tells(link, tells_to, tells).await;
+        hand_on_tells(router, link, tells_to, tells).await;
     }
     link.counters.frames_read(frames);
     taken
+}
+
+/// Hands the tells gathered for `to` on, in order; waits only while the
+/// peer is past its window.
+async fn hand_on_tells(router: &Arc<Router>, link: &Arc<LinkHandle>, to: &str, tells: &mut VecDeque<Envelope>) {
+    while let Some(waiting) = router.inbound_tells(link, to, tells) {
+        waiting.wait(router, link).await;
+    }
 }
 
 /// The most tells gathered before they are handed on: as many as a module

@@ -10,6 +10,7 @@
 //! progress and caller messages of asks by the link's ids, cancels, credit,
 //! pings — go back to that link's own bookkeeping.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use botbus_core::{AskError, DataIn, Envelope, EnvelopeKind, Frame, SenderAddress};
@@ -21,9 +22,16 @@ use crate::link::{LinkHandle, Waiting};
 impl Router {
     /// Tells for `to` arrived on `link` one after another, read borrowed
     /// from the frames: taken in order, together where they can be (see
-    /// [`LinkHandle::take_tells`]). Leaves `tells` empty.
-    pub(crate) async fn inbound_tells(self: &Arc<Self>, link: &Arc<LinkHandle>, to: &str, tells: &mut Vec<Envelope>) {
-        link.take_tells(self, to, tells).await;
+    /// [`LinkHandle::take_tells_now`]). Takes them all without waiting
+    /// unless the peer sent past its window: then the one to wait for comes
+    /// back, and the rest stay in `tells`.
+    pub(crate) fn inbound_tells<'to>(
+        self: &Arc<Self>,
+        link: &Arc<LinkHandle>,
+        to: &'to str,
+        tells: &mut VecDeque<Envelope>,
+    ) -> Option<Waiting<'to>> {
+        link.take_tells_now(self, to, tells)
     }
 
     /// A tell or an ask arrived on `link`, read borrowed from `run`, the

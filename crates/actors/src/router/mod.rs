@@ -34,7 +34,7 @@
 
 mod inbound;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
 use botbus_core::{
@@ -896,7 +896,7 @@ impl Router {
     /// taken from the front, and how many they were is returned. `None` if
     /// `to` is anything else, or gone (nothing is taken):
     /// [`Router::try_route`] each then, which says why.
-    pub(crate) fn try_send_here(&self, to: &str, tells: &mut Vec<Envelope>) -> Option<usize> {
+    pub(crate) fn try_send_here(&self, to: &str, tells: &mut VecDeque<Envelope>) -> Option<usize> {
         let (node, module) = address::split(to);
         if node.is_some_and(|n| n != self.node) {
             return None;

@@ -100,8 +100,8 @@ pub(super) async fn read_loop(
 /// borrowed from the run and handed on with nothing copied but its body;
 /// anything else is decoded whole. Tells for one module that come one after
 /// another are gathered in `tells` and handed on together (see
-/// [`LinkHandle::take_tells_now`]), before anything else is taken. The error is
-/// why the link must close.
+/// [`LinkHandle::take_tells_now`]), before anything else is taken. The
+/// error is why the link must close.
 async fn take_run(
     router: &Arc<Router>,
     link: &Arc<LinkHandle>,

@@ -891,8 +891,8 @@ impl Router {
     }
 
     /// Queues as many of `tells` as there is room for in the mailbox of
-    /// `to`, if `to` is a running module of this process: one look at the
-    /// table and one lock of the mailbox for them all. Those queued are
+    /// `to`, if `to` is a module of this process: one look at the table
+    /// and one lock of the mailbox for them all. Those queued are
     /// taken from the front, and how many they were is returned. `None` if
     /// `to` is anything else, or gone (nothing is taken):
     /// [`Router::try_route`] each then, which says why.

@@ -471,9 +471,8 @@ const SERVICE_THREAD: &str = "service";
 /// Serves a measurement and exits, if this process was started to: a raw
 /// peer (`raw-echo`, `raw-sink`, and on Unix the bare tokio `tokio-echo`),
 /// the botbus node a measurement links to (`service`), or a child module of
-/// [`stdio_node`]. Returns at once in any
-/// other process; call it first thing in `main` (it is started with the
-/// same arguments).
+/// [`stdio_node`]. Returns at once in any other process; call it first
+/// thing in `main` (it is started with the same arguments).
 pub fn serve_if_asked() {
     if botbus_transport_stdio::StdioTransport::child_role().is_some() {
         stdio_node(); // hosts the child's module; never returns in a child
@@ -847,16 +846,15 @@ pub fn over_tcp(sizes: Sizes) -> Versus {
         stream.set_nodelay(true).expect("TCP_NODELAY");
         Raw::new(peer, stream.try_clone().expect("a socket"), stream)
     };
-    let figures = against_service(&endpoint, &raw, sizes);
+    let mut figures = against_service(&endpoint, &raw, sizes);
     #[cfg(unix)]
-    let figures = Versus {
-        reactor: Some(reactor_round_trip(
+    {
+        figures.reactor = Some(reactor_round_trip(
             raw(REACTOR_ECHO),
             |socket, _| reactor::tcp(socket),
             sizes,
-        )),
-        ..figures
-    };
+        ));
+    }
     figures
 }
 

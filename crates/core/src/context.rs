@@ -465,9 +465,9 @@ impl InFlight {
     /// The reply, or the deadline's passing. The deadline's timer is made
     /// only if the reply is not there after the callee had a turn: polled
     /// first, the awaiting task goes to the back of its thread's queue
-    /// instead. A callee on the same thread is queued
-    /// ahead of it (the ask woke it) and answers in that turn, and such an
-    /// ask never registers a timer; one anywhere else costs one more poll.
+    /// instead. A callee on the same thread is queued ahead of it (the ask
+    /// woke it) and answers in that turn, and such an ask never registers
+    /// a timer; one anywhere else costs one more poll.
     /// The deadline is a point in time, so the timer made a turn later
     /// still fires at it. `callee` names the module asked, for the errors.
     fn poll_outcome(

@@ -597,6 +597,8 @@ impl botbus_core::Message for Growing {
 fn a_value_encoded_in_place_makes_the_same_frame_as_one_encoded_first() {
     use botbus_core::{DataHead, PayloadRef};
     let nodes = vec!["a".to_owned(), "b".to_owned()];
+    let long = "m".repeat(300);
+    let many_nodes: Vec<String> = (0..200).map(|n| format!("node{n}")).collect();
     let heads = [
         DataHead::Tell {
             to: "sink",
@@ -612,6 +614,18 @@ fn a_value_encoded_in_place_makes_the_same_frame_as_one_encoded_first() {
             topic: "scan",
             from: "robot/lidar",
             to: &nodes,
+        },
+        // Names and numbers too long for one byte of length.
+        DataHead::Ask {
+            id: u64::MAX,
+            to: &long,
+            from: &long,
+            timeout_ms: 1 << 35,
+        },
+        DataHead::Publish {
+            topic: &long,
+            from: "robot/lidar",
+            to: &many_nodes,
         },
     ];
     // A small body, and one past every single-byte length.

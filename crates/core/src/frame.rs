@@ -795,6 +795,72 @@ impl<'a> FrameIn<'a> {
     }
 }
 
+/// Reads the frames of one run of postcard frames ([`Incoming::Postcard`])
+/// in order, as [`FrameIn::read`] does — except a tell that begins with the
+/// same bytes as the last tell read: its target, sender and message name
+/// are that tell's (the bytes that encode them are the same), so only its
+/// body is read after them. A stream of tells from one module to another
+/// has its names checked once a run, not once a frame.
+///
+/// ```
+/// use botbus_core::frame::{DataIn, FrameIn, PayloadIn, RunReader};
+///
+/// // Two tells from `robot/cam` to `sink`, the second with a longer body.
+/// let first = [0, 4, b's', b'i', b'n', b'k', 9, b'r', b'o', b'b', b'o', b't', b'/', b'c', b'a', b'm', 1, b'F', 1, 7, 0];
+/// let mut second = first[..18].to_vec();
+/// second.extend([2, 7, 8, 0]);
+/// let mut reader = RunReader::default();
+/// assert_eq!(reader.read(&first).1, false);
+/// let (read, same_names) = reader.read(&second);
+/// assert!(same_names);
+/// let expected = DataIn::Tell { to: "sink", from: "robot/cam", payload: PayloadIn { name: "F", body: &[7, 8], json: false } };
+/// assert_eq!(read.unwrap(), FrameIn::Data(expected));
+/// assert_eq!(FrameIn::read(&second).unwrap(), FrameIn::Data(expected));
+/// ```
+///
+/// [`Incoming::Postcard`]: crate::codec::Incoming::Postcard
+#[derive(Debug, Default)]
+pub struct RunReader<'a> {
+    /// The last tell read: its bytes up to the end of its message name,
+    /// and its target, sender and message name.
+    last_tell: Option<(&'a [u8], [&'a str; 3])>,
+}
+
+impl<'a> RunReader<'a> {
+    /// The frame in `body` (one of the run's, without its length prefix),
+    /// and whether it is a tell with the same names as the last tell read.
+    pub fn read(&mut self, body: &'a [u8]) -> (Result<FrameIn<'a>, crate::codec::FrameError>, bool) {
+        if let Some((head, [to, from, name])) = self.last_tell {
+            if let Some(rest) = body.strip_prefix(head) {
+                let read = postcard::take_from_bytes::<(&[u8], bool)>(rest)
+                    .map_err(|source| crate::codec::FrameError::Malformed {
+                        len: body.len(),
+                        source,
+                    })
+                    .and_then(|((message, json), after)| match after.len() {
+                        0 => Ok(FrameIn::Data(DataIn::Tell {
+                            to,
+                            from,
+                            payload: PayloadIn {
+                                name,
+                                body: message,
+                                json,
+                            },
+                        })),
+                        trailing => Err(crate::codec::FrameError::TrailingBytes(trailing)),
+                    });
+                return (read, true);
+            }
+        }
+        let read = FrameIn::read(body);
+        if let Ok(FrameIn::Data(DataIn::Tell { to, from, payload })) = read {
+            let head = payload.name.as_ptr() as usize + payload.name.len() - body.as_ptr() as usize;
+            self.last_tell = Some((&body[..head], [to, from, payload.name]));
+        }
+        (read, false)
+    }
+}
+
 /// `names` — slices of `body`, in order — as text, each checked to be UTF-8
 /// as reading it as a `&str` would. A check costs most per call for names
 /// this short, so the span from the first name to the last is checked once:
@@ -890,6 +956,50 @@ mod tests {
             FrameIn::read(&tell_bytes(b"", b"", b"")),
             Ok(FrameIn::Data(DataIn::Tell { to: "", .. }))
         ));
+    }
+
+    #[test]
+    fn a_run_reads_as_its_frames_one_by_one_whatever_follows_a_tell() {
+        let tell = |to: &[u8], from: &[u8], name: &[u8], body: &[u8], json: bool| {
+            postcard::to_allocvec(&(0u8, to, from, (name, body, json))).unwrap()
+        };
+        let base = tell(b"sink", b"robot/cam", b"cam.Frame", &[7; 3], false);
+        let mut trailing = tell(b"sink", b"robot/cam", b"cam.Frame", &[7], true);
+        trailing.push(0);
+        let mut cut = base.clone();
+        cut.pop();
+        let frames = [
+            base.clone(),
+            tell(b"sink", b"robot/cam", b"cam.Frame", &[], true),
+            tell(b"sink", b"robot/cam", b"cam.Frame", &[1; 300], false),
+            // Another target, sender or name; a name the last one begins.
+            tell(b"sinks", b"robot/cam", b"cam.Frame", &[7], false),
+            tell(b"sink", b"robot/cams", b"cam.Frame", &[7], false),
+            tell(b"sink", b"robot/cam", b"cam.Frames", &[7], false),
+            tell(b"sink", b"robot/cam", b"cam.Frame", &[7], false),
+            // The same names, and then nothing whole, or too much.
+            cut,
+            trailing,
+            tell(b"sink", b"robot/cam", b"cam.Frame", &[8], false),
+            ask_bytes(b"sink", b"robot/cam", 5, b"cam.Frame"),
+            tell(b"sink", b"robot/cam", b"cam.Frame", &[9], false),
+            base,
+        ];
+        let mut reader = RunReader::default();
+        let mut repeated = 0;
+        for (at, frame) in frames.iter().enumerate() {
+            let (read, same_names) = reader.read(frame);
+            let alone = FrameIn::read(frame);
+            match (&read, &alone) {
+                (Ok(read), Ok(alone)) => assert_eq!(read, alone, "frame {at}"),
+                (Err(_), Err(_)) => {}
+                _ => panic!("frame {at}: {read:?} in a run, {alone:?} alone"),
+            }
+            repeated += usize::from(same_names);
+        }
+        // Each tell after one with the same names (an ask between them
+        // changes nothing): 1, 2, 7, 8, 9, 11 and 12.
+        assert_eq!(repeated, 7);
     }
 
     #[test]

@@ -39,8 +39,8 @@ pub use context::{Ask, Call, CallEvent, CallerRequest, Client, Context, DEFAULT_
 pub use endpoint::{Endpoint, EndpointError, PipeAddr, MEM_SCHEME, PIPE_SCHEME, STDIO_SCHEME, TCP_SCHEME, TLS_SCHEME};
 pub use error::{AskError, ModuleError, PayloadError, SendError};
 pub use frame::{
-    CodecKind, DataFrame, DataHead, DataIn, Frame, FrameIn, Hello, PayloadIn, PayloadRef, Reach, WirePayload, MAGIC,
-    PROTOCOL_VERSION,
+    CodecKind, DataFrame, DataHead, DataIn, Frame, FrameIn, Hello, PayloadIn, PayloadRef, Reach, RunReader,
+    WirePayload, MAGIC, PROTOCOL_VERSION,
 };
 pub use handshake::HandshakeError;
 pub use liveness::Liveness;

@@ -95,6 +95,15 @@ fn known_name(name: &str) -> Option<&'static str> {
     })
 }
 
+/// The name of a message read from a link, as its payload keeps it: a
+/// known message type's `'static` name, or a copy.
+pub(crate) fn message_name(name: &str) -> std::borrow::Cow<'static, str> {
+    match known_name(name) {
+        Some(name) => name.into(),
+        None => name.to_owned().into(),
+    }
+}
+
 /// `body`, copied into this thread's body arena if it is small.
 fn copy_body(body: &[u8]) -> Bytes {
     if body.len() >= ARENA_BODIES_BELOW {
@@ -374,10 +383,15 @@ impl LinkHandle {
     /// message — where the arena holds their bytes and little more. A body
     /// of [`SLICE_BODIES_FROM`] or more is most of what it keeps alive.
     pub(crate) fn unwire_in(&self, payload: botbus_core::PayloadIn<'_>, run: &Bytes) -> Payload {
-        let name: std::borrow::Cow<'static, str> = match known_name(payload.name) {
-            Some(name) => name.into(),
-            None => payload.name.to_owned().into(),
-        };
+        Self::unwire_named(message_name(payload.name), payload, run)
+    }
+
+    /// [`LinkHandle::unwire_in`], its name already taken ([`message_name`]).
+    pub(crate) fn unwire_named(
+        name: std::borrow::Cow<'static, str>,
+        payload: botbus_core::PayloadIn<'_>,
+        run: &Bytes,
+    ) -> Payload {
         let body = match payload.body.len() {
             len if len >= SLICE_BODIES_FROM => run.slice_ref(payload.body),
             _ => copy_body(payload.body),

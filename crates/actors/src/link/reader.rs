@@ -2,17 +2,21 @@
 //! ping after silence, down after more), and hands every frame to the
 //! router (`Router::inbound`), its one way in.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use botbus_core::liveness::{LivenessAction, LivenessState};
-use botbus_core::{DataIn, Envelope, EnvelopeKind, Frame, FrameError, FrameIn, Incoming, IncomingCodec, Liveness};
+use botbus_core::{
+    DataIn, Envelope, EnvelopeKind, Frame, FrameError, FrameIn, Incoming, IncomingCodec, Liveness, RunReader,
+    SenderAddress,
+};
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio_util::codec::FramedRead;
 
-use super::LinkHandle;
+use super::{message_name, LinkHandle};
 use crate::router::Router;
 
 pub(super) async fn read_loop(
@@ -98,7 +102,9 @@ pub(super) async fn read_loop(
 
 /// Takes a run of postcard frames, in order. A tell or an ask is read
 /// borrowed from the run and handed on with nothing copied but its body;
-/// anything else is decoded whole. Tells for one module that come one after
+/// anything else is decoded whole. A tell with the same names as the tell
+/// before it (see [`RunReader`]) takes that tell's sender and message name
+/// as they were taken, looked up once. Tells for one module that come one after
 /// another are gathered in `tells` and handed on together (see
 /// [`LinkHandle::take_tells_now`]), before anything else is taken. The
 /// error is why the link must close.
@@ -114,9 +120,13 @@ async fn take_run(
     let mut taken = Ok(());
     // The module the gathered tells are for.
     let mut tells_to = "";
+    let mut reader = RunReader::default();
+    // The last tell's sender and message name, as taken: a tell with the
+    // same names as the last (see `RunReader`) takes them as they are.
+    let mut last_names: Option<(SenderAddress, Cow<'static, str>)> = None;
     for body in botbus_core::codec::frame_bodies(run) {
         frames += 1;
-        let read = FrameIn::read(body);
+        let (read, same_names) = reader.read(body);
         if let Ok(FrameIn::Data(DataIn::Tell { to, from, payload })) = read {
             // Counted before it is handed on, so that whoever has seen it
             // arrive (a module on another thread) finds it counted.
@@ -125,9 +135,15 @@ async fn take_run(
                 hand_on_tells(router, link, tells_to, tells).await;
             }
             tells_to = to;
+            let (from, name) = match &last_names {
+                Some(names) if same_names => names.clone(),
+                _ => last_names
+                    .insert((senders.intern(from).into(), message_name(payload.name)))
+                    .clone(),
+            };
             tells.push_back(Envelope {
-                from: senders.intern(from).into(),
-                payload: link.unwire_in(payload, run),
+                from,
+                payload: LinkHandle::unwire_named(name, payload, run),
                 kind: EnvelopeKind::Tell,
             });
             let give_way = pace.took(body.len());

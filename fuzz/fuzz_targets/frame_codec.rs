@@ -2,10 +2,11 @@
 //! cleanly; whatever decodes re-encodes and decodes to the same frame. And
 //! any bytes as one frame's body: the borrowed reading a link does
 //! (`FrameIn::read`) takes exactly what the owned decoding takes, and reads
-//! the same frame from it.
+//! the same frame from it — alone, or in a run after a tell with the same
+//! names (`RunReader`).
 #![no_main]
 
-use botbus_core::{DataIn, Frame, FrameCodec, FrameIn, PayloadIn, WirePayload};
+use botbus_core::{DataIn, Frame, FrameCodec, FrameIn, PayloadIn, RunReader, WirePayload};
 use botbus_fuzz::decode_in_pieces;
 use bytes::{BufMut, BytesMut};
 use libfuzzer_sys::fuzz_target;
@@ -35,6 +36,17 @@ fuzz_target!(|data: &[u8]| {
         (Ok(borrowed), Ok(Some(owned))) => assert_eq!(borrowed, borrow(&owned)),
         (Err(_), Err(_)) => {}
         (borrowed, owned) => panic!("borrowed {borrowed:?} but owned {owned:?}"),
+    }
+    // In a run: the body, then its beginnings (cut where the first bytes
+    // say), then the body again — each read as it is read alone.
+    let cuts = splits.iter().map(|&cut| &stream[..usize::from(cut).min(stream.len())]);
+    let mut reader = RunReader::default();
+    for body in std::iter::once(stream).chain(cuts).chain([stream]) {
+        match (reader.read(body).0, FrameIn::read(body)) {
+            (Ok(in_run), Ok(alone)) => assert_eq!(in_run, alone),
+            (Err(_), Err(_)) => {}
+            (in_run, alone) => panic!("in a run {in_run:?} but alone {alone:?}"),
+        }
     }
 });
 

@@ -289,6 +289,41 @@ pub(crate) struct RemoteReach {
     pub(crate) json: bool,
 }
 
+/// A map keyed by ask ids (and caller message numbers), hashed with
+/// [`IdHasher`].
+type ById<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// Hashes numbers — ask ids, caller message numbers — with a multiply
+/// each, where the standard SipHash takes about a hundred instructions, and
+/// every ask over a link looks its id up at least twice on each side. The
+/// product of an odd constant spreads consecutive ids over the whole table
+/// (its low bits stay distinct) and over the control bits a lookup compares
+/// (its high bits mix). SipHash's resistance to chosen keys buys nothing
+/// here: a peer that picks ids to collide slows only its own link's
+/// lookups, and only across the asks it has in flight.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(26) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 /// The router's handle on one link.
 pub(crate) struct LinkHandle {
     peer: String,
@@ -301,11 +336,11 @@ pub(crate) struct LinkHandle {
     codec: WireCodec,
     next_id: AtomicU64,
     /// Asks this node sent over the link, by id.
-    pending: Mutex<HashMap<u64, PendingAsk>>,
+    pending: Mutex<ById<u64, PendingAsk>>,
     /// Asks received over the link and still being handled here.
-    inbound: Mutex<HashMap<u64, InboundAsk>>,
+    inbound: Mutex<ById<u64, InboundAsk>>,
     /// Caller messages sent by callees here, awaiting the remote caller.
-    caller_calls: Mutex<HashMap<(u64, u32), AnswerSender>>,
+    caller_calls: Mutex<ById<(u64, u32), AnswerSender>>,
     remote: RwLock<RemoteState>,
     closed: CancellationToken,
     /// Set when this is the link to a child process hosting that module.
@@ -677,4 +712,27 @@ pub(crate) async fn establish_link(
     tokio::task::spawn_local(flow::drainer(router.clone(), handle.clone(), started));
     tokio::task::spawn_local(reader::read_loop(router, handle.clone(), reader, config.liveness));
     Ok(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+
+    use super::IdHasher;
+
+    #[test]
+    fn consecutive_ids_hash_to_distinct_buckets_and_varied_control_bits() {
+        let hash = |id: u64| BuildHasherDefault::<IdHasher>::default().hash_one(id);
+        // A table of 1024 buckets indexes by the low 10 bits; a lookup
+        // compares the top 7.
+        let buckets: std::collections::HashSet<u64> = (0..1024).map(|id| hash(id) & 1023).collect();
+        assert_eq!(buckets.len(), 1024, "every id a bucket of its own");
+        let controls: std::collections::HashSet<u64> = (0..1024).map(|id| hash(id) >> 57).collect();
+        assert!(controls.len() > 100, "only {} of 128 control values", controls.len());
+        // Caller messages: the same ask, consecutive numbers.
+        let calls: std::collections::HashSet<u64> = (0..64u32)
+            .map(|call| BuildHasherDefault::<IdHasher>::default().hash_one((7u64, call)) & 63)
+            .collect();
+        assert_eq!(calls.len(), 64);
+    }
 }

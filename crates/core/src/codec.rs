@@ -367,22 +367,11 @@ fn encode_postcard_data_value(
     name: &str,
     body: &ValueBody<'_>,
     dst: &mut BytesMut,
-    mut splices: Option<&mut Splices>,
+    splices: Option<&mut Splices>,
     max_frame_len: usize,
 ) -> Result<(), FrameError> {
     use crate::frame::variant::{ASK, PUBLISH, TELL};
-    let len = body.len() as u64;
-    if body.len() > max_frame_len {
-        return Err(FrameError::Oversize {
-            len: body.len(),
-            max: max_frame_len,
-        });
-    }
-    let start = dst.len();
-    let spliced_before = splices.as_ref().map_or(0, |splices| splices.parts_len());
-    dst.reserve(LEN_PREFIX + if splices.is_some() { 256 } else { body.len() + 256 });
-    dst.put_u32(0);
-    match head {
+    let before = |dst: &mut BytesMut| match head {
         DataHead::Tell { to, from } => {
             fields::index(dst, TELL);
             fields::text(dst, to);
@@ -405,19 +394,52 @@ fn encode_postcard_data_value(
             fields::text(dst, topic);
             fields::text(dst, from);
         }
-    }
-    fields::text(dst, name);
-    fields::varint(dst, len);
-    let written = body.write(dst, splices.as_deref_mut()).map_err(FrameError::Payload);
-    if written.is_ok() {
-        // After the body: `json` (a postcard body is not JSON), and a publish's nodes.
-        fields::flag(dst, false);
+    };
+    // After the payload, a publish's nodes.
+    let after = |dst: &mut BytesMut| {
         if let DataHead::Publish { to, .. } = head {
             fields::varint(dst, to.len() as u64);
             for node in to {
                 fields::text(dst, node);
             }
         }
+    };
+    encode_postcard_value_frame(before, name, body, after, dst, splices, max_frame_len)
+}
+
+/// Appends a postcard frame that carries one payload named `name` whose
+/// body is `body`, encoded in place: `before` writes the frame's fields
+/// before the payload, then come the payload's name, the body's length,
+/// the body straight from the value and its `json` flag (a postcard body
+/// is not JSON), then `after` writes the fields after the payload. A frame
+/// too long for `max_frame_len`, or a value that does not encode as it
+/// measured, leaves nothing in `dst`.
+fn encode_postcard_value_frame(
+    before: impl FnOnce(&mut BytesMut),
+    name: &str,
+    body: &ValueBody<'_>,
+    after: impl FnOnce(&mut BytesMut),
+    dst: &mut BytesMut,
+    mut splices: Option<&mut Splices>,
+    max_frame_len: usize,
+) -> Result<(), FrameError> {
+    if body.len() > max_frame_len {
+        return Err(FrameError::Oversize {
+            len: body.len(),
+            max: max_frame_len,
+        });
+    }
+    let start = dst.len();
+    let spliced_before = splices.as_ref().map_or(0, |splices| splices.parts_len());
+    dst.reserve(LEN_PREFIX + if splices.is_some() { 256 } else { body.len() + 256 });
+    dst.put_u32(0);
+    before(dst);
+    fields::text(dst, name);
+    fields::varint(dst, body.len() as u64);
+    let written = body.write(dst, splices.as_deref_mut()).map_err(FrameError::Payload);
+    if written.is_ok() {
+        fields::flag(dst, false);
+        after(dst);
     }
     let spliced = splices.as_ref().map_or(0, |splices| splices.len_from(spliced_before));
     let ended = written.and_then(|()| end_postcard_frame(start, dst, spliced, max_frame_len));
@@ -831,6 +853,66 @@ impl WireCodec {
                 encode_postcard_data_value(head, name, body, dst, Some(splices), codec.max_frame_len)
             }
             WireCodec::Json(_) => self.encode_data_value(head, name, body, dst),
+        }
+    }
+
+    /// Appends [`Frame::Reply`] to ask `id` with a payload named `name`
+    /// whose body is the value `body`: the same bytes as the reply with the
+    /// value encoded first. In postcard the value is encoded straight into
+    /// `dst`, its large [`Blob`](crate::Blob)s left out and noted in
+    /// `splices` if given any, as a data frame's are
+    /// ([`encode_data_value_spliced`]); in JSON it is encoded as JSON text
+    /// first.
+    ///
+    /// ```
+    /// use botbus_core::{CodecKind, Frame, Payload, WireCodec, WirePayload};
+    /// use bytes::BytesMut;
+    /// use tokio_util::codec::Encoder;
+    ///
+    /// let codec = WireCodec::new(CodecKind::Postcard, 1024);
+    /// let payload = Payload::new(42u64);
+    /// let body = payload.value_body().unwrap().unwrap();
+    /// let mut in_place = BytesMut::new();
+    /// codec.encode_reply_value(7, payload.name(), &body, &mut in_place, None).unwrap();
+    ///
+    /// // The same bytes as the reply with its body encoded first.
+    /// let encoded = payload.encoded(CodecKind::Postcard).unwrap();
+    /// let reply = Frame::Reply { id: 7, result: Ok(WirePayload { name: payload.name().to_owned(), body: encoded, json: false }) };
+    /// let mut copied = BytesMut::new();
+    /// codec.clone().encode(&reply, &mut copied).unwrap();
+    /// assert_eq!(in_place, copied);
+    /// ```
+    ///
+    /// [`encode_data_value_spliced`]: WireCodec::encode_data_value_spliced
+    pub fn encode_reply_value(
+        &self,
+        id: u64,
+        name: &str,
+        body: &ValueBody<'_>,
+        dst: &mut BytesMut,
+        splices: Option<&mut Splices>,
+    ) -> Result<(), FrameError> {
+        match self {
+            WireCodec::Postcard(codec) => {
+                let before = |dst: &mut BytesMut| {
+                    fields::index(dst, crate::frame::variant::REPLY);
+                    fields::varint(dst, id);
+                    fields::index(dst, 0); // `Ok`
+                };
+                encode_postcard_value_frame(before, name, body, |_| {}, dst, splices, codec.max_frame_len)
+            }
+            WireCodec::Json(codec) => {
+                let json = body.json().map_err(FrameError::Payload)?;
+                let reply = Frame::Reply {
+                    id,
+                    result: Ok(crate::WirePayload {
+                        name: name.to_owned(),
+                        body: Bytes::from(json),
+                        json: true,
+                    }),
+                };
+                encode_json_line(&reply, dst, codec.max_frame_len)
+            }
         }
     }
 

@@ -360,6 +360,7 @@ impl<'a> DataHead<'a> {
 pub(crate) mod variant {
     pub(crate) const TELL: u32 = 0;
     pub(crate) const ASK: u32 = 1;
+    pub(crate) const REPLY: u32 = 2;
     pub(crate) const PUBLISH: u32 = 7;
 }
 

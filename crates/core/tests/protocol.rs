@@ -564,6 +564,56 @@ fn a_borrowed_data_frame_encodes_exactly_as_the_owned_frame_in_both_codecs() {
     }
 }
 
+#[test]
+fn a_reply_encoded_in_place_is_the_same_frame_as_one_encoded_first() {
+    use botbus_core::{Blob, Splices, WirePayload};
+    let payloads = [
+        Payload::new(42u64),
+        Payload::new(vec![9u8; 70_000]),
+        Payload::new(Blob::from(vec![5u8; 70_000])),
+    ];
+    for codec_kind in [CodecKind::Postcard, CodecKind::Json] {
+        let codec = WireCodec::new(codec_kind, 1 << 20);
+        for (id, payload) in [0, 300, u64::MAX].into_iter().zip(&payloads) {
+            let body = payload.value_body().expect("a value here").expect("it measures");
+            let reply = Frame::Reply {
+                id,
+                result: Ok(WirePayload {
+                    name: payload.name().to_owned(),
+                    body: payload.encoded(codec_kind).expect("it encodes"),
+                    json: codec_kind == CodecKind::Json,
+                }),
+            };
+            let mut copied = BytesMut::new();
+            codec.clone().encode(&reply, &mut copied).expect("it encodes");
+            let mut in_place = BytesMut::new();
+            codec
+                .encode_reply_value(id, payload.name(), &body, &mut in_place, None)
+                .expect("it encodes");
+            assert_eq!(in_place, copied, "{codec_kind:?} {id}");
+            // With the large blobs left out: put back together, the same.
+            let (mut encoded, mut splices) = (BytesMut::new(), Splices::new());
+            codec
+                .encode_reply_value(id, payload.name(), &body, &mut encoded, Some(&mut splices))
+                .expect("it encodes");
+            let mut whole = Vec::new();
+            splices.interleave(encoded.freeze(), |piece| whole.extend_from_slice(&piece));
+            assert_eq!(whole, copied, "{codec_kind:?} {id} spliced");
+        }
+    }
+    // Too long for the link: refused, and nothing of it left behind.
+    let codec = WireCodec::new(CodecKind::Postcard, 1024);
+    let large = Payload::new(vec![1u8; 2048]);
+    let body = large.value_body().unwrap().unwrap();
+    let mut dst = BytesMut::from(&b"before"[..]);
+    let refused = codec.encode_reply_value(1, large.name(), &body, &mut dst, None);
+    assert!(
+        matches!(refused, Err(FrameError::Oversize { max: 1024, .. })),
+        "{refused:?}"
+    );
+    assert_eq!(&dst[..], b"before");
+}
+
 /// A value whose encoding grows each time it is encoded: measuring it and
 /// then encoding it gives two lengths.
 #[derive(Debug)]

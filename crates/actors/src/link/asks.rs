@@ -310,13 +310,19 @@ impl LinkCaller {
     pub(super) fn send_reply(&mut self, result: Result<Payload, AskError>) {
         self.replied = true;
         self.link.inbound.lock().expect("link lock").remove(&self.id);
-        let result = result.and_then(|p| {
-            self.link
-                .wire_as(&p, self.json)
-                .map_err(|e| AskError::BadPayload(e.to_string()))
+        let in_place = match &result {
+            Ok(payload) => self.link.queue_reply_value(self.id, payload, self.json),
+            Err(_) => None,
+        };
+        let queued = in_place.unwrap_or_else(|| {
+            let result = result.and_then(|p| {
+                self.link
+                    .wire_as(&p, self.json)
+                    .map_err(|e| AskError::BadPayload(e.to_string()))
+            });
+            self.link.queue_control(&Frame::Reply { id: self.id, result })
         });
-        let reply = Frame::Reply { id: self.id, result };
-        match self.link.queue_control(&reply) {
+        match queued {
             Ok(()) | Err(QueueError::Stopped) => {}
             // Too large for the link, say: the asker still gets an answer.
             Err(QueueError::Encode(error)) => self.link.send_control(&Frame::Reply {

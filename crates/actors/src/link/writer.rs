@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
-use botbus_core::{Frame, FrameError, LinkWriter, SendError, Splices};
+use botbus_core::{Frame, FrameError, LinkWriter, Payload, SendError, Splices};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::{Notify, SemaphorePermit};
 use tokio_util::codec::Encoder;
@@ -492,6 +492,24 @@ impl LinkHandle {
             .push(frame.body_len(), false, |dst, _| self.codec.clone().encode(frame, dst))?;
         self.queued(first_in_line, Urgency::Now);
         Ok(())
+    }
+
+    /// Queues the reply to ask `id`, its payload a value here encoded
+    /// straight into the outbox as a data frame's is (its large blobs
+    /// spliced in): no owned frame, name or body is made for it. `None` if
+    /// the payload is no value here (bytes received), does not measure, or
+    /// goes as JSON: the reply is queued as a whole frame then
+    /// ([`LinkHandle::queue_control`]), which says what is wrong with it.
+    pub(super) fn queue_reply_value(&self, id: u64, payload: &Payload, json: bool) -> Option<Result<(), QueueError>> {
+        if self.sends_json(payload, json) {
+            return None;
+        }
+        let body = payload.value_body()?.ok()?;
+        let name = payload.name();
+        let queued = self.outbox.push(body.len(), false, |dst, splices| {
+            self.codec.encode_reply_value(id, name, &body, dst, splices)
+        });
+        Some(queued.map(|first_in_line| self.queued(first_in_line, Urgency::Now)))
     }
 
     /// Queues a data frame, `permit` taken from the window: it comes back

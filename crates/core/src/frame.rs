@@ -743,14 +743,6 @@ impl<'a> FrameIn<'a> {
             #[serde(borrow)]
             payload: PayloadBytes<'a>,
         }
-        fn whole<'a, T: Deserialize<'a>>(bytes: &'a [u8], len: usize) -> Result<T, crate::codec::FrameError> {
-            let (item, rest) = postcard::take_from_bytes(bytes)
-                .map_err(|source| crate::codec::FrameError::Malformed { len, source })?;
-            if !rest.is_empty() {
-                return Err(crate::codec::FrameError::TrailingBytes(rest.len()));
-            }
-            Ok(item)
-        }
         // A variant index below 128 is its own one-byte varint: 0 is a
         // tell, 1 an ask (the order of `Frame`'s variants).
         match body.split_first() {
@@ -833,23 +825,17 @@ impl<'a> RunReader<'a> {
     pub fn read(&mut self, body: &'a [u8]) -> (Result<FrameIn<'a>, crate::codec::FrameError>, bool) {
         if let Some((head, [to, from, name])) = self.last_tell {
             if let Some(rest) = body.strip_prefix(head) {
-                let read = postcard::take_from_bytes::<(&[u8], bool)>(rest)
-                    .map_err(|source| crate::codec::FrameError::Malformed {
-                        len: body.len(),
-                        source,
+                let read = whole::<(&[u8], bool)>(rest, body.len()).map(|(message, json)| {
+                    FrameIn::Data(DataIn::Tell {
+                        to,
+                        from,
+                        payload: PayloadIn {
+                            name,
+                            body: message,
+                            json,
+                        },
                     })
-                    .and_then(|((message, json), after)| match after.len() {
-                        0 => Ok(FrameIn::Data(DataIn::Tell {
-                            to,
-                            from,
-                            payload: PayloadIn {
-                                name,
-                                body: message,
-                                json,
-                            },
-                        })),
-                        trailing => Err(crate::codec::FrameError::TrailingBytes(trailing)),
-                    });
+                });
                 return (read, true);
             }
         }
@@ -860,6 +846,17 @@ impl<'a> RunReader<'a> {
         }
         (read, false)
     }
+}
+
+/// `bytes` read as one `T`, all of them: malformed or with bytes left
+/// over, an error naming what was wrong (`len`: the frame body's length).
+fn whole<'a, T: Deserialize<'a>>(bytes: &'a [u8], len: usize) -> Result<T, crate::codec::FrameError> {
+    let (item, rest) =
+        postcard::take_from_bytes(bytes).map_err(|source| crate::codec::FrameError::Malformed { len, source })?;
+    if !rest.is_empty() {
+        return Err(crate::codec::FrameError::TrailingBytes(rest.len()));
+    }
+    Ok(item)
 }
 
 /// `names` — slices of `body`, in order — as text, each checked to be UTF-8

@@ -71,8 +71,6 @@ fn main() {
     println!("\nheap allocations per 64 B tell over stdio, {N} tells, this run:");
     println!("{:<34} {:>10.2}", "sender (this process)", sent as f64 / N as f64);
     println!("{:<34} {:>10.2}", "receiver (the child)", received as f64 / N as f64);
-    println!(
-        "(one per message on each side is the message's own: the box that holds its value, and its small Blob's copy)"
-    );
+    println!("(the sender holds a value of up to 32 bytes in place; the receiver's one is the small Blob's own copy)");
     node.shutdown_blocking();
 }

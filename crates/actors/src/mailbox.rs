@@ -140,6 +140,10 @@ impl Drop for Mailbox {
 
 impl Mailbox {
     /// Queues `envelope` if there is room, without waiting.
+    #[expect(
+        clippy::result_large_err,
+        reason = "the envelope comes back whole to be waited with; boxing it would allocate on every refusal"
+    )]
     pub(crate) fn try_send(&self, envelope: Envelope) -> Result<(), Refused> {
         let module = {
             let mut state = self.shared.lock();

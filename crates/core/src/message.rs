@@ -1,9 +1,11 @@
 //! Messages and the type-erased [`Payload`] that carries them.
 //!
 //! A message is plain data with a stable name ([`Message::NAME`]). Inside one
-//! process a payload carries the value itself behind an `Arc` (no
-//! serialisation on the in-process hot path); when it crosses a link it is
-//! postcard-encoded once, on the sender's thread. Either way the receiver
+//! process a payload carries the value itself (no serialisation on the
+//! in-process hot path): in place when it is small, so that sending it
+//! allocates nothing, in a `Box` otherwise, and behind an `Arc` when it is
+//! shared by many. When it crosses a link it is postcard-encoded once, on
+//! the sender's thread. Either way the receiver
 //! checks the name before it decodes, so a type mismatch is the same typed
 //! error in every placement.
 //!
@@ -41,6 +43,9 @@ use crate::codec::Splices;
 use crate::depth::{Limit, MAX_NESTING};
 use crate::error::PayloadError;
 use crate::frame::CodecKind;
+use in_place::InPlace;
+
+mod in_place;
 
 /// A message type modules exchange: plain, cloneable, serialisable data with a
 /// stable name that identifies it on the wire.
@@ -199,7 +204,7 @@ trait ErasedMessage: Any + Send + Sync + fmt::Debug {
     fn encode_json(&self) -> Result<Vec<u8>, serde_json::Error>;
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
     fn into_any_shared(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
-    fn clone_boxed(&self) -> Box<dyn ErasedMessage>;
+    fn clone_value(&self) -> Value;
 }
 
 impl<M: Message> ErasedMessage for M {
@@ -231,23 +236,35 @@ impl<M: Message> ErasedMessage for M {
         self
     }
 
-    fn clone_boxed(&self) -> Box<dyn ErasedMessage> {
-        Box::new(self.clone())
+    fn clone_value(&self) -> Value {
+        Value::new(self.clone())
     }
 }
 
 /// An in-process message value: owned by one payload (a tell or an ask,
-/// taken back out without an atomic operation), or shared by many (the
-/// copies of a publish).
+/// taken back out without an atomic operation) — in place if it is small,
+/// boxed if not — or shared by many (the copies of a publish).
 enum Value {
-    Owned(Box<dyn ErasedMessage>),
+    InPlace(InPlace),
+    Boxed(Box<dyn ErasedMessage>),
     Shared(Arc<dyn ErasedMessage>),
+}
+
+impl Value {
+    /// Owns `value`: in place if its type fits there, boxed if not.
+    fn new<M: Message>(value: M) -> Self {
+        match InPlace::new(value) {
+            Ok(in_place) => Value::InPlace(in_place),
+            Err(value) => Value::Boxed(Box::new(value)),
+        }
+    }
 }
 
 impl Clone for Value {
     fn clone(&self) -> Self {
         match self {
-            Value::Owned(value) => Value::Owned(value.clone_boxed()),
+            Value::InPlace(value) => value.get().clone_value(),
+            Value::Boxed(value) => value.clone_value(),
             Value::Shared(value) => Value::Shared(value.clone()),
         }
     }
@@ -258,7 +275,8 @@ impl std::ops::Deref for Value {
 
     fn deref(&self) -> &Self::Target {
         match self {
-            Value::Owned(value) => value.as_ref(),
+            Value::InPlace(value) => value.get(),
+            Value::Boxed(value) => value.as_ref(),
             Value::Shared(value) => value.as_ref(),
         }
     }
@@ -292,7 +310,7 @@ impl Payload {
     pub fn new<M: Message>(message: M) -> Self {
         Self {
             name: Cow::Borrowed(M::NAME),
-            body: Body::Local(Value::Owned(Box::new(message))),
+            body: Body::Local(Value::new(message)),
         }
     }
 
@@ -310,7 +328,11 @@ impl Payload {
     /// ```
     pub fn shared(self) -> Self {
         match self.body {
-            Body::Local(Value::Owned(value)) => Self {
+            Body::Local(Value::InPlace(value)) => Self {
+                name: self.name,
+                body: Body::Local(Value::Shared(value.into_shared())),
+            },
+            Body::Local(Value::Boxed(value)) => Self {
                 name: self.name,
                 body: Body::Local(Value::Shared(Arc::from(value))),
             },
@@ -388,7 +410,8 @@ impl Payload {
         match self.body {
             Body::Local(value) => {
                 let value = match value {
-                    Value::Owned(value) => value.into_any().downcast::<M>().map(|value| *value).ok(),
+                    Value::InPlace(value) => value.take::<M>(),
+                    Value::Boxed(value) => value.into_any().downcast::<M>().map(|value| *value).ok(),
                     Value::Shared(value) => value
                         .into_any_shared()
                         .downcast::<M>()

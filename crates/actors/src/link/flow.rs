@@ -303,6 +303,10 @@ pub(super) enum Blocked {
 /// [`park_or_deliver`] without waiting: the frame is handed on, parked, or
 /// dropped — or given back when only waiting will do (a peer past its
 /// window). Synchronous, so a reader pays for no future per frame.
+#[expect(
+    clippy::result_large_err,
+    reason = "the envelope comes back whole to be waited with; boxing it would allocate on every refusal"
+)]
 pub(super) fn hand_on_or_park(
     router: &Arc<Router>,
     link: &Arc<LinkHandle>,
@@ -335,6 +339,10 @@ pub(super) fn hand_on_or_park(
 
 /// Parks a frame whose target is full, behind any parked for it, unless
 /// the window is full of parked frames already.
+#[expect(
+    clippy::result_large_err,
+    reason = "the envelope comes back whole to be waited with; boxing it would allocate on every refusal"
+)]
 fn park(link: &Arc<LinkHandle>, to: &str, envelope: Envelope, owed: Owed) -> Result<(), Blocked> {
     let inflow = &link.inflow;
     if inflow.parked_total.load(Ordering::Acquire) >= inflow.window as usize {

@@ -253,9 +253,10 @@ enum Value {
 impl Value {
     /// Owns `value`: in place if its type fits there, boxed if not.
     fn new<M: Message>(value: M) -> Self {
-        match InPlace::new(value) {
-            Ok(in_place) => Value::InPlace(in_place),
-            Err(value) => Value::Boxed(Box::new(value)),
+        if InPlace::fits::<M>() {
+            Value::InPlace(InPlace::new(value))
+        } else {
+            Value::Boxed(Box::new(value))
         }
     }
 }

@@ -104,19 +104,20 @@ impl InPlace {
         mem::size_of::<M>() <= mem::size_of::<Room>() && mem::align_of::<M>() <= mem::align_of::<Room>()
     }
 
-    /// Holds `value` in place, or gives it back if its type does not fit
-    /// (a test the compiler settles for each type).
-    pub(super) fn new<M: Message>(value: M) -> Result<Self, M> {
-        if !Self::fits::<M>() {
-            return Err(value);
-        }
+    /// Holds `value` in place.
+    ///
+    /// # Panics
+    /// If its type does not [fit](Self::fits): a test the compiler settles
+    /// for each type, so that it costs nothing where it passes.
+    pub(super) fn new<M: Message>(value: M) -> Self {
+        assert!(Self::fits::<M>(), "`{}` does not fit in place", M::NAME);
         let mut room = Room::uninit();
         // SAFETY: the room is large and aligned enough for an `M` (above).
         unsafe { room.as_mut_ptr().cast::<M>().write(value) };
-        Ok(Self {
+        Self {
             room: UnsafeCell::new(room),
             ops: OpsOf::<M>::OPS,
-        })
+        }
     }
 
     fn value(&self) -> *mut dyn ErasedMessage {
@@ -222,11 +223,14 @@ mod tests {
         #[repr(align(16))]
         struct Wide(#[allow(dead_code)] u8);
         assert!(!InPlace::fits::<Wide>());
-        assert!(
-            InPlace::new(vec![0u8; 1000]).is_ok(),
-            "a Vec's heap part stays where it is"
-        );
+        assert!(InPlace::fits::<Vec<u8>>(), "a Vec's heap part stays where it is");
         assert!(InPlace::fits::<crate::Blob>());
+    }
+
+    #[test]
+    #[should_panic(expected = "`test.Big` does not fit in place")]
+    fn a_value_too_large_is_never_put_in_place() {
+        InPlace::new(Big([0; WORDS + 1]));
     }
 
     #[test]
@@ -238,7 +242,7 @@ mod tests {
     #[test]
     fn a_value_taken_out_is_the_value_put_in_moved_not_cloned() {
         let (value, clones, drops) = counted("cam/front");
-        let held = InPlace::new(value).expect("fits");
+        let held = InPlace::new(value);
         let moved = vec![held]; // the bytes move; the value stays whole
         let held = moved.into_iter().next().unwrap();
         assert!(format!("{:?}", held.get()).contains("cam/front"));
@@ -252,7 +256,7 @@ mod tests {
     #[test]
     fn a_value_of_another_type_is_refused_and_dropped_once() {
         let (value, _, drops) = counted("x");
-        let held = InPlace::new(value).expect("fits");
+        let held = InPlace::new(value);
         assert_eq!(held.take::<String>(), None);
         assert_eq!(drops.load(Ordering::SeqCst), 1);
     }
@@ -260,14 +264,14 @@ mod tests {
     #[test]
     fn a_value_never_taken_is_dropped_once_with_its_room() {
         let (value, _, drops) = counted("x");
-        drop(InPlace::new(value).expect("fits"));
+        drop(InPlace::new(value));
         assert_eq!(drops.load(Ordering::SeqCst), 1);
     }
 
     #[test]
     fn a_value_shared_is_moved_into_the_arc_and_dropped_with_its_last_clone() {
         let (value, clones, drops) = counted("x");
-        let shared = InPlace::new(value).expect("fits").into_shared();
+        let shared = InPlace::new(value).into_shared();
         let twin = shared.clone();
         assert!(as_any(&*shared).is::<Counted>());
         drop(shared);
@@ -278,9 +282,9 @@ mod tests {
 
     #[test]
     fn a_value_lent_in_place_encodes_as_itself() {
-        let held = InPlace::new(300u32).expect("fits");
+        let held = InPlace::new(300u32);
         assert_eq!(held.get().encode(Vec::new()).unwrap(), [0xac, 0x02]);
-        let held = InPlace::new(()).expect("a zero-sized value fits");
+        let held = InPlace::new(());
         assert_eq!(held.get().encoded_len().unwrap(), 0);
         assert_eq!(held.take::<()>(), Some(()));
     }
@@ -336,7 +340,7 @@ mod tests {
     #[test]
     fn a_value_that_changes_through_a_shared_reference_may_in_place() {
         assert!(InPlace::fits::<Locked>());
-        let held = InPlace::new(Locked(Mutex::new(7))).expect("fits");
+        let held = InPlace::new(Locked(Mutex::new(7)));
         assert_eq!(held.get().encode(Vec::new()).unwrap(), [7]);
         let shared = Arc::new(held);
         let other = shared.clone();

@@ -4,8 +4,8 @@
 //!
 //! This is the one module of botbus with `unsafe` code, so that the rest
 //! needs none. A `Box<dyn ErasedMessage>` costs a `malloc` and a `free` per
-//! message, about a fifth of an in-process tell and an eighth of what a
-//! tell sent to another process costs its sender. Holding the value in
+//! message: about a fifth of an in-process tell's instructions, and 94 of
+//! the 1,407 a 64 B tell sent over TCP cost its sender. Holding the value in
 //! place takes an erased pointer to bytes that are not a `Box`, which safe
 //! Rust cannot make on the stable compiler. What keeps it sound:
 //!

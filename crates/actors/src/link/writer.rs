@@ -435,7 +435,8 @@ impl Writing {
 
     /// Writes the batch's pieces, then its small frames, all of them:
     /// gathered into one vectored write as far as the writer takes them
-    /// (up to [`GATHERED`] pieces a call).
+    /// (up to [`GATHERED`] pieces a call). Small frames alone, the usual
+    /// batch, go in a plain write, with no gathered slices to fill.
     fn write_batch(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let Writing {
             write,
@@ -446,26 +447,33 @@ impl Writing {
             ..
         } = self;
         loop {
-            let mut slices = [IoSlice::new(&[]); GATHERED];
-            let mut count = 0;
-            for piece in before[*before_written..]
-                .iter()
-                .filter(|piece| !piece.is_empty())
-                .take(GATHERED)
-            {
-                slices[count] = IoSlice::new(piece);
-                count += 1;
-            }
-            if count < GATHERED && *small_written < small.len() {
-                slices[count] = IoSlice::new(&small[*small_written..]);
-                count += 1;
-            }
-            if count == 0 {
-                before.clear();
-                *before_written = 0;
-                return Poll::Ready(Ok(()));
-            }
-            let mut written = ready!(write.as_mut().poll_write_vectored(cx, &slices[..count]))?;
+            let pieces = &before[*before_written..];
+            let unwritten = &small[*small_written..];
+            let mut written = if pieces.is_empty() {
+                if unwritten.is_empty() {
+                    before.clear();
+                    *before_written = 0;
+                    return Poll::Ready(Ok(()));
+                }
+                ready!(write.as_mut().poll_write(cx, unwritten))?
+            } else {
+                let mut slices = [IoSlice::new(&[]); GATHERED];
+                let mut count = 0;
+                for piece in pieces.iter().filter(|piece| !piece.is_empty()).take(GATHERED) {
+                    slices[count] = IoSlice::new(piece);
+                    count += 1;
+                }
+                if count < GATHERED && !unwritten.is_empty() {
+                    slices[count] = IoSlice::new(unwritten);
+                    count += 1;
+                }
+                if count == 0 {
+                    // Only empty pieces were left.
+                    *before_written = before.len();
+                    continue;
+                }
+                ready!(write.as_mut().poll_write_vectored(cx, &slices[..count]))?
+            };
             if written == 0 {
                 return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
             }

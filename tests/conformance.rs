@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use botbus::Blob;
@@ -61,10 +62,48 @@ async fn ask_timeout(placement: Placement) {
         .timeout(Duration::from_millis(150))
         .await;
     assert!(
-        matches!(outcome, Err(AskError::Timeout { ref module, .. }) if module == "echo"),
+        matches!(outcome, Err(AskError::Timeout { ref module, after })
+            if module == "echo" && after == Duration::from_millis(150)),
         "{outcome:?}"
     );
     // The callee hears that its asker gave up.
+    assert_eq!(world.next_event().await, Event::Cancelled("echo".into()));
+    world.finish().await;
+}
+
+/// Each ask ends at its own deadline, whoever keeps it: an ask with a
+/// short deadline, sent while one with a long deadline waits, times out
+/// long before that one would (across a link, the link's one timer is
+/// moved earlier for it); the long one still waits, and its callee hears
+/// when it is given up.
+async fn each_ask_ends_at_its_own_deadline(placement: Placement) {
+    let mut world = World::new(placement).await;
+    let mut patient = Box::pin(
+        world
+            .client
+            .ask::<_, u32>("echo", Req::Sleep)
+            .timeout(DEADLINE * 6)
+            .into_future(),
+    );
+    assert!(futures::poll!(&mut patient).is_pending(), "sent, and waiting");
+    let hasty = world
+        .client
+        .ask::<_, u32>("echo", Req::Sleep)
+        .timeout(Duration::from_millis(150));
+    let outcome = tokio::time::timeout(DEADLINE, hasty)
+        .await
+        .expect("the short deadline ends its ask, not the long one's");
+    assert!(
+        matches!(outcome, Err(AskError::Timeout { ref module, after })
+            if module == "echo" && after == Duration::from_millis(150)),
+        "{outcome:?}"
+    );
+    assert!(
+        futures::poll!(&mut patient).is_pending(),
+        "the long deadline has not passed"
+    );
+    // Given up, the patient ask is cancelled where `echo` works on it.
+    drop(patient);
     assert_eq!(world.next_event().await, Event::Cancelled("echo".into()));
     world.finish().await;
 }
@@ -317,7 +356,7 @@ macro_rules! placements {
         mod $module {
             use super::*;
             scenarios!($placement:
-                tell, a_burst_of_tells_arrives_whole_and_in_order, ask, ask_timeout, ask_unknown_module, topics_with_wildcards, large_blobs, progress, cancel,
+                tell, a_burst_of_tells_arrives_whole_and_in_order, ask, ask_timeout, each_ask_ends_at_its_own_deadline, ask_unknown_module, topics_with_wildcards, large_blobs, progress, cancel,
                 caller_message, panic_restarts, budget_exhausted_fails_and_tells_monitor,
                 pending_ask_ends_when_callee_stops, full_mailbox_backpressure,
             );

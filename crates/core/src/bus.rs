@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Poll, Waker};
 
 use futures::future::BoxFuture;
@@ -112,6 +112,27 @@ impl Caller {
         match self.0 {
             CallerKind::Local(asker) => asker.answer(result),
             CallerKind::Sink(sink) => sink.reply(result),
+        }
+    }
+
+    /// Whether the asker is in this process. Only such an ask's deadline
+    /// may be kept by whoever carries it ([`CancelHook::keeping_deadline`]);
+    /// an asker elsewhere keeps its own.
+    pub fn is_here(&self) -> bool {
+        matches!(self.0, CallerKind::Local(_))
+    }
+
+    /// Ends the ask at its deadline, kept by whoever carries it: the asker
+    /// in this process hears [`AskError::Timeout`] as from a timer of its
+    /// own. (An asker elsewhere keeps its own deadline: its end is only
+    /// dropped, and says [`AskError::Stopped`] if it still waits.)
+    pub fn time_out(self) {
+        match self.0 {
+            CallerKind::Local(mut asker) => {
+                asker.flag.0.reply.put(ReplyState::TimedOut);
+                asker.answered = true;
+            }
+            CallerKind::Sink(sink) => drop(sink),
         }
     }
 }
@@ -272,6 +293,8 @@ enum ReplyState {
     Replied(Result<Payload, AskError>),
     /// The callee's end was dropped without a reply.
     Dropped,
+    /// The ask's deadline passed, kept by its link ([`Caller::time_out`]).
+    TimedOut,
     /// The asker took the outcome.
     Taken,
 }
@@ -351,19 +374,23 @@ impl CancelFlag {
         self.cancelled().await;
     }
 
-    /// The reply of the ask made in this process that this flag belongs
-    /// to: `Some(None)` if its callee dropped it unanswered. With `waker`,
-    /// the asker waits to be woken by the reply if there is none yet.
-    pub(crate) fn poll_reply(&self, waker: Option<&Waker>) -> Poll<Option<Result<Payload, AskError>>> {
+    /// How the ask made in this process that this flag belongs to ended,
+    /// once it has. With `waker`, the asker waits to be woken by its end if
+    /// it has not ended yet.
+    pub(crate) fn poll_reply(&self, waker: Option<&Waker>) -> Poll<Ended> {
         let mut state = self.0.reply.lock();
         match std::mem::take(&mut *state) {
             ReplyState::Replied(outcome) => {
                 *state = ReplyState::Taken;
-                Poll::Ready(Some(outcome))
+                Poll::Ready(Ended::Replied(outcome))
             }
             ReplyState::Dropped => {
                 *state = ReplyState::Taken;
-                Poll::Ready(None)
+                Poll::Ready(Ended::Dropped)
+            }
+            ReplyState::TimedOut => {
+                *state = ReplyState::Taken;
+                Poll::Ready(Ended::TimedOut)
             }
             ReplyState::Taken => panic!("an ask's reply is taken once"),
             ReplyState::Waiting(old) => {
@@ -381,6 +408,17 @@ impl CancelFlag {
             }
         }
     }
+}
+
+/// How an ask made in this process ended, as its asker finds it
+/// ([`CancelFlag::poll_reply`]).
+pub(crate) enum Ended {
+    /// The callee replied.
+    Replied(Result<Payload, AskError>),
+    /// The callee's end was dropped without a reply.
+    Dropped,
+    /// Its link ended it at its deadline.
+    TimedOut,
 }
 
 impl fmt::Debug for CancelFlag {
@@ -427,9 +465,68 @@ impl fmt::Debug for Envelope {
     }
 }
 
-/// Runs when an asker gives up on an ask that crossed a link, so the callee's
-/// node hears of it. Local asks need none: the shared token is enough.
-pub type CancelHook = Box<dyn FnOnce() + Send>;
+/// What sent an ask across a link, as its asker's [`CancelHook`] reaches
+/// it: the link, which tells the callee's node.
+pub trait CancelAsk: Send + Sync {
+    /// The asker gave up ask `id`: tell the callee's node, if the ask is
+    /// still open.
+    fn cancel_ask(&self, id: u64);
+}
+
+/// Gives up an ask that crossed a link, so the callee's node hears of it.
+/// Asks within this process need none: the shared [`CancelFlag`] is
+/// enough. It holds its link weakly, and no allocation of its own.
+///
+/// A link may also keep the ask's deadline ([`CancelHook::keeping_deadline`]):
+/// it ends the ask with [`Caller::time_out`] when the deadline passes, one
+/// timer for all the asks it carries, and the asker makes no timer of its
+/// own.
+pub struct CancelHook {
+    link: Weak<dyn CancelAsk>,
+    id: u64,
+    keeps_deadline: bool,
+}
+
+impl CancelHook {
+    /// Cancels ask `id` through `link`.
+    pub fn new(link: Weak<dyn CancelAsk>, id: u64) -> Self {
+        Self {
+            link,
+            id,
+            keeps_deadline: false,
+        }
+    }
+
+    /// The hook of an ask whose deadline its link keeps: the link ends it
+    /// with [`Caller::time_out`] when the deadline passes.
+    pub fn keeping_deadline(self) -> Self {
+        Self {
+            keeps_deadline: true,
+            ..self
+        }
+    }
+
+    /// Whether the link keeps the ask's deadline.
+    pub fn keeps_deadline(&self) -> bool {
+        self.keeps_deadline
+    }
+
+    /// Gives up the ask.
+    pub fn cancel(self) {
+        if let Some(link) = self.link.upgrade() {
+            link.cancel_ask(self.id);
+        }
+    }
+}
+
+impl fmt::Debug for CancelHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancelHook")
+            .field("id", &self.id)
+            .field("keeps_deadline", &self.keeps_deadline)
+            .finish()
+    }
+}
 
 /// Why [`Bus::try_deliver`] did not deliver.
 pub enum TryDeliverError {

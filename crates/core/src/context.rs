@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::address::SenderAddress;
-use crate::bus::{AskEnvelope, Bus, Caller, CancelFlag, CancelHook, Envelope, EnvelopeKind, TryDeliverError};
+use crate::bus::{AskEnvelope, Bus, Caller, CancelFlag, CancelHook, Ended, Envelope, EnvelopeKind, TryDeliverError};
 use crate::error::{AskError, PayloadError, SendError};
 use crate::message::{FromPayload, Message, Payload};
 use crate::topic::{validate_topic, TopicError, TopicPattern};
@@ -462,12 +462,15 @@ struct InFlight {
 }
 
 impl InFlight {
-    /// The reply, or the deadline's passing. The deadline's timer is made
-    /// only if the reply is not there after the callee had a turn: polled
-    /// first, the awaiting task goes to the back of its thread's queue
-    /// instead. A callee on the same thread is queued ahead of it (the ask
-    /// woke it) and answers in that turn, and such an ask never registers
-    /// a timer; one anywhere else costs one more poll.
+    /// The reply, or the deadline's passing.
+    ///
+    /// An ask whose link keeps its deadline ([`CancelHook::keeps_deadline`])
+    /// makes no timer: the link ends it when the deadline passes. Any other
+    /// makes the deadline's timer only if the reply is not there after the
+    /// callee had a turn: polled first, the awaiting task goes to the back
+    /// of its thread's queue instead. A callee on the same thread is queued
+    /// ahead of it (the ask woke it) and answers in that turn, and such an
+    /// ask never registers a timer; one anywhere else costs one more poll.
     /// The deadline is a point in time, so the timer made a turn later
     /// still fires at it. `callee` names the module asked, for the errors.
     fn poll_outcome(
@@ -476,7 +479,8 @@ impl InFlight {
         callee: &str,
     ) -> std::task::Poll<Result<Payload, AskError>> {
         use std::task::Poll;
-        if !self.gave_a_turn {
+        let link_keeps_deadline = self.hook.as_ref().is_some_and(CancelHook::keeps_deadline);
+        if !self.gave_a_turn && !link_keeps_deadline {
             // Polled in the turn that sent the ask: the callee has not had
             // its own yet (one on another thread seldom answers this fast),
             // so the reply is looked for — under a lock — only after it had.
@@ -485,17 +489,15 @@ impl InFlight {
             return Poll::Pending;
         }
         let outcome = match self.flag.poll_reply(Some(cx.waker())) {
-            Poll::Ready(outcome) => outcome.unwrap_or_else(|| Err(AskError::Stopped(callee.to_owned()))),
+            Poll::Ready(ended) => self.outcome(ended, callee),
+            Poll::Pending if link_keeps_deadline => return Poll::Pending,
             Poll::Pending => {
                 let deadline = self.deadline;
                 let sleep = self
                     .sleep
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 std::task::ready!(sleep.as_mut().poll(cx));
-                Err(AskError::Timeout {
-                    module: callee.to_owned(),
-                    after: self.timeout,
-                })
+                self.timed_out(callee)
             }
         };
         self.end(&outcome);
@@ -505,13 +507,29 @@ impl InFlight {
     /// The reply if it is there, without waiting.
     fn ready_outcome(&mut self, callee: &str) -> Option<Result<Payload, AskError>> {
         match self.flag.poll_reply(None) {
-            std::task::Poll::Ready(outcome) => {
-                let outcome = outcome.unwrap_or_else(|| Err(AskError::Stopped(callee.to_owned())));
+            std::task::Poll::Ready(ended) => {
+                let outcome = self.outcome(ended, callee);
                 self.end(&outcome);
                 Some(outcome)
             }
             std::task::Poll::Pending => None,
         }
+    }
+
+    /// What the asker hears of how the ask ended.
+    fn outcome(&self, ended: Ended, callee: &str) -> Result<Payload, AskError> {
+        match ended {
+            Ended::Replied(outcome) => outcome,
+            Ended::Dropped => Err(AskError::Stopped(callee.to_owned())),
+            Ended::TimedOut => self.timed_out(callee),
+        }
+    }
+
+    fn timed_out(&self, callee: &str) -> Result<Payload, AskError> {
+        Err(AskError::Timeout {
+            module: callee.to_owned(),
+            after: self.timeout,
+        })
     }
 
     fn end(&mut self, outcome: &Result<Payload, AskError>) {
@@ -525,7 +543,7 @@ impl InFlight {
     fn fire_cancel(&mut self) {
         self.flag.cancel();
         if let Some(hook) = self.hook.take() {
-            hook();
+            hook.cancel();
         }
     }
 }

@@ -31,7 +31,9 @@ pub mod transport;
 pub use address::{validate_name, Address, NameError, SenderAddress};
 pub use auth::{AuthToken, Role, TokenError};
 pub use blob::Blob;
-pub use bus::{AskEnvelope, Bus, Caller, CallerSink, CancelFlag, CancelHook, Envelope, EnvelopeKind, TryDeliverError};
+pub use bus::{
+    AskEnvelope, Bus, Caller, CallerSink, CancelAsk, CancelFlag, CancelHook, Envelope, EnvelopeKind, TryDeliverError,
+};
 pub use codec::{
     FrameCodec, FrameError, Incoming, IncomingCodec, JsonLinesCodec, Splices, WireCodec, DEFAULT_MAX_FRAME_LEN,
 };

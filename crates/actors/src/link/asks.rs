@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 
 use botbus_core::{
-    AskError, Caller, CallerSink, CancelHook, DataHead, Envelope, EnvelopeKind, Frame, Payload, SendError,
+    AskError, Caller, CallerSink, CancelAsk, CancelHook, DataHead, Envelope, EnvelopeKind, Frame, Payload, SendError,
     SenderAddress, TryDeliverError,
 };
 use futures::future::BoxFuture;
@@ -109,7 +109,7 @@ impl LinkHandle {
                 if let Some(ask) = ask {
                     ask.cancel.cancel();
                     if let Some(hook) = ask.forwarded {
-                        hook();
+                        hook.cancel();
                     }
                 }
             }
@@ -124,6 +124,9 @@ pub(super) type AnswerSender = oneshot::Sender<Result<Payload, AskError>>;
 pub(super) struct PendingAsk {
     pub(super) caller: Caller,
     pub(super) callee: String,
+    /// The deadline the link keeps for the ask (for an asker in this
+    /// process; see [`super::deadlines`]).
+    pub(super) deadline: Option<tokio::time::Instant>,
 }
 
 /// An ask received over the link and still being handled here (or passed
@@ -142,7 +145,7 @@ impl LinkHandle {
             Some(ask) if !ask.cancel.is_cancelled() => ask.forwarded = Some(hook),
             _ => {
                 drop(inbound);
-                hook();
+                hook.cancel();
             }
         }
     }
@@ -207,14 +210,32 @@ impl LinkHandle {
             EnvelopeKind::Ask(ask) => {
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 let timeout_ms = remaining_ms(ask.deadline);
+                let deadline = ask.deadline;
                 let caller = ask.into_caller();
+                // An asker here has its deadline kept by the link.
+                let deadline = caller.is_here().then_some(deadline);
                 // Errors name the module, not the route it took.
                 let callee = botbus_core::address::split(module).1.to_owned();
                 // Registered before it is sent: the reply may come at once.
-                self.pending
-                    .lock()
-                    .expect("link lock")
-                    .insert(id, PendingAsk { caller, callee });
+                let mut pending = self.pending.lock().expect("link lock");
+                if self.asks_ended.load(Ordering::Relaxed) {
+                    // The link closed since the permit was taken, and its
+                    // asks were ended: no reply would come, and no deadline
+                    // would be kept.
+                    return Err(SendError::Stopped(module.to_owned()));
+                }
+                pending.insert(
+                    id,
+                    PendingAsk {
+                        caller,
+                        callee,
+                        deadline,
+                    },
+                );
+                if let Some(deadline) = deadline {
+                    self.deadlines.filed(deadline, &pending);
+                }
+                drop(pending);
                 let request = DataHead::Ask {
                     id,
                     to: module,
@@ -229,8 +250,12 @@ impl LinkHandle {
                     }
                     return Err(error);
                 }
-                let link = Arc::downgrade(self);
-                Ok(Some(Box::new(move || cancel_ask(&link, id))))
+                let link: Weak<dyn CancelAsk> = Arc::downgrade(self) as Weak<LinkHandle>;
+                let hook = CancelHook::new(link, id);
+                Ok(Some(match deadline {
+                    Some(_) => hook.keeping_deadline(),
+                    None => hook,
+                }))
             }
         }
     }
@@ -243,13 +268,11 @@ impl LinkHandle {
             .get_or_insert_with(|| reason.to_owned());
         self.closed.cancel();
         self.permits.close();
-        let pending: Vec<PendingAsk> = self
-            .pending
-            .lock()
-            .expect("link lock")
-            .drain()
-            .map(|(_, p)| p)
-            .collect();
+        let pending: Vec<PendingAsk> = {
+            let mut pending = self.pending.lock().expect("link lock");
+            self.asks_ended.store(true, Ordering::Relaxed);
+            pending.drain().map(|(_, p)| p).collect()
+        };
         for ask in pending {
             let error = if self.child_of.is_some() {
                 // A child's link closes when its process ends: the module
@@ -273,7 +296,7 @@ impl LinkHandle {
         for ask in inbound {
             ask.cancel.cancel();
             if let Some(hook) = ask.forwarded {
-                hook();
+                hook.cancel();
             }
         }
         for (_, answer) in self.caller_calls.lock().expect("link lock").drain() {
@@ -285,10 +308,10 @@ impl LinkHandle {
     }
 }
 
-pub(super) fn cancel_ask(link: &Weak<LinkHandle>, id: u64) {
-    if let Some(link) = link.upgrade() {
-        if link.pending.lock().expect("link lock").remove(&id).is_some() {
-            link.send_control(&Frame::Cancel { id });
+impl CancelAsk for LinkHandle {
+    fn cancel_ask(&self, id: u64) {
+        if self.pending.lock().expect("link lock").remove(&id).is_some() {
+            self.send_control(&Frame::Cancel { id });
         }
     }
 }

@@ -26,6 +26,7 @@
 
 mod admission;
 mod asks;
+mod deadlines;
 mod flow;
 mod handshake;
 mod reader;
@@ -337,6 +338,11 @@ pub(crate) struct LinkHandle {
     next_id: AtomicU64,
     /// Asks this node sent over the link, by id.
     pending: Mutex<ById<u64, PendingAsk>>,
+    /// Set, under `pending`'s lock, when the link closed and its pending
+    /// asks were ended: none is filed after that.
+    asks_ended: AtomicBool,
+    /// The deadlines of those whose askers are in this process.
+    deadlines: deadlines::Deadlines,
     /// Asks received over the link and still being handled here.
     inbound: Mutex<ById<u64, InboundAsk>>,
     /// Caller messages sent by callees here, awaiting the remote caller.
@@ -680,6 +686,8 @@ pub(crate) async fn establish_link(
         codec,
         next_id: AtomicU64::new(1),
         pending: Mutex::default(),
+        asks_ended: AtomicBool::new(false),
+        deadlines: deadlines::Deadlines::new(),
         inbound: Mutex::default(),
         caller_calls: Mutex::default(),
         remote: RwLock::default(),
@@ -710,6 +718,7 @@ pub(crate) async fn establish_link(
     // operating system in between.
     tokio::task::spawn_local(writer::write_loop(handle.clone()));
     tokio::task::spawn_local(flow::drainer(router.clone(), handle.clone(), started));
+    tokio::task::spawn_local(deadlines::keep(handle.clone()));
     tokio::task::spawn_local(reader::read_loop(router, handle.clone(), reader, config.liveness));
     Ok(handle)
 }

@@ -30,8 +30,9 @@ fuzz_target!(|data: &[u8]| {
     framed.put_slice(stream);
     let owned = FrameCodec::<Frame>::new().decode(&mut framed);
     match (FrameIn::read(stream), owned) {
-        // Any frame but a tell or an ask, or one whose variant index is
-        // not in its one-byte form, is read whole.
+        // Any frame but a tell, an ask or a reply that is no error, or
+        // one whose variant index is not in its one-byte form, is read
+        // whole.
         (Ok(FrameIn::Frame(frame)), Ok(Some(owned))) => assert_eq!(frame, owned),
         (Ok(borrowed), Ok(Some(owned))) => assert_eq!(borrowed, borrow(&owned)),
         (Err(_), Err(_)) => {}
@@ -78,6 +79,10 @@ fn borrow(frame: &Frame) -> FrameIn<'_> {
             timeout_ms: *timeout_ms,
             payload: payload(p),
         }),
+        Frame::Reply { id, result: Ok(p) } => FrameIn::Reply {
+            id: *id,
+            payload: payload(p),
+        },
         other => FrameIn::Frame(other.clone()),
     }
 }

@@ -685,12 +685,20 @@ impl<'a> DataIn<'a> {
     }
 }
 
-/// A postcard frame body, read: a tell or an ask borrowed from the bytes,
-/// or any other frame, owned.
+/// A postcard frame body, read: a tell, an ask or a reply borrowed from
+/// the bytes, or any other frame, owned.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FrameIn<'a> {
     /// A tell or an ask.
     Data(DataIn<'a>),
+    /// As [`Frame::Reply`] with its reply (a reply that is an error is read
+    /// owned, as any other frame).
+    Reply {
+        /// The ask this answers.
+        id: u64,
+        /// The reply.
+        payload: PayloadIn<'a>,
+    },
     /// Any other frame.
     Frame(Frame),
 }
@@ -743,8 +751,14 @@ impl<'a> FrameIn<'a> {
             #[serde(borrow)]
             payload: PayloadBytes<'a>,
         }
+        #[derive(Deserialize)]
+        struct ReplyIn<'a> {
+            id: u64,
+            #[serde(borrow)]
+            result: Result<PayloadBytes<'a>, AskError>,
+        }
         // A variant index below 128 is its own one-byte varint: 0 is a
-        // tell, 1 an ask (the order of `Frame`'s variants).
+        // tell, 1 an ask, 2 a reply (the order of `Frame`'s variants).
         match body.split_first() {
             Some((0, rest)) => {
                 let TellIn { to, from, payload } = whole(rest, body.len())?;
@@ -783,6 +797,23 @@ impl<'a> FrameIn<'a> {
                     },
                 }))
             }
+            Some((2, rest)) => match whole(rest, body.len())? {
+                ReplyIn {
+                    id,
+                    result: Ok(payload),
+                } => {
+                    let [name] = texts(body, [payload.name])?;
+                    Ok(FrameIn::Reply {
+                        id,
+                        payload: PayloadIn {
+                            name,
+                            body: payload.body,
+                            json: payload.json,
+                        },
+                    })
+                }
+                ReplyIn { id, result: Err(error) } => Ok(FrameIn::Frame(Frame::Reply { id, result: Err(error) })),
+            },
             _ => whole(body, body.len()).map(FrameIn::Frame),
         }
     }
@@ -954,6 +985,44 @@ mod tests {
             FrameIn::read(&tell_bytes(b"", b"", b"")),
             Ok(FrameIn::Data(DataIn::Tell { to: "", .. }))
         ));
+    }
+
+    #[test]
+    fn a_reply_is_read_borrowed_and_one_that_is_an_error_owned() {
+        let reply = Frame::Reply {
+            id: 300,
+            result: Ok(WirePayload {
+                name: "arm.Pose".into(),
+                body: vec![1, 2, 3].into(),
+                json: false,
+            }),
+        };
+        let bytes = postcard::to_allocvec(&reply).unwrap();
+        assert_eq!(
+            FrameIn::read(&bytes).unwrap(),
+            FrameIn::Reply {
+                id: 300,
+                payload: PayloadIn {
+                    name: "arm.Pose",
+                    body: &[1, 2, 3],
+                    json: false
+                },
+            }
+        );
+        let failed = Frame::Reply {
+            id: 301,
+            result: Err(AskError::Stopped("arm".into())),
+        };
+        let bytes = postcard::to_allocvec(&failed).unwrap();
+        assert_eq!(FrameIn::read(&bytes).unwrap(), FrameIn::Frame(failed));
+        // A name that is not text, bytes left over, or a reply cut short.
+        let bad_name = postcard::to_allocvec(&(2u8, 7u64, 0u8, (&[0xffu8][..], &[1u8][..], false))).unwrap();
+        assert!(matches!(FrameIn::read(&bad_name), Err(FrameError::Malformed { .. })));
+        let mut long = postcard::to_allocvec(&reply).unwrap();
+        long.push(0);
+        assert!(matches!(FrameIn::read(&long), Err(FrameError::TrailingBytes(1))));
+        let short = &long[..long.len() - 3];
+        assert!(matches!(FrameIn::read(short), Err(FrameError::Malformed { .. })));
     }
 
     #[test]

@@ -59,16 +59,20 @@ impl LinkHandle {
         self.send_control(&Frame::Reply { id, result: Err(error) });
     }
 
+    /// The reply to ask `id`, which this node sent: to its asker, if it
+    /// still waits.
+    pub(crate) fn take_reply(&self, id: u64, result: Result<Payload, AskError>) {
+        let pending = self.pending.lock().expect("link lock").remove(&id);
+        if let Some(pending) = pending {
+            pending.caller.reply(result);
+        }
+    }
+
     /// A frame about an ask: a `reply`, `progress` or `caller_ask` for one
     /// this node sent, or a `caller_reply` or `cancel` for one it received.
     pub(crate) fn on_ask_frame(self: &Arc<Self>, frame: Frame) {
         match frame {
-            Frame::Reply { id, result } => {
-                let pending = self.pending.lock().expect("link lock").remove(&id);
-                if let Some(pending) = pending {
-                    pending.caller.reply(result.map(|p| self.unwire(p)));
-                }
-            }
+            Frame::Reply { id, result } => self.take_reply(id, result.map(|p| self.unwire(p))),
             Frame::Progress { id, payload } => {
                 if let Some(pending) = self.pending.lock().expect("link lock").get(&id) {
                     pending.caller.progress(self.unwire(payload));

@@ -100,9 +100,9 @@ pub(super) async fn read_loop(
     router.remove_link(&link, &reason);
 }
 
-/// Takes a run of postcard frames, in order. A tell or an ask is read
-/// borrowed from the run and handed on with nothing copied but its body;
-/// anything else is decoded whole. A tell with the same names as the tell
+/// Takes a run of postcard frames, in order. A tell, an ask or a reply is
+/// read borrowed from the run and handed on with nothing copied but its
+/// body; anything else is decoded whole. A tell with the same names as the tell
 /// before it (see [`RunReader`]) takes that tell's sender and message name
 /// as they were taken, looked up once. Tells for one module that come one
 /// after another are gathered in `tells` and handed on together (see
@@ -171,6 +171,11 @@ async fn take_run(
                 if pace.took(body.len()) {
                     tokio::task::yield_now().await;
                 }
+                continue;
+            }
+            Ok(FrameIn::Reply { id, payload }) => {
+                // The link's own bookkeeping, where the router would send it.
+                link.take_reply(id, Ok(link.unwire_in(payload, run)));
                 continue;
             }
             Ok(FrameIn::Frame(frame)) => Ok(frame),

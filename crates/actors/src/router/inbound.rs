@@ -2,7 +2,8 @@
 //! or, for a tell or an ask read borrowed from a postcard frame's bytes, to
 //! [`Router::inbound_data`] (or, for tells to one module one after another,
 //! [`Router::inbound_tells`]), which take it with no allocation of their
-//! own.
+//! own. (A reply read borrowed goes straight to its link's bookkeeping,
+//! [`LinkHandle::take_reply`], where this would send it.)
 //!
 //! Frames about where things are and where messages go — tells, asks,
 //! publishes, announcements, subscriptions, downs — are the router's to

@@ -102,10 +102,10 @@ pub(super) async fn read_loop(
 
 /// Takes a run of postcard frames, in order. A tell, an ask or a reply is
 /// read borrowed from the run and handed on with nothing copied but its
-/// body; anything else is decoded whole. A tell with the same names as the tell
-/// before it (see [`RunReader`]) takes that tell's sender and message name
-/// as they were taken, looked up once. Tells for one module that come one
-/// after another are gathered in `tells` and handed on together (see
+/// body; anything else is decoded whole. A tell with the same names as the
+/// tell before it (see [`RunReader`]) takes that tell's sender and message
+/// name as they were taken, looked up once. Tells for one module that come
+/// one after another are gathered in `tells` and handed on together (see
 /// [`LinkHandle::take_tells_now`]), before anything else is taken. The
 /// error is why the link must close.
 async fn take_run(

@@ -495,7 +495,7 @@ pub fn check_hello(ours: &Hello, theirs: &Hello) -> Result<CodecKind, HandshakeE
 }
 
 /// Reads the peer's hello line off a byte stream, as a tokio-util
-/// [`Decoder`](tokio_util::codec::Decoder) to use before the frame codec.
+/// [`Decoder`] to use before the frame codec.
 ///
 /// A stream whose first byte cannot begin a JSON hello is refused at once,
 /// so a peer speaking something else gets a clear error, not a timeout.

@@ -119,7 +119,7 @@ impl ModuleOptions {
     }
 
     /// Runs the module in a child process: a copy of this very binary,
-    /// started with the same arguments, in which [`NodeBuilder::start`]
+    /// started with the same arguments, in which [`NodeBuilder::start`](crate::NodeBuilder::start)
     /// hosts only this module (the other options still apply there). The
     /// module's code does not change; a crash of the child takes nothing
     /// else down, and the child is restarted under the module's policy.
@@ -141,15 +141,15 @@ impl ModuleOptions {
     /// module (the hello, then the module's own `started`). A failed start
     /// is restarted under the module's policy, and failed starts in a row
     /// spend its budget however slowly each one fails, so a module that can
-    /// never come up ends [`ModuleStatus::Failed`] and
-    /// [`NodeBuilder::start`] returns an error.
+    /// never come up ends [`ModuleStatus::Failed`](crate::ModuleStatus::Failed) and
+    /// [`NodeBuilder::start`](crate::NodeBuilder::start) returns an error.
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
         self.start_timeout = timeout;
         self
     }
 
     /// The liveness of the link to this module's child process, instead of
-    /// the node's [`LinkConfig::liveness`]: when a quiet child is pinged, and
+    /// the node's [`LinkConfig::liveness`](crate::LinkConfig::liveness): when a quiet child is pinged, and
     /// after how much silence it counts as hung — it is then killed and
     /// restarted, as after a crash. A module that blocks its thread for
     /// longer than that in a child process is hung as far as its parent can

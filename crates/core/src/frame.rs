@@ -757,10 +757,10 @@ impl<'a> FrameIn<'a> {
             #[serde(borrow)]
             result: Result<PayloadBytes<'a>, AskError>,
         }
-        // A variant index below 128 is its own one-byte varint: 0 is a
-        // tell, 1 an ask, 2 a reply (the order of `Frame`'s variants).
-        match body.split_first() {
-            Some((0, rest)) => {
+        // A variant index below 128 is its own one-byte varint, as those of
+        // a tell, an ask and a reply are.
+        match body.split_first().map(|(&index, rest)| (u32::from(index), rest)) {
+            Some((variant::TELL, rest)) => {
                 let TellIn { to, from, payload } = whole(rest, body.len())?;
                 let [to, from, name] = texts(body, [to, from, payload.name])?;
                 Ok(FrameIn::Data(DataIn::Tell {
@@ -773,7 +773,7 @@ impl<'a> FrameIn<'a> {
                     },
                 }))
             }
-            Some((1, rest)) => {
+            Some((variant::ASK, rest)) => {
                 let AskIn {
                     id,
                     to,
@@ -797,7 +797,7 @@ impl<'a> FrameIn<'a> {
                     },
                 }))
             }
-            Some((2, rest)) => match whole(rest, body.len())? {
+            Some((variant::REPLY, rest)) => match whole(rest, body.len())? {
                 ReplyIn {
                     id,
                     result: Ok(payload),

@@ -108,6 +108,24 @@ async fn each_ask_ends_at_its_own_deadline(placement: Placement) {
     world.finish().await;
 }
 
+/// The callee sees the deadline its asker waits until, wherever it runs:
+/// the ask's timeout from its sending, less at most the time the ask took
+/// to get there and the millisecond each link rounds it down by.
+async fn callee_sees_the_askers_deadline(placement: Placement) {
+    let world = World::new(placement).await;
+    let timeout = Duration::from_secs(20);
+    let sent = std::time::Instant::now();
+    let left_ms: u32 = world.client.ask("echo", Req::TimeLeft).timeout(timeout).await.unwrap();
+    let round_trip = sent.elapsed();
+    let left = Duration::from_millis(left_ms.into());
+    assert!(left <= timeout, "{left:?} left of {timeout:?}");
+    assert!(
+        left + round_trip + Duration::from_millis(3) >= timeout,
+        "{left:?} left of {timeout:?}, {round_trip:?} after the sending"
+    );
+    world.finish().await;
+}
+
 async fn ask_unknown_module(placement: Placement) {
     let world = World::new(placement).await;
     let outcome = world.client.ask::<_, u32>("nobody", Req::Add(1, 1)).await;
@@ -356,7 +374,7 @@ macro_rules! placements {
         mod $module {
             use super::*;
             scenarios!($placement:
-                tell, a_burst_of_tells_arrives_whole_and_in_order, ask, ask_timeout, each_ask_ends_at_its_own_deadline, ask_unknown_module, topics_with_wildcards, large_blobs, progress, cancel,
+                tell, a_burst_of_tells_arrives_whole_and_in_order, ask, ask_timeout, each_ask_ends_at_its_own_deadline, callee_sees_the_askers_deadline, ask_unknown_module, topics_with_wildcards, large_blobs, progress, cancel,
                 caller_message, panic_restarts, budget_exhausted_fails_and_tells_monitor,
                 pending_ask_ends_when_callee_stops, full_mailbox_backpressure,
             );

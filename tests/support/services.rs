@@ -34,6 +34,9 @@ pub enum Req {
     Watch(String),
     /// Print to stdout (`println!`), then reply with the length of the text.
     Print(String),
+    /// Reply with how many milliseconds the asker still waits
+    /// (`Context::deadline`).
+    TimeLeft,
 }
 
 impl Message for Req {
@@ -153,6 +156,13 @@ impl Module for Service {
             Req::Print(text) => {
                 println!("{text}");
                 Ok(text.len() as u32)
+            }
+            Req::TimeLeft => {
+                let deadline = ctx
+                    .deadline()
+                    .ok_or_else(|| ModuleError::new("an ask has a deadline"))?;
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                Ok(u32::try_from(left.as_millis()).unwrap_or(u32::MAX))
             }
         }
     }

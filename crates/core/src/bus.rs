@@ -9,8 +9,9 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Poll, Waker};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, Notify};
@@ -155,23 +156,26 @@ fn ask_local_caller(
 
 /// The ask-specific part of an [`Envelope`]: who asked, how they give up,
 /// and until when they wait.
+///
+/// The deadline of an ask made in this process is fixed the first time
+/// anyone needs it ([`AskEnvelope::deadline`]), and the asker and its
+/// callee see the same one.
 pub struct AskEnvelope {
     asker: Asker,
-    /// When the asker stops waiting.
-    pub deadline: Instant,
 }
 
 /// Who asked.
 enum Asker {
     /// A module (or client) of this process: the ask's one flag is both
     /// the way back and the cancel, so the ask shares it once, not twice —
-    /// two atomic operations fewer on every ask.
+    /// two atomic operations fewer on every ask. It holds the deadline too.
     Here(LocalAsker),
     /// Anyone else — over a link, say — with a flag of its own raised
     /// when it gives up.
     Elsewhere {
         sink: Box<dyn CallerSink>,
         cancel: CancelFlag,
+        deadline: Instant,
     },
 }
 
@@ -183,16 +187,41 @@ impl AskEnvelope {
             asker: Asker::Elsewhere {
                 sink: Box::new(sink),
                 cancel,
+                deadline,
             },
-            deadline,
         }
     }
 
-    /// An ask made in this process, answered through its own `flag`.
-    pub(crate) fn here(flag: CancelFlag, deadline: Instant) -> Self {
+    /// An ask made in this process, answered through its own `flag`,
+    /// which holds its deadline ([`CancelFlag::for_local_ask`]).
+    pub(crate) fn here(flag: CancelFlag) -> Self {
         Self {
             asker: Asker::Here(LocalAsker::new(flag)),
-            deadline,
+        }
+    }
+
+    /// When the asker stops waiting.
+    ///
+    /// An ask made in this process reads no clock when it is sent: its
+    /// deadline is its timeout from the first time anyone asks for it —
+    /// the asker, when the reply is not there after its callee had a turn
+    /// (or when it waits for room in a full mailbox); the link that
+    /// carries the ask; the callee, here. The asker and the callee see
+    /// the same deadline. An ask answered in its callee's first turn never
+    /// fixes one, and costs no clock read.
+    pub fn deadline(&self) -> Instant {
+        match &self.asker {
+            Asker::Here(asker) => asker.flag.deadline(),
+            Asker::Elsewhere { deadline, .. } => *deadline,
+        }
+    }
+
+    /// How long the asker still waits: its whole timeout if this fixes the
+    /// deadline (see [`AskEnvelope::deadline`]), with one clock read.
+    pub fn remaining(&self) -> Duration {
+        match &self.asker {
+            Asker::Here(asker) => asker.flag.remaining(),
+            Asker::Elsewhere { deadline, .. } => deadline.saturating_duration_since(Instant::now()),
         }
     }
 
@@ -275,6 +304,10 @@ struct AskShared {
     /// Where the callee's progress and messages go, for an ask made in
     /// this process whose asker listens for them.
     events: Option<mpsc::UnboundedSender<CallEvent>>,
+    /// How long the asker of an ask made in this process waits, and the
+    /// deadline, once fixed ([`AskEnvelope::deadline`]).
+    timeout: Duration,
+    deadline: OnceLock<Instant>,
 }
 
 /// Where the callee of an ask made in this process leaves its reply, and
@@ -319,13 +352,35 @@ impl CancelFlag {
         Self::default()
     }
 
-    /// The flag of an ask made in this process, whose callee's progress
-    /// and messages go to `events` if the asker listens for them.
-    pub(crate) fn for_local_ask(events: Option<mpsc::UnboundedSender<CallEvent>>) -> Self {
+    /// The flag of an ask made in this process, whose asker waits
+    /// `timeout` for the reply, and whose callee's progress and messages go
+    /// to `events` if the asker listens for them.
+    pub(crate) fn for_local_ask(timeout: Duration, events: Option<mpsc::UnboundedSender<CallEvent>>) -> Self {
         Self(Arc::new(AskShared {
             events,
+            timeout,
             ..AskShared::default()
         }))
+    }
+
+    /// The deadline of the ask made in this process that this flag belongs
+    /// to, fixed by the first call (see [`AskEnvelope::deadline`]).
+    pub(crate) fn deadline(&self) -> Instant {
+        *self.0.deadline.get_or_init(|| Instant::now() + self.0.timeout)
+    }
+
+    /// How long until [`CancelFlag::deadline`]: the whole timeout if this
+    /// call fixes it, without reading the clock twice.
+    fn remaining(&self) -> Duration {
+        let mut fixed_here = false;
+        let deadline = *self.0.deadline.get_or_init(|| {
+            fixed_here = true;
+            Instant::now() + self.0.timeout
+        });
+        match fixed_here {
+            true => self.0.timeout,
+            false => deadline.saturating_duration_since(Instant::now()),
+        }
     }
 
     /// Where the callee's progress and messages go, if the asker in this
@@ -571,8 +626,34 @@ pub trait Bus: Send + Sync + 'static {
 
 #[cfg(test)]
 mod tests {
-    use super::CancelFlag;
+    use super::{AskEnvelope, CancelFlag};
     use std::time::Duration;
+    use tokio::time::Instant;
+
+    /// Sending reads no clock: the deadline of an ask made in this process
+    /// is its timeout from the first look at it, and every later look, at
+    /// either end, sees that same deadline.
+    #[test]
+    fn a_local_asks_deadline_is_fixed_by_the_first_look_and_kept() {
+        let timeout = Duration::from_secs(30);
+        let flag = CancelFlag::for_local_ask(timeout, None);
+        let envelope = AskEnvelope::here(flag.clone());
+        let sent = Instant::now();
+        while Instant::now() < sent + Duration::from_millis(5) {
+            std::hint::spin_loop(); // time passes after the sending
+        }
+        let looked = Instant::now();
+        assert_eq!(envelope.remaining(), timeout, "the first look fixes it");
+        let deadline = envelope.deadline();
+        assert!(deadline >= looked + timeout, "fixed at the look, not the sending");
+        assert!(deadline <= Instant::now() + timeout);
+        assert_eq!(flag.deadline(), deadline, "the asker's end sees the same");
+        while Instant::now() < looked + Duration::from_millis(5) {
+            std::hint::spin_loop();
+        }
+        assert!(envelope.remaining() < timeout, "a later look counts down");
+        assert_eq!(envelope.deadline(), deadline);
+    }
 
     #[tokio::test]
     async fn a_raised_flag_wakes_every_waiter_and_stays_raised() {

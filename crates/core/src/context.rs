@@ -201,7 +201,7 @@ impl Context {
 
     /// When the asker of the current request stops waiting.
     pub fn deadline(&self) -> Option<Instant> {
-        self.current_ask().map(|ask| ask.deadline)
+        self.current_ask().map(AskEnvelope::deadline)
     }
 
     /// Sends a progress update to the asker of the current request. Does
@@ -224,12 +224,13 @@ impl Context {
             )));
         };
         let caller = self.sender().unwrap_or_default().to_owned();
-        let after = ask.deadline.saturating_duration_since(Instant::now());
+        let deadline = ask.deadline();
+        let after = deadline.saturating_duration_since(Instant::now());
         let answer = ask.caller_ask(Payload::new(message), &self.module);
         let outcome = tokio::select! {
             answer = answer => answer,
             () = ask.cancel().cancelled() => Err(AskError::Cancelled(caller.clone())),
-            () = tokio::time::sleep_until(ask.deadline) => Err(AskError::Timeout {
+            () = tokio::time::sleep_until(deadline) => Err(AskError::Timeout {
                 module: caller,
                 after,
             }),
@@ -318,8 +319,11 @@ pub struct Ask<'a, R> {
 }
 
 impl<'a, R: FromPayload> Ask<'a, R> {
-    /// How long to wait for the reply (default [`DEFAULT_ASK_TIMEOUT`]). The
-    /// callee sees the same deadline and the ask is cancelled when it passes.
+    /// How long to wait for the reply (default [`DEFAULT_ASK_TIMEOUT`]),
+    /// from the sending — to be exact, from the first time anyone needs the
+    /// deadline: at the latest when the asker finds no reply after its
+    /// callee had a turn ([`AskEnvelope::deadline`]). The callee sees the
+    /// same deadline and the ask is cancelled when it passes.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -353,21 +357,18 @@ impl<'a, R: FromPayload> Ask<'a, R> {
     /// error, or — its mailbox or link queue full — the ask not sent yet
     /// and its envelope back, to wait for room with.
     fn try_launch(self, listen: bool) -> Launched<'a> {
-        let deadline = Instant::now() + self.timeout;
         let (events_tx, events_rx) = if listen {
             let (tx, rx) = mpsc::unbounded_channel();
             (Some(tx), Some(rx))
         } else {
             (None, None)
         };
-        let flag = CancelFlag::for_local_ask(events_tx);
-        let envelope = self.ctx.envelope(
-            self.payload,
-            EnvelopeKind::Ask(AskEnvelope::here(flag.clone(), deadline)),
-        );
+        let flag = CancelFlag::for_local_ask(self.timeout, events_tx);
+        let envelope = self
+            .ctx
+            .envelope(self.payload, EnvelopeKind::Ask(AskEnvelope::here(flag.clone())));
         let mut ask = InFlight {
             flag,
-            deadline,
             timeout: self.timeout,
             hook: None,
             sleep: None,
@@ -423,7 +424,7 @@ impl Unsent<'_> {
     /// Sends the ask once its target has room, or fails at its deadline.
     async fn wait_for_room(mut self, envelope: Envelope) -> Result<(InFlight, Events), AskError> {
         let ask = &mut self.ask;
-        let delivered = tokio::time::timeout_at(ask.deadline, self.bus.deliver(self.to, envelope)).await;
+        let delivered = tokio::time::timeout_at(ask.flag.deadline(), self.bus.deliver(self.to, envelope)).await;
         match delivered {
             Ok(Ok(hook)) => {
                 ask.hook = hook;
@@ -448,9 +449,8 @@ impl Unsent<'_> {
 /// [`Ask`] or a [`Call`]. Dropping it before the ask ends cancels the ask.
 struct InFlight {
     /// Raised to cancel; the reply of an ask within this process comes
-    /// back through it too.
+    /// back through it too, and it holds the deadline.
     flag: CancelFlag,
-    deadline: Instant,
     timeout: Duration,
     /// Cancels the ask where a link took it.
     hook: Option<CancelHook>,
@@ -470,9 +470,11 @@ impl InFlight {
     /// callee had a turn: polled first, the awaiting task goes to the back
     /// of its thread's queue instead. A callee on the same thread is queued
     /// ahead of it (the ask woke it) and answers in that turn, and such an
-    /// ask never registers a timer; one anywhere else costs one more poll.
-    /// The deadline is a point in time, so the timer made a turn later
-    /// still fires at it. `callee` names the module asked, for the errors.
+    /// ask never registers a timer, nor reads the clock; one anywhere else
+    /// costs one more poll. The timer fires at the ask's deadline, fixed
+    /// when it is made unless the callee or the link that carried the ask
+    /// fixed it before ([`AskEnvelope::deadline`]). `callee` names the
+    /// module asked, for the errors.
     fn poll_outcome(
         &mut self,
         cx: &mut std::task::Context<'_>,
@@ -492,7 +494,7 @@ impl InFlight {
             Poll::Ready(ended) => self.outcome(ended, callee),
             Poll::Pending if link_keeps_deadline => return Poll::Pending,
             Poll::Pending => {
-                let deadline = self.deadline;
+                let deadline = self.flag.deadline();
                 let sleep = self
                     .sleep
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));

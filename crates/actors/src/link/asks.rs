@@ -15,7 +15,6 @@ use tokio::sync::{oneshot, SemaphorePermit, TryAcquireError};
 use super::writer::QueueError;
 
 use super::LinkHandle;
-use crate::router::remaining_ms;
 
 impl LinkHandle {
     /// An ask arrived over this link: files it (so a `cancel` for it finds
@@ -213,8 +212,10 @@ impl LinkHandle {
             }
             EnvelopeKind::Ask(ask) => {
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                let timeout_ms = remaining_ms(ask.deadline);
-                let deadline = ask.deadline;
+                // The remaining time first: it fixes an unfixed deadline
+                // with one clock read, not two.
+                let timeout_ms = ask.remaining().as_millis() as u64;
+                let deadline = ask.deadline();
                 let caller = ask.into_caller();
                 // An asker here has its deadline kept by the link.
                 let deadline = caller.is_here().then_some(deadline);

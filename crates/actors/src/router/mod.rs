@@ -43,7 +43,6 @@ use botbus_core::{
 };
 use futures::future::BoxFuture;
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use crate::link::LinkHandle;
 use crate::mailbox::{Mailbox, Refused};
@@ -917,10 +916,6 @@ impl Router {
         envelope: Envelope,
         from: Option<&Arc<LinkHandle>>,
     ) -> Result<Option<CancelHook>, SendError> {
-        let deadline = match &envelope.kind {
-            EnvelopeKind::Ask(ask) => Some(ask.deadline),
-            _ => None,
-        };
         let mut changes = self.watch_topology();
         loop {
             changes.borrow_and_update();
@@ -940,6 +935,10 @@ impl Router {
                     return link.send_envelope(&to, envelope, json).await;
                 }
                 Target::Restarting => {
+                    let deadline = match &envelope.kind {
+                        EnvelopeKind::Ask(ask) => Some(ask.deadline()),
+                        _ => None,
+                    };
                     let waited = match deadline {
                         Some(deadline) => tokio::time::timeout_at(deadline, changes.changed()).await,
                         None => Ok(changes.changed().await),
@@ -1334,9 +1333,4 @@ fn try_send_local(
         Err(Refused::Full(envelope)) => Err(TryDeliverError::Full(Box::new(envelope))),
         Err(Refused::Closed(_)) => Err(TryDeliverError::Failed(SendError::Stopped(module.to_owned()))),
     }
-}
-
-/// How long an ask that crossed a link has left, for its frame.
-pub(crate) fn remaining_ms(deadline: Instant) -> u64 {
-    deadline.saturating_duration_since(Instant::now()).as_millis() as u64
 }

@@ -102,37 +102,44 @@ async fn oversize_frame_is_refused_before_it_is_read() {
 #[tokio::test]
 async fn valid_frames_from_a_raw_peer_are_served() {
     // The positive control for the tests above: the same raw peer, speaking
-    // correctly, gets a reply.
+    // correctly, gets a reply. Asks for modules the node does not have are
+    // answered `UnknownModule`, each naming the address asked, and the link
+    // stays: the ask for `echo`, sent after them, is still served.
     let (world, endpoint) = listening_world("raw-ok").await;
     let (mut reader, write) = handshaken_peer(&endpoint).await;
     let mut writer = FramedWrite::new(write, FrameCodec::<Frame>::new());
     let payload = botbus::Payload::new(Req::Add(1, 2));
-    let frame = Frame::Ask {
-        id: 9,
-        to: "echo".into(),
-        from: "raw-peer/test".into(),
-        timeout_ms: 5_000,
-        payload: botbus::crates::core::WirePayload {
-            name: payload.name().to_owned(),
-            body: payload.to_bytes().unwrap(),
-            json: false,
-        },
-    };
-    writer.send(&frame).await.unwrap();
-    let reply = loop {
+    let asks = [(10, "nobody"), (11, "b/nobody"), (9, "echo")];
+    for (id, to) in asks {
+        let frame = Frame::Ask {
+            id,
+            to: to.into(),
+            from: "raw-peer/test".into(),
+            timeout_ms: 5_000,
+            payload: botbus::crates::core::WirePayload {
+                name: payload.name().to_owned(),
+                body: payload.to_bytes().unwrap(),
+                json: false,
+            },
+        };
+        writer.send(&frame).await.unwrap();
+    }
+    let mut replies = std::collections::HashMap::new();
+    while replies.len() < asks.len() {
         match tokio::time::timeout(DEADLINE, reader.next())
             .await
             .unwrap()
             .unwrap()
             .unwrap()
         {
-            Frame::Reply { id, result } => break (id, result),
+            Frame::Reply { id, result } => assert!(replies.insert(id, result).is_none(), "one reply to ask {id}"),
             _announce_or_subscribe => continue,
         }
-    };
-    let (id, result) = reply;
-    assert_eq!(id, 9);
-    let body = result.unwrap();
+    }
+    for (id, to) in &asks[..2] {
+        assert_eq!(replies[id], Err(AskError::UnknownModule((*to).to_owned())), "ask {id}");
+    }
+    let body = replies.remove(&9).unwrap().unwrap();
     assert_eq!(postcard::from_bytes::<u32>(&body.body).unwrap(), 3);
     world.finish().await;
 }

@@ -253,6 +253,10 @@ pub(super) fn handed_on(link: &LinkHandle, owed: Owed, outcome: Result<Option<Ca
             None => drop(hook),
         },
         Ok(None) => {}
+        // The asker heard why (see `Router::try_route`).
+        Err(error) if owed.ask.is_some() => {
+            tracing::debug!(peer = %link.peer, %error, "an ask from the link ends unrouted")
+        }
         Err(error) => tracing::warn!(peer = %link.peer, %error, "dropping a frame from the link"),
     }
     if owed.credit {
@@ -264,7 +268,8 @@ pub(super) fn handed_on(link: &LinkHandle, owed: Owed, outcome: Result<Option<Ca
 /// towards another node — without waiting if it can; if `to` is busy (or
 /// frames for it are already waiting), parks it in order and lets the link's
 /// drainer wait for room. Past the window, waits here. A frame that cannot
-/// be handed on is dropped (an ask in it ends `Stopped`).
+/// be handed on is dropped (an ask in it ends with why: `UnknownModule`,
+/// say).
 pub(super) async fn park_or_deliver(
     router: &Arc<Router>,
     link: &Arc<LinkHandle>,

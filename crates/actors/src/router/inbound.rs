@@ -63,7 +63,7 @@ impl Router {
                 payload,
                 ..
             } => {
-                if !self.routable(to) {
+                if self.unknown_at_its_node(to) {
                     link.refuse_ask(id, AskError::UnknownModule(to.to_owned()));
                     link.credit_one();
                     return None;
@@ -71,6 +71,18 @@ impl Router {
                 let envelope = link.accept_ask(id, to, from.into(), timeout_ms, link.unwire_in(payload, run));
                 link.take_data_now(self, to, envelope, Some(id))
             }
+        }
+    }
+
+    /// Whether `to`, the callee of an ask that arrived over a link, names a
+    /// module at another node that does not have it: refused at once, not
+    /// passed on there. Any other callee is routed as it is, with one look
+    /// at the table; if the route fails, the ask ends with why (an unknown
+    /// module, say) all the same.
+    fn unknown_at_its_node(&self, to: &str) -> bool {
+        match botbus_core::address::split(to) {
+            (Some(node), _) if node != self.node => !self.routable(to),
+            _ => false,
         }
     }
 
@@ -92,7 +104,7 @@ impl Router {
                 timeout_ms,
                 payload,
             } => {
-                if !self.routable(&to) {
+                if self.unknown_at_its_node(&to) {
                     link.refuse_ask(id, AskError::UnknownModule(to));
                     link.credit_one();
                     return;

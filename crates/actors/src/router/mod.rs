@@ -38,7 +38,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
 use botbus_core::{
-    address, Bus, CancelHook, Down, DownReason, Envelope, EnvelopeKind, Frame, Payload, Reach, SendError,
+    address, AskError, Bus, CancelHook, Down, DownReason, Envelope, EnvelopeKind, Frame, Payload, Reach, SendError,
     SenderAddress, TopicPattern, TryDeliverError,
 };
 use futures::future::BoxFuture;
@@ -848,6 +848,7 @@ impl Router {
     /// Hands `envelope` to `to` without waiting: a full mailbox or link
     /// queue, or a child module that is restarting, gives it back as
     /// `Full`. `from` is the link it arrived on, which it never goes back to.
+    /// An ask that cannot be routed ends with why ([`refuse`]).
     pub(crate) fn try_route(
         &self,
         to: &str,
@@ -871,7 +872,10 @@ impl Router {
             };
             if let Some((link, there, json)) = over_link {
                 if from.is_some_and(|from| Arc::ptr_eq(from, link)) {
-                    return Err(TryDeliverError::Failed(back_where_it_came_from(there)));
+                    return Err(TryDeliverError::Failed(refuse(
+                        envelope,
+                        back_where_it_came_from(there),
+                    )));
                 }
                 return link.try_send_envelope(there, envelope, json);
             }
@@ -880,12 +884,12 @@ impl Router {
             Ok(Target::Local(local)) => try_send_local(&local, to, envelope),
             Ok(Target::Link(link, to, json)) => {
                 if from.is_some_and(|from| Arc::ptr_eq(from, &link)) {
-                    return Err(TryDeliverError::Failed(back_where_it_came_from(&to)));
+                    return Err(TryDeliverError::Failed(refuse(envelope, back_where_it_came_from(&to))));
                 }
                 link.try_send_envelope(&to, envelope, json)
             }
             Ok(Target::Restarting) => Err(TryDeliverError::Full(Box::new(envelope))),
-            Err(error) => Err(TryDeliverError::Failed(error)),
+            Err(error) => Err(TryDeliverError::Failed(refuse(envelope, error))),
         }
     }
 
@@ -919,7 +923,11 @@ impl Router {
         let mut changes = self.watch_topology();
         loop {
             changes.borrow_and_update();
-            match self.target(to)? {
+            let target = match self.target(to) {
+                Ok(target) => target,
+                Err(error) => return Err(refuse(envelope, error)),
+            };
+            match target {
                 Target::Local(local) => {
                     return local
                         .mailbox
@@ -930,7 +938,7 @@ impl Router {
                 }
                 Target::Link(link, to, json) => {
                     if from.is_some_and(|from| Arc::ptr_eq(from, &link)) {
-                        return Err(back_where_it_came_from(&to));
+                        return Err(refuse(envelope, back_where_it_came_from(&to)));
                     }
                     return link.send_envelope(&to, envelope, json).await;
                 }
@@ -1247,6 +1255,18 @@ fn back_where_it_came_from(to: &str) -> SendError {
     SendError::Stopped(format!(
         "{to} (its route leads back over the link it came in on: routes are changing)"
     ))
+}
+
+/// Drops `envelope`, which cannot go where it was sent because of `error`:
+/// an ask in it ends with that error (an unknown module, say), not just
+/// the [`AskError::Stopped`] of a caller dropped unanswered. Wherever the
+/// asker is — across a link too — it hears why, and no one looks the
+/// table up beforehand to tell it.
+fn refuse(envelope: Envelope, error: SendError) -> SendError {
+    if let EnvelopeKind::Ask(ask) = envelope.kind {
+        ask.into_caller().reply(Err(AskError::from_send(error.clone())));
+    }
+    error
 }
 
 impl Bus for Router {

@@ -4,8 +4,11 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use botbus_core::liveness::{LivenessAction, LivenessState};
 use botbus_core::{
@@ -15,6 +18,7 @@ use botbus_core::{
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio_util::codec::FramedRead;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::{message_name, LinkHandle};
 use crate::router::Router;
@@ -36,7 +40,7 @@ pub(super) async fn read_loop(
     let check = tokio::time::sleep(liveness.ping_after);
     tokio::pin!(check);
     // Made once: waiting on it registers with the token once, not per read.
-    let closed = link.closed.cancelled();
+    let closed = CloseSignal::new(&link.closed);
     tokio::pin!(closed);
     let reason = loop {
         // The reader first: while frames are buffered, the close signal
@@ -280,6 +284,54 @@ async fn take_frame(
     }
 }
 
+/// The link's close signal, as its reader waits on it beside the link each
+/// time it has read all there was: it registers with the token once, and
+/// while the reader's task wakes the same waker it only looks at the flag
+/// (one load), where polling the registered wait again takes the token's
+/// lock, every read.
+struct CloseSignal<'a> {
+    token: &'a CancellationToken,
+    waiting: Pin<Box<WaitForCancellationFuture<'a>>>,
+    /// The waker the wait is registered with.
+    registered: Option<Waker>,
+}
+
+impl<'a> CloseSignal<'a> {
+    fn new(token: &'a CancellationToken) -> Self {
+        Self {
+            token,
+            waiting: Box::pin(token.cancelled()),
+            registered: None,
+        }
+    }
+}
+
+impl Future for CloseSignal<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.token.is_cancelled() {
+            return Poll::Ready(());
+        }
+        if self
+            .registered
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            // The cancel wakes the waker registered, and is seen above.
+            return Poll::Pending;
+        }
+        let this = &mut *self;
+        match this.waiting.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(()),
+            Poll::Pending => {
+                this.registered = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
 /// The senders a link hears from most, each as one shared `Arc<str>`: a
 /// tell from a sender heard from recently costs no allocation for its name.
 #[derive(Default)]
@@ -305,5 +357,70 @@ impl Senders {
         }
         self.recent.push(sender.clone());
         sender
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::CloseSignal;
+
+    /// A waker that remembers being woken.
+    #[derive(Default)]
+    struct Woken(AtomicBool);
+
+    impl Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn waker() -> (Arc<Woken>, Waker) {
+        let woken = Arc::new(Woken::default());
+        (woken.clone(), Waker::from(woken))
+    }
+
+    /// Registered once, the signal is not polled again while the waker is
+    /// the same: the cancel still wakes it, and is seen.
+    #[test]
+    fn the_close_signal_wakes_its_waiter_once_registered() {
+        let token = CancellationToken::new();
+        let mut signal = pin!(CloseSignal::new(&token));
+        let (woken, waker) = waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(signal.as_mut().poll(&mut cx).is_pending(), "registers");
+        assert!(signal.as_mut().poll(&mut cx).is_pending(), "only looks");
+        token.cancel();
+        assert!(woken.0.load(Ordering::SeqCst), "the cancel wakes the waker registered");
+        assert_eq!(signal.as_mut().poll(&mut cx), Poll::Ready(()));
+    }
+
+    /// Polled with another waker, the signal registers that one.
+    #[test]
+    fn the_close_signal_registers_a_new_waker() {
+        let token = CancellationToken::new();
+        let mut signal = pin!(CloseSignal::new(&token));
+        let (first, first_waker) = waker();
+        assert!(signal
+            .as_mut()
+            .poll(&mut Context::from_waker(&first_waker))
+            .is_pending());
+        let (second, second_waker) = waker();
+        let mut cx = Context::from_waker(&second_waker);
+        assert!(signal.as_mut().poll(&mut cx).is_pending());
+        token.cancel();
+        assert!(
+            second.0.load(Ordering::SeqCst),
+            "the cancel wakes the waker polled last"
+        );
+        assert!(!first.0.load(Ordering::SeqCst), "not the one it replaced");
+        assert_eq!(signal.as_mut().poll(&mut cx), Poll::Ready(()));
     }
 }

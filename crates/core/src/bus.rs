@@ -363,6 +363,12 @@ impl CancelFlag {
         }))
     }
 
+    /// How long the asker of the ask made in this process that this flag
+    /// belongs to waits.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.0.timeout
+    }
+
     /// The deadline of the ask made in this process that this flag belongs
     /// to, fixed by the first call (see [`AskEnvelope::deadline`]).
     pub(crate) fn deadline(&self) -> Instant {

@@ -369,7 +369,6 @@ impl<'a, R: FromPayload> Ask<'a, R> {
             .envelope(self.payload, EnvelopeKind::Ask(AskEnvelope::here(flag.clone())));
         let mut ask = InFlight {
             flag,
-            timeout: self.timeout,
             hook: None,
             sleep: None,
             gave_a_turn: false,
@@ -438,7 +437,7 @@ impl Unsent<'_> {
                 ask.finished = true;
                 Err(AskError::Timeout {
                     module: self.to.to_owned(),
-                    after: ask.timeout,
+                    after: ask.flag.timeout(),
                 })
             }
         }
@@ -449,9 +448,8 @@ impl Unsent<'_> {
 /// [`Ask`] or a [`Call`]. Dropping it before the ask ends cancels the ask.
 struct InFlight {
     /// Raised to cancel; the reply of an ask within this process comes
-    /// back through it too, and it holds the deadline.
+    /// back through it too, and it holds the timeout and the deadline.
     flag: CancelFlag,
-    timeout: Duration,
     /// Cancels the ask where a link took it.
     hook: Option<CancelHook>,
     sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
@@ -530,7 +528,7 @@ impl InFlight {
     fn timed_out(&self, callee: &str) -> Result<Payload, AskError> {
         Err(AskError::Timeout {
             module: callee.to_owned(),
-            after: self.timeout,
+            after: self.flag.timeout(),
         })
     }
 

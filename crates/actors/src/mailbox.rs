@@ -2,15 +2,17 @@
 //!
 //! Built for the hot path of a tell. Sending is one uncontended lock: the
 //! envelope goes in behind the others, and the module is woken only if it
-//! waits for mail. The module takes a batch of envelopes at once — the
-//! whole queue, by swapping it for its own empty buffer, when it holds no
-//! more than a batch — so its side costs one lock per batch, not several
-//! atomic operations per message as a general channel's does.
+//! waits for mail. The module takes the whole queue at once, by swapping it
+//! for its own empty buffer, so no envelope is copied on the way; it reads
+//! what it took in turns of at most a batch. Its side costs one lock per
+//! turn, not several atomic operations per message as a general channel's
+//! does.
 //!
-//! The bound counts the batch in the module's hand too: at most `capacity`
+//! The bound counts what is in the module's hand too: at most `capacity`
 //! envelopes are ever waiting, queued or taken and not yet processed. Room
-//! comes back when the module returns for its next batch, and a sender
-//! waiting for room is woken then.
+//! comes back when the module returns for its next turn, and a sender
+//! waiting for room is woken then. Between turns the module also looks for
+//! the doorbell and for downs, so they wait for at most a batch of mail.
 //!
 //! Beside the bounded queue, a module hears of monitored modules going
 //! down ([`Mailbox::send_down`], never refused for want of room, taken
@@ -31,8 +33,8 @@ use std::task::{Context, Poll, Waker};
 use botbus_core::{Down, Envelope};
 use tokio::sync::Notify;
 
-/// The most envelopes a module takes at once. A batch runs the host loop's
-/// `select!` once; a smaller one gives room back sooner.
+/// The most envelopes a module reads in one turn. A turn runs the host
+/// loop's `select!` once; a shorter one gives room back sooner.
 const BATCH: usize = 32;
 
 /// A mailbox of `capacity` envelopes (at least one): the senders' end and
@@ -56,7 +58,8 @@ pub(crate) fn mailbox(capacity: usize) -> (Mailbox, Inbox) {
     });
     let inbox = Inbox {
         shared: shared.clone(),
-        batch: VecDeque::new(),
+        hand: VecDeque::new(),
+        turn: 0,
     };
     (Mailbox { shared }, inbox)
 }
@@ -67,7 +70,7 @@ struct Shared {
     /// for room look again.
     room: Notify,
     capacity: usize,
-    /// The most the module takes at once.
+    /// The most the module reads in one turn.
     batch: usize,
 }
 
@@ -77,8 +80,8 @@ struct State {
     downs: VecDeque<Down>,
     /// The doorbell rang since the module last looked.
     rung: bool,
-    /// Taken by the module in its last batch: it still counts against the
-    /// bound until the module comes back for the next one.
+    /// Taken by the module and not yet read, as of its last turn: they
+    /// still count against the bound until it comes back for the next.
     in_hand: usize,
     /// The module's waker while it waits for mail.
     module: Option<Waker>,
@@ -257,7 +260,7 @@ impl Doorbell {
 /// What [`Inbox::take`] found.
 #[derive(Debug)]
 pub(crate) enum Mail {
-    /// A batch of envelopes, now in hand ([`Inbox::next`]).
+    /// A turn's batch of envelopes, to read with [`Inbox::next`].
     Batch,
     /// A monitored module went down.
     Down(Down),
@@ -271,63 +274,67 @@ pub(crate) enum Mail {
 /// what was taken and not processed waits for the next one.
 pub(crate) struct Inbox {
     shared: Arc<Shared>,
-    /// The batch in hand, in order.
-    batch: VecDeque<Envelope>,
+    /// Taken from the queue and not yet read, in order.
+    hand: VecDeque<Envelope>,
+    /// Left to read in this turn.
+    turn: usize,
 }
 
 impl Inbox {
-    /// The next envelope of the batch in hand, if any.
+    /// The next envelope of this turn, if any.
     pub(crate) fn next(&mut self) -> Option<Envelope> {
-        self.batch.pop_front()
+        if self.turn == 0 {
+            return None;
+        }
+        self.turn -= 1;
+        self.hand.pop_front()
     }
 
     /// Puts an envelope taken with [`Inbox::next`] back in front, for the
     /// next instance.
     pub(crate) fn put_back(&mut self, envelope: Envelope) {
-        self.batch.push_front(envelope);
+        self.hand.push_front(envelope);
+        self.turn += 1;
     }
 
-    /// Waits for the doorbell, a down, or the next batch of mail, in that
-    /// order. Call it with no batch in hand: taking gives the last batch's
-    /// room back.
+    /// Waits for the doorbell, a down, or the next turn's mail, in that
+    /// order. Call it when [`Inbox::next`] has no more: coming back gives
+    /// the room of what was read back.
     pub(crate) async fn take(&mut self) -> Mail {
         poll_fn(|cx| self.poll_take(cx)).await
     }
 
     fn poll_take(&mut self, cx: &mut Context<'_>) -> Poll<Mail> {
-        debug_assert!(self.batch.is_empty(), "a batch is taken with none in hand");
+        debug_assert_eq!(self.turn, 0, "a turn is taken with none left of the last");
         // A module that always finds mail still gives its thread's other
         // tasks a turn now and then.
         let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         let mut state = self.shared.lock();
-        let room_back = state.in_hand > 0 && std::mem::take(&mut state.senders_wait);
-        state.in_hand = 0;
+        let room_back = state.in_hand > self.hand.len() && std::mem::take(&mut state.senders_wait);
+        state.in_hand = self.hand.len();
         let outcome = if state.closed {
             Poll::Ready(Mail::Closed)
         } else if std::mem::take(&mut state.rung) {
             Poll::Ready(Mail::Rung)
         } else if let Some(down) = state.downs.pop_front() {
             Poll::Ready(Mail::Down(down))
-        } else if state.queue.len() <= self.shared.batch {
-            if state.queue.is_empty() {
-                if state.senders == 0 {
-                    Poll::Ready(Mail::Closed)
-                } else {
-                    if !state.module.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                        state.module = Some(cx.waker().clone());
-                    }
-                    Poll::Pending
-                }
-            } else {
-                std::mem::swap(&mut state.queue, &mut self.batch);
-                state.in_hand = self.batch.len();
-                Poll::Ready(Mail::Batch)
-            }
-        } else {
-            let batch = self.shared.batch;
-            self.batch.extend(state.queue.drain(..batch));
-            state.in_hand = batch;
+        } else if !self.hand.is_empty() {
+            self.turn = self.hand.len().min(self.shared.batch);
             Poll::Ready(Mail::Batch)
+        } else if !state.queue.is_empty() {
+            // All of it, with no copy: the hand is empty, its buffer goes
+            // back as the queue's.
+            std::mem::swap(&mut state.queue, &mut self.hand);
+            state.in_hand = self.hand.len();
+            self.turn = self.hand.len().min(self.shared.batch);
+            Poll::Ready(Mail::Batch)
+        } else if state.senders == 0 {
+            Poll::Ready(Mail::Closed)
+        } else {
+            if !state.module.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                state.module = Some(cx.waker().clone());
+            }
+            Poll::Pending
         };
         drop(state);
         if room_back {
@@ -351,7 +358,8 @@ impl Inbox {
         };
         self.shared.room.notify_waiters();
         drop((queued, downs));
-        self.batch.clear();
+        self.hand.clear();
+        self.turn = 0;
     }
 }
 
@@ -390,7 +398,7 @@ mod tests {
     const LIMIT: Duration = Duration::from_secs(10);
 
     #[tokio::test]
-    async fn envelopes_arrive_in_order_and_the_bound_counts_the_batch_in_hand() {
+    async fn envelopes_arrive_in_order_and_the_bound_counts_what_is_in_hand() {
         let (mailbox, mut inbox) = mailbox(4);
         for i in 0..4 {
             assert!(mailbox.try_send(tell(i)).is_ok());
@@ -398,14 +406,14 @@ mod tests {
         assert!(matches!(mailbox.try_send(tell(4)), Err(Refused::Full(_))));
         assert_eq!(mailbox.waiting(), 4);
 
-        // Batches of at most half the capacity; taken is still waiting.
+        // Turns of at most half the capacity; what is taken still waits.
         assert!(matches!(inbox.take().await, Mail::Batch));
         assert_eq!(seq(inbox.next().unwrap()), 0);
         assert_eq!(seq(inbox.next().unwrap()), 1);
         assert!(inbox.next().is_none());
         assert!(matches!(mailbox.try_send(tell(4)), Err(Refused::Full(_))));
 
-        // Coming back for more gives the last batch's room back.
+        // Coming back for more gives the last turn's room back.
         assert!(matches!(inbox.take().await, Mail::Batch));
         assert!(mailbox.try_send(tell(4)).is_ok());
         assert!(mailbox.try_send(tell(5)).is_ok());
@@ -559,6 +567,45 @@ mod tests {
             tokio::time::timeout(LIMIT, taker).await.unwrap().unwrap(),
             Mail::Rung
         ));
+    }
+
+    #[tokio::test]
+    async fn what_is_taken_is_read_in_turns_with_room_given_back_and_downs_heard_between_them() {
+        // Capacity 8: turns of 4. All 8 are taken at once.
+        let (mailbox, mut inbox) = mailbox(8);
+        for i in 0..8 {
+            assert!(mailbox.try_send(tell(i)).is_ok());
+        }
+        assert!(matches!(inbox.take().await, Mail::Batch));
+        let turn: Vec<u32> = std::iter::from_fn(|| inbox.next()).map(seq).collect();
+        assert_eq!(turn, [0, 1, 2, 3]);
+        // Read, but not yet given back: still full.
+        assert!(matches!(mailbox.try_send(tell(8)), Err(Refused::Full(_))));
+        assert_eq!(mailbox.waiting(), 8);
+
+        // A down and the doorbell that come meanwhile are heard before the
+        // rest of the hand, and coming back gives the turn's room back.
+        mailbox.send_down(Down {
+            module: "arm".to_owned(),
+            reason: DownReason::Stopped,
+        });
+        mailbox.doorbell().ring();
+        assert!(matches!(inbox.take().await, Mail::Rung));
+        assert_eq!(mailbox.waiting(), 4);
+        assert!(matches!(inbox.take().await, Mail::Down(d) if d.module == "arm"));
+        assert!(inbox.next().is_none(), "no mail with a down");
+        assert!(mailbox.try_send(tell(8)).is_ok());
+
+        // The rest of the hand comes before what was queued after it.
+        let mut seen = Vec::new();
+        while seen.len() < 5 {
+            assert!(matches!(
+                tokio::time::timeout(LIMIT, inbox.take()).await.unwrap(),
+                Mail::Batch
+            ));
+            seen.extend(std::iter::from_fn(|| inbox.next()).map(seq));
+        }
+        assert_eq!(seen, [4, 5, 6, 7, 8]);
     }
 
     #[tokio::test]

@@ -9,8 +9,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
-use std::task::{Poll, Waker};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -22,6 +21,11 @@ use crate::context::{CallEvent, CallerRequest};
 use crate::error::{AskError, SendError};
 use crate::message::Payload;
 use crate::topic::TopicPattern;
+
+mod local_ask;
+
+pub(crate) use local_ask::PendingReply;
+use local_ask::{LocalAsker, ReplySlot};
 
 /// The asker's end of an ask, held by the callee while it works.
 ///
@@ -54,38 +58,12 @@ enum CallerKind {
     Sink(Box<dyn CallerSink>),
 }
 
-/// An asker in this process, as its callee holds it: the ask's flag.
-/// Dropped unanswered, it ends the ask with [`AskError::Stopped`].
-struct LocalAsker {
-    flag: CancelFlag,
-    answered: bool,
-}
-
-impl LocalAsker {
-    fn new(flag: CancelFlag) -> Self {
-        Self { flag, answered: false }
-    }
-
-    fn answer(mut self, result: Result<Payload, AskError>) {
-        self.flag.0.reply.put(ReplyState::Replied(result));
-        self.answered = true;
-    }
-}
-
-impl Drop for LocalAsker {
-    fn drop(&mut self) {
-        if !self.answered {
-            self.flag.0.reply.put(ReplyState::Dropped);
-        }
-    }
-}
-
 impl Caller {
     /// Whether the asker takes progress and caller messages. A caller across
     /// a link says so itself, when asked.
     pub fn listens(&self) -> bool {
         match &self.0 {
-            CallerKind::Local(asker) => asker.flag.events().is_some(),
+            CallerKind::Local(asker) => asker.flag().events().is_some(),
             CallerKind::Sink(_) => true,
         }
     }
@@ -93,7 +71,7 @@ impl Caller {
     /// Sends a progress update to the asker.
     pub fn progress(&self, payload: Payload) {
         match &self.0 {
-            CallerKind::Local(asker) => asker.flag.progress(payload),
+            CallerKind::Local(asker) => asker.flag().progress(payload),
             CallerKind::Sink(sink) => sink.progress(payload),
         }
     }
@@ -103,7 +81,7 @@ impl Caller {
     /// not listen.
     pub fn caller_ask(&self, payload: Payload, callee: &str) -> BoxFuture<'static, Result<Payload, AskError>> {
         match &self.0 {
-            CallerKind::Local(asker) => ask_local_caller(asker.flag.events(), payload, callee),
+            CallerKind::Local(asker) => ask_local_caller(asker.flag().events(), payload, callee),
             CallerKind::Sink(sink) => sink.caller_ask(payload),
         }
     }
@@ -129,10 +107,7 @@ impl Caller {
     /// dropped, and says [`AskError::Stopped`] if it still waits.)
     pub fn time_out(self) {
         match self.0 {
-            CallerKind::Local(mut asker) => {
-                asker.flag.0.reply.put(ReplyState::TimedOut);
-                asker.answered = true;
-            }
+            CallerKind::Local(asker) => asker.time_out(),
             CallerKind::Sink(sink) => drop(sink),
         }
     }
@@ -192,12 +167,23 @@ impl AskEnvelope {
         }
     }
 
-    /// An ask made in this process, answered through its own `flag`,
-    /// which holds its deadline ([`CancelFlag::for_local_ask`]).
-    pub(crate) fn here(flag: CancelFlag) -> Self {
-        Self {
-            asker: Asker::Here(LocalAsker::new(flag)),
-        }
+    /// A new ask made in this process, whose asker waits `timeout` for
+    /// the reply, and whose callee's progress and messages go to `events`
+    /// if the asker listens for them: the asker's hold on the reply, and
+    /// the envelope's part for the callee. They share one flag, which
+    /// carries the reply back and holds the deadline.
+    pub(crate) fn here(timeout: Duration, events: Option<mpsc::UnboundedSender<CallEvent>>) -> (PendingReply, Self) {
+        let (reply, asker) = local_ask::ends(AskShared {
+            events,
+            timeout,
+            ..AskShared::default()
+        });
+        (
+            reply,
+            Self {
+                asker: Asker::Here(asker),
+            },
+        )
     }
 
     /// When the asker stops waiting.
@@ -211,7 +197,7 @@ impl AskEnvelope {
     /// fixes one, and costs no clock read.
     pub fn deadline(&self) -> Instant {
         match &self.asker {
-            Asker::Here(asker) => asker.flag.deadline(),
+            Asker::Here(asker) => asker.flag().deadline(),
             Asker::Elsewhere { deadline, .. } => *deadline,
         }
     }
@@ -220,7 +206,7 @@ impl AskEnvelope {
     /// deadline (see [`AskEnvelope::deadline`]), with one clock read.
     pub fn remaining(&self) -> Duration {
         match &self.asker {
-            Asker::Here(asker) => asker.flag.remaining(),
+            Asker::Here(asker) => asker.flag().remaining(),
             Asker::Elsewhere { deadline, .. } => deadline.saturating_duration_since(Instant::now()),
         }
     }
@@ -228,7 +214,8 @@ impl AskEnvelope {
     /// Raised when the asker gives up.
     pub fn cancel(&self) -> &CancelFlag {
         match &self.asker {
-            Asker::Here(LocalAsker { flag, .. }) | Asker::Elsewhere { cancel: flag, .. } => flag,
+            Asker::Here(asker) => asker.flag(),
+            Asker::Elsewhere { cancel, .. } => cancel,
         }
     }
 
@@ -236,7 +223,7 @@ impl AskEnvelope {
     /// [`Caller::listens`]).
     pub fn listens(&self) -> bool {
         match &self.asker {
-            Asker::Here(asker) => asker.flag.events().is_some(),
+            Asker::Here(asker) => asker.flag().events().is_some(),
             Asker::Elsewhere { .. } => true,
         }
     }
@@ -244,7 +231,7 @@ impl AskEnvelope {
     /// Sends a progress update to the asker, if it listens.
     pub fn progress(&self, payload: Payload) {
         match &self.asker {
-            Asker::Here(asker) => asker.flag.progress(payload),
+            Asker::Here(asker) => asker.flag().progress(payload),
             Asker::Elsewhere { sink, .. } => sink.progress(payload),
         }
     }
@@ -253,7 +240,7 @@ impl AskEnvelope {
     /// (see [`Caller::caller_ask`]).
     pub fn caller_ask(&self, payload: Payload, callee: &str) -> BoxFuture<'static, Result<Payload, AskError>> {
         match &self.asker {
-            Asker::Here(asker) => ask_local_caller(asker.flag.events(), payload, callee),
+            Asker::Here(asker) => ask_local_caller(asker.flag().events(), payload, callee),
             Asker::Elsewhere { sink, .. } => sink.caller_ask(payload),
         }
     }
@@ -300,7 +287,7 @@ struct AskShared {
     raised: AtomicBool,
     waiters: Notify,
     /// The reply of an ask made in this process.
-    reply: ReplyCell,
+    reply: ReplySlot,
     /// Where the callee's progress and messages go, for an ask made in
     /// this process whose asker listens for them.
     events: Option<mpsc::UnboundedSender<CallEvent>>,
@@ -310,57 +297,10 @@ struct AskShared {
     deadline: OnceLock<Instant>,
 }
 
-/// Where the callee of an ask made in this process leaves its reply, and
-/// the asker waits for it.
-#[derive(Default)]
-struct ReplyCell(Mutex<ReplyState>);
-
-#[derive(Default)]
-enum ReplyState {
-    /// No reply yet, and the asker has not waited for it.
-    #[default]
-    Awaited,
-    /// No reply yet; the asker waits.
-    Waiting(Waker),
-    /// The callee replied.
-    Replied(Result<Payload, AskError>),
-    /// The callee's end was dropped without a reply.
-    Dropped,
-    /// The ask's deadline passed, kept by its link ([`Caller::time_out`]).
-    TimedOut,
-    /// The asker took the outcome.
-    Taken,
-}
-
-impl ReplyCell {
-    fn lock(&self) -> MutexGuard<'_, ReplyState> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Leaves the outcome, waking the asker if it waits.
-    fn put(&self, outcome: ReplyState) {
-        let before = std::mem::replace(&mut *self.lock(), outcome);
-        if let ReplyState::Waiting(asker) = before {
-            asker.wake();
-        }
-    }
-}
-
 impl CancelFlag {
     /// A flag not raised.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// The flag of an ask made in this process, whose asker waits
-    /// `timeout` for the reply, and whose callee's progress and messages go
-    /// to `events` if the asker listens for them.
-    pub(crate) fn for_local_ask(timeout: Duration, events: Option<mpsc::UnboundedSender<CallEvent>>) -> Self {
-        Self(Arc::new(AskShared {
-            events,
-            timeout,
-            ..AskShared::default()
-        }))
     }
 
     /// How long the asker of the ask made in this process that this flag
@@ -434,45 +374,10 @@ impl CancelFlag {
     pub async fn cancelled_owned(self) {
         self.cancelled().await;
     }
-
-    /// How the ask made in this process that this flag belongs to ended,
-    /// once it has. With `waker`, the asker waits to be woken by its end if
-    /// it has not ended yet.
-    pub(crate) fn poll_reply(&self, waker: Option<&Waker>) -> Poll<Ended> {
-        let mut state = self.0.reply.lock();
-        match std::mem::take(&mut *state) {
-            ReplyState::Replied(outcome) => {
-                *state = ReplyState::Taken;
-                Poll::Ready(Ended::Replied(outcome))
-            }
-            ReplyState::Dropped => {
-                *state = ReplyState::Taken;
-                Poll::Ready(Ended::Dropped)
-            }
-            ReplyState::TimedOut => {
-                *state = ReplyState::Taken;
-                Poll::Ready(Ended::TimedOut)
-            }
-            ReplyState::Taken => panic!("an ask's reply is taken once"),
-            ReplyState::Waiting(old) => {
-                *state = match waker {
-                    Some(waker) if !old.will_wake(waker) => ReplyState::Waiting(waker.clone()),
-                    _ => ReplyState::Waiting(old),
-                };
-                Poll::Pending
-            }
-            ReplyState::Awaited => {
-                if let Some(waker) = waker {
-                    *state = ReplyState::Waiting(waker.clone());
-                }
-                Poll::Pending
-            }
-        }
-    }
 }
 
 /// How an ask made in this process ended, as its asker finds it
-/// ([`CancelFlag::poll_reply`]).
+/// ([`PendingReply::poll`]).
 pub(crate) enum Ended {
     /// The callee replied.
     Replied(Result<Payload, AskError>),
@@ -642,8 +547,7 @@ mod tests {
     #[test]
     fn a_local_asks_deadline_is_fixed_by_the_first_look_and_kept() {
         let timeout = Duration::from_secs(30);
-        let flag = CancelFlag::for_local_ask(timeout, None);
-        let envelope = AskEnvelope::here(flag.clone());
+        let (reply, envelope) = AskEnvelope::here(timeout, None);
         let sent = Instant::now();
         while Instant::now() < sent + Duration::from_millis(5) {
             std::hint::spin_loop(); // time passes after the sending
@@ -653,7 +557,7 @@ mod tests {
         let deadline = envelope.deadline();
         assert!(deadline >= looked + timeout, "fixed at the look, not the sending");
         assert!(deadline <= Instant::now() + timeout);
-        assert_eq!(flag.deadline(), deadline, "the asker's end sees the same");
+        assert_eq!(reply.flag().deadline(), deadline, "the asker's end sees the same");
         while Instant::now() < looked + Duration::from_millis(5) {
             std::hint::spin_loop();
         }

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::address::SenderAddress;
-use crate::bus::{AskEnvelope, Bus, Caller, CancelFlag, CancelHook, Ended, Envelope, EnvelopeKind, TryDeliverError};
+use crate::bus::{AskEnvelope, Bus, Caller, CancelHook, Ended, Envelope, EnvelopeKind, PendingReply, TryDeliverError};
 use crate::error::{AskError, PayloadError, SendError};
 use crate::message::{FromPayload, Message, Payload};
 use crate::topic::{validate_topic, TopicError, TopicPattern};
@@ -363,12 +363,10 @@ impl<'a, R: FromPayload> Ask<'a, R> {
         } else {
             (None, None)
         };
-        let flag = CancelFlag::for_local_ask(self.timeout, events_tx);
-        let envelope = self
-            .ctx
-            .envelope(self.payload, EnvelopeKind::Ask(AskEnvelope::here(flag.clone())));
+        let (reply, ask_envelope) = AskEnvelope::here(self.timeout, events_tx);
+        let envelope = self.ctx.envelope(self.payload, EnvelopeKind::Ask(ask_envelope));
         let mut ask = InFlight {
-            flag,
+            reply,
             hook: None,
             sleep: None,
             gave_a_turn: false,
@@ -423,7 +421,7 @@ impl Unsent<'_> {
     /// Sends the ask once its target has room, or fails at its deadline.
     async fn wait_for_room(mut self, envelope: Envelope) -> Result<(InFlight, Events), AskError> {
         let ask = &mut self.ask;
-        let delivered = tokio::time::timeout_at(ask.flag.deadline(), self.bus.deliver(self.to, envelope)).await;
+        let delivered = tokio::time::timeout_at(ask.reply.flag().deadline(), self.bus.deliver(self.to, envelope)).await;
         match delivered {
             Ok(Ok(hook)) => {
                 ask.hook = hook;
@@ -437,7 +435,7 @@ impl Unsent<'_> {
                 ask.finished = true;
                 Err(AskError::Timeout {
                     module: self.to.to_owned(),
-                    after: ask.flag.timeout(),
+                    after: ask.reply.flag().timeout(),
                 })
             }
         }
@@ -447,9 +445,9 @@ impl Unsent<'_> {
 /// The asker's side of an ask in flight, whatever awaits it: an awaited
 /// [`Ask`] or a [`Call`]. Dropping it before the ask ends cancels the ask.
 struct InFlight {
-    /// Raised to cancel; the reply of an ask within this process comes
-    /// back through it too, and it holds the timeout and the deadline.
-    flag: CancelFlag,
+    /// The reply, through the ask's flag: raised to cancel, it holds the
+    /// timeout and the deadline too.
+    reply: PendingReply,
     /// Cancels the ask where a link took it.
     hook: Option<CancelHook>,
     sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
@@ -488,11 +486,11 @@ impl InFlight {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        let outcome = match self.flag.poll_reply(Some(cx.waker())) {
+        let outcome = match self.reply.poll(Some(cx.waker())) {
             Poll::Ready(ended) => self.outcome(ended, callee),
             Poll::Pending if link_keeps_deadline => return Poll::Pending,
             Poll::Pending => {
-                let deadline = self.flag.deadline();
+                let deadline = self.reply.flag().deadline();
                 let sleep = self
                     .sleep
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
@@ -506,7 +504,7 @@ impl InFlight {
 
     /// The reply if it is there, without waiting.
     fn ready_outcome(&mut self, callee: &str) -> Option<Result<Payload, AskError>> {
-        match self.flag.poll_reply(None) {
+        match self.reply.poll(None) {
             std::task::Poll::Ready(ended) => {
                 let outcome = self.outcome(ended, callee);
                 self.end(&outcome);
@@ -528,7 +526,7 @@ impl InFlight {
     fn timed_out(&self, callee: &str) -> Result<Payload, AskError> {
         Err(AskError::Timeout {
             module: callee.to_owned(),
-            after: self.flag.timeout(),
+            after: self.reply.flag().timeout(),
         })
     }
 
@@ -541,7 +539,7 @@ impl InFlight {
 
     /// Tells the callee (and, across a link, its node) that the asker gave up.
     fn fire_cancel(&mut self) {
-        self.flag.cancel();
+        self.reply.flag().cancel();
         if let Some(hook) = self.hook.take() {
             hook.cancel();
         }

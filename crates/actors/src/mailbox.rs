@@ -381,7 +381,7 @@ mod tests {
     };
     use futures::future::BoxFuture;
 
-    use super::{mailbox, Mail, Refused};
+    use super::{mailbox, Inbox, Mail, Refused};
 
     fn tell(seq: u32) -> Envelope {
         Envelope {
@@ -396,6 +396,19 @@ mod tests {
     }
 
     const LIMIT: Duration = Duration::from_secs(10);
+
+    /// Takes turns until `n` envelopes are read; their numbers, in order.
+    async fn take_turns(inbox: &mut Inbox, n: usize) -> Vec<u32> {
+        let mut seen = Vec::new();
+        while seen.len() < n {
+            assert!(matches!(
+                tokio::time::timeout(LIMIT, inbox.take()).await.unwrap(),
+                Mail::Batch
+            ));
+            seen.extend(std::iter::from_fn(|| inbox.next()).map(seq));
+        }
+        seen
+    }
 
     #[tokio::test]
     async fn envelopes_arrive_in_order_and_the_bound_counts_what_is_in_hand() {
@@ -440,15 +453,7 @@ mod tests {
             let sender = mailbox.clone();
             tokio::spawn(async move { sender.send(tell(4)).await.is_ok() })
         };
-        let mut seen = Vec::new();
-        while seen.len() < 5 {
-            assert!(matches!(
-                tokio::time::timeout(LIMIT, inbox.take()).await.unwrap(),
-                Mail::Batch
-            ));
-            seen.extend(std::iter::from_fn(|| inbox.next()).map(seq));
-        }
-        assert_eq!(seen, [0, 1, 2, 3, 4]);
+        assert_eq!(take_turns(&mut inbox, 5).await, [0, 1, 2, 3, 4]);
         assert!(tokio::time::timeout(LIMIT, waiting).await.unwrap().unwrap());
         // Gone: refused whole.
         inbox.close();
@@ -597,15 +602,7 @@ mod tests {
         assert!(mailbox.try_send(tell(8)).is_ok());
 
         // The rest of the hand comes before what was queued after it.
-        let mut seen = Vec::new();
-        while seen.len() < 5 {
-            assert!(matches!(
-                tokio::time::timeout(LIMIT, inbox.take()).await.unwrap(),
-                Mail::Batch
-            ));
-            seen.extend(std::iter::from_fn(|| inbox.next()).map(seq));
-        }
-        assert_eq!(seen, [4, 5, 6, 7, 8]);
+        assert_eq!(take_turns(&mut inbox, 5).await, [4, 5, 6, 7, 8]);
     }
 
     #[tokio::test]

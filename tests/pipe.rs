@@ -18,11 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use botbus::crates::core::{Frame, FrameCodec, Hello};
+use botbus::crates::core::{CodecKind, Frame, FrameCodec, Hello};
 use botbus::crates::transport_pipe::PipeTransport;
 use botbus::{
-    async_trait, Context, Endpoint, Link, LinkConfig, LinkError, LinkReader, LinkWriter, Listener, Liveness, Module,
-    ModuleError, ModuleOptions, Node, NodeBuilder, Transport, TransportError,
+    async_trait, AskError, Context, Endpoint, Link, LinkConfig, LinkError, LinkReader, LinkWriter, Listener, Liveness,
+    Module, ModuleError, ModuleOptions, Node, NodeBuilder, Transport, TransportError,
 };
 use support::services::Bouncer;
 use support::{unique, Req, Service, DEADLINE};
@@ -753,4 +753,190 @@ async fn senders_on_four_threads_share_one_link_and_each_ones_asks_and_tells_arr
     }
     joined.shutdown().await;
     hub.shutdown().await;
+}
+
+/// A body of the size the sender chose, and the size of the answer it
+/// wants back.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Sized {
+    body: botbus::Blob,
+    answer_len: u32,
+}
+
+impl botbus::Message for Sized {
+    const NAME: &'static str = "test.Sized";
+}
+
+/// Answers a [`Sized`] with a blob of the length it asks for.
+struct SizedAnswer;
+
+impl Module for SizedAnswer {
+    type Message = Sized;
+    type Reply = botbus::Blob;
+
+    async fn process(&mut self, message: Sized, _ctx: &mut Context) -> Result<botbus::Blob, ModuleError> {
+        Ok(vec![7u8; message.answer_len as usize].into())
+    }
+}
+
+fn sized(body_len: usize, answer_len: usize) -> Sized {
+    Sized {
+        body: vec![1u8; body_len].into(),
+        answer_len: answer_len as u32,
+    }
+}
+
+/// The most a node of [`small_frames`] reads in one frame.
+const SMALL_FRAMES: usize = 64 * 1024;
+
+/// A node that reads frames of at most [`SMALL_FRAMES`], speaking `codecs`.
+fn small_frames(name: &str, codecs: &[CodecKind]) -> NodeBuilder {
+    Node::builder(name).link_config(LinkConfig {
+        max_frame_len: SMALL_FRAMES,
+        codecs: codecs.to_vec(),
+        ..LinkConfig::default()
+    })
+}
+
+/// How many data frames `node` has sent on its link to `peer`: a count
+/// that starts again at zero if the link was closed and made anew.
+fn data_sent(node: &Node, peer: &str) -> u64 {
+    let stats = node.link_stats();
+    let to_peer: Vec<_> = stats.iter().filter(|s| s.peer == peer).collect();
+    assert_eq!(to_peer.len(), 1, "one link from {} to {peer}: {stats:?}", node.name());
+    to_peer[0].data_out
+}
+
+#[tokio::test]
+async fn a_peer_that_reads_smaller_frames_is_sent_none_too_large_each_sender_hears_why_and_the_link_stays_up() {
+    // A 63 KiB blob fits in a postcard frame of 64 KiB.
+    smaller_frames_are_refused_where_they_are_sent(&[CodecKind::Postcard], SMALL_FRAMES - 1024).await;
+}
+
+#[tokio::test]
+async fn a_json_peer_that_reads_smaller_frames_is_sent_none_too_large_each_sender_hears_why_and_the_link_stays_up() {
+    // A blob goes as hex in JSON, two characters a byte.
+    smaller_frames_are_refused_where_they_are_sent(&[CodecKind::Json], SMALL_FRAMES / 2 - 1024).await;
+}
+
+/// Node `small` reads frames of at most [`SMALL_FRAMES`] and speaks
+/// `codecs`; `big` reads the default 8 MiB. Blobs of `fits` bytes fit in a
+/// frame between them.
+async fn smaller_frames_are_refused_where_they_are_sent(codecs: &[CodecKind], fits: usize) {
+    let dir = TempDir::new();
+    let at = endpoint(&dir.socket("small.sock"));
+    let small = small_frames("small", codecs)
+        .module("sized_small", || SizedAnswer)
+        .start()
+        .unwrap();
+    small.listen(&at).await.unwrap();
+    let big = Node::builder("big")
+        .module("sized_big", || SizedAnswer)
+        .join(&at)
+        .start()
+        .unwrap();
+    big.wait_for_module("sized_small", DEADLINE).await.unwrap();
+    small.wait_for_module("sized_big", DEADLINE).await.unwrap();
+    let (from_big, from_small) = (big.client("tester"), small.client("tester"));
+    let too_large = SMALL_FRAMES + 1024;
+    let names_the_limit = |error: &str| error.contains("the limit is 65536") && error.contains("`small`");
+
+    // Big's tell and ask larger than small reads are refused at big.
+    match from_big.tell("sized_small", sized(too_large, 0)).await {
+        Err(botbus::SendError::Encode(error)) => assert!(names_the_limit(&error), "{error}"),
+        other => panic!("a tell too large for the peer: {other:?}"),
+    }
+    match from_big
+        .ask::<_, botbus::Blob>("sized_small", sized(too_large, 0))
+        .timeout(DEADLINE)
+        .await
+    {
+        Err(AskError::BadPayload(error)) => assert!(names_the_limit(&error), "{error}"),
+        other => panic!("an ask too large for the peer: {other:?}"),
+    }
+    // A reply larger than small reads is refused where it is made, and
+    // small's asker hears why.
+    match from_small
+        .ask::<_, botbus::Blob>("sized_big", sized(16, too_large))
+        .timeout(DEADLINE)
+        .await
+    {
+        Err(AskError::BadPayload(error)) => assert!(
+            error.contains("the reply of `sized_big` cannot be sent") && names_the_limit(&error),
+            "{error}"
+        ),
+        other => panic!("a reply too large for the asker's node: {other:?}"),
+    }
+
+    // The link is the one it was, and carries what fits, both ways.
+    let answer: botbus::Blob = from_big
+        .ask("sized_small", sized(fits, fits))
+        .timeout(DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(answer.len(), fits);
+    let answer: botbus::Blob = from_small
+        .ask("sized_big", sized(fits, fits))
+        .timeout(DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(answer.len(), fits);
+    assert_eq!(data_sent(&big, "small"), 1, "big's one ask that fit, on the first link");
+    assert_eq!(data_sent(&small, "big"), 2, "small's two asks, on the first link");
+    big.shutdown().await;
+    small.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_hub_passes_on_no_frame_larger_than_the_next_node_reads_and_the_asker_hears_why() {
+    let dir = TempDir::new();
+    let at = endpoint(&dir.socket("hub.sock"));
+    let hub = Node::builder("hub").start().unwrap();
+    hub.listen(&at).await.unwrap();
+    let small = small_frames("small", &[CodecKind::Postcard])
+        .module("sized_small", || SizedAnswer)
+        .join(&at)
+        .start()
+        .unwrap();
+    let big = Node::builder("big").join(&at).start().unwrap();
+    big.wait_for_module("sized_small", DEADLINE).await.unwrap();
+    let from_big = big.client("tester");
+    let too_large = SMALL_FRAMES + 1024;
+
+    // Big may send it to the hub, which reads as much as big: the hub is
+    // the one that cannot pass it on, and says so.
+    match from_big
+        .ask::<_, botbus::Blob>("sized_small", sized(too_large, 0))
+        .timeout(DEADLINE)
+        .await
+    {
+        Err(AskError::BadPayload(error)) => assert!(
+            error.contains("the limit is 65536") && error.contains("`small`"),
+            "{error}"
+        ),
+        other => panic!("an ask too large for the node behind the hub: {other:?}"),
+    }
+    // A tell too large is dropped at the hub (its sender is told nothing
+    // of a tell passed on, as of one taken); the links stay up.
+    from_big.tell("sized_small", sized(too_large, 0)).await.unwrap();
+    let fits = SMALL_FRAMES - 1024;
+    let answer: botbus::Blob = from_big
+        .ask("sized_small", sized(fits, fits))
+        .timeout(DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(answer.len(), fits);
+    assert_eq!(
+        data_sent(&hub, "small"),
+        1,
+        "the hub passed small one ask, on the first link"
+    );
+    assert_eq!(
+        data_sent(&big, "hub"),
+        3,
+        "big sent the hub two asks and a tell, on the first link"
+    );
+    for node in [big, small, hub] {
+        node.shutdown().await;
+    }
 }

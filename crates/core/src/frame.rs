@@ -89,6 +89,13 @@ pub struct Hello {
     /// credits, and the peer sends as fast as the byte stream takes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<u32>,
+    /// The longest frame the sender reads, in bytes (a postcard frame's
+    /// length without its prefix, a JSON line's without its ending): the
+    /// peer sends none longer, and refuses a message that would need one
+    /// where it is sent, with the link left up. Absent: the sender does not
+    /// say, and the peer sends up to its own maximum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_frame: Option<u32>,
     /// The authentication mechanisms the sender holds a token for
     /// (`hmac-sha256`; see [`crate::auth`]). Absent or empty: it holds none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -113,6 +120,7 @@ impl Hello {
             node: node.into(),
             codecs: codecs.to_vec(),
             window: None,
+            max_frame: None,
             auth: Vec::new(),
             nonce: None,
         }

@@ -140,6 +140,23 @@ fn hello_is_one_json_line_starting_with_magic_and_version() {
 }
 
 #[test]
+fn a_hello_may_say_the_longest_frame_its_sender_reads_and_one_that_does_not_still_reads() {
+    let small = Hello {
+        max_frame: Some(65_536),
+        ..Hello::new("small")
+    };
+    let line = small.to_line();
+    assert!(
+        std::str::from_utf8(&line).unwrap().ends_with(",\"max_frame\":65536}\n"),
+        "{line:?}"
+    );
+    assert_eq!(read_hello(&line).unwrap().max_frame, Some(65_536));
+    // A peer of an earlier build, or one in another language, says nothing.
+    let silent = b"{\"magic\":\"BBUS\",\"version\":1,\"node\":\"py\",\"codecs\":[\"json\"]}\n";
+    assert_eq!(read_hello(silent).unwrap().max_frame, None);
+}
+
+#[test]
 fn hello_codec_refuses_non_json_at_once_and_reads_json_split_anywhere() {
     let mut codec = HelloCodec::default();
     let mut binary = BytesMut::from(&[0u8, 0, 0, 12, 4, b'B'][..]);

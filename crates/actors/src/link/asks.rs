@@ -356,8 +356,9 @@ impl LinkCaller {
             Err(QueueError::Encode(error)) => self.link.send_control(&Frame::Reply {
                 id: self.id,
                 result: Err(AskError::BadPayload(format!(
-                    "the reply of `{}` cannot be sent: {error}",
-                    self.callee
+                    "the reply of `{}` cannot be sent: {}",
+                    self.callee,
+                    self.link.cannot_send(&error)
                 ))),
             }),
         }

@@ -167,7 +167,11 @@ impl Counters {
 /// How links of a node behave.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
-    /// The largest frame body accepted or sent.
+    /// The largest frame body read, and sent (8 MiB by default). A node
+    /// tells its peers in its hello, and a peer that reads less is sent no
+    /// larger frame: a message too large for it fails where it is sent
+    /// (`SendError::Encode`, or `AskError::BadPayload` for an ask or a
+    /// reply), naming the limit and the link, and the link stays up.
     pub max_frame_len: usize,
     /// How long the peer has to complete the handshake.
     pub handshake_timeout: Duration,
@@ -660,6 +664,7 @@ pub(crate) async fn establish_link(
     let window = u32::try_from(config.queue_frames).unwrap_or(u32::MAX).max(1);
     let ours = Hello {
         window: Some(window),
+        max_frame: Some(u32::try_from(config.max_frame_len).unwrap_or(u32::MAX)),
         ..Hello::with_codecs(router.node(), &config.codecs)
     };
     let handshake = match &config.token {
@@ -671,8 +676,14 @@ pub(crate) async fn establish_link(
         .map_err(failed)?;
     let authenticated = agreed.authenticated;
     let theirs = agreed.peer;
-    let codec = WireCodec::new(agreed.codec, config.max_frame_len);
-    let reader = reader.map_decoder(|_| IncomingCodec::new(codec.clone()));
+    // Frames are read up to our maximum and sent up to the peer's, if it
+    // said it reads fewer: a message too large for it is refused where it
+    // is sent, rather than closing the link when it arrives.
+    let reader = reader.map_decoder(|_| IncomingCodec::new(WireCodec::new(agreed.codec, config.max_frame_len)));
+    let send_limit = theirs
+        .max_frame
+        .map_or(config.max_frame_len, |theirs| config.max_frame_len.min(theirs as usize));
+    let codec = WireCodec::new(agreed.codec, send_limit);
 
     let (drains, started) = mpsc::unbounded_channel();
     // Towards a peer that credits, send at most its window; towards one that

@@ -592,11 +592,19 @@ impl LinkHandle {
     }
 }
 
+impl LinkHandle {
+    /// Why a frame cannot be sent on this link, naming the link: its limit
+    /// may be the peer's.
+    pub(super) fn cannot_send(&self, error: &FrameError) -> String {
+        format!("{error}, on the link to `{}`", self.peer)
+    }
+}
+
 impl QueueError {
     /// As an error of the send that queued the frame.
     pub(super) fn for_send(self, link: &LinkHandle) -> SendError {
         match self {
-            QueueError::Encode(error) => SendError::Encode(error.to_string()),
+            QueueError::Encode(error) => SendError::Encode(link.cannot_send(&error)),
             QueueError::Stopped => SendError::Stopped(format!("link to `{}`", link.peer)),
         }
     }

@@ -940,3 +940,36 @@ async fn a_hub_passes_on_no_frame_larger_than_the_next_node_reads_and_the_asker_
         node.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn a_node_that_shuts_down_leaves_the_node_it_joined_without_trying_to_join_again() {
+    support::logs::capture();
+    let dir = TempDir::new();
+    let at = endpoint(&dir.socket("hub.sock"));
+    let hub = Node::builder("hub-left").start().unwrap();
+    hub.listen(&at).await.unwrap();
+    let leaver = Node::builder("leaver")
+        .module("leavers_echo", Service::new)
+        .join(&at)
+        .start()
+        .unwrap();
+    hub.wait_for_module("leavers_echo", DEADLINE).await.unwrap();
+    // From the node's own thread, where its joined link lives too.
+    tokio::task::spawn_blocking(move || leaver.shutdown_blocking())
+        .await
+        .unwrap();
+    // The hub saw the link end: the leaver's side of it ended before.
+    hub.wait_until("the leaver gone", DEADLINE, |hub| hub.peers().is_empty())
+        .await
+        .unwrap();
+    support::logs::wait_for_line(&["hub-left", "leaver", "link down"], DEADLINE).await;
+    // (Before the shutdown said it was leaving first, the node saw its link
+    // close and its stop at once, and took either: about half of the runs
+    // logged a lost link and a rejoin.)
+    let rejoins = support::logs::lines_with(&["leaver", "joining again"]);
+    assert!(
+        rejoins.is_empty(),
+        "a node shutting down tried to join again: {rejoins:?}"
+    );
+    hub.shutdown().await;
+}

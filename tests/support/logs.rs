@@ -56,3 +56,13 @@ pub async fn wait_for_line(parts: &[&str], within: Duration) -> String {
         }
     }
 }
+
+/// The captured lines so far that hold every one of `parts`.
+pub fn lines_with(parts: &[&str]) -> Vec<String> {
+    LOG.lock()
+        .unwrap()
+        .lines()
+        .filter(|line| parts.iter().all(|part| line.contains(part)))
+        .map(str::to_owned)
+        .collect()
+}

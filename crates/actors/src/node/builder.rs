@@ -402,6 +402,7 @@ impl NodeBuilder {
                 ask_timeout: self.ask_timeout,
                 thread: Mutex::new(Some(thread)),
                 shutting_down: AtomicBool::new(false),
+                leaving: CancellationToken::new(),
                 signals_installed: AtomicBool::new(false),
                 stopped: CancellationToken::new(),
                 listeners: Mutex::default(),

@@ -181,6 +181,9 @@ struct Shared {
     ask_timeout: Duration,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     shutting_down: AtomicBool,
+    /// Cancelled when the shutdown begins, before links close: a joined
+    /// link closed then is not joined again.
+    leaving: CancellationToken,
     signals_installed: AtomicBool,
     stopped: CancellationToken,
     /// One per listener: closes once it has stopped and let go of its
@@ -662,14 +665,14 @@ impl Node {
     pub async fn join_to(&self, endpoint: &str) -> Result<(), LinkError> {
         let endpoint: Endpoint = endpoint.parse()?;
         let transport = self.transport(&endpoint)?;
-        let (router, config, stopped) = (
+        let (router, config, leaving) = (
             self.shared.router.clone(),
             self.shared.link.clone(),
-            self.shared.stopped.clone(),
+            self.shared.leaving.clone(),
         );
         let home = self.link_thread(&config).await.map_err(|_| LinkError::NodeStopped)?;
         let (first_tx, first) = oneshot::channel();
-        let spawned = home.spawn(stay_joined(endpoint, transport, router, config, stopped, first_tx));
+        let spawned = home.spawn(stay_joined(endpoint, transport, router, config, leaving, first_tx));
         if !spawned {
             return Err(LinkError::NodeStopped);
         }
@@ -742,6 +745,7 @@ impl Node {
             return;
         }
         tracing::info!(node = %shared.name, "shutting down");
+        shared.leaving.cancel();
         let modules = shared.modules.lock().expect("node lock").take_all();
         for mut module in modules.into_iter().rev() {
             module.stop.stop();
@@ -850,14 +854,15 @@ async fn on<T: Send + 'static>(
     rx.await.map_err(|_| NodeError::Stopped)
 }
 
-/// Keeps a link to `endpoint` up until the node stops (see [`Node::join_to`]).
-/// `first` is told when the first attempt is over.
+/// Keeps a link to `endpoint` up until the node begins to shut down
+/// (`leaving`; see [`Node::join_to`]). `first` is told when the first
+/// attempt is over.
 async fn stay_joined(
     endpoint: Endpoint,
     transport: Arc<dyn Transport>,
     router: Arc<Router>,
     config: LinkConfig,
-    stopped: CancellationToken,
+    leaving: CancellationToken,
     first: oneshot::Sender<()>,
 ) {
     use backon::BackoffBuilder;
@@ -875,7 +880,7 @@ async fn stay_joined(
             crate::link::establish_link(router.clone(), link, &config, Role::Connecting, None).await
         };
         let attempt = tokio::select! {
-            () = stopped.cancelled() => return,
+            () = leaving.cancelled() => return,
             attempt = attempt => attempt,
         };
         if let Some(first) = first.take() {
@@ -887,7 +892,10 @@ async fn stay_joined(
                 failing = false;
                 delays = policy.build();
                 let reason = tokio::select! {
-                    () = stopped.cancelled() => return,
+                    // The shutdown closes the link after it cancels
+                    // `leaving`: looked at first, that is no lost link.
+                    biased;
+                    () = leaving.cancelled() => return,
                     reason = link.closed() => reason,
                 };
                 tracing::warn!(node = router.node(), %endpoint, %reason, "lost the link to the node joined; joining again");
@@ -902,7 +910,7 @@ async fn stay_joined(
         }
         let delay = delays.next().unwrap_or(Duration::from_secs(5));
         tokio::select! {
-            () = stopped.cancelled() => return,
+            () = leaving.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
         }
     }

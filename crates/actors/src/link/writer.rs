@@ -590,9 +590,7 @@ impl LinkHandle {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         writing.drive(self, &mut cx, 1) == Poll::Ready(Drive::Idle)
     }
-}
 
-impl LinkHandle {
     /// Why a frame cannot be sent on this link, naming the link: its limit
     /// may be the peer's.
     pub(super) fn cannot_send(&self, error: &FrameError) -> String {

@@ -1,7 +1,8 @@
 //! The pipe transport against real Unix domain sockets: the socket file's
 //! life (owner-only, stale files replaced, live ones never taken over, gone
 //! after a clean shutdown), and bad input from a peer that joined — each
-//! such peer is dropped while the node goes on serving the others.
+//! such peer is dropped while the node goes on serving the others; peers
+//! that read frames of different lengths, and a joined node that leaves.
 
 #![cfg(unix)]
 
@@ -798,6 +799,12 @@ fn small_frames(name: &str, codecs: &[CodecKind]) -> NodeBuilder {
     })
 }
 
+/// Whether `error` names the limit of a node of [`small_frames`] named
+/// `small`, and the link to it.
+fn names_smalls_limit(error: &str) -> bool {
+    error.contains("the limit is 65536") && error.contains("`small`")
+}
+
 /// How many data frames `node` has sent on its link to `peer`: a count
 /// that starts again at zero if the link was closed and made anew.
 fn data_sent(node: &Node, peer: &str) -> u64 {
@@ -839,11 +846,10 @@ async fn smaller_frames_are_refused_where_they_are_sent(codecs: &[CodecKind], fi
     small.wait_for_module("sized_big", DEADLINE).await.unwrap();
     let (from_big, from_small) = (big.client("tester"), small.client("tester"));
     let too_large = SMALL_FRAMES + 1024;
-    let names_the_limit = |error: &str| error.contains("the limit is 65536") && error.contains("`small`");
 
     // Big's tell and ask larger than small reads are refused at big.
     match from_big.tell("sized_small", sized(too_large, 0)).await {
-        Err(botbus::SendError::Encode(error)) => assert!(names_the_limit(&error), "{error}"),
+        Err(botbus::SendError::Encode(error)) => assert!(names_smalls_limit(&error), "{error}"),
         other => panic!("a tell too large for the peer: {other:?}"),
     }
     match from_big
@@ -851,7 +857,7 @@ async fn smaller_frames_are_refused_where_they_are_sent(codecs: &[CodecKind], fi
         .timeout(DEADLINE)
         .await
     {
-        Err(AskError::BadPayload(error)) => assert!(names_the_limit(&error), "{error}"),
+        Err(AskError::BadPayload(error)) => assert!(names_smalls_limit(&error), "{error}"),
         other => panic!("an ask too large for the peer: {other:?}"),
     }
     // A reply larger than small reads is refused where it is made, and
@@ -862,7 +868,7 @@ async fn smaller_frames_are_refused_where_they_are_sent(codecs: &[CodecKind], fi
         .await
     {
         Err(AskError::BadPayload(error)) => assert!(
-            error.contains("the reply of `sized_big` cannot be sent") && names_the_limit(&error),
+            error.contains("the reply of `sized_big` cannot be sent") && names_smalls_limit(&error),
             "{error}"
         ),
         other => panic!("a reply too large for the asker's node: {other:?}"),
@@ -910,10 +916,7 @@ async fn a_hub_passes_on_no_frame_larger_than_the_next_node_reads_and_the_asker_
         .timeout(DEADLINE)
         .await
     {
-        Err(AskError::BadPayload(error)) => assert!(
-            error.contains("the limit is 65536") && error.contains("`small`"),
-            "{error}"
-        ),
+        Err(AskError::BadPayload(error)) => assert!(names_smalls_limit(&error), "{error}"),
         other => panic!("an ask too large for the node behind the hub: {other:?}"),
     }
     // A tell too large is dropped at the hub (its sender is told nothing

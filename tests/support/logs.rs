@@ -42,13 +42,7 @@ pub async fn wait_for_line(parts: &[&str], within: Duration) -> String {
     loop {
         // Registered before looking, so a line logged in between wakes it.
         let logged = LOGGED.notified();
-        let found = LOG
-            .lock()
-            .unwrap()
-            .lines()
-            .find(|line| parts.iter().all(|part| line.contains(part)))
-            .map(str::to_owned);
-        if let Some(line) = found {
+        if let Some(line) = lines_with(parts).into_iter().next() {
             return line;
         }
         if tokio::time::timeout_at(deadline, logged).await.is_err() {

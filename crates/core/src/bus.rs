@@ -173,11 +173,7 @@ impl AskEnvelope {
     /// the envelope's part for the callee. They share one flag, which
     /// carries the reply back and holds the deadline.
     pub(crate) fn here(timeout: Duration, events: Option<mpsc::UnboundedSender<CallEvent>>) -> (PendingReply, Self) {
-        let (reply, asker) = local_ask::ends(AskShared {
-            events,
-            timeout,
-            ..AskShared::default()
-        });
+        let (reply, asker) = local_ask::ends(timeout, events);
         (
             reply,
             Self {
@@ -295,6 +291,40 @@ struct AskShared {
     /// deadline, once fixed ([`AskEnvelope::deadline`]).
     timeout: Duration,
     deadline: OnceLock<Instant>,
+}
+
+impl AskShared {
+    /// The flag of a new ask made in this process, whose asker waits
+    /// `timeout` and listens for the callee's `events` if it has them.
+    fn here(timeout: Duration, events: Option<mpsc::UnboundedSender<CallEvent>>) -> Self {
+        Self {
+            events,
+            timeout,
+            ..Self::default()
+        }
+    }
+
+    /// Makes this flag, which nobody else holds, as new (what `default`
+    /// makes) in place, for [`local_ask`]'s spare flags: what it held —
+    /// a reply never taken, the asker's waker, the way to its events — is
+    /// dropped now. Every field is named, so that a new one cannot be
+    /// forgotten here.
+    fn clear(&mut self) {
+        let Self {
+            raised,
+            waiters,
+            reply,
+            events,
+            timeout,
+            deadline,
+        } = self;
+        *raised.get_mut() = false;
+        *waiters = Notify::new();
+        reply.clear();
+        *events = None;
+        *timeout = Duration::ZERO;
+        deadline.take();
+    }
 }
 
 impl CancelFlag {

@@ -1,7 +1,8 @@
 //! Bad input closes only the link it came on, with an error that names what
 //! was wrong; the node and its other links keep running. The peer here is a
 //! raw byte-level peer on a real `mem://` link, speaking (or not) the
-//! protocol by hand.
+//! protocol by hand — which also shows what a correct peer is sent back:
+//! replies, and credit in batches.
 
 mod support;
 
@@ -108,21 +109,9 @@ async fn valid_frames_from_a_raw_peer_are_served() {
     let (world, endpoint) = listening_world("raw-ok").await;
     let (mut reader, write) = handshaken_peer(&endpoint).await;
     let mut writer = FramedWrite::new(write, FrameCodec::<Frame>::new());
-    let payload = botbus::Payload::new(Req::Add(1, 2));
     let asks = [(10, "nobody"), (11, "b/nobody"), (9, "echo")];
     for (id, to) in asks {
-        let frame = Frame::Ask {
-            id,
-            to: to.into(),
-            from: "raw-peer/test".into(),
-            timeout_ms: 5_000,
-            payload: botbus::crates::core::WirePayload {
-                name: payload.name().to_owned(),
-                body: payload.to_bytes().unwrap(),
-                json: false,
-            },
-        };
-        writer.send(&frame).await.unwrap();
+        writer.send(&ask(id, to, Req::Add(1, 2))).await.unwrap();
     }
     let mut replies = std::collections::HashMap::new();
     while replies.len() < asks.len() {
@@ -141,6 +130,82 @@ async fn valid_frames_from_a_raw_peer_are_served() {
     }
     let body = replies.remove(&9).unwrap().unwrap();
     assert_eq!(postcard::from_bytes::<u32>(&body.body).unwrap(), 3);
+    world.finish().await;
+}
+
+/// The payload of `req`, as a raw peer sends it.
+fn wire(req: Req) -> botbus::crates::core::WirePayload {
+    let payload = botbus::Payload::new(req);
+    botbus::crates::core::WirePayload {
+        name: payload.name().to_owned(),
+        body: payload.to_bytes().unwrap(),
+        json: false,
+    }
+}
+
+/// Ask `id` of `req` to `to`, from the raw peer.
+fn ask(id: u64, to: &str, req: Req) -> Frame {
+    Frame::Ask {
+        id,
+        to: to.into(),
+        from: "raw-peer/test".into(),
+        timeout_ms: 5_000,
+        payload: wire(req),
+    }
+}
+
+/// Reads until the reply to ask `id`, and returns the credits the node sent
+/// on the way.
+async fn credits_until_reply(reader: &mut FrameReader, id: u64) -> Vec<u32> {
+    let mut credits = Vec::new();
+    loop {
+        match tokio::time::timeout(DEADLINE, reader.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            Frame::Reply { id: replied, result } => {
+                assert_eq!(replied, id, "the replies come in the order of the asks");
+                assert!(result.is_ok(), "ask {id}: {result:?}");
+                return credits;
+            }
+            Frame::Credit { frames } => credits.push(frames),
+            _announce_or_subscribe => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_peer_is_credited_in_batches_with_its_replies_or_alone_at_a_quarter_of_the_window() {
+    // The node grants the default window of 4096 data frames. It credits
+    // them back with the replies it writes once 256 are owed, not with
+    // every reply; and alone, with nothing else to write, at 1024.
+    let (world, endpoint) = listening_world("credit").await;
+    let (mut reader, write) = handshaken_peer(&endpoint).await;
+    let mut writer = FramedWrite::new(write, FrameCodec::<Frame>::new());
+    let mut credits = Vec::new();
+    for id in 0..300 {
+        writer.send(&ask(id, "echo", Req::Add(1, 1))).await.unwrap();
+        credits.extend(credits_until_reply(&mut reader, id).await);
+    }
+    assert_eq!(credits, vec![256], "one credit, with the 256th reply");
+
+    // 1024 tells: the node has nothing else to write, and credits them alone.
+    for _ in 0..1024 {
+        let tell = Frame::Tell {
+            to: "echo".into(),
+            from: "raw-peer/test".into(),
+            payload: wire(Req::Add(2, 2)),
+        };
+        writer.send(&tell).await.unwrap();
+    }
+    writer.send(&ask(300, "echo", Req::Add(3, 3))).await.unwrap();
+    let credits = credits_until_reply(&mut reader, 300).await;
+    // Tells handed on together are credited together: past 1024, by less
+    // than the 44 already owed plus the tells.
+    assert_eq!(credits.len(), 1, "{credits:?}");
+    assert!((1024..=44 + 1024).contains(&credits[0]), "{credits:?}");
     world.finish().await;
 }
 

@@ -399,7 +399,7 @@ impl Writing {
                         return Poll::Ready(Ok(Drive::Idle));
                     }
                     // Credit owed to the peer rides along with whatever is written.
-                    let owed = link.inflow.owed.swap(0, Ordering::AcqRel);
+                    let owed = link.credit_to_piggyback();
                     if owed > 0 {
                         let _ = link
                             .codec

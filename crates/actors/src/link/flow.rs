@@ -50,10 +50,10 @@ impl LinkHandle {
 
     /// The credit to send along with frames written anyway: every data
     /// frame taken so far once a sixteenth of the window has gathered, else
-    /// none. One credit frame per reply (an encode here, a decode and a
-    /// lock of the send window there) cost a round trip over stdio about
-    /// 2 % of its instructions; a sixteenth of the window still comes back
-    /// long before the peer could run short.
+    /// none. One credit frame per reply (an encode here; a decode off the
+    /// borrowed path and a lock of the send window there) cost a round trip
+    /// over stdio 5 % of its instructions; a sixteenth of the window still
+    /// comes back long before the peer could run short.
     pub(super) fn credit_to_piggyback(&self) -> u32 {
         let owed = self.inflow.owed.load(Ordering::Acquire);
         if owed == 0 || owed < (self.inflow.window / 16).max(1) {

@@ -209,6 +209,57 @@ async fn a_peer_is_credited_in_batches_with_its_replies_or_alone_at_a_quarter_of
     world.finish().await;
 }
 
+/// The next frame from the node that is about an ask: a reply or a
+/// progress update (announcements, subscriptions and credit are passed by).
+async fn next_about_an_ask(reader: &mut FrameReader) -> Frame {
+    loop {
+        match tokio::time::timeout(DEADLINE, reader.next())
+            .await
+            .expect("the node answers in time")
+            .expect("the link stays open")
+            .expect("a valid frame")
+        {
+            frame @ (Frame::Reply { .. } | Frame::Progress { .. }) => return frame,
+            _announce_subscribe_or_credit => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_ask_whose_id_is_in_flight_is_refused_and_a_cancelled_ask_is_not_answered() {
+    // A peer must not use an id again before its reply: the second ask 5
+    // is answered at once with an error naming the id, and the first goes
+    // on. Once the peer cancels the first, nothing more is sent about it:
+    // the next reply is ask 6's, which waited behind it for the module.
+    let (world, endpoint) = listening_world("id-in-flight").await;
+    let (mut reader, write) = handshaken_peer(&endpoint).await;
+    let mut writer = FramedWrite::new(write, FrameCodec::<Frame>::new());
+    writer.send(&ask(5, "echo", Req::Sleep)).await.unwrap();
+    // Its progress says the module works on it.
+    assert!(matches!(
+        next_about_an_ask(&mut reader).await,
+        Frame::Progress { id: 5, .. }
+    ));
+    writer.send(&ask(5, "echo", Req::Add(1, 2))).await.unwrap();
+    match next_about_an_ask(&mut reader).await {
+        Frame::Reply {
+            id: 5,
+            result: Err(AskError::BadPayload(why)),
+        } => assert!(why.contains("ask id 5 is still in flight"), "{why}"),
+        other => panic!("expected ask 5 refused, got {other:?}"),
+    }
+    writer.send(&Frame::Cancel { id: 5 }).await.unwrap();
+    writer.send(&ask(6, "echo", Req::Add(2, 2))).await.unwrap();
+    match next_about_an_ask(&mut reader).await {
+        Frame::Reply {
+            id: 6,
+            result: Ok(body),
+        } => assert_eq!(postcard::from_bytes::<u32>(&body.body).unwrap(), 4),
+        other => panic!("expected the reply to ask 6, and nothing about the cancelled ask 5; got {other:?}"),
+    }
+    world.finish().await;
+}
+
 /// A raw listener that answers the node's hello with `hello`, or with
 /// nothing at all.
 async fn raw_listener(name: &str, hello: Option<Hello>) -> (String, tokio::task::JoinHandle<Option<HandshakeError>>) {

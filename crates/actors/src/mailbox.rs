@@ -500,19 +500,16 @@ mod tests {
         assert_eq!(tokio::time::timeout(LIMIT, taker).await.unwrap().unwrap(), [7, 8]);
     }
 
-    /// The asker's end of an ask that only notices being dropped.
+    /// The askers of asks that only notice being let go of unanswered.
     struct Asker(Arc<AtomicBool>);
 
     impl CallerSink for Asker {
-        fn progress(&self, _: Payload) {}
-        fn caller_ask(&self, _: Payload) -> BoxFuture<'static, Result<Payload, AskError>> {
+        fn progress(&self, _: u64, _: Payload) {}
+        fn caller_ask(&self, _: u64, _: Payload) -> BoxFuture<'static, Result<Payload, AskError>> {
             Box::pin(async { Err(AskError::CallerNotListening("test".to_owned())) })
         }
-        fn reply(self: Box<Self>, _: Result<Payload, AskError>) {}
-    }
-
-    impl Drop for Asker {
-        fn drop(&mut self) {
+        fn reply(&self, _: u64, _: Result<Payload, AskError>) {}
+        fn abandoned(&self, _: u64) {
             self.0.store(true, Ordering::SeqCst);
         }
     }
@@ -523,7 +520,8 @@ mod tests {
         let dropped = Arc::new(AtomicBool::new(false));
         let ask = Envelope {
             kind: EnvelopeKind::Ask(AskEnvelope::new(
-                Asker(dropped.clone()),
+                Arc::new(Asker(dropped.clone())),
+                1,
                 CancelFlag::new(),
                 tokio::time::Instant::now() + LIMIT,
             )),

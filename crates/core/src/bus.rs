@@ -27,26 +27,64 @@ mod local_ask;
 pub(crate) use local_ask::PendingReply;
 use local_ask::{LocalAsker, ReplySlot};
 
-/// The asker's end of an ask, held by the callee while it works.
+/// Where the askers of asks that came from elsewhere are answered: a link
+/// back to another node, shared by every ask that came over it, each named
+/// by its `id`. An ask holds the sink (an `Arc`), not a box of its own, so
+/// taking an ask from elsewhere costs no allocation for its way back.
 ///
-/// Dropping a sink without calling [`reply`](CallerSink::reply) must end the
-/// ask with [`AskError::Stopped`]: that is how "the callee died" reaches the
-/// asker in every placement.
+/// Every ask it was given ends through it once: with
+/// [`reply`](CallerSink::reply), or with [`abandoned`](CallerSink::abandoned)
+/// if its callee lets go of it unanswered, which must end the ask with
+/// [`AskError::Stopped`]: that is how "the callee died" reaches the asker in
+/// every placement.
 pub trait CallerSink: Send + Sync {
-    /// Sends a progress update to the asker.
-    fn progress(&self, payload: Payload);
+    /// Sends a progress update to the asker of ask `id`.
+    fn progress(&self, id: u64, payload: Payload);
 
-    /// Sends a message to the asker mid-request and waits for its answer.
-    fn caller_ask(&self, payload: Payload) -> BoxFuture<'static, Result<Payload, AskError>>;
+    /// Sends a message to the asker of ask `id` mid-request and waits for
+    /// its answer.
+    fn caller_ask(&self, id: u64, payload: Payload) -> BoxFuture<'static, Result<Payload, AskError>>;
 
-    /// Ends the ask.
-    fn reply(self: Box<Self>, result: Result<Payload, AskError>);
+    /// Ends ask `id` with `result`.
+    fn reply(&self, id: u64, result: Result<Payload, AskError>);
+
+    /// Ask `id`'s callee let go of it unanswered (it stopped, or dropped
+    /// the ask): it ends with [`AskError::Stopped`], naming the callee.
+    fn abandoned(&self, id: u64);
+}
+
+/// An ask answered through a [`CallerSink`]: ended through it once, with a
+/// reply or, when dropped unanswered, as abandoned.
+struct SinkAsk {
+    /// `None` once the ask has ended.
+    sink: Option<Arc<dyn CallerSink>>,
+    id: u64,
+}
+
+impl SinkAsk {
+    fn sink(&self) -> &dyn CallerSink {
+        self.sink.as_deref().expect("an ask not yet ended has its sink")
+    }
+
+    fn reply(mut self, result: Result<Payload, AskError>) {
+        if let Some(sink) = self.sink.take() {
+            sink.reply(self.id, result);
+        }
+    }
+}
+
+impl Drop for SinkAsk {
+    fn drop(&mut self) {
+        if let Some(sink) = self.sink.take() {
+            sink.abandoned(self.id);
+        }
+    }
 }
 
 /// The asker's end of an ask, held by the callee while it works: an asker
 /// in this process (no allocation of its own: its reply, progress and
-/// messages go back through the ask's [`CancelFlag`]), or any
-/// [`CallerSink`].
+/// messages go back through the ask's [`CancelFlag`]), or an ask answered
+/// through a [`CallerSink`] (none either: it shares the sink).
 ///
 /// The callee takes it out of the ask's envelope
 /// ([`AskEnvelope::into_caller`]). Dropping it without
@@ -55,7 +93,7 @@ pub struct Caller(CallerKind);
 
 enum CallerKind {
     Local(LocalAsker),
-    Sink(Box<dyn CallerSink>),
+    Sink(SinkAsk),
 }
 
 impl Caller {
@@ -72,7 +110,7 @@ impl Caller {
     pub fn progress(&self, payload: Payload) {
         match &self.0 {
             CallerKind::Local(asker) => asker.flag().progress(payload),
-            CallerKind::Sink(sink) => sink.progress(payload),
+            CallerKind::Sink(ask) => ask.sink().progress(ask.id, payload),
         }
     }
 
@@ -82,7 +120,7 @@ impl Caller {
     pub fn caller_ask(&self, payload: Payload, callee: &str) -> BoxFuture<'static, Result<Payload, AskError>> {
         match &self.0 {
             CallerKind::Local(asker) => ask_local_caller(asker.flag().events(), payload, callee),
-            CallerKind::Sink(sink) => sink.caller_ask(payload),
+            CallerKind::Sink(ask) => ask.sink().caller_ask(ask.id, payload),
         }
     }
 
@@ -90,7 +128,7 @@ impl Caller {
     pub fn reply(self, result: Result<Payload, AskError>) {
         match self.0 {
             CallerKind::Local(asker) => asker.answer(result),
-            CallerKind::Sink(sink) => sink.reply(result),
+            CallerKind::Sink(ask) => ask.reply(result),
         }
     }
 
@@ -108,7 +146,7 @@ impl Caller {
     pub fn time_out(self) {
         match self.0 {
             CallerKind::Local(asker) => asker.time_out(),
-            CallerKind::Sink(sink) => drop(sink),
+            CallerKind::Sink(ask) => drop(ask),
         }
     }
 }
@@ -146,23 +184,24 @@ enum Asker {
     /// two atomic operations fewer on every ask. It holds the deadline too.
     Here(LocalAsker),
     /// Anyone else — over a link, say — with a flag of its own raised
-    /// when it gives up.
-    Elsewhere {
-        sink: Box<dyn CallerSink>,
-        cancel: CancelFlag,
-        deadline: Instant,
-    },
+    /// when it gives up, which holds the ask's deadline too (so that an
+    /// envelope stays small enough to move without a `memcpy` call).
+    Elsewhere { ask: SinkAsk, cancel: CancelFlag },
 }
 
 impl AskEnvelope {
-    /// An ask answered through `sink`, given up on when `cancel` is
-    /// raised, and waited for until `deadline`.
-    pub fn new(sink: impl CallerSink + 'static, cancel: CancelFlag, deadline: Instant) -> Self {
+    /// Ask `id`, answered through `sink`, given up on when `cancel` is
+    /// raised, and waited for until `deadline`, which `cancel` keeps: made
+    /// with it ([`CancelFlag::until`]), it costs nothing more here. (A flag
+    /// that keeps another deadline already keeps its own.)
+    pub fn new(sink: Arc<dyn CallerSink>, id: u64, cancel: CancelFlag, deadline: Instant) -> Self {
+        if cancel.0.deadline_given != Some(deadline) {
+            let _ = cancel.0.deadline.set(deadline);
+        }
         Self {
             asker: Asker::Elsewhere {
-                sink: Box::new(sink),
+                ask: SinkAsk { sink: Some(sink), id },
                 cancel,
-                deadline,
             },
         }
     }
@@ -194,7 +233,7 @@ impl AskEnvelope {
     pub fn deadline(&self) -> Instant {
         match &self.asker {
             Asker::Here(asker) => asker.flag().deadline(),
-            Asker::Elsewhere { deadline, .. } => *deadline,
+            Asker::Elsewhere { cancel, .. } => cancel.deadline(),
         }
     }
 
@@ -203,7 +242,7 @@ impl AskEnvelope {
     pub fn remaining(&self) -> Duration {
         match &self.asker {
             Asker::Here(asker) => asker.flag().remaining(),
-            Asker::Elsewhere { deadline, .. } => deadline.saturating_duration_since(Instant::now()),
+            Asker::Elsewhere { cancel, .. } => cancel.deadline().saturating_duration_since(Instant::now()),
         }
     }
 
@@ -228,7 +267,7 @@ impl AskEnvelope {
     pub fn progress(&self, payload: Payload) {
         match &self.asker {
             Asker::Here(asker) => asker.flag().progress(payload),
-            Asker::Elsewhere { sink, .. } => sink.progress(payload),
+            Asker::Elsewhere { ask, .. } => ask.sink().progress(ask.id, payload),
         }
     }
 
@@ -237,7 +276,7 @@ impl AskEnvelope {
     pub fn caller_ask(&self, payload: Payload, callee: &str) -> BoxFuture<'static, Result<Payload, AskError>> {
         match &self.asker {
             Asker::Here(asker) => ask_local_caller(asker.flag().events(), payload, callee),
-            Asker::Elsewhere { sink, .. } => sink.caller_ask(payload),
+            Asker::Elsewhere { ask, .. } => ask.sink().caller_ask(ask.id, payload),
         }
     }
 
@@ -246,7 +285,7 @@ impl AskEnvelope {
     pub fn into_caller(self) -> Caller {
         match self.asker {
             Asker::Here(asker) => Caller(CallerKind::Local(asker)),
-            Asker::Elsewhere { sink, .. } => Caller(CallerKind::Sink(sink)),
+            Asker::Elsewhere { ask, .. } => Caller(CallerKind::Sink(ask)),
         }
     }
 }
@@ -274,8 +313,14 @@ impl AskEnvelope {
 /// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
 /// # }
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct CancelFlag(Arc<AskShared>);
+
+impl Default for CancelFlag {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// What the two ends of an ask share.
 #[derive(Default)]
@@ -291,6 +336,10 @@ struct AskShared {
     /// deadline, once fixed ([`AskEnvelope::deadline`]).
     timeout: Duration,
     deadline: OnceLock<Instant>,
+    /// The deadline of an ask from elsewhere, which came with it
+    /// ([`CancelFlag::until`]). Written only while nobody else holds the
+    /// flag: a plain field, cheaper to set than the `OnceLock`.
+    deadline_given: Option<Instant>,
 }
 
 impl AskShared {
@@ -317,6 +366,7 @@ impl AskShared {
             events,
             timeout,
             deadline,
+            deadline_given,
         } = self;
         *raised.get_mut() = false;
         *waiters = Notify::new();
@@ -324,13 +374,33 @@ impl AskShared {
         *events = None;
         *timeout = Duration::ZERO;
         deadline.take();
+        *deadline_given = None;
     }
 }
 
 impl CancelFlag {
-    /// A flag not raised.
+    /// A flag not raised: one this thread kept from an ask that ended
+    /// (see [`CancelFlag::retire`]), or a new one.
     pub fn new() -> Self {
-        Self::default()
+        Self(local_ask::take_spare().unwrap_or_default())
+    }
+
+    /// A flag not raised, for an ask from elsewhere waited for until
+    /// `deadline` (see [`AskEnvelope::new`]).
+    pub fn until(deadline: Instant) -> Self {
+        let mut shared = local_ask::take_spare().unwrap_or_default();
+        Arc::get_mut(&mut shared)
+            .expect("a new or spare flag is nobody else's")
+            .deadline_given = Some(deadline);
+        Self(shared)
+    }
+
+    /// Lets go of the flag. If nobody else holds it, it is cleared and kept
+    /// for a later [`CancelFlag::new`] on this thread (a few are kept),
+    /// instead of being freed: for the holder that is, as a rule, the last
+    /// of an ask that ended, such as a link's table of the asks it received.
+    pub fn retire(self) {
+        local_ask::keep_spare(self.0);
     }
 
     /// How long the asker of the ask made in this process that this flag
@@ -339,15 +409,23 @@ impl CancelFlag {
         self.0.timeout
     }
 
-    /// The deadline of the ask made in this process that this flag belongs
-    /// to, fixed by the first call (see [`AskEnvelope::deadline`]).
+    /// The deadline of the ask this flag belongs to: one made in this
+    /// process has it fixed by the first call (see
+    /// [`AskEnvelope::deadline`]), one from elsewhere came with it
+    /// ([`AskEnvelope::new`]).
     pub(crate) fn deadline(&self) -> Instant {
-        *self.0.deadline.get_or_init(|| Instant::now() + self.0.timeout)
+        match self.0.deadline_given {
+            Some(given) => given,
+            None => *self.0.deadline.get_or_init(|| Instant::now() + self.0.timeout),
+        }
     }
 
     /// How long until [`CancelFlag::deadline`]: the whole timeout if this
     /// call fixes it, without reading the clock twice.
     fn remaining(&self) -> Duration {
+        if let Some(given) = self.0.deadline_given {
+            return given.saturating_duration_since(Instant::now());
+        }
         let mut fixed_here = false;
         let deadline = *self.0.deadline.get_or_init(|| {
             fixed_here = true;

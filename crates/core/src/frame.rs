@@ -691,6 +691,13 @@ impl<'a> DataIn<'a> {
             DataIn::Tell { from, .. } | DataIn::Ask { from, .. } => from,
         }
     }
+
+    /// Whom it is for.
+    pub fn to(&self) -> &'a str {
+        match *self {
+            DataIn::Tell { to, .. } | DataIn::Ask { to, .. } => to,
+        }
+    }
 }
 
 /// A postcard frame body, read: a tell, an ask or a reply borrowed from

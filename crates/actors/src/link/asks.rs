@@ -2,55 +2,68 @@
 //! id, until their reply), those it received (with what cancels them,
 //! wherever they were passed on), and the caller messages of both.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::collections::hash_map::Entry;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use botbus_core::{
-    AskError, Caller, CallerSink, CancelAsk, CancelHook, DataHead, Envelope, EnvelopeKind, Frame, Payload, SendError,
-    SenderAddress, TryDeliverError,
+    AskError, Caller, CallerSink, CancelAsk, CancelFlag, CancelHook, DataHead, Envelope, EnvelopeKind, Frame, Payload,
+    SendError, SenderAddress, TryDeliverError,
 };
 use futures::future::BoxFuture;
 use tokio::sync::{oneshot, SemaphorePermit, TryAcquireError};
 
 use super::writer::QueueError;
 
-use super::LinkHandle;
+use super::{ById, LinkHandle};
+use crate::names::RecentNames;
 
 impl LinkHandle {
-    /// An ask arrived over this link: files it (so a `cancel` for it finds
-    /// it) and returns the envelope that carries it on, whose caller answers
-    /// over this link.
+    /// An ask arrived over this link for `callee`: files it (so a
+    /// `cancel` for it finds it) and returns the envelope that carries it
+    /// on, whose caller answers over this link. Nothing is allocated for
+    /// it in the steady state: its flag is a spare one (see
+    /// [`CancelFlag::until`]), and its way back is this link, shared.
+    ///
+    /// An ask whose id is still in flight on the link is refused (answered
+    /// at once, `None` returned): a peer must not use an id again before
+    /// the ask's reply, or one reply would end two asks.
     pub(crate) fn accept_ask(
         self: &Arc<Self>,
         id: u64,
-        to: &str,
+        callee: Arc<str>,
         from: SenderAddress,
         timeout_ms: u64,
         payload: Payload,
-    ) -> Envelope {
-        let cancel = botbus_core::bus::CancelFlag::new();
+    ) -> Option<Envelope> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
+        let cancel = CancelFlag::until(deadline);
         let inbound = InboundAsk {
             cancel: cancel.clone(),
             forwarded: None,
-        };
-        self.inbound.lock().expect("link lock").insert(id, inbound);
-        let caller = LinkCaller {
-            link: self.clone(),
-            id,
-            callee: to.to_owned(),
-            next_call: AtomicU32::new(0),
-            replied: false,
+            callee,
             json: payload.encoding() == Some(botbus_core::CodecKind::Json),
+            next_call: 0,
         };
-        Envelope {
+        match self.inbound.lock().expect("link lock").entry(id) {
+            Entry::Vacant(entry) => entry.insert(inbound),
+            Entry::Occupied(_) => {
+                tracing::warn!(peer = %self.peer, id, "refusing an ask whose id is still in flight");
+                self.refuse_ask(
+                    id,
+                    AskError::BadPayload(format!(
+                        "ask id {id} is still in flight on this link: an id is used again only after its reply"
+                    )),
+                );
+                return None;
+            }
+        };
+        let sink: Arc<dyn CallerSink> = self.clone();
+        Some(Envelope {
             from,
             payload,
-            kind: EnvelopeKind::Ask(botbus_core::AskEnvelope::new(
-                caller,
-                cancel,
-                tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms),
-            )),
-        }
+            kind: EnvelopeKind::Ask(botbus_core::AskEnvelope::new(sink, id, cancel, deadline)),
+        })
     }
 
     /// Answers ask `id` with `error` at once.
@@ -61,7 +74,7 @@ impl LinkHandle {
     /// The reply to ask `id`, which this node sent: to its asker, if it
     /// still waits.
     pub(crate) fn take_reply(&self, id: u64, result: Result<Payload, AskError>) {
-        let pending = self.pending.lock().expect("link lock").remove(&id);
+        let pending = self.pending.lock().expect("link lock").by_id.remove(&id);
         if let Some(pending) = pending {
             pending.caller.reply(result);
         }
@@ -73,7 +86,7 @@ impl LinkHandle {
         match frame {
             Frame::Reply { id, result } => self.take_reply(id, result.map(|p| self.unwire(p))),
             Frame::Progress { id, payload } => {
-                if let Some(pending) = self.pending.lock().expect("link lock").get(&id) {
+                if let Some(pending) = self.pending.lock().expect("link lock").by_id.get(&id) {
                     pending.caller.progress(self.unwire(payload));
                 }
             }
@@ -82,6 +95,7 @@ impl LinkHandle {
                     .pending
                     .lock()
                     .expect("link lock")
+                    .by_id
                     .get(&id)
                     .map(|p| p.caller.caller_ask(self.unwire(payload), &p.callee));
                 let link = self.clone();
@@ -124,9 +138,20 @@ impl LinkHandle {
 /// Where a caller's answer to a callee's mid-request message goes.
 pub(super) type AnswerSender = oneshot::Sender<Result<Payload, AskError>>;
 
+/// The asks this node sent over a link and waits on: by id, with the names
+/// of the modules asked most.
+#[derive(Default)]
+pub(super) struct SentAsks {
+    pub(super) by_id: ById<u64, PendingAsk>,
+    /// Shared by the asks that name them: asking a module asked recently
+    /// costs no allocation for its name.
+    pub(super) callees: RecentNames,
+}
+
 pub(super) struct PendingAsk {
     pub(super) caller: Caller,
-    pub(super) callee: String,
+    /// The module asked, for the errors that name it.
+    pub(super) callee: Arc<str>,
     /// The deadline the link keeps for the ask (for an asker in this
     /// process; see [`super::deadlines`]).
     pub(super) deadline: Option<tokio::time::Instant>,
@@ -135,8 +160,16 @@ pub(super) struct PendingAsk {
 /// An ask received over the link and still being handled here (or passed
 /// on: then the hook cancels it where it went).
 pub(super) struct InboundAsk {
-    pub(super) cancel: botbus_core::bus::CancelFlag,
+    pub(super) cancel: CancelFlag,
     pub(super) forwarded: Option<CancelHook>,
+    /// The module asked, for the errors that name it.
+    pub(super) callee: Arc<str>,
+    /// The ask came in JSON: what goes back to the asker (reply, progress,
+    /// caller messages) goes in JSON too, so that the nodes between pass it
+    /// on to a JSON-only asker without knowing its type.
+    pub(super) json: bool,
+    /// The number of the callee's next message to the asker.
+    pub(super) next_call: u32,
 }
 
 impl LinkHandle {
@@ -219,8 +252,6 @@ impl LinkHandle {
                 let caller = ask.into_caller();
                 // An asker here has its deadline kept by the link.
                 let deadline = caller.is_here().then_some(deadline);
-                // Errors name the module, not the route it took.
-                let callee = botbus_core::address::split(module).1.to_owned();
                 // Registered before it is sent: the reply may come at once.
                 let mut pending = self.pending.lock().expect("link lock");
                 if self.asks_ended.load(Ordering::Relaxed) {
@@ -229,7 +260,9 @@ impl LinkHandle {
                     // would be kept.
                     return Err(SendError::Stopped(module.to_owned()));
                 }
-                pending.insert(
+                // Errors name the module, not the route it took.
+                let callee = pending.callees.intern(botbus_core::address::split(module).1);
+                pending.by_id.insert(
                     id,
                     PendingAsk {
                         caller,
@@ -238,7 +271,7 @@ impl LinkHandle {
                     },
                 );
                 if let Some(deadline) = deadline {
-                    self.deadlines.filed(deadline, &pending);
+                    self.deadlines.filed(deadline, &pending.by_id);
                 }
                 drop(pending);
                 let request = DataHead::Ask {
@@ -250,7 +283,7 @@ impl LinkHandle {
                 if let Err(error) = self.queue_data(request, &payload, json, permit) {
                     // The asker hears why (an ask passed on from elsewhere
                     // too), not just `Stopped`.
-                    if let Some(pending) = self.pending.lock().expect("link lock").remove(&id) {
+                    if let Some(pending) = self.pending.lock().expect("link lock").by_id.remove(&id) {
                         pending.caller.reply(Err(AskError::BadPayload(error.to_string())));
                     }
                     return Err(error);
@@ -276,16 +309,16 @@ impl LinkHandle {
         let pending: Vec<PendingAsk> = {
             let mut pending = self.pending.lock().expect("link lock");
             self.asks_ended.store(true, Ordering::Relaxed);
-            pending.drain().map(|(_, p)| p).collect()
+            pending.by_id.drain().map(|(_, p)| p).collect()
         };
         for ask in pending {
             let error = if self.child_of.is_some() {
                 // A child's link closes when its process ends: the module
                 // stopped, as it would have in-process.
-                AskError::Stopped(ask.callee.clone())
+                AskError::Stopped(ask.callee.to_string())
             } else {
                 AskError::Unreachable {
-                    module: ask.callee.clone(),
+                    module: ask.callee.to_string(),
                     reason: format!("link to `{}` closed: {reason}", self.peer),
                 }
             };
@@ -315,85 +348,45 @@ impl LinkHandle {
 
 impl CancelAsk for LinkHandle {
     fn cancel_ask(&self, id: u64) {
-        if self.pending.lock().expect("link lock").remove(&id).is_some() {
+        if self.pending.lock().expect("link lock").by_id.remove(&id).is_some() {
             self.send_control(&Frame::Cancel { id });
         }
     }
 }
 
-/// The remote asker of an ask being handled here.
-pub(super) struct LinkCaller {
-    pub(super) link: Arc<LinkHandle>,
-    pub(super) id: u64,
-    pub(super) callee: String,
-    pub(super) next_call: AtomicU32,
-    pub(super) replied: bool,
-    /// The ask came in JSON: what goes back to the asker (reply, progress,
-    /// caller messages) goes in JSON too, so that the nodes between pass it
-    /// on to a JSON-only asker without knowing its type.
-    pub(super) json: bool,
-}
-
-impl LinkCaller {
-    pub(super) fn send_reply(&mut self, result: Result<Payload, AskError>) {
-        self.replied = true;
-        self.link.inbound.lock().expect("link lock").remove(&self.id);
-        let in_place = match &result {
-            Ok(payload) => self.link.queue_reply_value(self.id, payload, self.json),
-            Err(_) => None,
+/// The askers of the asks received over this link, answered over it.
+impl CallerSink for LinkHandle {
+    fn progress(&self, id: u64, payload: Payload) {
+        // An ask cancelled meanwhile has no asker waiting for its progress.
+        let Some(json) = self.inbound.lock().expect("link lock").get(&id).map(|ask| ask.json) else {
+            return;
         };
-        let queued = in_place.unwrap_or_else(|| {
-            let result = result.and_then(|p| {
-                self.link
-                    .wire_as(&p, self.json)
-                    .map_err(|e| AskError::BadPayload(e.to_string()))
-            });
-            self.link.queue_control(&Frame::Reply { id: self.id, result })
-        });
-        match queued {
-            Ok(()) | Err(QueueError::Stopped) => {}
-            // Too large for the link, say: the asker still gets an answer.
-            Err(QueueError::Encode(error)) => self.link.send_control(&Frame::Reply {
-                id: self.id,
-                result: Err(AskError::BadPayload(format!(
-                    "the reply of `{}` cannot be sent: {}",
-                    self.callee,
-                    self.link.cannot_send(&error)
-                ))),
-            }),
-        }
-    }
-}
-
-impl CallerSink for LinkCaller {
-    fn progress(&self, payload: Payload) {
-        match self.link.wire_as(&payload, self.json) {
-            Ok(payload) => self.link.send_control(&Frame::Progress { id: self.id, payload }),
+        match self.wire_as(&payload, json) {
+            Ok(payload) => self.send_control(&Frame::Progress { id, payload }),
             Err(error) => tracing::warn!(%error, "dropping a progress update that cannot be encoded"),
         }
     }
 
-    fn caller_ask(&self, payload: Payload) -> BoxFuture<'static, Result<Payload, AskError>> {
-        let payload = match self.link.wire_as(&payload, self.json) {
+    fn caller_ask(&self, id: u64, payload: Payload) -> BoxFuture<'static, Result<Payload, AskError>> {
+        let numbered = self.inbound.lock().expect("link lock").get_mut(&id).map(|ask| {
+            ask.next_call += 1;
+            (ask.next_call - 1, ask.json)
+        });
+        let peer = self.peer.clone();
+        let Some((call, json)) = numbered else {
+            // Cancelled meanwhile, or the link closed.
+            return Box::pin(async move { Err(AskError::Cancelled(peer)) });
+        };
+        let payload = match self.wire_as(&payload, json) {
             Ok(payload) => payload,
             Err(error) => {
                 let error = AskError::BadPayload(error.to_string());
                 return Box::pin(async move { Err(error) });
             }
         };
-        let call = self.next_call.fetch_add(1, Ordering::Relaxed);
         let (answer, answered) = oneshot::channel();
-        self.link
-            .caller_calls
-            .lock()
-            .expect("link lock")
-            .insert((self.id, call), answer);
-        self.link.send_control(&Frame::CallerAsk {
-            id: self.id,
-            call,
-            payload,
-        });
-        let peer = self.link.peer.clone();
+        self.caller_calls.lock().expect("link lock").insert((id, call), answer);
+        self.send_control(&Frame::CallerAsk { id, call, payload });
         Box::pin(async move {
             answered.await.unwrap_or_else(|_| {
                 Err(AskError::Unreachable {
@@ -404,16 +397,47 @@ impl CallerSink for LinkCaller {
         })
     }
 
-    fn reply(mut self: Box<Self>, result: Result<Payload, AskError>) {
-        self.send_reply(result);
+    fn reply(&self, id: u64, result: Result<Payload, AskError>) {
+        self.end_inbound(id, |_| result);
+    }
+
+    fn abandoned(&self, id: u64) {
+        self.end_inbound(id, |callee| Err(AskError::Stopped(callee.to_owned())));
     }
 }
 
-impl Drop for LinkCaller {
-    fn drop(&mut self) {
-        if !self.replied {
-            let error = AskError::Stopped(self.callee.clone());
-            self.send_reply(Err(error));
+impl LinkHandle {
+    /// Ends ask `id`, received over this link, with what `result` makes
+    /// of its callee's name, and lets go of its flag for a later ask. An
+    /// ask no longer filed — cancelled meanwhile, or the link closed —
+    /// has nobody waiting for a reply: none is sent.
+    fn end_inbound(&self, id: u64, result: impl FnOnce(&str) -> Result<Payload, AskError>) {
+        let Some(ask) = self.inbound.lock().expect("link lock").remove(&id) else {
+            return;
+        };
+        let InboundAsk {
+            cancel, callee, json, ..
+        } = ask;
+        cancel.retire();
+        let result = result(&callee);
+        let in_place = match &result {
+            Ok(payload) => self.queue_reply_value(id, payload, json),
+            Err(_) => None,
+        };
+        let queued = in_place.unwrap_or_else(|| {
+            let result = result.and_then(|p| self.wire_as(&p, json).map_err(|e| AskError::BadPayload(e.to_string())));
+            self.queue_control(&Frame::Reply { id, result })
+        });
+        match queued {
+            Ok(()) | Err(QueueError::Stopped) => {}
+            // Too large for the link, say: the asker still gets an answer.
+            Err(QueueError::Encode(error)) => self.send_control(&Frame::Reply {
+                id,
+                result: Err(AskError::BadPayload(format!(
+                    "the reply of `{callee}` cannot be sent: {}",
+                    self.cannot_send(&error)
+                ))),
+            }),
         }
     }
 }

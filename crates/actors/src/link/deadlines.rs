@@ -114,7 +114,7 @@ pub(super) async fn keep(link: Arc<LinkHandle>) {
         }
         let due = {
             let mut pending = link.pending.lock().expect("link lock");
-            link.deadlines.take_due(&mut pending, Instant::now())
+            link.deadlines.take_due(&mut pending.by_id, Instant::now())
         };
         for (id, ask) in due {
             link.send_control(&Frame::Cancel { id });
@@ -136,17 +136,18 @@ mod tests {
     struct Nobody;
 
     impl CallerSink for Nobody {
-        fn progress(&self, _: Payload) {}
-        fn caller_ask(&self, _: Payload) -> BoxFuture<'static, Result<Payload, AskError>> {
+        fn progress(&self, _: u64, _: Payload) {}
+        fn caller_ask(&self, _: u64, _: Payload) -> BoxFuture<'static, Result<Payload, AskError>> {
             Box::pin(async { Err(AskError::Cancelled("nobody".into())) })
         }
-        fn reply(self: Box<Self>, _: Result<Payload, AskError>) {}
+        fn reply(&self, _: u64, _: Result<Payload, AskError>) {}
+        fn abandoned(&self, _: u64) {}
     }
 
     fn ask_until(deadline: Option<Instant>) -> PendingAsk {
         let far = Instant::now() + Duration::from_secs(3600);
         PendingAsk {
-            caller: AskEnvelope::new(Nobody, CancelFlag::new(), far).into_caller(),
+            caller: AskEnvelope::new(Arc::new(Nobody), 1, CancelFlag::new(), far).into_caller(),
             callee: "echo".into(),
             deadline,
         }

@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 use crate::router::Router;
 
 pub(crate) use admission::Admission;
-use asks::{AnswerSender, InboundAsk, PendingAsk};
+use asks::{AnswerSender, InboundAsk, SentAsks};
 use flow::Inflow;
 pub(crate) use flow::Waiting;
 
@@ -341,7 +341,7 @@ pub(crate) struct LinkHandle {
     codec: WireCodec,
     next_id: AtomicU64,
     /// Asks this node sent over the link, by id.
-    pending: Mutex<ById<u64, PendingAsk>>,
+    pending: Mutex<SentAsks>,
     /// Set, under `pending`'s lock, when the link closed and its pending
     /// asks were ended: none is filed after that.
     asks_ended: AtomicBool,

@@ -21,6 +21,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::{message_name, LinkHandle};
+use crate::names::RecentNames;
 use crate::router::Router;
 
 pub(super) async fn read_loop(
@@ -29,7 +30,7 @@ pub(super) async fn read_loop(
     mut reader: FramedRead<botbus_core::LinkReader, IncomingCodec>,
     liveness: Liveness,
 ) {
-    let mut senders = Senders::default();
+    let mut names = Names::default();
     let mut pace = Pace::default();
     // Kept from run to run, so that gathering tells allocates nothing.
     let mut tells = VecDeque::with_capacity(GATHERED_TELLS);
@@ -78,7 +79,7 @@ pub(super) async fn read_loop(
         let taken = match next {
             None => Err("peer closed the link".to_owned()),
             Some(Ok(Incoming::Postcard(run))) => {
-                take_run(&router, &link, &mut senders, &mut pace, &mut tells, &run).await
+                take_run(&router, &link, &mut names, &mut pace, &mut tells, &run).await
             }
             Some(Ok(Incoming::Json(frame))) => {
                 link.counters.frames_read(1);
@@ -115,7 +116,7 @@ pub(super) async fn read_loop(
 async fn take_run(
     router: &Arc<Router>,
     link: &Arc<LinkHandle>,
-    senders: &mut Senders,
+    names: &mut Names,
     pace: &mut Pace,
     tells: &mut VecDeque<Envelope>,
     run: &Bytes,
@@ -142,7 +143,7 @@ async fn take_run(
             let (from, name) = match &last_names {
                 Some(names) if same_names => names.clone(),
                 _ => last_names
-                    .insert((senders.intern(from).into(), message_name(payload.name)))
+                    .insert((names.senders.intern(from).into(), message_name(payload.name)))
                     .clone(),
             };
             tells.push_back(Envelope {
@@ -166,10 +167,10 @@ async fn take_run(
         let read = match read {
             Ok(FrameIn::Data(ask)) => {
                 link.counters.data_read();
-                let from = senders.intern(ask.from());
+                let (from, to) = (names.senders.intern(ask.from()), names.callees.intern(ask.to()));
                 // Handed on (or parked) at once; only a peer past its
                 // window makes the reader wait.
-                if let Some(waiting) = router.inbound_data(link, ask, from, run) {
+                if let Some(waiting) = router.inbound_data(link, ask, from, to, run) {
                     waiting.wait(router, link).await;
                 }
                 if pace.took(body.len()) {
@@ -332,32 +333,11 @@ impl Future for CloseSignal<'_> {
     }
 }
 
-/// The senders a link hears from most, each as one shared `Arc<str>`: a
-/// tell from a sender heard from recently costs no allocation for its name.
+/// The names a link's reader meets most: who sends, and who is asked.
 #[derive(Default)]
-struct Senders {
-    recent: Vec<Arc<str>>,
-}
-
-impl Senders {
-    /// How many senders are kept.
-    const KEPT: usize = 16;
-
-    fn intern(&mut self, from: &str) -> Arc<str> {
-        if let Some(at) = self.recent.iter().position(|s| &**s == from) {
-            let sender = self.recent[at].clone();
-            if at > 0 {
-                self.recent.swap(at, at - 1); // the busiest drift to the front
-            }
-            return sender;
-        }
-        let sender: Arc<str> = Arc::from(from);
-        if self.recent.len() == Self::KEPT {
-            self.recent.pop();
-        }
-        self.recent.push(sender.clone());
-        sender
-    }
+struct Names {
+    senders: RecentNames,
+    callees: RecentNames,
 }
 
 #[cfg(test)]

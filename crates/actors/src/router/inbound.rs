@@ -36,8 +36,8 @@ impl Router {
     }
 
     /// A tell or an ask arrived on `link`, read borrowed from `run`, the
-    /// frames read with it; `from` is its sender, as the link's reader
-    /// interned it.
+    /// frames read with it; `from` is its sender and `to` whom it is for,
+    /// as the link's reader interned them.
     /// Takes it without waiting unless the peer sent past its window: then
     /// the frame comes back, to be waited for.
     pub(crate) fn inbound_data<'to>(
@@ -45,6 +45,7 @@ impl Router {
         link: &Arc<LinkHandle>,
         data: DataIn<'to>,
         from: Arc<str>,
+        to: Arc<str>,
         run: &Bytes,
     ) -> Option<Waiting<'to>> {
         match data {
@@ -58,18 +59,22 @@ impl Router {
             }
             DataIn::Ask {
                 id,
-                to,
+                to: callee,
                 timeout_ms,
                 payload,
                 ..
             } => {
-                if self.unknown_at_its_node(to) {
-                    link.refuse_ask(id, AskError::UnknownModule(to.to_owned()));
+                if self.unknown_at_its_node(callee) {
+                    link.refuse_ask(id, AskError::UnknownModule(callee.to_owned()));
                     link.credit_one();
                     return None;
                 }
-                let envelope = link.accept_ask(id, to, from.into(), timeout_ms, link.unwire_in(payload, run));
-                link.take_data_now(self, to, envelope, Some(id))
+                let Some(envelope) = link.accept_ask(id, to, from.into(), timeout_ms, link.unwire_in(payload, run))
+                else {
+                    link.credit_one();
+                    return None;
+                };
+                link.take_data_now(self, callee, envelope, Some(id))
             }
         }
     }
@@ -109,7 +114,11 @@ impl Router {
                     link.credit_one();
                     return;
                 }
-                let envelope = link.accept_ask(id, &to, from.into(), timeout_ms, link.unwire(payload));
+                let callee = Arc::<str>::from(&*to);
+                let Some(envelope) = link.accept_ask(id, callee, from.into(), timeout_ms, link.unwire(payload)) else {
+                    link.credit_one();
+                    return;
+                };
                 link.take_data(self, &to, envelope, Some(id)).await;
             }
             Frame::Publish {

@@ -16,7 +16,10 @@
 //! [`SPARES`] of them. A module asking one ask after another then shares
 //! one flag, and no ask made in this process costs a `malloc` and a `free`
 //! of its own: 2,928 to 2,771 instructions an ask, 0.322 to 0.308 µs on one
-//! CPU (`cargo bench --bench in_process`).
+//! CPU (`cargo bench --bench in_process`). A flag made for an ask that came
+//! from elsewhere ([`CancelFlag::until`]) is taken from the same spares, and
+//! kept there again when its last holder retires it
+//! ([`CancelFlag::retire`]).
 //!
 //! This module has `unsafe` code, so that the rest of the crate needs
 //! none for it. What keeps it sound:
@@ -162,8 +165,7 @@ impl ReplySlot {
 /// asker's, and the callee's. They share a flag, a spare one of this
 /// thread's if there is one.
 pub(super) fn ends(timeout: Duration, events: Option<mpsc::UnboundedSender<CallEvent>>) -> (PendingReply, LocalAsker) {
-    let spare = SPARE_FLAGS.try_with(|spares| spares.borrow_mut().pop()).ok().flatten();
-    let shared = match spare {
+    let shared = match take_spare() {
         Some(mut spare) => {
             let shared = Arc::get_mut(&mut spare).expect("a spare flag is nobody else's");
             shared.timeout = timeout;
@@ -242,18 +244,29 @@ impl Drop for PendingReply {
     /// the thread has room for it; drops it otherwise.
     fn drop(&mut self) {
         // SAFETY: `self.flag` is taken once, here, and not touched after.
-        let CancelFlag(mut shared) = unsafe { ManuallyDrop::take(&mut self.flag) };
-        let Some(spare) = Arc::get_mut(&mut shared) else {
-            return;
-        };
-        spare.clear();
-        let _ = SPARE_FLAGS.try_with(move |spares| {
-            let mut spares = spares.borrow_mut();
-            if spares.len() < SPARES {
-                spares.push(shared);
-            }
-        });
+        let CancelFlag(shared) = unsafe { ManuallyDrop::take(&mut self.flag) };
+        keep_spare(shared);
     }
+}
+
+/// A spare flag of this thread's, cleared, if it has one.
+pub(super) fn take_spare() -> Option<Arc<AskShared>> {
+    SPARE_FLAGS.try_with(|spares| spares.borrow_mut().pop()).ok().flatten()
+}
+
+/// Keeps `shared` as a spare of this thread's, cleared, if nobody else
+/// holds it and the thread has room for it; drops it otherwise.
+pub(super) fn keep_spare(mut shared: Arc<AskShared>) {
+    let Some(spare) = Arc::get_mut(&mut shared) else {
+        return;
+    };
+    spare.clear();
+    let _ = SPARE_FLAGS.try_with(move |spares| {
+        let mut spares = spares.borrow_mut();
+        if spares.len() < SPARES {
+            spares.push(shared);
+        }
+    });
 }
 
 impl PendingReply {
@@ -431,6 +444,44 @@ mod tests {
         assert!(!asker.flag().is_cancelled(), "the callee's flag is its own ask's");
         asker.answer(Ok(Payload::new(1u32))); // to nobody
         assert_eq!(spares(), 0, "a flag let go of by its callee is dropped");
+    }
+
+    #[test]
+    fn a_flag_retired_by_its_last_holder_is_the_next_new_flag_and_one_held_elsewhere_is_not_kept() {
+        no_spares();
+        // An ask from elsewhere: its flag is held by the link's table and
+        // the envelope, and raised before it ends.
+        let deadline = tokio::time::Instant::now();
+        let flag = CancelFlag::until(deadline);
+        assert_eq!(flag.deadline(), deadline);
+        let held = flag.clone();
+        flag.cancel();
+        flag.retire(); // the envelope still holds it
+        assert_eq!(spares(), 0, "a flag held elsewhere is not kept");
+        let kept = Arc::as_ptr(&held.0);
+        held.retire();
+        assert_eq!(spares(), 1);
+        let next = CancelFlag::new();
+        assert_eq!(spares(), 0);
+        assert_eq!(Arc::as_ptr(&next.0), kept, "the spare is the next new flag");
+        assert!(!next.is_cancelled(), "as new");
+        assert!(
+            next.0.deadline.get().is_none() && next.0.deadline_given.is_none(),
+            "as new"
+        );
+
+        // Local asks and asks from elsewhere share the spares.
+        let (mut reply, asker) = ask();
+        assert!(!same_flag(reply.flag(), &next));
+        asker.answer(Ok(Payload::new(0u32)));
+        let _ = replied(reply.poll(None));
+        drop(reply);
+        assert_eq!(spares(), 1);
+        let later = deadline + Duration::from_secs(1);
+        let from_an_ask = CancelFlag::until(later);
+        assert_eq!(spares(), 0, "a new flag took the ask's");
+        assert!(!from_an_ask.is_cancelled());
+        assert_eq!(from_an_ask.deadline(), later);
     }
 
     #[test]

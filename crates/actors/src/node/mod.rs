@@ -180,9 +180,12 @@ struct Shared {
     link: LinkConfig,
     ask_timeout: Duration,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Set by the first call to [`Node::shutdown`], which alone runs it (a
+    /// swap: a token cannot say whether its cancel was the first).
     shutting_down: AtomicBool,
-    /// Cancelled when the shutdown begins, before links close: a joined
-    /// link closed then is not joined again.
+    /// The same moment, for those that wait on it: cancelled when the
+    /// shutdown begins, before links close, so that a joined link closed
+    /// then is not joined again.
     leaving: CancellationToken,
     signals_installed: AtomicBool,
     stopped: CancellationToken,

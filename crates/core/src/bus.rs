@@ -645,9 +645,56 @@ pub trait Bus: Send + Sync + 'static {
 
 #[cfg(test)]
 mod tests {
-    use super::{AskEnvelope, CancelFlag};
+    use super::{AskEnvelope, CallerSink, CancelFlag};
+    use crate::error::AskError;
+    use crate::message::Payload;
+    use futures::future::BoxFuture;
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
     use tokio::time::Instant;
+
+    /// A sink that notes how each ask ended.
+    #[derive(Default)]
+    struct Ends(Mutex<Vec<(u64, &'static str)>>);
+
+    impl CallerSink for Ends {
+        fn progress(&self, _: u64, _: Payload) {}
+        fn caller_ask(&self, _: u64, _: Payload) -> BoxFuture<'static, Result<Payload, AskError>> {
+            Box::pin(async { Err(AskError::CallerNotListening("test".into())) })
+        }
+        fn reply(&self, id: u64, _: Result<Payload, AskError>) {
+            self.0.lock().unwrap().push((id, "replied"));
+        }
+        fn abandoned(&self, id: u64) {
+            self.0.lock().unwrap().push((id, "abandoned"));
+        }
+    }
+
+    #[test]
+    fn an_ask_from_elsewhere_ends_through_its_sink_once_replied_or_abandoned() {
+        let ends = Arc::new(Ends::default());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let ask = |id| AskEnvelope::new(ends.clone(), id, CancelFlag::until(deadline), deadline);
+        ask(1).into_caller().reply(Ok(Payload::new(1u32)));
+        drop(ask(2).into_caller()); // the callee let go of it
+        drop(ask(3)); // never taken: a mailbox closed, say
+        ask(4).into_caller().time_out(); // its asker keeps its own deadline
+        let envelope = ask(5);
+        assert_eq!(envelope.deadline(), deadline);
+        assert!(envelope.remaining() <= Duration::from_secs(5));
+        envelope.into_caller().reply(Err(AskError::Stopped("m".into())));
+        assert_eq!(
+            *ends.0.lock().unwrap(),
+            [
+                (1, "replied"),
+                (2, "abandoned"),
+                (3, "abandoned"),
+                (4, "abandoned"),
+                (5, "replied")
+            ]
+        );
+        assert_eq!(Arc::strong_count(&ends), 1, "no ask holds the sink once it ended");
+    }
 
     /// Sending reads no clock: the deadline of an ask made in this process
     /// is its timeout from the first look at it, and every later look, at

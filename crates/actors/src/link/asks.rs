@@ -52,7 +52,7 @@ impl LinkHandle {
                 self.refuse_ask(
                     id,
                     AskError::BadPayload(format!(
-                        "ask id {id} is still in flight on this link: an id is used again only after its reply"
+                        "ask id {id} is still in flight on this link: an id is used again only after its ask has ended"
                     )),
                 );
                 return None;

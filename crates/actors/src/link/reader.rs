@@ -141,7 +141,7 @@ async fn take_run(
             }
             tells_to = to;
             let (from, name) = match &last_names {
-                Some(names) if same_names => names.clone(),
+                Some(last) if same_names => last.clone(),
                 _ => last_names
                     .insert((names.senders.intern(from).into(), message_name(payload.name)))
                     .clone(),

@@ -61,6 +61,14 @@ async fn listening_world(name: &str) -> (World, String) {
     (world, endpoint)
 }
 
+/// A listening world and a raw peer handshaken with it, which sends frames
+/// as a correct peer does.
+async fn speaking_peer(name: &str) -> (World, FrameReader, FramedWrite<LinkWriter, FrameCodec<Frame>>) {
+    let (world, endpoint) = listening_world(name).await;
+    let (reader, write) = handshaken_peer(&endpoint).await;
+    (world, reader, FramedWrite::new(write, FrameCodec::new()))
+}
+
 #[tokio::test]
 async fn malformed_frame_closes_only_that_link() {
     let (world, endpoint) = listening_world("malformed").await;
@@ -106,21 +114,14 @@ async fn valid_frames_from_a_raw_peer_are_served() {
     // correctly, gets a reply. Asks for modules the node does not have are
     // answered `UnknownModule`, each naming the address asked, and the link
     // stays: the ask for `echo`, sent after them, is still served.
-    let (world, endpoint) = listening_world("raw-ok").await;
-    let (mut reader, write) = handshaken_peer(&endpoint).await;
-    let mut writer = FramedWrite::new(write, FrameCodec::<Frame>::new());
+    let (world, mut reader, mut writer) = speaking_peer("raw-ok").await;
     let asks = [(10, "nobody"), (11, "b/nobody"), (9, "echo")];
     for (id, to) in asks {
         writer.send(&ask(id, to, Req::Add(1, 2))).await.unwrap();
     }
     let mut replies = std::collections::HashMap::new();
     while replies.len() < asks.len() {
-        match tokio::time::timeout(DEADLINE, reader.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-        {
+        match next_frame(&mut reader).await {
             Frame::Reply { id, result } => assert!(replies.insert(id, result).is_none(), "one reply to ask {id}"),
             _announce_or_subscribe => continue,
         }
@@ -131,6 +132,15 @@ async fn valid_frames_from_a_raw_peer_are_served() {
     let body = replies.remove(&9).unwrap().unwrap();
     assert_eq!(postcard::from_bytes::<u32>(&body.body).unwrap(), 3);
     world.finish().await;
+}
+
+/// The next frame the node sends the raw peer, within the deadline.
+async fn next_frame(reader: &mut FrameReader) -> Frame {
+    tokio::time::timeout(DEADLINE, reader.next())
+        .await
+        .expect("the node sends in time")
+        .expect("the link stays open")
+        .expect("a valid frame")
 }
 
 /// The payload of `req`, as a raw peer sends it.
@@ -159,12 +169,7 @@ fn ask(id: u64, to: &str, req: Req) -> Frame {
 async fn credits_until_reply(reader: &mut FrameReader, id: u64) -> Vec<u32> {
     let mut credits = Vec::new();
     loop {
-        match tokio::time::timeout(DEADLINE, reader.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-        {
+        match next_frame(reader).await {
             Frame::Reply { id: replied, result } => {
                 assert_eq!(replied, id, "the replies come in the order of the asks");
                 assert!(result.is_ok(), "ask {id}: {result:?}");
@@ -181,9 +186,7 @@ async fn a_peer_is_credited_in_batches_with_its_replies_or_alone_at_a_quarter_of
     // The node grants the default window of 4096 data frames. It credits
     // them back with the replies it writes once 256 are owed, not with
     // every reply; and alone, with nothing else to write, at 1024.
-    let (world, endpoint) = listening_world("credit").await;
-    let (mut reader, write) = handshaken_peer(&endpoint).await;
-    let mut writer = FramedWrite::new(write, FrameCodec::<Frame>::new());
+    let (world, mut reader, mut writer) = speaking_peer("credit").await;
     let mut credits = Vec::new();
     for id in 0..300 {
         writer.send(&ask(id, "echo", Req::Add(1, 1))).await.unwrap();
@@ -213,12 +216,7 @@ async fn a_peer_is_credited_in_batches_with_its_replies_or_alone_at_a_quarter_of
 /// progress update (announcements, subscriptions and credit are passed by).
 async fn next_about_an_ask(reader: &mut FrameReader) -> Frame {
     loop {
-        match tokio::time::timeout(DEADLINE, reader.next())
-            .await
-            .expect("the node answers in time")
-            .expect("the link stays open")
-            .expect("a valid frame")
-        {
+        match next_frame(reader).await {
             frame @ (Frame::Reply { .. } | Frame::Progress { .. }) => return frame,
             _announce_subscribe_or_credit => continue,
         }
@@ -231,9 +229,7 @@ async fn an_ask_whose_id_is_in_flight_is_refused_and_a_cancelled_ask_is_not_answ
     // is answered at once with an error naming the id, and the first goes
     // on. Once the peer cancels the first, nothing more is sent about it:
     // the next reply is ask 6's, which waited behind it for the module.
-    let (world, endpoint) = listening_world("id-in-flight").await;
-    let (mut reader, write) = handshaken_peer(&endpoint).await;
-    let mut writer = FramedWrite::new(write, FrameCodec::<Frame>::new());
+    let (world, mut reader, mut writer) = speaking_peer("id-in-flight").await;
     writer.send(&ask(5, "echo", Req::Sleep)).await.unwrap();
     // Its progress says the module works on it.
     assert!(matches!(

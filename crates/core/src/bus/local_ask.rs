@@ -28,12 +28,14 @@
 //!   [`PendingReply`] together, around a new flag or a spare one, and
 //!   neither can be cloned. The slot's own functions are private to this
 //!   module: nothing else reaches it, not even another clone of the flag.
-//! - **A spare flag is nobody else's, and as new.** The asker's end keeps
-//!   its flag only if `Arc::get_mut` finds no other holder (which also
-//!   makes whatever the callee did before letting go visible here), and
-//!   clears it through that `&mut`: the state word back to zero, the reply
-//!   and the waker dropped. A spare sits in its thread's list, which
-//!   nothing else reaches, until [`ends`] takes it.
+//! - **A spare flag is nobody else's, and as new.** A flag is kept (by the
+//!   asker's end, or by [`CancelFlag::retire`], through one function,
+//!   `keep_spare`) only if `Arc::get_mut` finds no other holder (which
+//!   also makes whatever the others did before letting go visible here),
+//!   and is cleared through that `&mut`: the state word back to zero, the
+//!   reply and the waker dropped. A spare sits in its thread's list, which
+//!   nothing else reaches, until [`ends`] or [`CancelFlag::until`] takes
+//!   it.
 //! - **The reply is written once, before it is read.** The callee leaves
 //!   it at most once (the `answered` guard of its `LocalAsker`), then sets
 //!   `REPLIED` with release ordering; the asker reads it only after seeing

@@ -290,7 +290,7 @@ impl Context {
     }
 
     /// Ends the current request, handing back its caller if it was an ask.
-    #[inline] // on every message's path: called, it costs a tell 3 %
+    #[inline] // on every message's path: called, not inlined, it cost a tell 17 instructions (1.4 %)
     pub fn end(&mut self) -> Option<Caller> {
         self.request.take().and_then(|r| r.ask).map(AskEnvelope::into_caller)
     }

@@ -167,10 +167,10 @@ async fn take_run(
         let read = match read {
             Ok(FrameIn::Data(ask)) => {
                 link.counters.data_read();
-                let (from, to) = (names.senders.intern(ask.from()), names.callees.intern(ask.to()));
+                let (from, callee) = (names.senders.intern(ask.from()), names.callees.intern(ask.to()));
                 // Handed on (or parked) at once; only a peer past its
                 // window makes the reader wait.
-                if let Some(waiting) = router.inbound_data(link, ask, from, to, run) {
+                if let Some(waiting) = router.inbound_data(link, ask, from, callee, run) {
                     waiting.wait(router, link).await;
                 }
                 if pace.took(body.len()) {

@@ -36,8 +36,10 @@ impl Router {
     }
 
     /// A tell or an ask arrived on `link`, read borrowed from `run`, the
-    /// frames read with it; `from` is its sender and `to` whom it is for,
-    /// as the link's reader interned them.
+    /// frames read with it; `from` is its sender and `callee` whom it is
+    /// for, as the link's reader interned them (the reader takes tells
+    /// apart, in runs, and hands on only asks here; a tell is taken all
+    /// the same).
     /// Takes it without waiting unless the peer sent past its window: then
     /// the frame comes back, to be waited for.
     pub(crate) fn inbound_data<'to>(
@@ -45,7 +47,7 @@ impl Router {
         link: &Arc<LinkHandle>,
         data: DataIn<'to>,
         from: Arc<str>,
-        to: Arc<str>,
+        callee: Arc<str>,
         run: &Bytes,
     ) -> Option<Waiting<'to>> {
         match data {
@@ -59,22 +61,22 @@ impl Router {
             }
             DataIn::Ask {
                 id,
-                to: callee,
+                to,
                 timeout_ms,
                 payload,
                 ..
             } => {
-                if self.unknown_at_its_node(callee) {
-                    link.refuse_ask(id, AskError::UnknownModule(callee.to_owned()));
+                if self.unknown_at_its_node(to) {
+                    link.refuse_ask(id, AskError::UnknownModule(to.to_owned()));
                     link.credit_one();
                     return None;
                 }
-                let Some(envelope) = link.accept_ask(id, to, from.into(), timeout_ms, link.unwire_in(payload, run))
+                let Some(envelope) = link.accept_ask(id, callee, from.into(), timeout_ms, link.unwire_in(payload, run))
                 else {
                     link.credit_one();
                     return None;
                 };
-                link.take_data_now(self, callee, envelope, Some(id))
+                link.take_data_now(self, to, envelope, Some(id))
             }
         }
     }

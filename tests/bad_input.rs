@@ -192,7 +192,13 @@ async fn a_peer_is_credited_in_batches_with_its_replies_or_alone_at_a_quarter_of
         writer.send(&ask(id, "echo", Req::Add(1, 1))).await.unwrap();
         credits.extend(credits_until_reply(&mut reader, id).await);
     }
-    assert_eq!(credits, vec![256], "one credit, with the 256th reply");
+    // An ask is owed once the link's reader has handed it on, and the
+    // module, on its own thread, may reply before the reader counts it: the
+    // 256th reply may go out with 255 owed, and the credit with the next.
+    assert!(
+        credits == [256] || credits == [257],
+        "one credit, with the 256th or 257th reply: {credits:?}"
+    );
 
     // 1024 tells: the node has nothing else to write, and credits them alone.
     for _ in 0..1024 {
@@ -206,7 +212,7 @@ async fn a_peer_is_credited_in_batches_with_its_replies_or_alone_at_a_quarter_of
     writer.send(&ask(300, "echo", Req::Add(3, 3))).await.unwrap();
     let credits = credits_until_reply(&mut reader, 300).await;
     // Tells handed on together are credited together: past 1024, by less
-    // than the 44 already owed plus the tells.
+    // than the 44 (or 43) already owed plus the tells.
     assert_eq!(credits.len(), 1, "{credits:?}");
     assert!((1024..=44 + 1024).contains(&credits[0]), "{credits:?}");
     world.finish().await;

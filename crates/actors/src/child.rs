@@ -25,33 +25,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Addr;
 use botbus_core::DownReason;
 use botbus_transport_stdio::{ChildCommand, StdioTransport};
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::host::{Exit, Startup, StopSignal};
+use crate::host::Exit;
 use crate::link::{establish_link, LinkConfig, LinkHandle, Role};
 use crate::router::{ModuleStatus, Router};
-use crate::supervisor::{run_host, Ended, Host, Supervisor};
+use crate::supervisor::{run_host, Ended, Host, Supervised};
 
-/// Everything the host of one child module owns.
+/// Everything the host of one child module owns. Its start deadline runs
+/// from launch to the module's announcement.
 pub(crate) struct ChildHosted {
-    pub(crate) name: Arc<str>,
+    pub(crate) supervised: Supervised,
     pub(crate) command: ChildCommand,
-    pub(crate) router: Arc<Router>,
-    pub(crate) supervisor: Addr<Supervisor>,
     pub(crate) link: LinkConfig,
-    pub(crate) stop: Arc<StopSignal>,
     pub(crate) stop_grace: Duration,
-    /// From launch to the module's announcement, at most.
-    pub(crate) start_timeout: Duration,
-    /// Modules that must be reachable before an instance starts.
-    pub(crate) needs: Vec<String>,
-    /// Reports the first start, in its turn.
-    pub(crate) startup: Startup,
-    pub(crate) done: oneshot::Sender<()>,
 }
 
 /// Hosts a module in child processes, one after the other, under the
@@ -61,32 +50,12 @@ pub(crate) async fn host_child(hosted: ChildHosted) {
 }
 
 impl Host for ChildHosted {
-    fn name(&self) -> &Arc<str> {
-        &self.name
+    fn supervised(&self) -> &Supervised {
+        &self.supervised
     }
 
-    fn router(&self) -> &Router {
-        &self.router
-    }
-
-    fn supervisor(&self) -> &Addr<Supervisor> {
-        &self.supervisor
-    }
-
-    fn stop_signal(&self) -> Arc<StopSignal> {
-        self.stop.clone()
-    }
-
-    fn needs(&self) -> &[String] {
-        &self.needs
-    }
-
-    fn start_timeout(&self) -> Duration {
-        self.start_timeout
-    }
-
-    fn startup(&mut self) -> &mut Startup {
-        &mut self.startup
+    fn supervised_mut(&mut self) -> &mut Supervised {
+        &mut self.supervised
     }
 
     async fn run_instance(&mut self) -> Ended {
@@ -94,12 +63,13 @@ impl Host for ChildHosted {
     }
 
     fn instance_ended(&mut self) {
-        self.router.set_child_link(&self.name, None);
-        self.router.set_child_pid(&self.name, None);
+        let Supervised { name, router, .. } = &self.supervised;
+        router.set_child_link(name, None);
+        router.set_child_pid(name, None);
     }
 
     fn finish(self) {
-        let _ = self.done.send(());
+        self.supervised.finish();
     }
 }
 
@@ -124,17 +94,18 @@ enum NotStarted {
 }
 
 async fn run_child(hosted: &mut ChildHosted) -> Ended {
-    let name = hosted.name.clone();
-    let deadline = Instant::now() + hosted.start_timeout;
-    let (link, mut process) = match StdioTransport::spawn_module(hosted.router.node(), &name, &hosted.command) {
-        Ok(spawned) => spawned,
-        Err(error) => return Ended::Instance(Exit::StartFailed(format!("cannot launch the child: {error}"))),
-    };
+    let name = hosted.supervised.name.clone();
+    let deadline = Instant::now() + hosted.supervised.start_timeout;
+    let (link, mut process) =
+        match StdioTransport::spawn_module(hosted.supervised.router.node(), &name, &hosted.command) {
+            Ok(spawned) => spawned,
+            Err(error) => return Ended::Instance(Exit::StartFailed(format!("cannot launch the child: {error}"))),
+        };
     let pid = process.pid();
-    hosted.router.set_child_pid(&name, Some(pid));
+    hosted.supervised.router.set_child_pid(&name, Some(pid));
     let started = tokio::select! {
         biased;
-        () = hosted.stop.wait() => None,
+        () = hosted.supervised.stop.wait() => None,
         started = start(hosted, Box::new(link), pid, deadline) => Some(started),
     };
     let link = match started {
@@ -160,13 +131,13 @@ async fn run_child(hosted: &mut ChildHosted) -> Ended {
         }
         Some(Ok(link)) => link,
     };
-    hosted.router.set_status(&name, ModuleStatus::Running);
-    hosted.startup.up();
+    hosted.supervised.router.set_status(&name, ModuleStatus::Running);
+    hosted.supervised.startup.up();
     tracing::info!(module = %name, pid, "child running");
 
     let cause = tokio::select! {
         biased;
-        () = hosted.stop.wait() => {
+        () = hosted.supervised.stop.wait() => {
             link.close("module stopping");
             let status = exit_status(process.stop(hosted.stop_grace).await);
             tracing::info!(module = %name, pid, %status, "child stopped");
@@ -192,7 +163,7 @@ async fn run_child(hosted: &mut ChildHosted) -> Ended {
             }
         }
     };
-    match final_reason(&hosted.router, &name) {
+    match final_reason(&hosted.supervised.router, &name) {
         Some(reason) => Ended::Final(reason),
         None => {
             // One event and one level however the loss was noticed first
@@ -212,20 +183,18 @@ async fn start(
     pid: u32,
     deadline: Instant,
 ) -> Result<Arc<LinkHandle>, NotStarted> {
-    let name = &hosted.name;
-    let within = hosted.start_timeout;
+    let Supervised {
+        name,
+        router,
+        start_timeout: within,
+        ..
+    } = &hosted.supervised;
     // The parent made this process and holds its pipes: no token to prove.
     let config = LinkConfig {
         token: None,
         ..hosted.link.clone()
     };
-    let established = establish_link(
-        hosted.router.clone(),
-        link,
-        &config,
-        Role::Connecting,
-        Some(name.clone()),
-    );
+    let established = establish_link(router.clone(), link, &config, Role::Connecting, Some(name.clone()));
     let link = match tokio::time::timeout_at(deadline, established).await {
         Err(_) => {
             return Err(NotStarted::Failed(format!(
@@ -239,17 +208,17 @@ async fn start(
         }
         Ok(Ok(link)) => link,
     };
-    let mut changes = hosted.router.watch_topology();
+    let mut changes = router.watch_topology();
     loop {
         changes.borrow_and_update();
         if link.serves(name) {
             // Only now does the module's route lead to the new child: until
             // it hosts the module, messages wait, as in a restarting
             // module's mailbox.
-            hosted.router.set_child_link(name, Some(link.clone()));
+            router.set_child_link(name, Some(link.clone()));
             return Ok(link);
         }
-        if let Some(reason) = final_reason(&hosted.router, name) {
+        if let Some(reason) = final_reason(router, name) {
             return Err(NotStarted::Final(reason));
         }
         tokio::select! {

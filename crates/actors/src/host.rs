@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::task::{Poll, RawWakerVTable, Waker};
 use std::time::Duration;
 
-use actix::Addr;
 use botbus_core::{AskError, Bus, Context, Envelope, FromPayload, Module, Payload};
 use futures::task::AtomicWaker;
 use futures::FutureExt;
@@ -22,8 +21,8 @@ use tokio::sync::oneshot;
 use tokio::time::{Interval, MissedTickBehavior};
 
 use crate::mailbox::{Doorbell, Inbox, Mail};
-use crate::router::{ModuleStatus, Router};
-use crate::supervisor::{run_host, Ended, Host, Supervisor};
+use crate::router::ModuleStatus;
+use crate::supervisor::{run_host, Ended, Host, Supervised};
 
 /// How an instance of a module ended.
 #[derive(Debug, Clone)]
@@ -193,22 +192,13 @@ impl Startup {
 }
 
 /// Everything the host loop of one module owns.
+/// Its start deadline bounds `started`, and the wait for what it needs.
 pub(crate) struct Hosted {
-    pub(crate) name: Arc<str>,
-    pub(crate) router: Arc<Router>,
-    pub(crate) supervisor: Addr<Supervisor>,
+    pub(crate) supervised: Supervised,
     /// Its mailbox: the batch taken and not yet processed waits in it
     /// across a restart.
     pub(crate) inbox: Inbox,
-    pub(crate) stop: Arc<StopSignal>,
     pub(crate) ask_timeout: Duration,
-    /// How long `started` may take before the start counts as failed.
-    pub(crate) start_timeout: Duration,
-    /// Modules that must be reachable before an instance starts.
-    pub(crate) needs: Vec<String>,
-    /// Reports the first start, in its turn.
-    pub(crate) startup: Startup,
-    pub(crate) done: oneshot::Sender<()>,
 }
 
 enum Guarded<T> {
@@ -254,7 +244,7 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
 /// Hosts a module in this process, on the arbiter this runs on: builds
 /// each instance with `factory` and runs it, under the restart loop.
 pub(crate) async fn host<M: Module>(factory: Arc<dyn Fn() -> M + Send + Sync>, hosted: Hosted) {
-    let bus: Arc<dyn Bus> = hosted.router.clone();
+    let bus: Arc<dyn Bus> = hosted.supervised.router.clone();
     run_host(LocalHost { factory, hosted, bus }).await;
 }
 
@@ -266,32 +256,12 @@ struct LocalHost<M> {
 }
 
 impl<M: Module> Host for LocalHost<M> {
-    fn name(&self) -> &Arc<str> {
-        &self.hosted.name
+    fn supervised(&self) -> &Supervised {
+        &self.hosted.supervised
     }
 
-    fn router(&self) -> &Router {
-        &self.hosted.router
-    }
-
-    fn supervisor(&self) -> &Addr<Supervisor> {
-        &self.hosted.supervisor
-    }
-
-    fn stop_signal(&self) -> Arc<StopSignal> {
-        self.hosted.stop.clone()
-    }
-
-    fn needs(&self) -> &[String] {
-        &self.hosted.needs
-    }
-
-    fn start_timeout(&self) -> Duration {
-        self.hosted.start_timeout
-    }
-
-    fn startup(&mut self) -> &mut Startup {
-        &mut self.hosted.startup
+    fn supervised_mut(&mut self) -> &mut Supervised {
+        &mut self.hosted.supervised
     }
 
     async fn run_instance(&mut self) -> Ended {
@@ -299,12 +269,13 @@ impl<M: Module> Host for LocalHost<M> {
     }
 
     fn instance_ended(&mut self) {
-        self.hosted.router.clear_instance(&self.hosted.name);
+        let Supervised { name, router, .. } = &self.hosted.supervised;
+        router.clear_instance(name);
     }
 
     fn finish(mut self) {
         self.hosted.inbox.close(); // an ask in it ends with `Stopped`
-        let _ = self.hosted.done.send(());
+        self.hosted.supervised.finish();
     }
 }
 
@@ -313,28 +284,28 @@ async fn run_instance<M: Module>(
     hosted: &mut Hosted,
     bus: Arc<dyn Bus>,
 ) -> Exit {
-    let name = hosted.name.clone();
+    let name = hosted.supervised.name.clone();
     let mut ctx = Context::new(bus, &name);
     ctx.set_ask_timeout(hosted.ask_timeout);
     let mut module = match std::panic::catch_unwind(AssertUnwindSafe(factory)) {
         Ok(module) => module,
         Err(panic) => return Exit::StartFailed(format!("constructor {}", panic_message(panic.as_ref()))),
     };
-    let started = tokio::time::timeout(hosted.start_timeout, module.started(&mut ctx));
-    match guarded(&hosted.stop, started).await {
+    let started = tokio::time::timeout(hosted.supervised.start_timeout, module.started(&mut ctx));
+    match guarded(&hosted.supervised.stop, started).await {
         Guarded::Done(Ok(Ok(()))) => {}
         Guarded::Done(Ok(Err(error))) => return Exit::StartFailed(format!("`started` failed: {error}")),
         Guarded::Done(Err(_)) => {
             return Exit::StartFailed(format!(
                 "`started` did not finish within the start deadline ({:?})",
-                hosted.start_timeout
+                hosted.supervised.start_timeout
             ))
         }
         Guarded::Panicked(why) => return Exit::StartFailed(format!("`started` {why}")),
         Guarded::Interrupted => return Exit::StoppedByNode,
     }
-    hosted.router.set_status(&name, ModuleStatus::Running);
-    hosted.startup.up();
+    hosted.supervised.router.set_status(&name, ModuleStatus::Running);
+    hosted.supervised.startup.up();
     tracing::debug!(module = %name, "running");
 
     let mut ticker: Option<Interval> = None;
@@ -347,11 +318,11 @@ async fn run_instance<M: Module>(
             });
         }
         if ctx.stop_requested() {
-            stop_gracefully(&mut module, &mut ctx, &hosted.stop).await;
+            stop_gracefully(&mut module, &mut ctx, &hosted.supervised.stop).await;
             return Exit::Stopped;
         }
         if let Some(envelope) = hosted.inbox.next() {
-            if hosted.stop.is_stopped() {
+            if hosted.supervised.stop.is_stopped() {
                 hosted.inbox.put_back(envelope);
                 stop_gracefully(&mut module, &mut ctx, &StopSignal::default()).await;
                 return Exit::StoppedByNode;
@@ -366,15 +337,15 @@ async fn run_instance<M: Module>(
             }
         }
         // The stop signal rings the mailbox, so this waits on one waker.
-        let outcome = if hosted.stop.is_stopped() {
+        let outcome = if hosted.supervised.stop.is_stopped() {
             Guarded::Interrupted
         } else {
             tokio::select! {
                 biased;
-                _ = next_tick(&mut ticker) => guarded(&hosted.stop, module.tick(&mut ctx)).await.map_failure("tick"),
+                _ = next_tick(&mut ticker) => guarded(&hosted.supervised.stop, module.tick(&mut ctx)).await.map_failure("tick"),
                 mail = hosted.inbox.take() => match mail {
                     Mail::Batch | Mail::Rung => Guarded::Done(()),
-                    Mail::Down(down) => guarded(&hosted.stop, module.down(down, &mut ctx)).await.map_failure("down"),
+                    Mail::Down(down) => guarded(&hosted.supervised.stop, module.down(down, &mut ctx)).await.map_failure("down"),
                     Mail::Closed => Guarded::Interrupted,
                 },
             }
@@ -418,7 +389,7 @@ async fn stop_gracefully<M: Module>(module: &mut M, ctx: &mut Context, stop: &St
 }
 
 async fn process<M: Module>(module: &mut M, ctx: &mut Context, envelope: Envelope, hosted: &Hosted) -> Guarded<()> {
-    let stop = &*hosted.stop;
+    let stop = &*hosted.supervised.stop;
     let payload = ctx.begin(envelope);
     let message = match M::Message::from_payload(payload) {
         Ok(message) => message,
@@ -453,7 +424,10 @@ async fn process<M: Module>(module: &mut M, ctx: &mut Context, envelope: Envelop
         // The caller is dropped here, and its ask ends with `Stopped`: the
         // status says so first.
         Guarded::Panicked(why) => {
-            hosted.router.set_status(&hosted.name, ModuleStatus::Restarting);
+            hosted
+                .supervised
+                .router
+                .set_status(&hosted.supervised.name, ModuleStatus::Restarting);
             drop(caller);
             Guarded::Panicked(why)
         }

@@ -9,10 +9,11 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, Handler, MessageResult};
 use botbus_core::{DownReason, RestartBudget, RestartPolicy, RestartTracker};
+use tokio::sync::oneshot;
 
 use crate::host::{Exit, Startup, StopSignal};
 use crate::router::{ModuleStatus, Router};
@@ -26,7 +27,8 @@ pub(crate) enum Decision {
     Finish(DownReason),
 }
 
-struct Supervised {
+/// One module's restart policy, budget, and the restarts it has had.
+struct Restarts {
     policy: RestartPolicy,
     budget: RestartBudget,
     tracker: RestartTracker,
@@ -35,7 +37,7 @@ struct Supervised {
 /// Decides restarts for the modules of one node.
 #[derive(Default)]
 pub(crate) struct Supervisor {
-    modules: HashMap<Arc<str>, Supervised>,
+    modules: HashMap<Arc<str>, Restarts>,
 }
 
 impl Actor for Supervisor {
@@ -65,7 +67,7 @@ impl Handler<Supervise> for Supervisor {
     fn handle(&mut self, msg: Supervise, _: &mut Self::Context) {
         self.modules.insert(
             msg.name,
-            Supervised {
+            Restarts {
                 policy: msg.policy,
                 budget: msg.budget,
                 tracker: RestartTracker::new(msg.budget),
@@ -152,23 +154,41 @@ pub(crate) enum Ended {
     Final(DownReason),
 }
 
-/// The host of one module — in this process, or in a child process — as
-/// the restart loop ([`run_host`]) drives it.
-pub(crate) trait Host: Send {
-    fn name(&self) -> &Arc<str>;
-    fn router(&self) -> &Router;
-    fn supervisor(&self) -> &Addr<Supervisor>;
-    fn stop_signal(&self) -> Arc<StopSignal>;
-    fn startup(&mut self) -> &mut Startup;
-    /// Modules that must be reachable before an instance starts.
-    fn needs(&self) -> &[String];
+/// What every host of a module has, wherever the module runs: what the
+/// restart loop ([`run_host`]) reads and reports through.
+pub(crate) struct Supervised {
+    pub(crate) name: Arc<str>,
+    pub(crate) router: Arc<Router>,
+    pub(crate) supervisor: Addr<Supervisor>,
+    pub(crate) stop: Arc<StopSignal>,
     /// How long one start may take, waiting for what it needs included.
-    fn start_timeout(&self) -> std::time::Duration;
+    pub(crate) start_timeout: Duration,
+    /// Modules that must be reachable before an instance starts.
+    pub(crate) needs: Vec<String>,
+    /// Reports the first start, in its turn.
+    pub(crate) startup: Startup,
+    /// Tells the node the module is gone for good.
+    pub(crate) done: oneshot::Sender<()>,
+}
+
+impl Supervised {
+    /// The module is gone for good, and its host has let go of everything.
+    pub(crate) fn finish(self) {
+        let _ = self.done.send(());
+    }
+}
+
+/// The host of one module — in this process, in a child process, or on a
+/// worker — as the restart loop ([`run_host`]) drives it.
+pub(crate) trait Host: Send {
+    fn supervised(&self) -> &Supervised;
+    fn supervised_mut(&mut self) -> &mut Supervised;
     /// Runs one instance until it ends.
     fn run_instance(&mut self) -> impl Future<Output = Ended> + Send;
     /// Forgets what the instance that just ended set up.
     fn instance_ended(&mut self);
-    /// The module is gone for good: releases whatever still waits for it.
+    /// The module is gone for good: releases whatever still waits for it,
+    /// and then [`Supervised::finish`]es.
     fn finish(self);
 }
 
@@ -176,60 +196,67 @@ pub(crate) trait Host: Send {
 /// turn to start, run instances one after the other as the supervisor
 /// decides, and once the module is gone for good, tell everyone.
 pub(crate) async fn run_host<H: Host>(mut host: H) {
+    let Supervised {
+        name,
+        router,
+        supervisor,
+        stop,
+        ..
+    } = host.supervised();
+    let (name, router, supervisor, stop) = (name.clone(), router.clone(), supervisor.clone(), stop.clone());
     let reason = loop {
-        let stop = host.stop_signal();
-        if let Err(why) = host.startup().wait_turn(&stop).await {
-            host.startup().gone(why);
+        if let Err(why) = host.supervised_mut().startup.wait_turn(&stop).await {
+            host.supervised_mut().startup.gone(why);
             break DownReason::Stopped;
         }
-        host.router().set_status(host.name(), ModuleStatus::Starting);
-        let ended = match wait_for_needs(&host, &stop).await {
+        router.set_status(&name, ModuleStatus::Starting);
+        let ended = match wait_for_needs(host.supervised()).await {
             Ok(()) => host.run_instance().await,
             Err(why) => Ended::Instance(why),
         };
         if let Ended::Instance(Exit::Failed(_) | Exit::StartFailed(_)) = ended {
-            host.router().set_status(host.name(), ModuleStatus::Restarting);
+            router.set_status(&name, ModuleStatus::Restarting);
         }
         host.instance_ended();
         let decision = match ended {
             Ended::Final(reason) => Decision::Finish(reason),
-            Ended::Instance(exit) => decide(host.supervisor(), host.name(), exit).await,
+            Ended::Instance(exit) => decide(&supervisor, &name, exit).await,
         };
         match decision {
             Decision::Restart => {
-                host.router().count_restart(host.name());
+                router.count_restart(&name);
                 continue;
             }
             Decision::Finish(reason) => break reason,
         }
     };
-    host.startup().gone(&reason.to_string());
-    host.router().module_down(host.name(), reason);
+    host.supervised_mut().startup.gone(&reason.to_string());
+    router.module_down(&name, reason);
     host.finish();
 }
 
 /// Waits until every module `host` needs is reachable — here, in a child,
 /// or at a node linked or joined — within its start deadline.
-async fn wait_for_needs<H: Host>(host: &H, stop: &StopSignal) -> Result<(), Exit> {
-    if host.needs().is_empty() {
+async fn wait_for_needs(host: &Supervised) -> Result<(), Exit> {
+    if host.needs.is_empty() {
         return Ok(());
     }
-    let router = host.router();
+    let router = &host.router;
     let mut changes = router.watch_topology();
-    let deadline = tokio::time::Instant::now() + host.start_timeout();
+    let deadline = tokio::time::Instant::now() + host.start_timeout;
     loop {
         changes.borrow_and_update();
-        let Some(missing) = host.needs().iter().find(|need| !router.routable(need)) else {
+        let Some(missing) = host.needs.iter().find(|need| !router.routable(need)) else {
             return Ok(());
         };
         tokio::select! {
             biased;
-            () = stop.wait() => return Err(Exit::StoppedByNode),
+            () = host.stop.wait() => return Err(Exit::StoppedByNode),
             changed = tokio::time::timeout_at(deadline, changes.changed()) => {
                 if !matches!(changed, Ok(Ok(()))) {
                     return Err(Exit::StartFailed(format!(
                         "module `{missing}`, which it needs, was not reachable within the start deadline ({:?})",
-                        host.start_timeout()
+                        host.start_timeout
                     )));
                 }
             }

@@ -58,7 +58,7 @@ use crate::child::{host_child, ChildHosted};
 use crate::host::{Hosted, Startup, StopSignal};
 use crate::link::{establish, Admission, LinkConfig, LinkError, LinkStats, Role};
 use crate::router::{LocalModule, ModuleStatus, Router};
-use crate::supervisor::{Supervise, Supervisor};
+use crate::supervisor::{Supervise, Supervised, Supervisor};
 use builder::{launcher, ModuleSpec};
 use options::{Process, Thread};
 use signals::Signals;
@@ -306,23 +306,16 @@ impl Node {
         let Some(launch) = spec.launch.clone() else {
             unreachable!("a module without code in this binary always has a command")
         };
-        let name: Arc<str> = Arc::from(spec.name.as_str());
         let (mailbox, inbox) = crate::mailbox::mailbox(spec.options.mailbox);
-        let (done_tx, done) = oneshot::channel();
         let stop = Arc::new(StopSignal::ringing(mailbox.doorbell()));
-        self.register(&name, &spec.options, stop.clone(), done)?;
-        shared.router.add_local(name.clone(), LocalModule { mailbox });
+        let supervised = self.register(&spec, stop, startup)?;
+        shared
+            .router
+            .add_local(supervised.name.clone(), LocalModule { mailbox });
         let hosted = Hosted {
-            name,
-            router: shared.router.clone(),
-            supervisor: shared.supervisor.clone(),
+            supervised,
             inbox,
-            stop,
             ask_timeout: shared.ask_timeout,
-            start_timeout: spec.options.start_timeout,
-            needs: spec.options.needs.clone(),
-            startup,
-            done: done_tx,
         };
         let arbiter = self.arbiter_for(&spec.options.thread).await?;
         shared.router.set_types(&spec.name, launch.types);
@@ -346,26 +339,16 @@ impl Node {
             Thread::Pool => self.link_thread(&shared.link).await?,
             ref named_or_own => self.arbiter_for(named_or_own).await?,
         };
-        let name: Arc<str> = Arc::from(spec.name.as_str());
-        let (done_tx, done) = oneshot::channel();
-        let stop = Arc::new(StopSignal::default());
-        self.register(&name, &spec.options, stop.clone(), done)?;
-        shared.router.add_child(name.clone());
+        let supervised = self.register(&spec, Arc::default(), startup)?;
+        shared.router.add_child(supervised.name.clone());
         let hosted = ChildHosted {
-            name,
+            supervised,
             command,
-            router: shared.router.clone(),
-            supervisor: shared.supervisor.clone(),
             link: LinkConfig {
                 liveness: spec.options.liveness.unwrap_or(shared.link.liveness),
                 ..shared.link.clone()
             },
-            stop,
             stop_grace: spec.options.stop_grace,
-            start_timeout: spec.options.start_timeout,
-            needs: spec.options.needs.clone(),
-            startup,
-            done: done_tx,
         };
         if !home.spawn(host_child(hosted)) {
             return Err(NodeError::Stopped);
@@ -377,21 +360,11 @@ impl Node {
     /// system thread.
     fn launch_worker_spec(&self, spec: ModuleSpec, on: worker::OnWorker, startup: Startup) -> Result<(), NodeError> {
         let shared = &self.shared;
-        let name: Arc<str> = Arc::from(spec.name.as_str());
-        let (done_tx, done) = oneshot::channel();
-        let stop = Arc::new(StopSignal::default());
-        self.register(&name, &spec.options, stop.clone(), done)?;
-        shared.router.place_on_worker(&name, Some(&on.worker));
+        let supervised = self.register(&spec, Arc::default(), startup)?;
+        shared.router.place_on_worker(&supervised.name, Some(&on.worker));
         let hosted = worker::WorkerHosted {
-            name,
+            supervised,
             on,
-            router: shared.router.clone(),
-            supervisor: shared.supervisor.clone(),
-            stop,
-            start_timeout: spec.options.start_timeout,
-            needs: spec.options.needs.clone(),
-            startup,
-            done: done_tx,
             ran: false,
         };
         if !shared.system_arbiter.spawn(worker::host_on_worker(hosted)) {
@@ -423,26 +396,33 @@ impl Node {
         .await
     }
 
-    /// Adds a module to the node's list (for stopping in reverse order) and
-    /// puts it under the supervisor's policy.
-    fn register(
-        &self,
-        name: &Arc<str>,
-        options: &ModuleOptions,
-        stop: Arc<StopSignal>,
-        done: oneshot::Receiver<()>,
-    ) -> Result<(), NodeError> {
-        self.shared.modules.lock().expect("node lock").add(RunningModule {
+    /// Adds a module to the node's list (for stopping in reverse order),
+    /// puts it under the supervisor's policy, and gives what its host needs
+    /// for the restart loop.
+    fn register(&self, spec: &ModuleSpec, stop: Arc<StopSignal>, startup: Startup) -> Result<Supervised, NodeError> {
+        let shared = &self.shared;
+        let name: Arc<str> = Arc::from(spec.name.as_str());
+        let (done, gone) = oneshot::channel();
+        shared.modules.lock().expect("node lock").add(RunningModule {
             name: name.clone(),
-            stop,
-            done: Some(done),
+            stop: stop.clone(),
+            done: Some(gone),
         })?;
-        self.shared.supervisor.do_send(Supervise {
+        shared.supervisor.do_send(Supervise {
             name: name.clone(),
-            policy: options.restart,
-            budget: options.budget,
+            policy: spec.options.restart,
+            budget: spec.options.budget,
         });
-        Ok(())
+        Ok(Supervised {
+            name,
+            router: shared.router.clone(),
+            supervisor: shared.supervisor.clone(),
+            stop,
+            start_timeout: spec.options.start_timeout,
+            needs: spec.options.needs.clone(),
+            startup,
+            done,
+        })
     }
 
     async fn arbiter_for(&self, thread: &Thread) -> Result<ArbiterHandle, NodeError> {

@@ -22,17 +22,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use actix::Addr;
 use botbus_core::{Context, DownReason, Message, Module, ModuleError, RestartBudget, RestartPolicy};
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::builder::{launcher, Launch, ModuleSpec};
 use super::{Node, NodeError, Shared};
-use crate::host::{Exit, Startup, StopSignal};
+use crate::host::{Exit, StopSignal};
 use crate::router::{ModuleStatus, Router};
-use crate::supervisor::{run_host, Ended, Host, Supervisor};
+use crate::supervisor::{run_host, Ended, Host, Supervised};
 
 /// The module a worker runs to start and stop module types on request.
 pub const WORKER_MODULE: &str = "botbus.worker";
@@ -292,47 +290,20 @@ impl OnWorker {
 /// it stays reachable, and under the restart loop starts it again once the
 /// worker is back.
 pub(super) struct WorkerHosted {
-    pub(super) name: Arc<str>,
+    pub(super) supervised: Supervised,
     pub(super) on: OnWorker,
-    pub(super) router: Arc<Router>,
-    pub(super) supervisor: Addr<Supervisor>,
-    pub(super) stop: Arc<StopSignal>,
-    pub(super) start_timeout: Duration,
-    pub(super) needs: Vec<String>,
-    pub(super) startup: Startup,
-    pub(super) done: oneshot::Sender<()>,
     /// An instance ran before: a worker that is away is waited for without
     /// a deadline (it is expected back), not counted as a failed start.
     pub(super) ran: bool,
 }
 
 impl Host for WorkerHosted {
-    fn name(&self) -> &Arc<str> {
-        &self.name
+    fn supervised(&self) -> &Supervised {
+        &self.supervised
     }
 
-    fn router(&self) -> &Router {
-        &self.router
-    }
-
-    fn supervisor(&self) -> &Addr<Supervisor> {
-        &self.supervisor
-    }
-
-    fn stop_signal(&self) -> Arc<StopSignal> {
-        self.stop.clone()
-    }
-
-    fn needs(&self) -> &[String] {
-        &self.needs
-    }
-
-    fn start_timeout(&self) -> Duration {
-        self.start_timeout
-    }
-
-    fn startup(&mut self) -> &mut Startup {
-        &mut self.startup
+    fn supervised_mut(&mut self) -> &mut Supervised {
+        &mut self.supervised
     }
 
     async fn run_instance(&mut self) -> Ended {
@@ -342,8 +313,9 @@ impl Host for WorkerHosted {
     fn instance_ended(&mut self) {}
 
     fn finish(self) {
-        self.router.place_on_worker(&self.name, None);
-        let _ = self.done.send(());
+        let Supervised { name, router, .. } = &self.supervised;
+        router.place_on_worker(name, None);
+        self.supervised.finish();
     }
 }
 
@@ -377,9 +349,9 @@ async fn wait_for(
 }
 
 async fn run_on_worker(hosted: &mut WorkerHosted) -> Ended {
-    let (name, worker) = (hosted.name.clone(), hosted.on.worker.clone());
-    let router = hosted.router.clone();
-    let within = hosted.start_timeout;
+    let (name, worker) = (hosted.supervised.name.clone(), hosted.on.worker.clone());
+    let router = hosted.supervised.router.clone();
+    let within = hosted.supervised.start_timeout;
     let spawner = format!("{worker}/{WORKER_MODULE}");
     let there = format!("{worker}/{name}");
 
@@ -393,7 +365,7 @@ async fn run_on_worker(hosted: &mut WorkerHosted) -> Ended {
         }
         false => Some(Instant::now() + within),
     };
-    match wait_for(&router, &hosted.stop, waiting, || router.routable(&spawner)).await {
+    match wait_for(&router, &hosted.supervised.stop, waiting, || router.routable(&spawner)).await {
         Ok(true) => {}
         Ok(false) => return Ended::Instance(Exit::StoppedByNode),
         Err(()) => {
@@ -408,7 +380,7 @@ async fn run_on_worker(hosted: &mut WorkerHosted) -> Ended {
     let asked = client.ask::<_, ()>(&spawner, hosted.on.request.clone()).timeout(within);
     let asked = tokio::select! {
         biased;
-        () = hosted.stop.wait() => return Ended::Instance(Exit::StoppedByNode),
+        () = hosted.supervised.stop.wait() => return Ended::Instance(Exit::StoppedByNode),
         asked = asked => asked,
     };
     if let Err(error) = asked {
@@ -416,7 +388,11 @@ async fn run_on_worker(hosted: &mut WorkerHosted) -> Ended {
             "worker `{worker}` did not start it: {error}"
         )));
     }
-    match wait_for(&router, &hosted.stop, Some(deadline), || router.routable(&there)).await {
+    match wait_for(&router, &hosted.supervised.stop, Some(deadline), || {
+        router.routable(&there)
+    })
+    .await
+    {
         Ok(true) => {}
         Ok(false) => return Ended::Instance(Exit::StoppedByNode),
         Err(()) => {
@@ -427,11 +403,11 @@ async fn run_on_worker(hosted: &mut WorkerHosted) -> Ended {
     }
     hosted.ran = true;
     router.set_status(&name, ModuleStatus::Running);
-    hosted.startup.up();
+    hosted.supervised.startup.up();
     tracing::info!(module = %name, %worker, "running on worker");
 
     // Running until it can no longer be reached, or this node stops it.
-    match wait_for(&router, &hosted.stop, None, || !router.routable(&there)).await {
+    match wait_for(&router, &hosted.supervised.stop, None, || !router.routable(&there)).await {
         Ok(false) => {
             let stopped = botbus_core::Client::new(router.clone(), "botbus")
                 .ask::<_, ()>(&spawner, WorkerRequest::Stop { name: name.to_string() })

@@ -167,6 +167,21 @@ impl Joined {
         stream
     }
 
+    /// What the hub says to a raw connection that sends `writes`, read
+    /// until the hub closes it; the hub then still serves its good peers.
+    /// A write after the first may find the link already cut, which is
+    /// fine: what the hub said shows how far it read.
+    async fn says_to_raw(&self, writes: &[&[u8]]) -> String {
+        let mut raw = self.raw();
+        raw.write_all(writes[0]).unwrap();
+        for bytes in &writes[1..] {
+            let _ = raw.write_all(bytes);
+        }
+        let said = tokio::task::spawn_blocking(move || read_to_close(raw)).await.unwrap();
+        self.still_served().await;
+        said
+    }
+
     async fn finish(self) {
         for node in [self.client_node, self.service, self.hub] {
             node.shutdown().await;
@@ -196,65 +211,47 @@ async fn bad_input_over_a_real_socket_drops_that_peer_and_the_hub_serves_the_oth
     joined.still_served().await;
 
     // Random bytes instead of a hello.
-    let mut random = joined.raw();
-    random.write_all(&[0x13, 0x37, 0xde, 0xad, 0xbe, 0xef, b'\n']).unwrap();
-    let said = tokio::task::spawn_blocking(move || read_to_close(random))
-        .await
-        .unwrap();
+    let said = joined
+        .says_to_raw(&[&[0x13, 0x37, 0xde, 0xad, 0xbe, 0xef, b'\n']])
+        .await;
     assert!(
         said.contains("\"magic\":\"BBUS\""),
         "the hub's hello came first: {said}"
     );
-    joined.still_served().await;
 
     // A hello of another protocol version: the peer reads the hub's own
     // hello, with its version, and the link closes.
-    let mut future = joined.raw();
-    future
-        .write_all(b"{\"magic\":\"BBUS\",\"version\":99,\"node\":\"future\",\"codecs\":[\"postcard\"]}\n")
-        .unwrap();
-    let said = tokio::task::spawn_blocking(move || read_to_close(future))
-        .await
-        .unwrap();
+    let said = joined
+        .says_to_raw(&[b"{\"magic\":\"BBUS\",\"version\":99,\"node\":\"future\",\"codecs\":[\"postcard\"]}\n"])
+        .await;
     assert!(said.contains("\"version\":1"), "{said}");
-    joined.still_served().await;
 
     // A hello that never finishes: dropped at the handshake deadline.
-    let mut slow = joined.raw();
-    slow.write_all(b"{\"magic\":\"BBUS\",\"vers").unwrap();
-    tokio::task::spawn_blocking(move || read_to_close(slow)).await.unwrap();
-    joined.still_served().await;
+    joined.says_to_raw(&[b"{\"magic\":\"BBUS\",\"vers"]).await;
 
-    // A good hello, then a frame over the hub's 64 KiB limit.
-    let mut oversize = joined.raw();
-    oversize.write_all(&Hello::new("oversize").to_line()).unwrap();
-    oversize.write_all(&(1_000_000u32).to_be_bytes()).unwrap();
-    // The hub may cut the link on the length alone, before this arrives.
-    let _ = oversize.write_all(&[0u8; 1024]);
-    let said = tokio::task::spawn_blocking(move || read_to_close(oversize))
-        .await
-        .unwrap();
+    // A good hello, then a frame over the hub's 64 KiB limit (the hub may
+    // cut the link on the length alone, before its body arrives).
+    let said = joined
+        .says_to_raw(&[
+            &Hello::new("oversize").to_line(),
+            &(1_000_000u32).to_be_bytes(),
+            &[0u8; 1024],
+        ])
+        .await;
     // It hears why, in a goodbye, before the link closes.
     assert!(
         said.contains("oversize frame: 1000000 bytes, the limit is 65536"),
         "{said:?}"
     );
-    joined.still_served().await;
 
     // A good hello, then a malformed frame.
-    let mut malformed = joined.raw();
-    malformed.write_all(&Hello::new("malformed").to_line()).unwrap();
     let mut wire = bytes::BytesMut::new();
     FrameCodec::<Frame>::new()
         .encode(&Frame::Ping { nonce: 1 }, &mut wire)
         .unwrap();
     wire[4] = 0xff; // no such frame kind
-    malformed.write_all(&wire).unwrap();
-    let said = tokio::task::spawn_blocking(move || read_to_close(malformed))
-        .await
-        .unwrap();
+    let said = joined.says_to_raw(&[&Hello::new("malformed").to_line(), &wire]).await;
     assert!(said.contains("bad input from peer: malformed frame"), "{said:?}");
-    joined.still_served().await;
 
     // The hub lost none of its good peers.
     let mut peers = joined.hub.peers();

@@ -107,11 +107,13 @@ fn a_child_that_sends_garbage_after_its_hello_fails_its_starts_and_start_returns
     assert!(began.elapsed() < DEADLINE, "{:?}", began.elapsed());
 }
 
-#[tokio::test]
-async fn a_running_child_that_breaks_its_link_is_killed_at_once_not_after_its_grace() {
-    let node = Node::builder("host").start().unwrap();
+/// A running child that answers its first ask with `answer` (shell), then
+/// stays alive: the link is broken, so the child is killed at once, not
+/// after its 30 s grace, and its ask ends. Returns why the module failed.
+async fn a_child_breaking_its_link_with(answer: &str, link: LinkConfig) -> String {
+    let node = Node::builder("host").link_config(link).start().unwrap();
     let body = format!(
-        "{}\nwhile read -r line; do case \"$line\" in *'\"ask\"'*) echo garbage; break ;; esac; done\nexec sleep 60",
+        "{}\nwhile read -r line; do case \"$line\" in *'\"ask\"'*) {answer}; break ;; esac; done\nexec sleep 60",
         announce("junk")
     );
     let options = ModuleOptions::new()
@@ -147,6 +149,29 @@ async fn a_running_child_that_breaks_its_link_is_killed_at_once_not_after_its_gr
     );
     assert!(gone(pid), "the child still runs");
     node.shutdown().await;
+    why
+}
+
+#[tokio::test]
+async fn a_running_child_that_breaks_its_link_is_killed_at_once_not_after_its_grace() {
+    let why = a_child_breaking_its_link_with("echo garbage", LinkConfig::default()).await;
+    assert!(why.contains("malformed JSON frame"), "{why}");
+}
+
+#[tokio::test]
+async fn a_running_child_that_sends_a_line_past_the_frame_limit_is_killed_at_once() {
+    // The parent reads at most 64 KiB a frame (and says so in its hello);
+    // the child writes 100,000 bytes without a line's end.
+    let link = LinkConfig {
+        max_frame_len: 64 * 1024,
+        ..LinkConfig::default()
+    };
+    let answer = "head -c 100000 /dev/zero | tr '\\0' x";
+    let why = a_child_breaking_its_link_with(answer, link).await;
+    assert!(
+        why.contains("oversize frame") && why.contains("the limit is 65536"),
+        "{why}"
+    );
 }
 
 #[tokio::test]

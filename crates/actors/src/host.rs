@@ -191,8 +191,8 @@ impl Startup {
     }
 }
 
-/// Everything the host loop of one module owns.
-/// Its start deadline bounds `started`, and the wait for what it needs.
+/// Everything the host loop of one module owns. Its start deadline bounds
+/// the wait for what it needs, and `started`.
 pub(crate) struct Hosted {
     pub(crate) supervised: Supervised,
     /// Its mailbox: the batch taken and not yet processed waits in it
@@ -284,28 +284,33 @@ async fn run_instance<M: Module>(
     hosted: &mut Hosted,
     bus: Arc<dyn Bus>,
 ) -> Exit {
-    let name = hosted.supervised.name.clone();
+    let Hosted {
+        supervised,
+        inbox,
+        ask_timeout,
+    } = hosted;
+    let name = supervised.name.clone();
     let mut ctx = Context::new(bus, &name);
-    ctx.set_ask_timeout(hosted.ask_timeout);
+    ctx.set_ask_timeout(*ask_timeout);
     let mut module = match std::panic::catch_unwind(AssertUnwindSafe(factory)) {
         Ok(module) => module,
         Err(panic) => return Exit::StartFailed(format!("constructor {}", panic_message(panic.as_ref()))),
     };
-    let started = tokio::time::timeout(hosted.supervised.start_timeout, module.started(&mut ctx));
-    match guarded(&hosted.supervised.stop, started).await {
+    let started = tokio::time::timeout(supervised.start_timeout, module.started(&mut ctx));
+    match guarded(&supervised.stop, started).await {
         Guarded::Done(Ok(Ok(()))) => {}
         Guarded::Done(Ok(Err(error))) => return Exit::StartFailed(format!("`started` failed: {error}")),
         Guarded::Done(Err(_)) => {
             return Exit::StartFailed(format!(
                 "`started` did not finish within the start deadline ({:?})",
-                hosted.supervised.start_timeout
+                supervised.start_timeout
             ))
         }
         Guarded::Panicked(why) => return Exit::StartFailed(format!("`started` {why}")),
         Guarded::Interrupted => return Exit::StoppedByNode,
     }
-    hosted.supervised.router.set_status(&name, ModuleStatus::Running);
-    hosted.supervised.startup.up();
+    supervised.router.set_status(&name, ModuleStatus::Running);
+    supervised.startup.up();
     tracing::debug!(module = %name, "running");
 
     let mut ticker: Option<Interval> = None;
@@ -318,16 +323,16 @@ async fn run_instance<M: Module>(
             });
         }
         if ctx.stop_requested() {
-            stop_gracefully(&mut module, &mut ctx, &hosted.supervised.stop).await;
+            stop_gracefully(&mut module, &mut ctx, &supervised.stop).await;
             return Exit::Stopped;
         }
-        if let Some(envelope) = hosted.inbox.next() {
-            if hosted.supervised.stop.is_stopped() {
-                hosted.inbox.put_back(envelope);
+        if let Some(envelope) = inbox.next() {
+            if supervised.stop.is_stopped() {
+                inbox.put_back(envelope);
                 stop_gracefully(&mut module, &mut ctx, &StopSignal::default()).await;
                 return Exit::StoppedByNode;
             }
-            match process(&mut module, &mut ctx, envelope, hosted).await {
+            match process(&mut module, &mut ctx, envelope, supervised).await {
                 Guarded::Done(()) => continue,
                 Guarded::Panicked(why) => return Exit::Failed(why),
                 Guarded::Interrupted => {
@@ -337,15 +342,15 @@ async fn run_instance<M: Module>(
             }
         }
         // The stop signal rings the mailbox, so this waits on one waker.
-        let outcome = if hosted.supervised.stop.is_stopped() {
+        let outcome = if supervised.stop.is_stopped() {
             Guarded::Interrupted
         } else {
             tokio::select! {
                 biased;
-                _ = next_tick(&mut ticker) => guarded(&hosted.supervised.stop, module.tick(&mut ctx)).await.map_failure("tick"),
-                mail = hosted.inbox.take() => match mail {
+                _ = next_tick(&mut ticker) => guarded(&supervised.stop, module.tick(&mut ctx)).await.map_failure("tick"),
+                mail = inbox.take() => match mail {
                     Mail::Batch | Mail::Rung => Guarded::Done(()),
-                    Mail::Down(down) => guarded(&hosted.supervised.stop, module.down(down, &mut ctx)).await.map_failure("down"),
+                    Mail::Down(down) => guarded(&supervised.stop, module.down(down, &mut ctx)).await.map_failure("down"),
                     Mail::Closed => Guarded::Interrupted,
                 },
             }
@@ -388,8 +393,13 @@ async fn stop_gracefully<M: Module>(module: &mut M, ctx: &mut Context, stop: &St
     }
 }
 
-async fn process<M: Module>(module: &mut M, ctx: &mut Context, envelope: Envelope, hosted: &Hosted) -> Guarded<()> {
-    let stop = &*hosted.supervised.stop;
+async fn process<M: Module>(
+    module: &mut M,
+    ctx: &mut Context,
+    envelope: Envelope,
+    supervised: &Supervised,
+) -> Guarded<()> {
+    let stop = &*supervised.stop;
     let payload = ctx.begin(envelope);
     let message = match M::Message::from_payload(payload) {
         Ok(message) => message,
@@ -424,10 +434,7 @@ async fn process<M: Module>(module: &mut M, ctx: &mut Context, envelope: Envelop
         // The caller is dropped here, and its ask ends with `Stopped`: the
         // status says so first.
         Guarded::Panicked(why) => {
-            hosted
-                .supervised
-                .router
-                .set_status(&hosted.supervised.name, ModuleStatus::Restarting);
+            supervised.router.set_status(&supervised.name, ModuleStatus::Restarting);
             drop(caller);
             Guarded::Panicked(why)
         }

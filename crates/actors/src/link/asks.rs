@@ -45,19 +45,24 @@ impl LinkHandle {
             json: payload.encoding() == Some(botbus_core::CodecKind::Json),
             next_call: 0,
         };
-        match self.inbound.lock().expect("link lock").entry(id) {
-            Entry::Vacant(entry) => entry.insert(inbound),
-            Entry::Occupied(_) => {
-                tracing::warn!(peer = %self.peer, id, "refusing an ask whose id is still in flight");
-                self.refuse_ask(
-                    id,
-                    AskError::BadPayload(format!(
-                        "ask id {id} is still in flight on this link: an id is used again only after its ask has ended"
-                    )),
-                );
-                return None;
+        // The lock is let go of before the refusal is written.
+        let filed = match self.inbound.lock().expect("link lock").entry(id) {
+            Entry::Vacant(entry) => {
+                entry.insert(inbound);
+                true
             }
+            Entry::Occupied(_) => false,
         };
+        if !filed {
+            tracing::warn!(peer = %self.peer, id, "refusing an ask whose id is still in flight");
+            self.refuse_ask(
+                id,
+                AskError::BadPayload(format!(
+                    "ask id {id} is still in flight on this link: an id is used again only after its ask has ended"
+                )),
+            );
+            return None;
+        }
         let sink: Arc<dyn CallerSink> = self.clone();
         Some(Envelope {
             from,

@@ -350,7 +350,7 @@ async fn wait_for(
 
 async fn run_on_worker(hosted: &mut WorkerHosted) -> Ended {
     let (name, worker) = (hosted.supervised.name.clone(), hosted.on.worker.clone());
-    let router = hosted.supervised.router.clone();
+    let (router, stop) = (hosted.supervised.router.clone(), hosted.supervised.stop.clone());
     let within = hosted.supervised.start_timeout;
     let spawner = format!("{worker}/{WORKER_MODULE}");
     let there = format!("{worker}/{name}");
@@ -365,7 +365,7 @@ async fn run_on_worker(hosted: &mut WorkerHosted) -> Ended {
         }
         false => Some(Instant::now() + within),
     };
-    match wait_for(&router, &hosted.supervised.stop, waiting, || router.routable(&spawner)).await {
+    match wait_for(&router, &stop, waiting, || router.routable(&spawner)).await {
         Ok(true) => {}
         Ok(false) => return Ended::Instance(Exit::StoppedByNode),
         Err(()) => {
@@ -380,7 +380,7 @@ async fn run_on_worker(hosted: &mut WorkerHosted) -> Ended {
     let asked = client.ask::<_, ()>(&spawner, hosted.on.request.clone()).timeout(within);
     let asked = tokio::select! {
         biased;
-        () = hosted.supervised.stop.wait() => return Ended::Instance(Exit::StoppedByNode),
+        () = stop.wait() => return Ended::Instance(Exit::StoppedByNode),
         asked = asked => asked,
     };
     if let Err(error) = asked {
@@ -388,11 +388,7 @@ async fn run_on_worker(hosted: &mut WorkerHosted) -> Ended {
             "worker `{worker}` did not start it: {error}"
         )));
     }
-    match wait_for(&router, &hosted.supervised.stop, Some(deadline), || {
-        router.routable(&there)
-    })
-    .await
-    {
+    match wait_for(&router, &stop, Some(deadline), || router.routable(&there)).await {
         Ok(true) => {}
         Ok(false) => return Ended::Instance(Exit::StoppedByNode),
         Err(()) => {
@@ -407,7 +403,7 @@ async fn run_on_worker(hosted: &mut WorkerHosted) -> Ended {
     tracing::info!(module = %name, %worker, "running on worker");
 
     // Running until it can no longer be reached, or this node stops it.
-    match wait_for(&router, &hosted.supervised.stop, None, || !router.routable(&there)).await {
+    match wait_for(&router, &stop, None, || !router.routable(&there)).await {
         Ok(false) => {
             let stopped = botbus_core::Client::new(router.clone(), "botbus")
                 .ask::<_, ()>(&spawner, WorkerRequest::Stop { name: name.to_string() })

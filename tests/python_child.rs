@@ -2,6 +2,8 @@
 //! library only) as a child of a Rust node: it answers asks (one with
 //! progress), subscribes to a topic and publishes to another, and returns
 //! typed errors — all over the JSON-lines codec, with the machine's python3.
+//! It keeps to the frame limits both sides state, and closes its link at
+//! bad input, as a Rust node does.
 
 use std::process::Command;
 use std::time::Duration;
@@ -264,5 +266,188 @@ async fn the_python_module_joins_over_tcp_proving_the_token_and_a_wrong_token_is
     node.wait_for_module("thermo", DEADLINE).await.unwrap();
     let fahrenheit: f64 = node.client("test").ask("thermo", ToFahrenheit(100.0)).await.unwrap();
     assert!((fahrenheit - 212.0).abs() < 1e-9, "{fahrenheit}");
+    node.shutdown().await;
+}
+
+/// This test as the Python module's parent, speaking JSON lines to
+/// `child.py` over its stdin and stdout, as botbus would, but able to say
+/// what botbus never does.
+struct FakeParent {
+    child: std::process::Child,
+    to: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl FakeParent {
+    /// Starts `child.py` reading lines of at most `max_frame` bytes, and
+    /// reads its hello.
+    fn start(python: &str, max_frame: usize) -> (FakeParent, serde_json::Value) {
+        use std::io::{BufRead, Read};
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python_child/child.py");
+        let mut child = Command::new(python)
+            .arg(script)
+            .env("BOTBUS_MAX_FRAME", max_frame.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut stderr = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut said = String::new();
+            let _ = stderr.read_to_string(&mut said);
+            said
+        });
+        let to = child.stdin.take().unwrap();
+        let parent = FakeParent {
+            child,
+            to,
+            lines,
+            stderr: Some(stderr),
+        };
+        let hello = parent.hears();
+        (parent, hello)
+    }
+
+    fn says(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.to.write_all(bytes).unwrap();
+        self.to.flush().unwrap();
+    }
+
+    /// The module's next frame.
+    fn hears(&self) -> serde_json::Value {
+        let line = self.lines.recv_timeout(DEADLINE).expect("the Python module answers");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    /// The module's next line, as it was written.
+    fn hears_line(&self) -> String {
+        self.lines.recv_timeout(DEADLINE).expect("the Python module answers")
+    }
+
+    /// Waits until the module has closed its link (its stdout), then for it
+    /// to exit: whether it succeeded, and what it logged.
+    fn ends(mut self) -> (bool, String) {
+        loop {
+            match self.lines.recv_timeout(DEADLINE) {
+                Ok(_) => continue,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(timeout) => panic!("the Python module kept its link open: {timeout}"),
+            }
+        }
+        let status = self.child.wait().unwrap();
+        (status.success(), self.stderr.take().unwrap().join().unwrap())
+    }
+}
+
+impl Drop for FakeParent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An ask frame for `thermo`, of message `name` with `body`.
+fn ask_frame(id: u64, name: &str, body: serde_json::Value) -> Vec<u8> {
+    let frame = serde_json::json!({"ask": {"id": id, "to": "thermo", "from": "fake/test", "timeout_ms": 5000,
+        "payload": {"name": name, "body": body}}});
+    let mut line = serde_json::to_vec(&frame).unwrap();
+    line.push(b'\n');
+    line
+}
+
+#[test]
+fn the_python_module_sends_nothing_longer_than_its_parent_reads_and_states_its_own_limit() {
+    let Some(python) = python3() else {
+        eprintln!("SKIPPED: python3 is not on PATH; the Python child test needs it");
+        return;
+    };
+    let (mut parent, hello) = FakeParent::start(python, 1024);
+    assert_eq!(hello["max_frame"], 1024, "{hello}");
+    parent.says(b"{\"magic\":\"BBUS\",\"version\":1,\"node\":\"fake\",\"codecs\":[\"json\"],\"max_frame\":200}\n");
+    assert_eq!(parent.hears()["announce"]["modules"], serde_json::json!(["thermo"]));
+
+    // Its refusal of a message it does not take would name it: 376 bytes,
+    // more than the 200 this side reads. It answers with why instead.
+    let long_name = "n".repeat(300);
+    parent.says(&ask_frame(1, &long_name, 1.into()));
+    let line = parent.hears_line();
+    assert!(line.len() <= 200, "{} bytes: {line}", line.len());
+    let refused: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(refused["reply"]["id"], 1);
+    let why = refused["reply"]["result"]["Err"]["BadPayload"].as_str().unwrap();
+    assert!(why.contains("fake reads at most 200"), "{why}");
+
+    // A body that is not what the message holds: `BadPayload` too, not a
+    // broken link...
+    parent.says(&ask_frame(2, "thermo.ToFahrenheit", "hot".into()));
+    let why = parent.hears();
+    assert!(why["reply"]["result"]["Err"]["BadPayload"].is_string(), "{why}");
+    // ...which still answers.
+    parent.says(&ask_frame(3, "thermo.ToFahrenheit", 100.0.into()));
+    assert_eq!(parent.hears()["reply"]["result"]["Ok"]["body"], 212.0);
+}
+
+#[test]
+fn the_python_module_closes_its_link_at_a_line_past_its_limit_or_not_json() {
+    let Some(python) = python3() else {
+        eprintln!("SKIPPED: python3 is not on PATH; the Python child test needs it");
+        return;
+    };
+    let hello = b"{\"magic\":\"BBUS\",\"version\":1,\"node\":\"fake\",\"codecs\":[\"json\"]}\n";
+    // 1,030 bytes and no line end, the link left open: refused as soon as
+    // no ending could keep the line within 1,024 bytes.
+    let (mut parent, _) = FakeParent::start(python, 1024);
+    parent.says(hello);
+    parent.hears();
+    parent.says(&[b'x'; 1030]);
+    let (succeeded, said) = parent.ends();
+    assert!(!succeeded, "{said}");
+    assert!(
+        said.contains("oversize frame") && said.contains("the limit is 1024"),
+        "{said}"
+    );
+
+    // A line that is not JSON.
+    let (mut parent, _) = FakeParent::start(python, 1024);
+    parent.says(hello);
+    parent.hears();
+    parent.says(b"{\"ask\": not json\n");
+    let (succeeded, said) = parent.ends();
+    assert!(!succeeded, "{said}");
+    assert!(said.contains("malformed JSON frame (16 bytes)"), "{said}");
+}
+
+#[tokio::test]
+async fn a_rust_parent_sends_the_python_child_no_frame_longer_than_it_reads() {
+    let Some(python) = python3() else {
+        eprintln!("SKIPPED: python3 is not on PATH; the Python child test needs it");
+        return;
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python_child/child.py");
+    let node = Node::builder("robot").start().unwrap();
+    let command = ChildCommand::new(python).arg(script).env("BOTBUS_MAX_FRAME", "1024");
+    node.spawn_child("thermo", command, ModuleOptions::new()).await.unwrap();
+    let pid = node.child_pid("thermo");
+    let client = node.client("test");
+    // Refused where it is sent, naming the limit...
+    let refused = client.ask::<_, f64>("thermo", "x".repeat(2000)).await.unwrap_err();
+    assert!(
+        matches!(&refused, AskError::BadPayload(why) if why.contains("1024")),
+        "{refused:?}"
+    );
+    // ...and the link, and the child, are as they were.
+    let fahrenheit: f64 = client.ask("thermo", ToFahrenheit(100.0)).await.unwrap();
+    assert_eq!(fahrenheit, 212.0);
+    assert_eq!(node.child_pid("thermo"), pid);
     node.shutdown().await;
 }

@@ -141,6 +141,33 @@ fn modules_start_one_after_the_other_in_the_order_given() {
     node.shutdown_blocking();
 }
 
+/// A `#[tokio::main]` builds its node inside a tokio task. Starting 300
+/// modules waits on 300 channels there, past the task's budget of 128 per
+/// turn: the start once stopped for good at the 128th. Run on a thread of
+/// its own, so that a start that stops is a failure, not a hung suite.
+#[test]
+fn a_node_of_hundreds_of_modules_starts_from_inside_a_tokio_task() {
+    const MODULES: usize = 300;
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let (node, started, misordered) = in_order(MODULES, None);
+            let node = node.expect("every module starts");
+            let _ = done.send((started, misordered, node.modules().len()));
+            node.shutdown().await;
+        });
+    });
+    let (started, misordered, listed) = outcome
+        .recv_timeout(DEADLINE)
+        .expect("the node started within the deadline");
+    assert_eq!((started, listed), (MODULES, MODULES));
+    assert!(misordered.is_empty(), "{misordered:?}");
+}
+
 #[test]
 fn a_failed_start_stops_the_modules_after_it_from_starting() {
     let (node, started, misordered) = in_order(30, Some(12));

@@ -413,7 +413,7 @@ impl NodeBuilder {
         // reach what is there (a first join that fails goes on in the
         // background).
         for endpoint in &self.listens {
-            if let Err(error) = futures::executor::block_on(node.listen(endpoint)) {
+            if let Err(error) = super::block_here(node.listen(endpoint)) {
                 node.shutdown_blocking();
                 return Err(NodeError::Listen {
                     endpoint: endpoint.clone(),
@@ -422,7 +422,7 @@ impl NodeBuilder {
             }
         }
         for endpoint in &self.joins {
-            let joined = futures::executor::block_on(node.join_to(endpoint));
+            let joined = super::block_here(node.join_to(endpoint));
             if let Err(error) = joined {
                 node.shutdown_blocking();
                 return Err(NodeError::Join {
@@ -434,7 +434,7 @@ impl NodeBuilder {
         // Every module is handed to its host at once; each starts when the
         // one before it is up, so they still start one after the other, in
         // order, and this thread only waits for the outcome.
-        let started_in_order = futures::executor::block_on(async {
+        let started_in_order = super::block_here(async {
             let mut waiting = Vec::with_capacity(self.modules.len());
             let mut after = None;
             for spec in self.modules {

@@ -481,7 +481,7 @@ impl Node {
         &self,
         future: impl Future<Output = T> + Send + 'static,
     ) -> Result<T, NodeError> {
-        futures::executor::block_on(self.on_system(future))
+        block_here(self.on_system(future))
     }
 
     /// Stops module `name` normally (its `stopping` hook runs; it is not
@@ -823,6 +823,18 @@ impl Node {
 }
 
 /// Runs `future` on `arbiter`'s thread and returns its output.
+/// Blocks this thread until `future` is done.
+///
+/// The thread may be inside a tokio task (a `#[tokio::main]` that builds a
+/// node, say). tokio gives a task a budget of 128 polls of its channels per
+/// turn and, once it is spent, defers the wake to the scheduler's next turn:
+/// a turn that never comes while this thread blocks. So the wait runs
+/// outside the budget; without it, a start that waits for 128 modules
+/// stopped forever.
+pub(crate) fn block_here<T>(future: impl Future<Output = T>) -> T {
+    futures::executor::block_on(tokio::task::coop::unconstrained(future))
+}
+
 async fn on<T: Send + 'static>(
     arbiter: &ArbiterHandle,
     future: impl Future<Output = T> + Send + 'static,

@@ -973,3 +973,62 @@ async fn a_node_that_shuts_down_leaves_the_node_it_joined_without_trying_to_join
     );
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_peer_that_reads_small_frames_learns_an_announce_longer_than_one_frame_in_parts() {
+    announce_in_parts(&[CodecKind::Postcard]).await;
+}
+
+#[tokio::test]
+async fn a_json_peer_that_reads_small_frames_learns_an_announce_longer_than_one_frame_in_parts() {
+    announce_in_parts(&[CodecKind::Json]).await;
+}
+
+/// Node `big` runs 200 modules with long names, some 7 KiB to announce,
+/// to node `tiny`, which reads frames of 2 KiB and speaks `codecs`.
+async fn announce_in_parts(codecs: &[CodecKind]) {
+    const MODULES: usize = 200;
+    const TINY_FRAMES: usize = 2048;
+    let name = |i: usize| format!("camera-{i:03}-on-the-left-arm-mount");
+    let dir = TempDir::new();
+    let at = endpoint(&dir.socket("big.sock"));
+    let mut builder = Node::builder("big");
+    for i in 0..MODULES {
+        builder = builder.module_with(&name(i), || WhereAmI, ModuleOptions::new().thread("cameras"));
+    }
+    let big = builder.start().unwrap();
+    big.listen(&at).await.unwrap();
+    let tiny = Node::builder("tiny")
+        .link_config(LinkConfig {
+            max_frame_len: TINY_FRAMES,
+            codecs: codecs.to_vec(),
+            ..LinkConfig::default()
+        })
+        .join(&at)
+        .start()
+        .unwrap();
+
+    // Every module is known at `tiny`, the last part's as the first's...
+    for i in [0, MODULES / 2, MODULES - 1] {
+        tiny.wait_for_module(&name(i), DEADLINE).await.unwrap();
+    }
+    let unknown: Vec<String> = (0..MODULES).map(name).filter(|m| !tiny.reaches(m)).collect();
+    assert!(unknown.is_empty(), "not announced to tiny: {unknown:?}");
+    // ...and answers over the link.
+    let client = tiny.client("tester");
+    let first: String = client.ask(&name(0), ()).timeout(DEADLINE).await.unwrap();
+    let last: String = client.ask(&name(MODULES - 1), ()).timeout(DEADLINE).await.unwrap();
+    assert_eq!(first, last, "both on big's thread `cameras`");
+
+    // A module gone is gone at `tiny` too: the next announce, in parts
+    // again, replaces the last whole.
+    big.stop_module(&name(MODULES / 2)).await.unwrap();
+    let gone = name(MODULES / 2);
+    tiny.wait_until("the stopped module forgotten", DEADLINE, |tiny| !tiny.reaches(&gone))
+        .await
+        .unwrap();
+    let unknown: Vec<String> = (0..MODULES).map(name).filter(|m| !tiny.reaches(m)).collect();
+    assert_eq!(unknown, [gone], "only the stopped module is forgotten");
+    tiny.shutdown().await;
+    big.shutdown().await;
+}

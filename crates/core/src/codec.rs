@@ -721,6 +721,14 @@ impl WireCodec {
         }
     }
 
+    /// The longest frame body (or line) this codec writes and reads.
+    pub fn max_frame_len(&self) -> usize {
+        match self {
+            WireCodec::Postcard(codec) => codec.max_frame_len,
+            WireCodec::Json(codec) => codec.max_frame_len,
+        }
+    }
+
     /// Appends a data frame that borrows what it carries: the same bytes
     /// as encoding the matching [`Frame`], with nothing copied first.
     pub fn encode_data(&self, frame: &DataFrame<'_>, dst: &mut BytesMut) -> Result<(), FrameError> {

@@ -579,7 +579,8 @@ pub enum Frame {
     },
     /// What can be reached through the sender: its own modules and
     /// subscriptions, and those of the nodes it routes to. Replaces whatever
-    /// was announced before.
+    /// was announced before — once its last part has come, when it is sent
+    /// in parts (see [`crate::announce`]).
     Announce {
         /// The sender's own modules (those of its child processes included).
         modules: Vec<String>,
@@ -590,6 +591,11 @@ pub enum Frame {
         /// (a loop) and prefers the shortest. A simple peer sends none.
         #[serde(default)]
         reach: Vec<Reach>,
+        /// More parts of this announcement follow: the receiver gathers
+        /// them, and the whole replaces what was announced before once a
+        /// part without `more` has come.
+        #[serde(default)]
+        more: bool,
     },
     /// A module behind the sender stopped or failed (for monitors).
     Down {

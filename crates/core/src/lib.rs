@@ -10,6 +10,7 @@
 //! [`Bus`], the one seam between a module's [`Context`] and the node.
 
 pub mod address;
+pub mod announce;
 pub mod auth;
 pub mod blob;
 pub mod bus;

@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use botbus_core::announce::{Announcement, Gathering};
 use botbus_core::handshake::Handshake;
 pub(crate) use botbus_core::Role;
 use botbus_core::{
@@ -371,7 +372,9 @@ pub(crate) struct LinkHandle {
     /// limit. Nothing it sends can be trusted any more.
     broken: AtomicBool,
     /// The announcement last sent, so an unchanged one is not sent again.
-    last_announce: Mutex<Option<Frame>>,
+    last_announce: Mutex<Option<Announcement>>,
+    /// The parts of the peer's announcement received so far.
+    announce_parts: Mutex<Gathering>,
     counters: Counters,
 }
 
@@ -508,12 +511,33 @@ impl LinkHandle {
         self.remote.read().expect("link lock")
     }
 
+    /// Takes a part of the peer's announcement (a single announce is its
+    /// own last part); once it is whole, it replaces what the peer
+    /// announced before, and this answers true: the routes must be
+    /// refreshed.
+    pub(crate) fn gather_announce(&self, part: Announcement, more: bool) -> bool {
+        let taken = self.announce_parts.lock().expect("link lock").take(part, more);
+        match taken {
+            Ok(Some(whole)) => {
+                self.set_announced(whole);
+                true
+            }
+            Ok(None) => false,
+            Err(error) => {
+                tracing::warn!(peer = %self.peer, %error, "dropping the peer's announce: its last one stands");
+                false
+            }
+        }
+    }
+
     /// What the peer announced, in full (replacing what it said before).
-    pub(crate) fn set_announced(
+    fn set_announced(
         &self,
-        modules: Vec<String>,
-        subscriptions: Vec<String>,
-        reach: Vec<botbus_core::Reach>,
+        Announcement {
+            modules,
+            subscriptions,
+            reach,
+        }: Announcement,
     ) {
         let patterns = |patterns: Vec<String>| -> Vec<TopicPattern> {
             patterns
@@ -559,13 +583,36 @@ impl LinkHandle {
         }
     }
 
-    /// Sends `announcement` unless it is what the peer was told last.
-    pub(crate) fn announce(&self, announcement: Frame) {
+    /// Sends `announcement` unless it is what the peer was told last: in
+    /// one frame, or in parts where it is longer than the peer reads (see
+    /// [`botbus_core::announce`]).
+    pub(crate) fn announce(&self, announcement: Announcement) {
         let mut last = self.last_announce.lock().expect("link lock");
-        if last.as_ref() != Some(&announcement) {
-            self.send_control(&announcement);
-            *last = Some(announcement);
+        if last.as_ref() == Some(&announcement) {
+            return;
         }
+        // A frame fits when the link's own codec, which is held to the
+        // peer's limit, encodes it.
+        let (mut codec, mut scratch) = (self.codec.clone(), bytes::BytesMut::new());
+        let parts = announcement.clone().into_parts(|frame| {
+            scratch.clear();
+            tokio_util::codec::Encoder::encode(&mut codec, frame, &mut scratch).is_ok()
+        });
+        if !parts.left_out.is_empty() {
+            tracing::warn!(
+                peer = %self.peer,
+                limit = self.codec.max_frame_len(),
+                left_out = ?parts.left_out,
+                "announcing without what fits in no frame the peer reads"
+            );
+        }
+        if parts.frames.len() > 1 {
+            tracing::debug!(peer = %self.peer, parts = parts.frames.len(), "announcing in parts");
+        }
+        for frame in &parts.frames {
+            self.send_control(frame);
+        }
+        *last = Some(announcement);
     }
 
     /// Whether the peer has announced what lives behind it.
@@ -718,6 +765,7 @@ pub(crate) async fn establish_link(
         closing: AtomicBool::new(false),
         broken: AtomicBool::new(false),
         last_announce: Mutex::default(),
+        announce_parts: Mutex::default(),
         counters: Counters::default(),
     });
     router.add_link(handle.clone()).map_err(LinkError::Duplicate)?;

@@ -14,6 +14,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use botbus_core::announce::Announcement;
 use botbus_core::{AskError, DataIn, Envelope, EnvelopeKind, Frame, SenderAddress};
 use bytes::Bytes;
 
@@ -150,9 +151,16 @@ impl Router {
                 modules,
                 subscriptions,
                 reach,
+                more,
             } => {
-                link.set_announced(modules, subscriptions, reach);
-                self.refresh();
+                let part = Announcement {
+                    modules,
+                    subscriptions,
+                    reach,
+                };
+                if link.gather_announce(part, more) {
+                    self.refresh();
+                }
             }
             Frame::Subscribe { pattern } => {
                 link.set_subscribed(&pattern, true);

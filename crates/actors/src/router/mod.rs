@@ -37,6 +37,7 @@ mod inbound;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
+use botbus_core::announce::Announcement;
 use botbus_core::{
     address, AskError, Bus, CancelHook, Down, DownReason, Envelope, EnvelopeKind, Frame, Payload, Reach, SendError,
     SenderAddress, TopicPattern, TryDeliverError,
@@ -581,7 +582,7 @@ impl Router {
     /// What `link`'s peer can reach through this node: this node's own
     /// modules and subscriptions (never the peer's own module echoed back),
     /// and every node whose best route does not go through that peer.
-    fn announcement_for(&self, link: &Arc<LinkHandle>) -> Frame {
+    fn announcement_for(&self, link: &Arc<LinkHandle>) -> Announcement {
         let mut modules = self.local_names();
         modules.retain(|m| link.child_of() != Some(m.as_str()));
         let mut subscriptions: Vec<String> = self
@@ -618,7 +619,7 @@ impl Router {
             })
             .collect();
         reach.sort_by(|a, b| a.node.cmp(&b.node));
-        Frame::Announce {
+        Announcement {
             modules,
             subscriptions,
             reach,

@@ -68,6 +68,7 @@ pub fn frames_with_body(body: Bytes, json: bool) -> Vec<Frame> {
                 subscriptions: vec!["a/**".into()],
                 json: false,
             }],
+            more: true,
         },
         Frame::Down {
             module: "m".into(),

@@ -976,32 +976,58 @@ async fn a_node_that_shuts_down_leaves_the_node_it_joined_without_trying_to_join
 
 #[tokio::test]
 async fn a_peer_that_reads_small_frames_learns_an_announce_longer_than_one_frame_in_parts() {
-    announce_in_parts(&[CodecKind::Postcard]).await;
+    announce_in_parts(CodecKind::Postcard, Between::Nothing).await;
 }
 
 #[tokio::test]
 async fn a_json_peer_that_reads_small_frames_learns_an_announce_longer_than_one_frame_in_parts() {
-    announce_in_parts(&[CodecKind::Json]).await;
+    announce_in_parts(CodecKind::Json, Between::Nothing).await;
+}
+
+#[tokio::test]
+async fn a_hub_announces_a_joined_node_of_many_modules_in_parts_to_a_peer_that_reads_small_frames() {
+    announce_in_parts(CodecKind::Postcard, Between::Hub).await;
+}
+
+/// What links the node of many modules to the peer that reads small frames.
+#[derive(Clone, Copy, PartialEq)]
+enum Between {
+    /// The peer joins it.
+    Nothing,
+    /// Both join a hub: the hub announces the node's modules to the peer
+    /// as a reached node's, whose entry is then cut across parts.
+    Hub,
 }
 
 /// Node `big` runs 200 modules with long names, some 7 KiB to announce,
-/// to node `tiny`, which reads frames of 2 KiB and speaks `codecs`.
-async fn announce_in_parts(codecs: &[CodecKind]) {
+/// to node `tiny`, which reads frames of 2 KiB and speaks `codec`.
+async fn announce_in_parts(codec: CodecKind, between: Between) {
     const MODULES: usize = 200;
     const TINY_FRAMES: usize = 2048;
     let name = |i: usize| format!("camera-{i:03}-on-the-left-arm-mount");
     let dir = TempDir::new();
-    let at = endpoint(&dir.socket("big.sock"));
+    let at = endpoint(&dir.socket("bus.sock"));
     let mut builder = Node::builder("big");
     for i in 0..MODULES {
         builder = builder.module_with(&name(i), || WhereAmI, ModuleOptions::new().thread("cameras"));
     }
     let big = builder.start().unwrap();
-    big.listen(&at).await.unwrap();
+    let hub = match between {
+        Between::Nothing => {
+            big.listen(&at).await.unwrap();
+            None
+        }
+        Between::Hub => {
+            let hub = Node::builder("hub").start().unwrap();
+            hub.listen(&at).await.unwrap();
+            big.join_to(&at).await.unwrap();
+            Some(hub)
+        }
+    };
     let tiny = Node::builder("tiny")
         .link_config(LinkConfig {
             max_frame_len: TINY_FRAMES,
-            codecs: codecs.to_vec(),
+            codecs: vec![codec],
             ..LinkConfig::default()
         })
         .join(&at)
@@ -1031,4 +1057,7 @@ async fn announce_in_parts(codecs: &[CodecKind]) {
     assert_eq!(unknown, [gone], "only the stopped module is forgotten");
     tiny.shutdown().await;
     big.shutdown().await;
+    if let Some(hub) = hub {
+        hub.shutdown().await;
+    }
 }

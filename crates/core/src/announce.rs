@@ -97,11 +97,23 @@ impl Announcement {
         let mut left_out = Vec::new();
         let mut start = 0;
         while start < atoms.len() {
-            // The longest run of atoms from `start` that fits, by halving:
-            // a frame only grows with the atoms it holds. Measured as a
-            // last part: `more` set is never the longer (JSON's `true` is
-            // shorter than its `false`; in postcard both are one byte).
-            let (mut fitting, mut too_many) = (0, atoms.len() - start + 1);
+            // The longest run of atoms from `start` that fits: doubled
+            // until one does not, then halved between (a frame only grows
+            // with the atoms it holds), so a part costs trials of its own
+            // size, not of all that is left. Measured as a last part:
+            // `more` set is never the longer (JSON's `true` is shorter
+            // than its `false`; in postcard both are one byte).
+            let left = atoms.len() - start;
+            let (mut fitting, mut too_many) = (0, left + 1);
+            let mut trial = 1;
+            while fitting < left {
+                if !fits(&self.part(&atoms[start..start + trial])) {
+                    too_many = trial;
+                    break;
+                }
+                fitting = trial;
+                trial = (trial * 2).min(left);
+            }
             while too_many - fitting > 1 {
                 let mid = fitting + (too_many - fitting) / 2;
                 if fits(&self.part(&atoms[start..start + mid])) {
@@ -149,10 +161,16 @@ impl Announcement {
         let reach_of = |part: &mut Announcement, node: usize| -> usize {
             let fresh = part.reach.last().is_none_or(|last| last.node != self.reach[node].node);
             if fresh {
+                // The entry's own names only: its lists are filled atom by
+                // atom, and cloning them whole at every trial cut would
+                // make cutting a large entry quadratic.
+                let reach = &self.reach[node];
                 part.reach.push(Reach {
+                    node: reach.node.clone(),
+                    path: reach.path.clone(),
                     modules: Vec::new(),
                     subscriptions: Vec::new(),
-                    ..self.reach[node].clone()
+                    json: reach.json,
                 });
             }
             part.reach.len() - 1
@@ -340,6 +358,30 @@ mod tests {
             }
             assert_eq!(gather(parts.frames), Some(big()), "{limit}");
         }
+    }
+
+    #[test]
+    fn cutting_a_large_entry_measures_about_as_much_as_it_sends() {
+        let announcement = Announcement {
+            reach: vec![node("arm", 10_000, 0)],
+            ..Announcement::default()
+        };
+        let whole = serde_json::to_vec(&announcement.clone().into_frame(false))
+            .unwrap()
+            .len();
+        let mut measured = 0;
+        let parts = announcement.clone().into_parts(|frame| {
+            let len = serde_json::to_vec(frame).unwrap().len();
+            measured += len;
+            len <= 1000
+        });
+        assert!(parts.frames.len() > 100);
+        // Each part is found by a dozen trials no larger than twice
+        // itself: about ten times the whole in all, where trials over all
+        // that is left would measure half of it again for every part (here
+        // some 110 times the whole).
+        assert!(measured < 16 * whole, "measured {measured} bytes to cut {whole}");
+        assert_eq!(gather(parts.frames), Some(announcement));
     }
 
     #[test]

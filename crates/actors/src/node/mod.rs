@@ -822,7 +822,6 @@ impl Node {
     }
 }
 
-/// Runs `future` on `arbiter`'s thread and returns its output.
 /// Blocks this thread until `future` is done.
 ///
 /// The thread may be inside a tokio task (a `#[tokio::main]` that builds a
@@ -835,6 +834,7 @@ pub(crate) fn block_here<T>(future: impl Future<Output = T>) -> T {
     futures::executor::block_on(tokio::task::coop::unconstrained(future))
 }
 
+/// Runs `future` on `arbiter`'s thread and returns its output.
 async fn on<T: Send + 'static>(
     arbiter: &ArbiterHandle,
     future: impl Future<Output = T> + Send + 'static,

@@ -415,7 +415,6 @@ async fn a_node_never_announces_a_peers_own_modules_back_to_it() {
         modules: vec!["x".into()],
         subscriptions: vec!["raw/**".into()],
         reach: vec![],
-        more: false,
     };
     writer.send(&own).await.unwrap();
     a.wait_for_module("x", DEADLINE).await.unwrap();
@@ -436,7 +435,6 @@ async fn a_node_never_announces_a_peers_own_modules_back_to_it() {
                 modules,
                 subscriptions,
                 reach,
-                more: false,
             } => announced.push((modules, subscriptions, reach)),
             _ => {}
         }

@@ -273,8 +273,8 @@ def serve():
             elif kind == "bye":
                 log.info("parent said goodbye: %s", fields["reason"])
                 return
-            # announce, subscribe, unsubscribe, credit, cancel, down, pong:
-            # nothing to do for a module this simple.
+            # announce, announce_part, subscribe, unsubscribe, credit,
+            # cancel, down, pong: nothing to do for a module this simple.
         except (KeyError, TypeError) as error:
             raise LinkBroken("malformed %s frame: %r" % (kind, error)) from None
 

@@ -4,10 +4,11 @@
 //! A node announces its own modules and subscriptions and every node it
 //! reaches ([`Frame::Announce`]). Towards a peer whose `max_frame` is
 //! small, or from a hub reaching many nodes, that may not fit one frame.
-//! [`Announcement::into_parts`] cuts it into frames that fit, each but the
-//! last marked `more`; the receiver's [`Gathering`] joins them back and
-//! gives the whole once the last has come, which then replaces what was
-//! announced before, as a single announce does.
+//! [`Announcement::into_parts`] cuts it into frames that fit: parts
+//! ([`Frame::AnnouncePart`]) and, last, an announce. The receiver's
+//! [`Gathering`] joins them back and gives the whole once the announce has
+//! come, which then replaces what was announced before, as a single
+//! announce does.
 //!
 //! ```
 //! use botbus_core::announce::{Announcement, Gathering};
@@ -25,15 +26,16 @@
 //! let mut gathering = Gathering::default();
 //! let mut whole = None;
 //! for frame in parts.frames {
-//!     let Frame::Announce { modules, subscriptions, reach, more } = frame else { unreachable!() };
-//!     whole = gathering.take(Announcement { modules, subscriptions, reach }, more).unwrap();
+//!     let (part, more) = Announcement::from_frame(frame).expect("an announce or a part of one");
+//!     whole = gathering.take(part, more).unwrap();
 //! }
 //! assert_eq!(whole, Some(announcement));
 //! ```
 
 use crate::frame::{Frame, Reach};
 
-/// What a node announces to a peer: the body of a [`Frame::Announce`].
+/// What a node announces to a peer: the body of a [`Frame::Announce`] (or
+/// of the [`Frame::AnnouncePart`]s and the announce it is cut into).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Announcement {
     /// The sender's own modules.
@@ -47,8 +49,7 @@ pub struct Announcement {
 /// An [`Announcement`] as the frames that carry it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parts {
-    /// The frames, in the order to send them: every one but the last has
-    /// `more` set.
+    /// The frames, in the order to send them: parts, then one announce.
     pub frames: Vec<Frame>,
     /// What fits in no frame on its own (a name longer than the peer reads,
     /// with what it needs around it), left out, described for a log line.
@@ -69,12 +70,52 @@ enum Atom {
 
 impl Announcement {
     /// This announcement as one frame.
-    pub fn into_frame(self, more: bool) -> Frame {
+    pub fn into_frame(self) -> Frame {
         Frame::Announce {
             modules: self.modules,
             subscriptions: self.subscriptions,
             reach: self.reach,
-            more,
+        }
+    }
+
+    /// This announcement as a part of a longer one.
+    fn into_part_frame(self) -> Frame {
+        Frame::AnnouncePart {
+            modules: self.modules,
+            subscriptions: self.subscriptions,
+            reach: self.reach,
+        }
+    }
+
+    /// What `frame` announces, and whether more is to come (a part), if
+    /// it is an announce or a part of one.
+    pub fn from_frame(frame: Frame) -> Option<(Announcement, bool)> {
+        match frame {
+            Frame::Announce {
+                modules,
+                subscriptions,
+                reach,
+            } => Some((
+                Announcement {
+                    modules,
+                    subscriptions,
+                    reach,
+                },
+                false,
+            )),
+            Frame::AnnouncePart {
+                modules,
+                subscriptions,
+                reach,
+            } => Some((
+                Announcement {
+                    modules,
+                    subscriptions,
+                    reach,
+                },
+                true,
+            )),
+            _ => None,
         }
     }
 
@@ -85,7 +126,7 @@ impl Announcement {
     /// names the node again). Order is kept. A name that fits in no frame
     /// even alone is left out, and said so in [`Parts::left_out`].
     pub fn into_parts(self, mut fits: impl FnMut(&Frame) -> bool) -> Parts {
-        let whole = self.clone().into_frame(false);
+        let whole = self.clone().into_frame();
         if fits(&whole) {
             return Parts {
                 frames: vec![whole],
@@ -100,14 +141,14 @@ impl Announcement {
             // The longest run of atoms from `start` that fits: doubled
             // until one does not, then halved between (a frame only grows
             // with the atoms it holds), so a part costs trials of its own
-            // size, not of all that is left. Measured as a last part:
-            // `more` set is never the longer (JSON's `true` is shorter
-            // than its `false`; in postcard both are one byte).
+            // size, not of all that is left. Measured as a part, never the
+            // shorter kind (JSON's `"announce_part"` is the longer name; in
+            // postcard either kind is one byte), so the last fits too.
             let left = atoms.len() - start;
             let (mut fitting, mut too_many) = (0, left + 1);
             let mut trial = 1;
             while fitting < left {
-                if !fits(&self.part(&atoms[start..start + trial])) {
+                if !fits(&self.part(&atoms[start..start + trial]).into_part_frame()) {
                     too_many = trial;
                     break;
                 }
@@ -116,7 +157,7 @@ impl Announcement {
             }
             while too_many - fitting > 1 {
                 let mid = fitting + (too_many - fitting) / 2;
-                if fits(&self.part(&atoms[start..start + mid])) {
+                if fits(&self.part(&atoms[start..start + mid]).into_part_frame()) {
                     fitting = mid;
                 } else {
                     too_many = mid;
@@ -132,14 +173,21 @@ impl Announcement {
         }
         let Some(last) = frames.len().checked_sub(1) else {
             // Nothing fits: an empty announce at least says what is gone.
-            let frames = vec![Announcement::default().into_frame(false)];
+            let frames = vec![Announcement::default().into_frame()];
             return Parts { frames, left_out };
         };
-        for frame in &mut frames[..last] {
-            if let Frame::Announce { more, .. } = frame {
-                *more = true;
-            }
-        }
+        // The last part ends the announcement: it goes as the announce.
+        let frames = frames
+            .into_iter()
+            .enumerate()
+            .map(|(i, part)| {
+                if i == last {
+                    part.into_frame()
+                } else {
+                    part.into_part_frame()
+                }
+            })
+            .collect();
         Parts { frames, left_out }
     }
 
@@ -154,9 +202,9 @@ impl Announcement {
         atoms
     }
 
-    /// The announce frame holding `atoms` (as a last part), a reached
-    /// node's entry opened wherever its first atom here is.
-    fn part(&self, atoms: &[Atom]) -> Frame {
+    /// The part holding `atoms`, a reached node's entry opened wherever
+    /// its first atom here is.
+    fn part(&self, atoms: &[Atom]) -> Announcement {
         let mut part = Announcement::default();
         let reach_of = |part: &mut Announcement, node: usize| -> usize {
             let fresh = part.reach.last().is_none_or(|last| last.node != self.reach[node].node);
@@ -194,7 +242,7 @@ impl Announcement {
                 }
             }
         }
-        part.into_frame(false)
+        part
     }
 
     fn describe(&self, atom: Atom) -> String {
@@ -294,26 +342,9 @@ mod tests {
         let mut gathering = Gathering::default();
         let mut whole = None;
         for frame in frames {
-            let Frame::Announce {
-                modules,
-                subscriptions,
-                reach,
-                more,
-            } = frame
-            else {
-                panic!("not an announce: {frame:?}")
-            };
+            let (part, more) = Announcement::from_frame(frame).expect("an announce or a part of one");
             assert!(whole.is_none(), "a part after the last");
-            whole = gathering
-                .take(
-                    Announcement {
-                        modules,
-                        subscriptions,
-                        reach,
-                    },
-                    more,
-                )
-                .unwrap();
+            whole = gathering.take(part, more).unwrap();
         }
         whole
     }
@@ -339,22 +370,24 @@ mod tests {
     #[test]
     fn an_announcement_that_fits_is_one_frame() {
         let parts = big().into_parts(json_fits(usize::MAX));
-        assert_eq!(parts.frames, vec![big().into_frame(false)]);
+        assert_eq!(parts.frames, vec![big().into_frame()]);
     }
 
     #[test]
     fn a_long_announcement_goes_in_parts_that_fit_and_gathers_back_whole() {
-        let whole = serde_json::to_vec(&big().into_frame(false)).unwrap().len();
+        let whole = serde_json::to_vec(&big().into_frame()).unwrap().len();
         for limit in [200, 300, 1000, whole - 1] {
             let parts = big().into_parts(json_fits(limit));
             assert!(parts.left_out.is_empty(), "{limit}: {:?}", parts.left_out);
             assert!(parts.frames.len() > 1, "{limit}");
             for (i, frame) in parts.frames.iter().enumerate() {
                 assert!(json_fits(limit)(frame), "{limit}: part {i} is too long");
-                let Frame::Announce { more, .. } = frame else {
-                    unreachable!()
-                };
-                assert_eq!(*more, i + 1 < parts.frames.len(), "{limit}: only the last part ends it");
+                let last = i + 1 == parts.frames.len();
+                assert_eq!(
+                    matches!(frame, Frame::Announce { .. }),
+                    last,
+                    "{limit}: parts, then the announce that ends them"
+                );
             }
             assert_eq!(gather(parts.frames), Some(big()), "{limit}");
         }
@@ -366,9 +399,7 @@ mod tests {
             reach: vec![node("arm", 10_000, 0)],
             ..Announcement::default()
         };
-        let whole = serde_json::to_vec(&announcement.clone().into_frame(false))
-            .unwrap()
-            .len();
+        let whole = serde_json::to_vec(&announcement.clone().into_frame()).unwrap().len();
         let mut measured = 0;
         let parts = announcement.clone().into_parts(|frame| {
             let len = serde_json::to_vec(frame).unwrap().len();
@@ -394,7 +425,7 @@ mod tests {
         assert_eq!(gather(parts.frames), Some(announcement));
         // Nothing fits at all: one empty announce still replaces the last.
         let parts = big().into_parts(json_fits(10));
-        assert_eq!(parts.frames, vec![Announcement::default().into_frame(false)]);
+        assert_eq!(parts.frames, vec![Announcement::default().into_frame()]);
     }
 
     #[test]

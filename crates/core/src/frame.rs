@@ -579,8 +579,8 @@ pub enum Frame {
     },
     /// What can be reached through the sender: its own modules and
     /// subscriptions, and those of the nodes it routes to. Replaces whatever
-    /// was announced before — once its last part has come, when it is sent
-    /// in parts (see [`crate::announce`]).
+    /// was announced before, together with the [`Frame::AnnouncePart`]s
+    /// just before it, if any (see [`crate::announce`]).
     Announce {
         /// The sender's own modules (those of its child processes included).
         modules: Vec<String>,
@@ -591,11 +591,6 @@ pub enum Frame {
         /// (a loop) and prefers the shortest. A simple peer sends none.
         #[serde(default)]
         reach: Vec<Reach>,
-        /// More parts of this announcement follow: the receiver gathers
-        /// them, and the whole replaces what was announced before once a
-        /// part without `more` has come.
-        #[serde(default)]
-        more: bool,
     },
     /// A module behind the sender stopped or failed (for monitors).
     Down {
@@ -625,6 +620,20 @@ pub enum Frame {
     Bye {
         /// Why.
         reason: String,
+    },
+    /// A part of an announcement too long for one frame the peer reads:
+    /// more parts follow, the last of them a [`Frame::Announce`], and the
+    /// receiver takes them all together as that one announce (see
+    /// [`crate::announce`]). Last of the kinds, so that a peer that knows
+    /// none still reads every announce that fits one frame.
+    AnnouncePart {
+        /// Some of the sender's own modules.
+        modules: Vec<String>,
+        /// Some of the topic patterns they subscribe to.
+        subscriptions: Vec<String>,
+        /// Some of the nodes reachable through the sender: an entry whose
+        /// names go on in the next part is named again there.
+        reach: Vec<Reach>,
     },
 }
 

@@ -147,16 +147,9 @@ impl Router {
                 }
                 link.credit_one();
             }
-            Frame::Announce {
-                modules,
-                subscriptions,
-                reach,
-                more,
-            } => {
-                let part = Announcement {
-                    modules,
-                    subscriptions,
-                    reach,
+            frame @ (Frame::Announce { .. } | Frame::AnnouncePart { .. }) => {
+                let Some((part, more)) = Announcement::from_frame(frame) else {
+                    unreachable!("an announce or a part of one")
                 };
                 if link.gather_announce(part, more) {
                     self.refresh();

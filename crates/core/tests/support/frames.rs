@@ -68,7 +68,17 @@ pub fn frames_with_body(body: Bytes, json: bool) -> Vec<Frame> {
                 subscriptions: vec!["a/**".into()],
                 json: false,
             }],
-            more: true,
+        },
+        Frame::AnnouncePart {
+            modules: vec!["m2".into()],
+            subscriptions: Vec::new(),
+            reach: vec![Reach {
+                node: "c".into(),
+                path: vec!["b".into(), "c".into()],
+                modules: vec!["n2".into()],
+                subscriptions: Vec::new(),
+                json: true,
+            }],
         },
         Frame::Down {
             module: "m".into(),

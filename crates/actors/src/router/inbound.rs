@@ -82,6 +82,14 @@ impl Router {
         }
     }
 
+    /// A part of what `link`'s peer announces (`more` to come), or the
+    /// announce that ends it: once whole, the routes are made afresh.
+    fn take_announce(&self, link: &LinkHandle, part: Announcement, more: bool) {
+        if link.gather_announce(part, more) {
+            self.refresh();
+        }
+    }
+
     /// Whether `to`, the callee of an ask that arrived over a link, names a
     /// module at another node that does not have it: refused at once, not
     /// passed on there. Any other callee is routed as it is, with one look
@@ -147,14 +155,32 @@ impl Router {
                 }
                 link.credit_one();
             }
-            frame @ (Frame::Announce { .. } | Frame::AnnouncePart { .. }) => {
-                let Some((part, more)) = Announcement::from_frame(frame) else {
-                    unreachable!("an announce or a part of one")
-                };
-                if link.gather_announce(part, more) {
-                    self.refresh();
-                }
-            }
+            Frame::Announce {
+                modules,
+                subscriptions,
+                reach,
+            } => self.take_announce(
+                link,
+                Announcement {
+                    modules,
+                    subscriptions,
+                    reach,
+                },
+                false,
+            ),
+            Frame::AnnouncePart {
+                modules,
+                subscriptions,
+                reach,
+            } => self.take_announce(
+                link,
+                Announcement {
+                    modules,
+                    subscriptions,
+                    reach,
+                },
+                true,
+            ),
             Frame::Subscribe { pattern } => {
                 link.set_subscribed(&pattern, true);
                 self.refresh();

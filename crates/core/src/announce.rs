@@ -90,20 +90,14 @@ impl Announcement {
     /// What `frame` announces, and whether more is to come (a part), if
     /// it is an announce or a part of one.
     pub fn from_frame(frame: Frame) -> Option<(Announcement, bool)> {
+        let more = matches!(frame, Frame::AnnouncePart { .. });
         match frame {
             Frame::Announce {
                 modules,
                 subscriptions,
                 reach,
-            } => Some((
-                Announcement {
-                    modules,
-                    subscriptions,
-                    reach,
-                },
-                false,
-            )),
-            Frame::AnnouncePart {
+            }
+            | Frame::AnnouncePart {
                 modules,
                 subscriptions,
                 reach,
@@ -113,7 +107,7 @@ impl Announcement {
                     subscriptions,
                     reach,
                 },
-                true,
+                more,
             )),
             _ => None,
         }

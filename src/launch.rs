@@ -22,6 +22,7 @@
 //! budget = { restarts = 3, within = "5s" }
 //! mailbox = 1024
 //! thread = "control"               # pool (default) | own | a shared thread's name
+//! cpus = [2]                       # Linux: its child process, or its own or named thread, runs only there
 //! needs = ["led"]
 //! start_timeout = "5s"
 //! args = { max_speed = 1.0 }       # the type's arguments
@@ -146,6 +147,7 @@ struct ModuleEntry {
     budget: Option<Spanned<BudgetEntry>>,
     mailbox: Option<usize>,
     thread: Option<Spanned<String>>,
+    cpus: Option<Vec<usize>>,
     #[serde(default)]
     needs: Vec<String>,
     start_timeout: Option<Spanned<String>>,
@@ -481,6 +483,9 @@ impl Launch {
                 "own" => options.own_thread(),
                 shared => options.thread(shared),
             };
+        }
+        if let Some(cpus) = &module.cpus {
+            options = options.cpus(cpus.iter().copied());
         }
         if let Some(timeout) = &module.start_timeout {
             options = options.start_timeout(duration("start_timeout", timeout)?);

@@ -46,6 +46,7 @@ use async_trait::async_trait;
 use botbus_core::{Endpoint, Link, LinkReader, LinkWriter, Listener, Transport, TransportError};
 use tokio::process::{Child, Command};
 
+pub mod affinity;
 mod stderr;
 pub use stderr::{LOG_BURST, LOG_LINES_PER_SEC, MAX_LOG_LINE};
 
@@ -73,6 +74,7 @@ pub struct ChildCommand {
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
     current_dir: Option<PathBuf>,
+    cpus: Option<Vec<usize>>,
 }
 
 impl ChildCommand {
@@ -83,6 +85,7 @@ impl ChildCommand {
             args: Vec::new(),
             envs: Vec::new(),
             current_dir: None,
+            cpus: None,
         }
     }
 
@@ -113,6 +116,15 @@ impl ChildCommand {
     /// Runs the child in `dir`.
     pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.current_dir = Some(dir.into());
+        self
+    }
+
+    /// Runs the child, every thread of it, only on the CPUs numbered
+    /// `cpus` (Linux; elsewhere the spawn fails saying so). Set before the
+    /// program starts, so its first instruction already runs there. A set
+    /// that names no CPU this process may use fails the spawn, naming it.
+    pub fn cpus(mut self, cpus: impl IntoIterator<Item = usize>) -> Self {
+        self.cpus = Some(cpus.into_iter().collect());
         self
     }
 
@@ -440,6 +452,28 @@ impl StdioTransport {
             endpoint: format!("child `{module}` ({command})"),
             source,
         };
+        if let Some(cpus) = &command.cpus {
+            let on_cpus = |source: io::Error| {
+                io_error(io::Error::new(
+                    source.kind(),
+                    format!("cannot run it on CPUs {cpus:?}: {source}"),
+                ))
+            };
+            #[cfg(target_os = "linux")]
+            {
+                let set = affinity::cpu_set(cpus).map_err(on_cpus)?;
+                // SAFETY: the closure runs in the forked child before exec;
+                // it makes one system call on a set built beforehand, and
+                // neither allocates nor takes a lock. (Setting it from here
+                // after the spawn would race with the child's first threads.)
+                #[allow(unsafe_code)]
+                unsafe {
+                    cmd.pre_exec(move || rustix::thread::sched_setaffinity(None, &set).map_err(io::Error::from));
+                }
+            }
+            #[cfg(not(target_os = "linux"))]
+            return Err(on_cpus(affinity::unsupported()));
+        }
         #[cfg(unix)]
         let stderr = {
             // A pipe of our own, read with blocking reads on a thread of its
@@ -451,7 +485,14 @@ impl StdioTransport {
         };
         #[cfg(not(unix))]
         cmd.stderr(Stdio::inherit());
-        let mut child = cmd.spawn().map_err(io_error)?;
+        let mut child = cmd.spawn().map_err(|source| match &command.cpus {
+            // What the child's `sched_setaffinity` says of a set it may not use.
+            Some(cpus) if source.kind() == io::ErrorKind::InvalidInput => io_error(io::Error::new(
+                source.kind(),
+                format!("cannot run it on CPUs {cpus:?}: {source}; {}", affinity::allowed()),
+            )),
+            _ => io_error(source),
+        })?;
         drop(cmd); // closes our copy of the stderr pipe's write end
         let pid = child.id().unwrap_or_default();
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {

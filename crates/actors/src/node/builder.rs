@@ -396,6 +396,7 @@ impl NodeBuilder {
                 next_pool: AtomicUsize::new(0),
                 arbiters: Mutex::new(pool),
                 named: Mutex::default(),
+                pinned: Mutex::default(),
                 modules: Mutex::default(),
                 transports,
                 link: self.link,

@@ -35,6 +35,7 @@ impl NodeBuilder {
         }
         spec.options.process = Process::This;
         spec.options.thread = Thread::System;
+        spec.options.cpus = None; // the parent started this process on them
         self.pool_threads = 0; // nothing runs on a pool here
                                // The child's one link is to its parent: the endpoints the parent
                                // listens on and joins are the parent's (a child that listened too

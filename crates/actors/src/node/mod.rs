@@ -52,7 +52,7 @@ use botbus_core::{validate_name, Client, Endpoint, Module, NameError, Transport,
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use botbus_transport_stdio::ChildCommand;
+use botbus_transport_stdio::{affinity, ChildCommand};
 
 use crate::child::{host_child, ChildHosted};
 use crate::host::{Hosted, Startup, StopSignal};
@@ -175,6 +175,8 @@ struct Shared {
     next_pool: AtomicUsize,
     arbiters: Mutex<Vec<Arbiter>>,
     named: Mutex<HashMap<String, ArbiterHandle>>,
+    /// The CPUs each pinned named thread runs on.
+    pinned: Mutex<HashMap<String, Vec<usize>>>,
     modules: Mutex<RunningModules>,
     transports: HashMap<&'static str, Arc<dyn Transport>>,
     link: LinkConfig,
@@ -289,6 +291,14 @@ impl Node {
             return Err(NodeError::Stopped);
         }
         let command = match &spec.options.process {
+            Process::Worker(_) if spec.options.cpus.is_some() => {
+                return Err(NodeError::StartFailed {
+                    module: spec.name.clone(),
+                    reason: "`cpus` pins a thread or a child process of this node, not a module on a worker: \
+                             pin it in the worker's own options"
+                        .to_owned(),
+                })
+            }
             Process::This => None,
             Process::SameBinary => Some(ChildCommand::current_exe().map_err(|e| NodeError::StartFailed {
                 module: spec.name.clone(),
@@ -301,11 +311,23 @@ impl Node {
             }
         };
         if let Some(command) = command {
+            let command = match &spec.options.cpus {
+                Some(cpus) => command.cpus(cpus.iter().copied()),
+                None => command,
+            };
             return self.launch_child_spec(spec, command, startup).await;
         }
         let Some(launch) = spec.launch.clone() else {
             unreachable!("a module without code in this binary always has a command")
         };
+        let arbiter = self.arbiter_for(&spec.options.thread).await?;
+        if let Some(cpus) = &spec.options.cpus {
+            let pinned = self.pin(&spec.options.thread, &arbiter, cpus).await;
+            pinned.map_err(|reason| NodeError::StartFailed {
+                module: spec.name.clone(),
+                reason,
+            })?;
+        }
         let (mailbox, inbox) = crate::mailbox::mailbox(spec.options.mailbox);
         let stop = Arc::new(StopSignal::ringing(mailbox.doorbell()));
         let supervised = self.register(&spec, stop, startup)?;
@@ -317,7 +339,6 @@ impl Node {
             inbox,
             ask_timeout: shared.ask_timeout,
         };
-        let arbiter = self.arbiter_for(&spec.options.thread).await?;
         shared.router.set_types(&spec.name, launch.types);
         if !arbiter.spawn((launch.run)(hosted)) {
             return Err(NodeError::Stopped);
@@ -456,6 +477,42 @@ impl Node {
                 .clone());
         }
         Ok(handle)
+    }
+
+    /// Runs `thread` (its arbiter `home`) only on `cpus` from now on.
+    async fn pin(&self, thread: &Thread, home: &ArbiterHandle, cpus: &[usize]) -> Result<(), String> {
+        let name = match thread {
+            Thread::Pool | Thread::System => {
+                return Err(
+                    "`cpus` pins the module's own thread or a named one, not a thread of the shared pool: \
+                            give the module `own_thread` or `thread`"
+                        .to_owned(),
+                )
+            }
+            Thread::Own => None,
+            Thread::Named(name) => {
+                let mut pinned = self.shared.pinned.lock().expect("node lock");
+                match pinned.get(name) {
+                    Some(already) if already == cpus => return Ok(()),
+                    Some(already) => {
+                        return Err(format!(
+                            "thread `{name}` already runs on CPUs {already:?}, not {cpus:?}"
+                        ))
+                    }
+                    None => pinned.insert(name.clone(), cpus.to_vec()),
+                };
+                Some(name)
+            }
+        };
+        let wanted = cpus.to_vec();
+        let pinned = on(home, async move { affinity::pin_this_thread(&wanted) })
+            .await
+            .map_err(|error| error.to_string())
+            .and_then(|done| done.map_err(|error| error.to_string()));
+        if let (Err(_), Some(name)) = (&pinned, name) {
+            self.shared.pinned.lock().expect("node lock").remove(name);
+        }
+        pinned
     }
 
     /// The thread that links made with `config` run on: the one it names,

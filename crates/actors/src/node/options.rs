@@ -49,6 +49,7 @@ pub struct ModuleOptions {
     pub(super) start_timeout: Duration,
     pub(super) liveness: Option<Liveness>,
     pub(super) needs: Vec<String>,
+    pub(super) cpus: Option<Vec<usize>>,
 }
 
 impl Default for ModuleOptions {
@@ -63,6 +64,7 @@ impl Default for ModuleOptions {
             start_timeout: DEFAULT_START_TIMEOUT,
             liveness: None,
             needs: Vec::new(),
+            cpus: None,
         }
     }
 }
@@ -109,6 +111,23 @@ impl ModuleOptions {
     /// module that names no thread has its link on the node's links' thread.
     pub fn thread(mut self, name: &str) -> Self {
         self.thread = Thread::Named(name.to_owned());
+        self
+    }
+
+    /// Runs the module only on the CPUs numbered `cpus` (Linux): the whole
+    /// child process of a module placed in one, else the module's thread —
+    /// its own, or the named thread it shares, with every module and link
+    /// on that thread. Keep a child and the thread of its busiest caller on
+    /// one CPU, and each message between them wakes its reader on the CPU
+    /// its writer just left, instead of one that may be idle and slow to
+    /// wake.
+    ///
+    /// The start fails, naming why, for a module on the shared pool or on
+    /// a worker (their threads are not the module's to pin), for a named
+    /// thread already pinned to other CPUs, for CPUs this process may not
+    /// use, and off Linux.
+    pub fn cpus(mut self, cpus: impl IntoIterator<Item = usize>) -> Self {
+        self.cpus = Some(cpus.into_iter().collect());
         self
     }
 

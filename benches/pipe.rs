@@ -58,6 +58,7 @@ fn main() {
         large_tells: (sizes.large_tells, large_beside, large_pool),
         switches: (cs_beside, cs_pool),
         from_module: None,
+        pinned: None,
         reactor: None,
     }
     .print_as(

@@ -158,6 +158,7 @@ fn main() {
         large_tells: (large_n, large_tls, large_tcp),
         switches: (cs_tls, cs_tcp),
         from_module: None,
+        pinned: None,
         reactor: None,
     }
     .print_as(

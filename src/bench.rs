@@ -109,10 +109,13 @@ impl Module for Sink {
     }
 }
 
-/// Asks `echo` 64 bytes as many times as it is told, one after another,
-/// from a module of its own — on a thread of its own, not the link's; it
-/// answers the p50 round trip, in nanoseconds.
-pub struct Asker;
+/// Asks `echo` (or the module it names) 64 bytes as many times as it is
+/// told, one after another, from a module of its own — on a thread of its
+/// own, not the link's; it answers the p50 round trip, in nanoseconds.
+pub struct Asker {
+    /// The module it asks.
+    pub asks: &'static str,
+}
 
 impl Module for Asker {
     type Message = u64;
@@ -122,7 +125,7 @@ impl Module for Asker {
         let mut samples = Vec::with_capacity(n as usize);
         for _ in 0..n {
             let start = Instant::now();
-            let _: Chunk = ctx.ask("echo", Chunk::of(SMALL)).await?;
+            let _: Chunk = ctx.ask(self.asks, Chunk::of(SMALL)).await?;
             samples.push(start.elapsed());
         }
         Ok(median(&mut samples).as_nanos() as u64)
@@ -131,6 +134,17 @@ impl Module for Asker {
 
 /// The module name of a measuring node's [`Asker`], and its thread's.
 const ASKER: &str = "asker";
+/// The child module a [`stdio_node`] runs on one CPU with the [`Asker`]
+/// that asks it, that asker's thread, and so the link between them.
+const PINNED_ECHO: &str = "echo-pinned";
+/// That asker's name, and its thread's.
+const PINNED_ASKER: &str = "asker-pinned";
+
+/// The CPU a [`stdio_node`] pins [`PINNED_ECHO`] and its asker to: the
+/// last this process may use (Linux; none elsewhere).
+pub fn pinned_cpu() -> Option<usize> {
+    botbus_transport_stdio::affinity::usable_cpus().ok()?.last().copied()
+}
 
 /// How much each measurement does: round trips per round, tells of each
 /// size per round, and rounds (the median is reported).
@@ -190,9 +204,14 @@ pub fn botbus_round_trips(node: &Node, n: usize) -> Vec<Duration> {
 /// The p50 of `n` ask round trips of 64 bytes to the module `echo`, asked
 /// by `node`'s module [`Asker`] from a thread of its own.
 pub fn module_round_trip(node: &Node, n: usize) -> Duration {
+    asker_round_trip(node, ASKER, n)
+}
+
+/// [`module_round_trip`], asked by the [`Asker`] named `asker`.
+fn asker_round_trip(node: &Node, asker: &'static str, n: usize) -> Duration {
     let client = node.client("driver");
     let nanos: u64 = node
-        .block_on(async move { client.ask(ASKER, n as u64).timeout(Duration::from_secs(120)).await })
+        .block_on(async move { client.ask(asker, n as u64).timeout(Duration::from_secs(120)).await })
         .expect("node up")
         .expect("the asker answers");
     Duration::from_nanos(nanos)
@@ -363,6 +382,10 @@ pub struct Versus {
     /// measured: the p50 round trip, and context switches per ask in each
     /// process (against the raw channel's above).
     pub from_module: Option<(Duration, Vec<f64>)>,
+    /// Asked by a module whose thread, link and child all run on one CPU
+    /// ([`ModuleOptions::cpus`]), if measured: the CPU, the p50 round trip,
+    /// and context switches per ask in each process.
+    pub pinned: Option<(usize, Duration, Vec<f64>)>,
     /// The p50 of the same round trip as the raw channel's with a bare
     /// tokio runtime on each side instead, if measured: the reactor's
     /// floor, under botbus's round trip and over the raw channel's.
@@ -447,6 +470,21 @@ impl Versus {
                 "{:<34} {:>14} {:>14}",
                 "… context switches per ask",
                 joined(cs_module),
+                joined(cs_raw)
+            );
+        }
+        if let Some((cpu, rtt_pinned, cs_pinned)) = &self.pinned {
+            println!(
+                "{:<34} {:>11.1} us {:>11.1} us {:>12.2}",
+                format!("… it, its link and child on CPU {cpu}"),
+                us(*rtt_pinned),
+                us(rtt_raw),
+                us(*rtt_pinned) / us(rtt_raw),
+            );
+            println!(
+                "{:<34} {:>14} {:>14}",
+                "… context switches per ask",
+                joined(cs_pinned),
                 joined(cs_raw)
             );
         }
@@ -658,15 +696,23 @@ impl<W: Write, R: Read> Raw<W, R> {
 /// The node whose child modules `echo` and `sink` the stdio measurement
 /// asks (and `spawnee`, which [`spawn_to_ready`] restarts); in such a
 /// child, it hosts that module and never returns.
+///
+/// Where it can ([`pinned_cpu`]), it also runs [`PINNED_ECHO`] in a child
+/// on one CPU, with the thread of the asker that asks it and of its link.
 pub fn stdio_node() -> Node {
     let child = || ModuleOptions::new().in_child();
-    Node::builder("bench")
+    let mut builder = Node::builder("bench")
         .module_with("echo", || Echo, child())
         .module_with("sink", Sink::default, child())
         .module_with("spawnee", || Echo, child())
-        .module_with(ASKER, || Asker, ModuleOptions::new().thread(ASKER))
-        .start()
-        .expect("the bench node with its children starts")
+        .module_with(ASKER, || Asker { asks: "echo" }, ModuleOptions::new().thread(ASKER));
+    if let Some(cpu) = pinned_cpu() {
+        let pinned = || ModuleOptions::new().thread(PINNED_ASKER).cpus([cpu]);
+        builder = builder
+            .module_with(PINNED_ECHO, || Echo, pinned().in_child())
+            .module_with(PINNED_ASKER, || Asker { asks: PINNED_ECHO }, pinned());
+    }
+    builder.start().expect("the bench node with its children starts")
 }
 
 /// Stops the child module `spawnee` of a [`stdio_node`] and starts it
@@ -715,12 +761,23 @@ fn measure<W: Write, R: Read>(
         module_round_trip(node, n);
     });
     let rtt_module = median_of(rounds, || module_round_trip(node, n));
+    let pinned = pinned_cpu().zip(node.child_pid(PINNED_ECHO)).map(|(cpu, pinned_echo)| {
+        let switches = switches_per_op(&[me, pinned_echo], n, || {
+            asker_round_trip(node, PINNED_ASKER, n);
+        });
+        (
+            cpu,
+            median_of(rounds, || asker_round_trip(node, PINNED_ASKER, n)),
+            switches,
+        )
+    });
     Versus {
         round_trip: (rtt_bb, rtt_raw),
         small_tells: (small_n, small_bb, small_raw),
         large_tells: (large_n, large_bb, large_raw),
         switches: (cs_bb, cs_raw),
         from_module: Some((rtt_module, cs_module)),
+        pinned,
         reactor: None,
     }
 }
@@ -783,7 +840,7 @@ impl Drop for Scratch {
 /// `echo`.
 pub fn linked(name: &str, endpoint: &str) -> Node {
     let node = Node::builder(name)
-        .module_with(ASKER, || Asker, ModuleOptions::new().thread(ASKER))
+        .module_with(ASKER, || Asker { asks: "echo" }, ModuleOptions::new().thread(ASKER))
         .join(endpoint)
         .start()
         .expect("the measuring node starts");
@@ -1171,6 +1228,7 @@ pub fn in_process(sizes: Sizes) -> Versus {
         large_tells: (0, Duration::ZERO, Duration::ZERO),
         switches: (Vec::new(), Vec::new()),
         from_module: None,
+        pinned: None,
         reactor: None,
     }
 }

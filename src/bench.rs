@@ -30,6 +30,11 @@
 //! one `epoll_wait`, one `read` and one `write` per message), which is the
 //! least any design on tokio pays where the raw channel blocks in `read`.
 //!
+//! Over stdio, two more: an ask from a module on a thread of its own (its
+//! child's link on the node's thread), and, on Linux, from a module whose
+//! thread carries its child's link, pinned with that child to one CPU
+//! ([`ModuleOptions::cpus`]) while the rest of the node is not.
+//!
 //! The processes on the other end are this same binary, started again:
 //! a program that runs a measurement calls [`serve_if_asked`] first thing
 //! in `main`, which serves that role when this process is one of them and
@@ -140,8 +145,8 @@ const PINNED_ECHO: &str = "echo-pinned";
 /// That asker's name, and its thread's.
 const PINNED_ASKER: &str = "asker-pinned";
 
-/// The CPU a [`stdio_node`] pins [`PINNED_ECHO`] and its asker to: the
-/// last this process may use (Linux; none elsewhere).
+/// The CPU a [`stdio_node`] pins its child `echo-pinned` and that child's
+/// asker to: the last this process may use (Linux; none elsewhere).
 pub fn pinned_cpu() -> Option<usize> {
     botbus_transport_stdio::affinity::usable_cpus().ok()?.last().copied()
 }
@@ -697,7 +702,7 @@ impl<W: Write, R: Read> Raw<W, R> {
 /// asks (and `spawnee`, which [`spawn_to_ready`] restarts); in such a
 /// child, it hosts that module and never returns.
 ///
-/// Where it can ([`pinned_cpu`]), it also runs [`PINNED_ECHO`] in a child
+/// Where it can ([`pinned_cpu`]), it also runs `echo-pinned` in a child
 /// on one CPU, with the thread of the asker that asks it and of its link.
 pub fn stdio_node() -> Node {
     let child = || ModuleOptions::new().in_child();

@@ -478,6 +478,7 @@ fn bench(only: &[BenchPlacement], full: bool) {
     }
     println!(
         "\nUnpinned, the round trips are mostly threads waking on another core; \
-         `taskset -c 0 botbus bench` shows botbus's own work."
+         `taskset -c 0 botbus bench` shows botbus's own work, and `ModuleOptions::cpus` \
+         keeps a child and its asker on one core (the line `… on CPU n`)."
     );
 }

@@ -82,9 +82,13 @@ impl Router {
         }
     }
 
-    /// A part of what `link`'s peer announces (`more` to come), or the
-    /// announce that ends it: once whole, the routes are made afresh.
-    fn take_announce(&self, link: &LinkHandle, part: Announcement, more: bool) {
+    /// `frame`, a part of what `link`'s peer announces or the announce
+    /// that ends it (any other frame is not taken here): once whole, the
+    /// routes are made afresh.
+    fn take_announce(&self, link: &LinkHandle, frame: Frame) {
+        let Some((part, more)) = Announcement::from_frame(frame) else {
+            return;
+        };
         if link.gather_announce(part, more) {
             self.refresh();
         }
@@ -155,32 +159,7 @@ impl Router {
                 }
                 link.credit_one();
             }
-            Frame::Announce {
-                modules,
-                subscriptions,
-                reach,
-            } => self.take_announce(
-                link,
-                Announcement {
-                    modules,
-                    subscriptions,
-                    reach,
-                },
-                false,
-            ),
-            Frame::AnnouncePart {
-                modules,
-                subscriptions,
-                reach,
-            } => self.take_announce(
-                link,
-                Announcement {
-                    modules,
-                    subscriptions,
-                    reach,
-                },
-                true,
-            ),
+            announce @ (Frame::Announce { .. } | Frame::AnnouncePart { .. }) => self.take_announce(link, announce),
             Frame::Subscribe { pattern } => {
                 link.set_subscribed(&pattern, true);
                 self.refresh();

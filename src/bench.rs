@@ -463,34 +463,31 @@ impl Versus {
                 joined(cs_raw)
             );
         }
-        if let Some((rtt_module, cs_module)) = &self.from_module {
+        // A round trip asked another way, and its context switches, each
+        // against the raw channel's.
+        let asked = |how: &str, rtt: Duration, cs: &[f64]| {
             println!(
                 "{:<34} {:>11.1} us {:>11.1} us {:>12.2}",
-                "… asked from a module's thread",
-                us(*rtt_module),
+                how,
+                us(rtt),
                 us(rtt_raw),
-                us(*rtt_module) / us(rtt_raw),
+                us(rtt) / us(rtt_raw),
             );
             println!(
                 "{:<34} {:>14} {:>14}",
                 "… context switches per ask",
-                joined(cs_module),
+                joined(cs),
                 joined(cs_raw)
             );
+        };
+        if let Some((rtt_module, cs_module)) = &self.from_module {
+            asked("… asked from a module's thread", *rtt_module, cs_module);
         }
         if let Some((cpu, rtt_pinned, cs_pinned)) = &self.pinned {
-            println!(
-                "{:<34} {:>11.1} us {:>11.1} us {:>12.2}",
-                format!("… it, its link and child on CPU {cpu}"),
-                us(*rtt_pinned),
-                us(rtt_raw),
-                us(*rtt_pinned) / us(rtt_raw),
-            );
-            println!(
-                "{:<34} {:>14} {:>14}",
-                "… context switches per ask",
-                joined(cs_pinned),
-                joined(cs_raw)
+            asked(
+                &format!("… it, its link and child on CPU {cpu}"),
+                *rtt_pinned,
+                cs_pinned,
             );
         }
     }

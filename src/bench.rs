@@ -48,7 +48,6 @@
 //! ```
 
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -794,32 +793,36 @@ pub fn over_stdio(node: &Node, sizes: Sizes) -> Versus {
             peer.child.stdin.take().expect("piped"),
             peer.child.stdout.take().expect("piped"),
         );
-        enlarge_pipe(&stdin);
-        enlarge_pipe(&stdout);
+        #[cfg(target_os = "linux")]
+        {
+            enlarge_pipe(&stdin);
+            enlarge_pipe(&stdout);
+        }
         Raw::new(peer, stdin, stdout)
     };
     let (mut echo, mut sink) = (raw("raw-echo"), raw("raw-sink"));
     let service = node.child_pid("echo").expect("the echo child runs");
-    let mut figures = measure(node, service, &mut echo, &mut sink, sizes);
+    let figures = measure(node, service, &mut echo, &mut sink, sizes);
     #[cfg(unix)]
-    {
-        figures.reactor = Some(reactor_round_trip(raw(REACTOR_ECHO), reactor::pipes, sizes));
-    }
+    let figures = Versus {
+        reactor: Some(reactor_round_trip(raw(REACTOR_ECHO), reactor::pipes, sizes)),
+        ..figures
+    };
     figures
 }
 
 /// Pipes as large as botbus makes its children's (1 MiB), so both sides
 /// of a stdio measurement get the same (failing, they keep the default).
+#[cfg(target_os = "linux")]
 fn enlarge_pipe(fd: &impl std::os::fd::AsFd) {
-    #[cfg(target_os = "linux")]
     let _ = rustix::pipe::fcntl_setpipe_size(fd, 1024 * 1024);
-    #[cfg(not(target_os = "linux"))]
-    let _ = fd;
 }
 
 /// A directory of this run's own for socket files, removed when dropped.
-struct Scratch(PathBuf);
+#[cfg(unix)]
+struct Scratch(std::path::PathBuf);
 
+#[cfg(unix)]
 impl Scratch {
     fn new(what: &str) -> Scratch {
         let dir = std::env::temp_dir().join(format!("botbus-bench-{what}-{}", std::process::id()));
@@ -827,11 +830,12 @@ impl Scratch {
         Scratch(dir)
     }
 
-    fn path(&self) -> &Path {
+    fn path(&self) -> &std::path::Path {
         &self.0
     }
 }
 
+#[cfg(unix)]
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -905,15 +909,16 @@ pub fn over_tcp(sizes: Sizes) -> Versus {
         stream.set_nodelay(true).expect("TCP_NODELAY");
         Raw::new(peer, stream.try_clone().expect("a socket"), stream)
     };
-    let mut figures = against_service(&endpoint, &raw, sizes);
+    let figures = against_service(&endpoint, &raw, sizes);
     #[cfg(unix)]
-    {
-        figures.reactor = Some(reactor_round_trip(
+    let figures = Versus {
+        reactor: Some(reactor_round_trip(
             raw(REACTOR_ECHO),
             |socket, _| reactor::tcp(socket),
             sizes,
-        ));
-    }
+        )),
+        ..figures
+    };
     figures
 }
 

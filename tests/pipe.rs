@@ -444,6 +444,14 @@ struct WatchedListener(Box<dyn Listener>, Seen);
 /// One half of a watched link.
 struct Noted<T>(T, Seen);
 
+/// Counts one more call on `calls`: true for every other one, the first
+/// included.
+fn every_other(calls: &std::sync::atomic::AtomicU64) -> bool {
+    calls
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        .is_multiple_of(2)
+}
+
 impl<T> Noted<T> {
     fn note(&self, what: &'static str) {
         self.1.seen.lock().unwrap().insert((what, thread_id()));
@@ -464,7 +472,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for Noted<R> {
 impl<W: AsyncWrite + Unpin> AsyncWrite for Noted<W> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         self.note("write");
-        if self.1.stall && self.1.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2 == 0 {
+        if self.1.stall && every_other(&self.1.writes) {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
@@ -473,7 +481,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Noted<W> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
         self.note("write");
-        if self.1.stall && self.1.flushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2 == 0 {
+        if self.1.stall && every_other(&self.1.flushes) {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }

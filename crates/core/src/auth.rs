@@ -179,7 +179,7 @@ pub fn from_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
 /// not that.
 pub fn bytes_from_hex(text: &str) -> Option<Vec<u8>> {
     let digits = text.as_bytes();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     let value = |d: u8| char::from(d).to_digit(16).and_then(|v| u8::try_from(v).ok());

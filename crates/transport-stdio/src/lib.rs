@@ -317,6 +317,10 @@ impl StdioLink {
     /// (`println!`, a C library's `printf`) goes to the parent's log, and
     /// nothing else can read the parent's frames. Can be taken once per
     /// process.
+    ///
+    /// On Windows (type-checked, never run) the streams are tokio's own
+    /// stdin and stdout, read and written on its blocking pool, and are not
+    /// made private: module code there must not write to stdout.
     pub fn own_stdio() -> io::Result<StdioLink> {
         if OWN_STDIO_TAKEN.swap(true, Ordering::AcqRel) {
             return Err(io::Error::new(
@@ -474,17 +478,11 @@ impl StdioTransport {
             #[cfg(not(target_os = "linux"))]
             return Err(on_cpus(affinity::unsupported()));
         }
-        #[cfg(unix)]
-        let stderr = {
-            // A pipe of our own, read with blocking reads on a thread of its
-            // own: the child's logging never runs on the frame path.
-            let (read, write) =
-                rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| io_error(e.into()))?;
-            cmd.stderr(Stdio::from(write));
-            read
-        };
-        #[cfg(not(unix))]
-        cmd.stderr(Stdio::inherit());
+        // A pipe of our own, read with blocking reads on a thread of its
+        // own: the child's logging never runs on the frame path. (Neither
+        // end is inherited by children spawned later.)
+        let (stderr, stderr_to_child) = io::pipe().map_err(io_error)?;
+        cmd.stderr(Stdio::from(stderr_to_child));
         let mut child = cmd.spawn().map_err(|source| match &command.cpus {
             // What the child's `sched_setaffinity` says of a set it may not use.
             Some(cpus) if source.kind() == io::ErrorKind::InvalidInput => io_error(io::Error::new(
@@ -503,12 +501,11 @@ impl StdioTransport {
             let _ = rustix::pipe::fcntl_setpipe_size(&stdin, PIPE_SIZE);
             let _ = rustix::pipe::fcntl_setpipe_size(&stdout, PIPE_SIZE);
         }
-        #[cfg(unix)]
         {
             let module = module.to_owned();
             std::thread::Builder::new()
                 .name(format!("botbus-log-{pid}"))
-                .spawn(move || stderr::forward(std::fs::File::from(stderr), &module, pid))
+                .spawn(move || stderr::forward(stderr, &module, pid))
                 .map_err(io_error)?;
         }
         tracing::debug!(%module, pid, %command, "child spawned");

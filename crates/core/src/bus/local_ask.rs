@@ -510,7 +510,7 @@ mod tests {
             let (second_count, second) = counting();
             let mut polls = 0u32;
             let outcome = loop {
-                let waker = if polls % 2 == 0 { &first } else { &second };
+                let waker = if polls.is_multiple_of(2) { &first } else { &second };
                 polls += 1;
                 match reply.poll(Some(waker)) {
                     Poll::Ready(ended) => break ended,

@@ -159,6 +159,30 @@ impl RunningModules {
     }
 }
 
+/// A module's own thread ([`Thread::Own`]): dropped, it stops, letting
+/// whatever still runs there go — unless it was [`kept`](OwnThread::keep).
+struct OwnThread(Option<ArbiterHandle>);
+
+impl OwnThread {
+    /// The thread of `home`, if `thread` places a module on its own.
+    fn of(thread: &Thread, home: &ArbiterHandle) -> Option<OwnThread> {
+        matches!(thread, Thread::Own).then(|| OwnThread(Some(home.clone())))
+    }
+
+    /// Lets the thread run on when this is dropped.
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for OwnThread {
+    fn drop(&mut self) {
+        if let Some(thread) = self.0.take() {
+            thread.stop();
+        }
+    }
+}
+
 struct RunningModule {
     name: Arc<str>,
     stop: Arc<StopSignal>,
@@ -321,6 +345,9 @@ impl Node {
             unreachable!("a module without code in this binary always has a command")
         };
         let arbiter = self.arbiter_for(&spec.options.thread).await?;
+        // A thread of the module's own ends with its host, or with this
+        // start if it fails.
+        let own_thread = OwnThread::of(&spec.options.thread, &arbiter);
         if let Some(cpus) = &spec.options.cpus {
             let pinned = self.pin(&spec.options.thread, &arbiter, cpus).await;
             pinned.map_err(|reason| NodeError::StartFailed {
@@ -340,7 +367,11 @@ impl Node {
             ask_timeout: shared.ask_timeout,
         };
         shared.router.set_types(&spec.name, launch.types);
-        if !arbiter.spawn((launch.run)(hosted)) {
+        let host = (launch.run)(hosted);
+        if !arbiter.spawn(async move {
+            host.await;
+            drop(own_thread);
+        }) {
             return Err(NodeError::Stopped);
         }
         Ok(())
@@ -360,7 +391,14 @@ impl Node {
             Thread::Pool => self.link_thread(&shared.link).await?,
             ref named_or_own => self.arbiter_for(named_or_own).await?,
         };
+        // Its own thread, if it has one, ends if this start fails. Once the
+        // child's link runs there it stays until the node stops: ending it
+        // with the host could cut the link's last tasks short.
+        let own_thread = OwnThread::of(&spec.options.thread, &home);
         let supervised = self.register(&spec, Arc::default(), startup)?;
+        if let Some(own_thread) = own_thread {
+            own_thread.keep();
+        }
         shared.router.add_child(supervised.name.clone());
         let hosted = ChildHosted {
             supervised,
@@ -466,17 +504,19 @@ impl Node {
         // Arbiters are made on the system thread, where the actix System is.
         let arbiter = self.on_system(async { Arbiter::new() }).await?;
         let handle = arbiter.handle();
+        let Some(name) = named else {
+            // A module's own thread: the System stops it with the node, and
+            // the module's [`OwnThread`] before that, so it is not kept.
+            return Ok(handle);
+        };
         shared.arbiters.lock().expect("node lock").push(arbiter);
-        if let Some(name) = named {
-            return Ok(shared
-                .named
-                .lock()
-                .expect("node lock")
-                .entry(name)
-                .or_insert(handle)
-                .clone());
-        }
-        Ok(handle)
+        Ok(shared
+            .named
+            .lock()
+            .expect("node lock")
+            .entry(name)
+            .or_insert(handle)
+            .clone())
     }
 
     /// Runs `thread` (its arbiter `home`) only on `cpus` from now on.

@@ -94,8 +94,10 @@ impl ModuleOptions {
         self
     }
 
-    /// Runs the module on a thread of its own. For a module in a child
-    /// process, its link to the child runs there.
+    /// Runs the module on a thread of its own, which ends when the module
+    /// ends for good (stopped, or failed past its restarts; a restart keeps
+    /// it). For a module in a child process, its link to the child runs
+    /// there, and the thread stays until the node stops.
     pub fn own_thread(mut self) -> Self {
         self.thread = Thread::Own;
         self

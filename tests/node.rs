@@ -265,6 +265,21 @@ fn a_module_that_cannot_start_fails_the_node_start_with_its_reason() {
 }
 
 #[tokio::test]
+async fn a_wait_with_no_end_ends_when_its_condition_holds() {
+    let node = Node::builder("patient").start().unwrap();
+    let waiter = node.clone();
+    let waiting = tokio::spawn(async move {
+        waiter
+            .wait_until("incr to run", Duration::MAX, |n| n.reaches("incr"))
+            .await
+    });
+    node.spawn("incr", || Incr, ModuleOptions::new()).await.unwrap();
+    let waited = tokio::time::timeout(DEADLINE, waiting).await.expect("the wait ends");
+    assert!(matches!(waited, Ok(Ok(()))), "{waited:?}");
+    node.shutdown().await;
+}
+
+#[tokio::test]
 async fn restart_always_brings_back_a_module_that_stopped_itself() {
     let node = Node::builder("policies")
         .module_with("always", || Incr, ModuleOptions::new().restart(RestartPolicy::Always))

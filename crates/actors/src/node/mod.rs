@@ -63,7 +63,8 @@ use builder::{launcher, ModuleSpec};
 use options::{Process, Thread};
 use signals::Signals;
 
-/// A wait with no practical end (a child waits for its parent this long).
+/// A wait with no practical end, kept without a timer (a child waits for
+/// its parent this long): a century.
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// How long one start of a module may take unless its options say otherwise.
@@ -770,6 +771,10 @@ impl Node {
 
     /// Waits until `condition` holds, re-checking whenever modules, links,
     /// subscriptions or statuses change. Never sleeps a fixed time.
+    ///
+    /// A `timeout` of a century or more (`Duration::MAX`, say) waits
+    /// without a timer: a timer on a thread costs each of its waits for
+    /// I/O a look at the clock.
     pub async fn wait_until(
         &self,
         what: &str,
@@ -777,13 +782,19 @@ impl Node {
         mut condition: impl FnMut(&Node) -> bool,
     ) -> Result<(), NodeError> {
         let mut changes = self.shared.router.watch_topology();
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = (timeout < FOREVER)
+            .then(|| tokio::time::Instant::now().checked_add(timeout))
+            .flatten();
         loop {
             changes.borrow_and_update();
             if condition(self) {
                 return Ok(());
             }
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
+            let changed = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, changes.changed()).await,
+                None => Ok(changes.changed().await),
+            };
+            match changed {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(NodeError::Stopped),
                 Err(_) => return Err(NodeError::Timeout(timeout, what.to_owned())),

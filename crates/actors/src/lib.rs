@@ -12,6 +12,7 @@
 //! This is the only botbus crate that knows actix; module authors write
 //! against `botbus-core` and never see an actix type.
 
+mod alarm;
 mod child;
 mod host;
 mod link;

@@ -9,11 +9,15 @@
 //! ([`Caller::time_out`](botbus_core::Caller::time_out)), tells their callees'
 //! node, and sleeps until the next one. An ask filed with a deadline later
 //! than the one the keeper waits for — every ask, when asks share a
-//! timeout — costs one comparison; only an earlier one wakes the keeper.
+//! timeout — costs one comparison; only an earlier one moves the keeper's
+//! alarm.
 //!
 //! A tokio timer per ask costs its allocation, a lock on the time driver to
 //! register it and another to drop it: about 600 of the asker's 10,000
 //! instructions in an ask round trip between two processes (callgrind).
+//! Even the keeper's one tokio timer cost every wait for I/O on the link's
+//! thread a look at the clock and a kernel timer, so the keeper is woken by
+//! an [`Alarm`] instead, kept by a thread of its own.
 //!
 //! The keeper runs on the link's thread: a module that blocks that thread
 //! delays the deadlines of the asks going through the link, as it delays
@@ -23,23 +27,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use botbus_core::Frame;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::asks::PendingAsk;
 use super::{ById, LinkHandle};
+use crate::alarm::Alarm;
 
-/// The earliest deadline a link's keeper waits for, and how to wake it for
-/// an earlier one.
+/// The earliest deadline a link's keeper waits for, and the alarm that
+/// wakes it then.
 pub(super) struct Deadlines {
     /// Deadlines are kept as nanoseconds after this.
     epoch: Instant,
     /// When the keeper wakes next, in nanoseconds after `epoch`;
-    /// [`NOT_ARMED`] when no ask has a deadline. Written only under the
-    /// lock of the link's pending asks.
+    /// [`NOT_ARMED`] when no ask has a deadline. Written, and the alarm
+    /// set, only under the lock of the link's pending asks.
     armed: AtomicU64,
-    /// Wakes the keeper for a deadline earlier than `armed`.
-    earlier: Notify,
+    /// Wakes the keeper at `armed`.
+    alarm: Alarm,
 }
 
 /// [`Deadlines::armed`] when the keeper waits for no deadline.
@@ -50,8 +54,13 @@ impl Deadlines {
         Self {
             epoch: Instant::now(),
             armed: AtomicU64::new(NOT_ARMED),
-            earlier: Notify::new(),
+            alarm: Alarm::new(),
         }
+    }
+
+    /// The instant `at` nanoseconds after the epoch.
+    fn instant(&self, at: u64) -> Instant {
+        self.epoch + std::time::Duration::from_nanos(at)
     }
 
     fn nanos(&self, at: Instant) -> u64 {
@@ -59,12 +68,12 @@ impl Deadlines {
     }
 
     /// An ask with `deadline` was filed; `_filed` is the lock it was filed
-    /// under. Wakes the keeper if it waits for a later deadline.
+    /// under. Moves the keeper's alarm if it is set for a later deadline.
     pub(super) fn filed(&self, deadline: Instant, _filed: &ById<u64, PendingAsk>) {
         let at = self.nanos(deadline);
         if at < self.armed.load(Ordering::Relaxed) {
             self.armed.store(at, Ordering::Relaxed);
-            self.earlier.notify_one();
+            self.alarm.set(deadline.into_std());
         }
     }
 
@@ -86,6 +95,10 @@ impl Deadlines {
             .filter_map(|id| Some((id, pending.remove(&id)?)))
             .collect();
         self.armed.store(next, Ordering::Relaxed);
+        match next {
+            NOT_ARMED => self.alarm.unset(),
+            at => self.alarm.set(self.instant(at).into_std()),
+        }
         due
     }
 }
@@ -95,22 +108,9 @@ pub(super) async fn keep(link: Arc<LinkHandle>) {
     let closed = link.closed.cancelled();
     tokio::pin!(closed);
     loop {
-        let earlier = link.deadlines.earlier.notified();
-        tokio::pin!(earlier);
-        // Registered before `armed` is read: an earlier deadline filed
-        // after the read wakes it.
-        earlier.as_mut().enable();
-        let armed = link.deadlines.armed.load(Ordering::Relaxed);
-        let passes = async {
-            match armed {
-                NOT_ARMED => std::future::pending().await,
-                at => tokio::time::sleep_until(link.deadlines.epoch + std::time::Duration::from_nanos(at)).await,
-            }
-        };
         tokio::select! {
             () = &mut closed => return,
-            () = earlier => continue,
-            () = passes => {}
+            () = link.deadlines.alarm.fired() => {}
         }
         let due = {
             let mut pending = link.pending.lock().expect("link lock");

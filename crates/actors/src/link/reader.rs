@@ -21,6 +21,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::{message_name, LinkHandle};
+use crate::alarm::Alarm;
 use crate::names::RecentNames;
 use crate::router::Router;
 
@@ -35,11 +36,12 @@ pub(super) async fn read_loop(
     // Kept from run to run, so that gathering tells allocates nothing.
     let mut tells = VecDeque::with_capacity(GATHERED_TELLS);
     let mut alive = LivenessState::new(liveness, std::time::Instant::now());
-    // Reads are counted, not timed: the timer looks at the count when it
-    // fires, so a busy link pays one increment per read for its liveness.
+    // Reads are counted, not timed: the check looks at the count when its
+    // alarm fires, so a busy link pays one increment per read for its
+    // liveness. The alarm is kept off this thread (see `crate::alarm`).
     let (mut reads, mut reads_checked) = (0u64, 0u64);
-    let check = tokio::time::sleep(liveness.ping_after);
-    tokio::pin!(check);
+    let check = Alarm::new();
+    check.set(std::time::Instant::now() + liveness.ping_after);
     // Made once: waiting on it registers with the token once, not per read.
     let closed = CloseSignal::new(&link.closed);
     tokio::pin!(closed);
@@ -50,7 +52,7 @@ pub(super) async fn read_loop(
             biased;
             next = reader.next() => next,
             () = &mut closed => break "closed by this node".to_owned(),
-            () = &mut check => {
+            () = check.fired() => {
                 let now = std::time::Instant::now();
                 if reads != reads_checked {
                     reads_checked = reads;
@@ -71,7 +73,7 @@ pub(super) async fn read_loop(
                         );
                     }
                 };
-                check.as_mut().reset(tokio::time::Instant::from_std(next));
+                check.set(next);
                 continue;
             }
         };

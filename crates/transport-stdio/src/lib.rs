@@ -501,13 +501,11 @@ impl StdioTransport {
             let _ = rustix::pipe::fcntl_setpipe_size(&stdin, PIPE_SIZE);
             let _ = rustix::pipe::fcntl_setpipe_size(&stdout, PIPE_SIZE);
         }
-        {
-            let module = module.to_owned();
-            std::thread::Builder::new()
-                .name(format!("botbus-log-{pid}"))
-                .spawn(move || stderr::forward(stderr, &module, pid))
-                .map_err(io_error)?;
-        }
+        let logged_as = module.to_owned();
+        std::thread::Builder::new()
+            .name(format!("botbus-log-{pid}"))
+            .spawn(move || stderr::forward(stderr, &logged_as, pid))
+            .map_err(io_error)?;
         tracing::debug!(%module, pid, %command, "child spawned");
         let link = StdioLink {
             halves: Halves::Async(Box::pin(stdout), Box::pin(stdin)),
